@@ -1,0 +1,244 @@
+"""The layout of the Secrets Rotor writes, and the pure state transitions of the rotation protocol.
+
+Source Secret (same name and namespace as the RotatingSecret, owned by it, readable only by RW
+principals and the controller)::
+
+    data:        <file>             current value
+                 <file>.previous    previous value, during the overlap window
+                 <file>.pending     new value, only while a rotation is in flight
+    annotations: rotor.dev/version, rotor.dev/phase (pending|committed), rotor.dev/rotated-at,
+                 rotor.dev/previous-expires, rotor.dev/checksum, rotor.dev/writer
+    labels:      rotor.dev/secret=<name>
+
+RO view: Secret ``rotor.<source-namespace>.<name>`` in the consumer's namespace with current and
+previous only. A *file* is what one key produces (``password``, or ``signing-key`` and
+``signing-key.pub``).
+
+The transitions (:func:`prepare`, :func:`commit`, :func:`abort`, :func:`expire_previous`) are pure:
+the caller passes ``now`` and does the I/O with a resourceVersion precondition.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+from rotor import PREFIX
+from rotor.errors import InvalidSpec
+
+Phase = Literal["pending", "committed"]
+
+PREVIOUS_SUFFIX = ".previous"
+PENDING_SUFFIX = ".pending"
+
+LABEL_SECRET = PREFIX + "secret"
+"""On a source Secret: the RotatingSecret's name."""
+LABEL_VIEW_OF = PREFIX + "view-of"
+"""On an RO view: ``<source-namespace>.<name>`` of the source."""
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "rotor"
+
+ANN_VERSION = PREFIX + "version"
+ANN_PHASE = PREFIX + "phase"
+ANN_ROTATED_AT = PREFIX + "rotated-at"
+ANN_PREVIOUS_EXPIRES = PREFIX + "previous-expires"
+ANN_CHECKSUM = PREFIX + "checksum"
+ANN_WRITER = PREFIX + "writer"
+ANN_PENDING_SINCE = PREFIX + "pending-since"
+
+
+def view_name(source_namespace: str, name: str) -> str:
+    """The name of the RO view of ``source_namespace/name`` in a consumer's namespace."""
+    return f"rotor.{source_namespace}.{name}"
+
+
+def previous_key(file: str) -> str:
+    return file + PREVIOUS_SUFFIX
+
+
+def pending_key(file: str) -> str:
+    return file + PENDING_SUFFIX
+
+
+def checksum(values: Mapping[str, bytes]) -> str:
+    """sha256 over the values, in name order, each length-prefixed (no ambiguity of joins)."""
+    h = hashlib.sha256()
+    for name in sorted(values):
+        for part in (name.encode(), values[name]):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+    return h.hexdigest()
+
+
+def format_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str, field: str) -> float:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise InvalidSpec(
+            field, f"{text!r} is not an RFC 3339 UTC time", "write e.g. 2026-01-31T12:00:00Z"
+        ) from None
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """What a source Secret holds, decoded; values are bytes and never printed (``__repr__``)."""
+
+    version: int = 0
+    phase: Phase = "committed"
+    current: Mapping[str, bytes] = field(default_factory=dict)
+    previous: Mapping[str, bytes] = field(default_factory=dict)
+    pending: Mapping[str, bytes] = field(default_factory=dict)
+    rotated_at: float | None = None
+    previous_expires: float | None = None
+    writer: str | None = None
+    pending_since: float | None = None
+
+    def __repr__(self) -> str:  # never show values
+        return (
+            f"SecretState(version={self.version}, phase={self.phase}, "
+            f"files={sorted(self.current)}, previous={bool(self.previous)}, "
+            f"pending={bool(self.pending)})"
+        )
+
+    @property
+    def checksum(self) -> str:
+        return checksum(self.current)
+
+    @property
+    def has_value(self) -> bool:
+        return self.version > 0 and bool(self.current)
+
+    # -- encoding ------------------------------------------------------------------------------
+    @classmethod
+    def from_secret(
+        cls, data: Mapping[str, str] | None, annotations: Mapping[str, str] | None
+    ) -> SecretState:
+        """Decode a Secret's ``data`` (base64 strings) and annotations."""
+        data = data or {}
+        ann = annotations or {}
+        current: dict[str, bytes] = {}
+        previous: dict[str, bytes] = {}
+        pending: dict[str, bytes] = {}
+        for key, b64 in data.items():
+            try:
+                raw = base64.b64decode(b64, validate=True)
+            except ValueError:
+                raise InvalidSpec(f"data.{key}", "is not base64", "") from None
+            if key.endswith(PREVIOUS_SUFFIX):
+                previous[key[: -len(PREVIOUS_SUFFIX)]] = raw
+            elif key.endswith(PENDING_SUFFIX):
+                pending[key[: -len(PENDING_SUFFIX)]] = raw
+            else:
+                current[key] = raw
+        try:
+            version = int(ann.get(ANN_VERSION, "0"))
+        except ValueError:
+            raise InvalidSpec(
+                f"metadata.annotations[{ANN_VERSION}]", "is not an integer", ""
+            ) from None
+        phase = ann.get(ANN_PHASE, "committed")
+        if phase not in ("pending", "committed"):
+            raise InvalidSpec(
+                f"metadata.annotations[{ANN_PHASE}]",
+                f"{phase!r} is unknown",
+                "use pending or committed",
+            )
+
+        def t(key: str) -> float | None:
+            return parse_time(ann[key], f"metadata.annotations[{key}]") if ann.get(key) else None
+
+        return cls(
+            version=version,
+            phase=cast(Phase, phase),
+            current=current,
+            previous=previous,
+            pending=pending,
+            rotated_at=t(ANN_ROTATED_AT),
+            previous_expires=t(ANN_PREVIOUS_EXPIRES),
+            writer=ann.get(ANN_WRITER) or None,
+            pending_since=t(ANN_PENDING_SINCE),
+        )
+
+    def secret_data(self) -> dict[str, str]:
+        """The Secret's ``data``: every current, previous and pending value, base64."""
+        out: dict[str, str] = {}
+        for suffix, values in (
+            ("", self.current),
+            (PREVIOUS_SUFFIX, self.previous),
+            (PENDING_SUFFIX, self.pending),
+        ):
+            for name, raw in values.items():
+                out[name + suffix] = base64.b64encode(raw).decode()
+        return out
+
+    def view_data(self) -> dict[str, str]:
+        """An RO view's ``data``: current and previous only, never pending."""
+        return {k: v for k, v in self.secret_data().items() if not k.endswith(PENDING_SUFFIX)}
+
+    def annotations(self) -> dict[str, str]:
+        out = {ANN_VERSION: str(self.version), ANN_PHASE: self.phase, ANN_CHECKSUM: self.checksum}
+        out[ANN_ROTATED_AT] = format_time(self.rotated_at) if self.rotated_at is not None else ""
+        out[ANN_PREVIOUS_EXPIRES] = (
+            format_time(self.previous_expires) if self.previous_expires is not None else ""
+        )
+        out[ANN_WRITER] = self.writer or ""
+        out[ANN_PENDING_SINCE] = (
+            format_time(self.pending_since) if self.pending_since is not None else ""
+        )
+        return out
+
+
+# -- transitions --------------------------------------------------------------------------------
+class ProtocolError(InvalidSpec):
+    """A transition was asked for in a state that does not allow it (a bug, or a lost race)."""
+
+
+def prepare(
+    state: SecretState, values: Mapping[str, bytes], now: float, writer: str
+) -> SecretState:
+    """Step 1: record the new values as pending."""
+    if state.phase == "pending":
+        raise ProtocolError(
+            "phase", "a rotation is already pending", "finish or abort it first (recover_pending)"
+        )
+    if not values:
+        raise ProtocolError("values", "no values to prepare", "")
+    return replace(state, phase="pending", pending=dict(values), writer=writer, pending_since=now)
+
+
+def commit(state: SecretState, now: float, overlap: float) -> SecretState:
+    """Step 4: current <- pending, previous <- old current (for ``overlap``), version + 1."""
+    if state.phase != "pending" or not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "prepare before commit")
+    keep = overlap > 0 and bool(state.current)
+    return replace(
+        state,
+        version=state.version + 1,
+        phase="committed",
+        current=dict(state.pending),
+        previous=dict(state.current) if keep else {},
+        previous_expires=now + overlap if keep else None,
+        pending={},
+        rotated_at=now,
+        pending_since=None,
+    )
+
+
+def abort(state: SecretState) -> SecretState:
+    """Drop the pending values; what was current stays current."""
+    return replace(state, phase="committed", pending={}, pending_since=None)
+
+
+def expire_previous(state: SecretState, now: float) -> SecretState:
+    """Drop the previous values once their overlap window has passed."""
+    if state.previous and state.previous_expires is not None and now >= state.previous_expires:
+        return replace(state, previous={}, previous_expires=None)
+    return state

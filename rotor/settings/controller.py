@@ -1,0 +1,83 @@
+"""Controller settings: ACL backend and its timings, namespaces, rate limits, ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from rotor.settings._env import env_bool, env_choice, env_duration, env_int, env_str
+
+DEFAULT_ACL_POLL = 30.0
+DEFAULT_MAX_STALENESS = 600.0
+DEFAULT_METRICS_PORT = 9755
+DEFAULT_RESTART_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    namespace: str = "rotor-system"
+    acl_backend: Literal["configmap", "canister"] = "configmap"
+    acl_poll: float = DEFAULT_ACL_POLL
+    max_staleness: float = DEFAULT_MAX_STALENESS
+    on_stale: Literal["keep", "revoke"] = "keep"
+    acl_configmap: str = "rotor-acl"  # in ``namespace``
+    canister_id: str = ""
+    canister_host: str = "https://icp-api.io"
+    canister_identity_secret: str = "rotor-canister-identity"  # noqa: S105 - a name  # in ``namespace``; key identity.pem
+    canister_verify: Literal["strict", "hash-tree", "none"] = "hash-tree"
+    metrics_port: int = DEFAULT_METRICS_PORT
+    restart_uninjected: bool = True
+    restart_min_interval: float = DEFAULT_RESTART_INTERVAL
+    leader_election: bool = True
+    webhook_cert_secret: str = "rotor-webhook-tls"  # noqa: S105 - a name
+    webhook_config_name: str = "rotor-webhook"
+    manage_certs: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ControllerSettings:
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            namespace=env_str(e, "ROTOR_NAMESPACE", d.namespace),
+            acl_backend=env_choice(
+                e,
+                "ROTOR_ACL_BACKEND",
+                d.acl_backend,  # type: ignore[arg-type]
+                ("configmap", "canister"),
+            ),
+            acl_poll=env_duration(e, "ROTOR_ACL_POLL", d.acl_poll),
+            max_staleness=env_duration(e, "ROTOR_ACL_MAX_STALENESS", d.max_staleness),
+            on_stale=env_choice(
+                e,
+                "ROTOR_ACL_ON_STALE",
+                d.on_stale,  # type: ignore[arg-type]
+                ("keep", "revoke"),
+            ),
+            acl_configmap=env_str(e, "ROTOR_ACL_CONFIGMAP", d.acl_configmap),
+            canister_id=env_str(e, "ROTOR_CANISTER_ID", d.canister_id),
+            canister_host=env_str(e, "ROTOR_CANISTER_HOST", d.canister_host),
+            canister_identity_secret=env_str(
+                e, "ROTOR_CANISTER_IDENTITY_SECRET", d.canister_identity_secret
+            ),
+            canister_verify=env_choice(
+                e,
+                "ROTOR_CANISTER_VERIFY",  # type: ignore[arg-type]
+                d.canister_verify,
+                ("strict", "hash-tree", "none"),
+            ),
+            metrics_port=env_int(e, "ROTOR_CONTROLLER_METRICS_PORT", d.metrics_port, 1, 65535),
+            restart_uninjected=env_bool(e, "ROTOR_RESTART_UNINJECTED", d.restart_uninjected),
+            restart_min_interval=env_duration(
+                e, "ROTOR_RESTART_MIN_INTERVAL", d.restart_min_interval
+            ),
+            leader_election=env_bool(e, "ROTOR_LEADER_ELECTION", d.leader_election),
+            webhook_cert_secret=env_str(e, "ROTOR_WEBHOOK_CERT_SECRET", d.webhook_cert_secret),
+            webhook_config_name=env_str(e, "ROTOR_WEBHOOK_CONFIG_NAME", d.webhook_config_name),
+            manage_certs=env_bool(e, "ROTOR_MANAGE_CERTS", d.manage_certs),
+            log_level=env_choice(
+                e, "ROTOR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+        )

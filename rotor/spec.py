@@ -1,0 +1,453 @@
+"""The specs of Rotor's custom resources, as frozen dataclasses read from plain dicts.
+
+``RotatingSecretSpec.from_dict(obj["spec"])`` accepts exactly what the CRD schema accepts and
+raises :class:`~rotor.errors.InvalidSpec` with the field path and the fix for anything else, so
+the agent (standalone configs), the controller (a malformed object that slipped past an old
+schema) and the tests share one reading of the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast, get_args
+
+from rotor.durations import format_duration, parse_duration
+from rotor.errors import InvalidSpec
+from rotor.names import check_key_name, check_name
+
+GeneratorType = Literal["password", "token", "hex", "uuid", "rsa", "ecdsa", "ed25519"]
+GENERATOR_TYPES: tuple[str, ...] = get_args(GeneratorType)
+KEY_PAIR_TYPES = frozenset({"rsa", "ecdsa", "ed25519"})
+
+PasswordClass = Literal["lower", "upper", "digit", "symbol"]
+PASSWORD_CLASSES: tuple[str, ...] = get_args(PasswordClass)
+TokenEncoding = Literal["hex", "base64", "base64url"]
+TOKEN_ENCODINGS: tuple[str, ...] = get_args(TokenEncoding)
+RSA_BITS = (2048, 3072, 4096)
+ECDSA_CURVES = ("P-256", "P-384")
+
+DEFAULT_PASSWORD_LENGTH = 32
+DEFAULT_SYMBOLS = "!#%+-.:=@^_~"
+"""Symbols that need no quoting in shells, URLs' userinfo, YAML or SQL string literals."""
+DEFAULT_TOKEN_BYTES = 32
+DEFAULT_HEX_LENGTH = 64
+DEFAULT_RSA_BITS = 3072
+DEFAULT_ECDSA_CURVE = "P-256"
+DEFAULT_INTERVAL = 24 * 3600.0
+DEFAULT_OVERLAP = 3600.0
+MIN_INTERVAL = 1.0
+MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 8, 1024
+MIN_TOKEN_BYTES, MAX_TOKEN_BYTES = 16, 1024
+MIN_HEX_LENGTH, MAX_HEX_LENGTH = 16, 2048
+PUB_SUFFIX = ".pub"
+
+
+def _mapping(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(field, f"expected a mapping, got {type(value).__name__}", "")
+    return cast(Mapping[str, Any], value)
+
+
+def _unknown(obj: Mapping[str, Any], allowed: set[str], field: str) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise InvalidSpec(
+            f"{field}.{extra[0]}",
+            "unknown field",
+            f"remove it; allowed here: {', '.join(sorted(allowed))}",
+        )
+
+
+def _int(obj: Mapping[str, Any], key: str, default: int, lo: int, hi: int, field: str) -> int:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(f"{field}.{key}", f"expected an integer, got {value!r}", "")
+    if not lo <= value <= hi:
+        raise InvalidSpec(f"{field}.{key}", f"{value} is out of range", f"use {lo} to {hi}")
+    return value
+
+
+def _choice(
+    obj: Mapping[str, Any], key: str, default: Any, choices: Sequence[Any], field: str
+) -> Any:
+    value = obj.get(key, default)
+    if value not in choices:
+        raise InvalidSpec(
+            f"{field}.{key}",
+            f"{value!r} is not supported",
+            f"use one of {', '.join(str(c) for c in choices)}",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How to make one key's value. Only the fields of ``type`` are used."""
+
+    type: GeneratorType
+    length: int | None = None  # password: characters; hex: hex digits
+    classes: tuple[PasswordClass, ...] = ()  # password
+    symbols: str = DEFAULT_SYMBOLS  # password
+    bytes: int | None = None  # token
+    encoding: TokenEncoding = "base64url"  # token
+    bits: int | None = None  # rsa
+    curve: str | None = None  # ecdsa
+
+    @property
+    def is_key_pair(self) -> bool:
+        return self.type in KEY_PAIR_TYPES
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> GeneratorSpec:
+        obj = _mapping(value, field)
+        gtype = obj.get("type")
+        if gtype not in GENERATOR_TYPES:
+            raise InvalidSpec(
+                f"{field}.type",
+                f"{gtype!r} is not a generator type" if gtype is not None else "type is required",
+                f"use one of {', '.join(GENERATOR_TYPES)}",
+            )
+        if gtype == "password":
+            _unknown(obj, {"type", "length", "classes", "symbols"}, field)
+            length = _int(
+                obj,
+                "length",
+                DEFAULT_PASSWORD_LENGTH,
+                MIN_PASSWORD_LENGTH,
+                MAX_PASSWORD_LENGTH,
+                field,
+            )
+            raw = obj.get("classes", list(PASSWORD_CLASSES))
+            if not isinstance(raw, list) or not raw:
+                raise InvalidSpec(
+                    f"{field}.classes",
+                    "expected a non-empty list",
+                    f"list some of {', '.join(PASSWORD_CLASSES)}",
+                )
+            for i, c in enumerate(raw):
+                if c not in PASSWORD_CLASSES:
+                    raise InvalidSpec(
+                        f"{field}.classes[{i}]",
+                        f"{c!r} is not a character class",
+                        f"use one of {', '.join(PASSWORD_CLASSES)}",
+                    )
+            if len(set(raw)) != len(raw):
+                raise InvalidSpec(f"{field}.classes", "a class is listed twice", "list each once")
+            if len(raw) > length:
+                raise InvalidSpec(
+                    f"{field}.length",
+                    f"{length} is shorter than the number of classes",
+                    "raise length or list fewer classes",
+                )
+            symbols = obj.get("symbols", DEFAULT_SYMBOLS)
+            if (
+                not isinstance(symbols, str)
+                or not symbols
+                or not symbols.isascii()
+                or any(ch.isalnum() or ch.isspace() or not ch.isprintable() for ch in symbols)
+                or len(set(symbols)) != len(symbols)
+            ):
+                raise InvalidSpec(
+                    f"{field}.symbols",
+                    "expected distinct printable ASCII symbols (no letters, digits or spaces)",
+                    f"e.g. {DEFAULT_SYMBOLS!r}",
+                )
+            return cls(
+                "password",
+                length=length,
+                classes=tuple(cast(list[PasswordClass], raw)),
+                symbols=symbols,
+            )
+        if gtype == "token":
+            _unknown(obj, {"type", "bytes", "encoding"}, field)
+            return cls(
+                "token",
+                bytes=_int(
+                    obj, "bytes", DEFAULT_TOKEN_BYTES, MIN_TOKEN_BYTES, MAX_TOKEN_BYTES, field
+                ),
+                encoding=_choice(obj, "encoding", "base64url", TOKEN_ENCODINGS, field),
+            )
+        if gtype == "hex":
+            _unknown(obj, {"type", "length"}, field)
+            return cls(
+                "hex",
+                length=_int(
+                    obj, "length", DEFAULT_HEX_LENGTH, MIN_HEX_LENGTH, MAX_HEX_LENGTH, field
+                ),
+            )
+        if gtype == "rsa":
+            _unknown(obj, {"type", "bits"}, field)
+            return cls("rsa", bits=_choice(obj, "bits", DEFAULT_RSA_BITS, RSA_BITS, field))
+        if gtype == "ecdsa":
+            _unknown(obj, {"type", "curve"}, field)
+            return cls(
+                "ecdsa", curve=_choice(obj, "curve", DEFAULT_ECDSA_CURVE, ECDSA_CURVES, field)
+            )
+        _unknown(obj, {"type"}, field)
+        return cls(cast(GeneratorType, gtype))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.type == "password":
+            out.update(length=self.length, classes=list(self.classes), symbols=self.symbols)
+        elif self.type == "token":
+            out.update(bytes=self.bytes, encoding=self.encoding)
+        elif self.type == "hex":
+            out["length"] = self.length
+        elif self.type == "rsa":
+            out["bits"] = self.bits
+        elif self.type == "ecdsa":
+            out["curve"] = self.curve
+        return out
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key: one file (and, for key pairs, a second file ``<name>.pub``)."""
+
+    name: str
+    generator: GeneratorSpec
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The file names (and Secret data keys) this key produces."""
+        if self.generator.is_key_pair:
+            return (self.name, self.name + PUB_SUFFIX)
+        return (self.name,)
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> KeySpec:
+        obj = _mapping(value, field)
+        _unknown(obj, {"name", "generator"}, field)
+        name = check_key_name(obj.get("name"), f"{field}.name")
+        if "generator" not in obj:
+            raise InvalidSpec(
+                f"{field}.generator",
+                "generator is required",
+                "add e.g. generator: {type: password, length: 32}",
+            )
+        return cls(name, GeneratorSpec.from_dict(obj["generator"], f"{field}.generator"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "generator": self.generator.to_dict()}
+
+
+@dataclass(frozen=True)
+class RotationSpec:
+    interval: float = DEFAULT_INTERVAL
+    overlap: float = DEFAULT_OVERLAP
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> RotationSpec:
+        obj = _mapping(value if value is not None else {}, field)
+        _unknown(obj, {"interval", "overlap"}, field)
+        interval = (
+            parse_duration(obj["interval"], f"{field}.interval")
+            if "interval" in obj
+            else DEFAULT_INTERVAL
+        )
+        if interval < MIN_INTERVAL:
+            raise InvalidSpec(
+                f"{field}.interval",
+                f"{obj['interval']!r} is too short",
+                f"use at least {format_duration(MIN_INTERVAL)}",
+            )
+        overlap = (
+            parse_duration(obj["overlap"], f"{field}.overlap")
+            if "overlap" in obj
+            else min(DEFAULT_OVERLAP, interval / 2)
+        )
+        if overlap >= interval:
+            raise InvalidSpec(
+                f"{field}.overlap",
+                f"overlap {format_duration(overlap)} is not "
+                f"shorter than interval {format_duration(interval)}",
+                "make overlap shorter than interval (0s turns it off)",
+            )
+        return cls(interval, overlap)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "interval": format_duration(self.interval),
+            "overlap": format_duration(self.overlap),
+        }
+
+
+@dataclass(frozen=True)
+class ExternalStoreRef:
+    store: str  # name of an ExternalStore in the RotatingSecret's namespace
+    path: str  # KV v2 path under the store's mount
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> ExternalStoreRef:
+        obj = _mapping(value, field)
+        _unknown(obj, {"storeRef", "path"}, field)
+        ref = _mapping(obj.get("storeRef"), f"{field}.storeRef")
+        _unknown(ref, {"name"}, f"{field}.storeRef")
+        name = check_name(ref.get("name"), f"{field}.storeRef.name")
+        path = obj.get("path")
+        if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
+            raise InvalidSpec(
+                f"{field}.path",
+                f"{path!r} is not a KV path",
+                "give a path under the store's mount, e.g. shop/db-password",
+            )
+        return cls(name, path.strip("/"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"storeRef": {"name": self.store}, "path": self.path}
+
+
+@dataclass(frozen=True)
+class RotatingSecretSpec:
+    keys: tuple[KeySpec, ...]
+    rotation: RotationSpec = field(default_factory=RotationSpec)
+    external_stores: tuple[ExternalStoreRef, ...] = ()
+    suspend: bool = False
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f for k in self.keys for f in k.files)
+
+    @classmethod
+    def from_dict(cls, value: object, field: str = "spec") -> RotatingSecretSpec:
+        obj = _mapping(value, field)
+        _unknown(obj, {"keys", "rotation", "externalStores", "suspend"}, field)
+        raw_keys = obj.get("keys")
+        if not isinstance(raw_keys, list) or not raw_keys:
+            raise InvalidSpec(
+                f"{field}.keys",
+                "at least one key is required",
+                "add e.g. keys: [{name: password, generator: {type: password}}]",
+            )
+        keys = tuple(KeySpec.from_dict(k, f"{field}.keys[{i}]") for i, k in enumerate(raw_keys))
+        seen: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            for f in k.files:
+                if f in seen:
+                    raise InvalidSpec(
+                        f"{field}.keys[{i}].name",
+                        f"file {f!r} is already made by keys[{seen[f]}]",
+                        "give every key a distinct name",
+                    )
+                seen[f] = i
+        raw_stores = obj.get("externalStores", [])
+        if not isinstance(raw_stores, list):
+            raise InvalidSpec(f"{field}.externalStores", "expected a list", "")
+        stores = tuple(
+            ExternalStoreRef.from_dict(s, f"{field}.externalStores[{i}]")
+            for i, s in enumerate(raw_stores)
+        )
+        suspend = obj.get("suspend", False)
+        if not isinstance(suspend, bool):
+            raise InvalidSpec(f"{field}.suspend", f"expected true or false, got {suspend!r}", "")
+        return cls(
+            keys, RotationSpec.from_dict(obj.get("rotation"), f"{field}.rotation"), stores, suspend
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "keys": [k.to_dict() for k in self.keys],
+            "rotation": self.rotation.to_dict(),
+        }
+        if self.external_stores:
+            out["externalStores"] = [s.to_dict() for s in self.external_stores]
+        if self.suspend:
+            out["suspend"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class VaultAuth:
+    token_secret: SecretKeyRef | None = None
+    kubernetes_role: str | None = None
+    kubernetes_mount: str = "kubernetes"
+
+
+@dataclass(frozen=True)
+class VaultSpec:
+    server: str
+    mount: str
+    auth: VaultAuth
+    ca_bundle: str | None = None  # PEM
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> VaultSpec:
+        obj = _mapping(value, field)
+        _unknown(obj, {"server", "mount", "caBundle", "auth"}, field)
+        server = obj.get("server")
+        if not isinstance(server, str) or not server.startswith(("https://", "http://")):
+            raise InvalidSpec(
+                f"{field}.server",
+                f"{server!r} is not a URL",
+                "give the Vault address, e.g. https://vault.vault:8200",
+            )
+        mount = obj.get("mount", "secret")
+        if not isinstance(mount, str) or not mount.strip("/"):
+            raise InvalidSpec(
+                f"{field}.mount",
+                f"{mount!r} is not a mount path",
+                "give the KV v2 mount, e.g. secret",
+            )
+        ca = obj.get("caBundle")
+        if ca is not None and (not isinstance(ca, str) or "BEGIN CERTIFICATE" not in ca):
+            raise InvalidSpec(
+                f"{field}.caBundle",
+                "expected a PEM certificate bundle",
+                "paste the CA certificate(s) in PEM form, or remove the field",
+            )
+        auth_f = f"{field}.auth"
+        auth = _mapping(obj.get("auth"), auth_f)
+        _unknown(auth, {"token", "kubernetes"}, auth_f)
+        if ("token" in auth) == ("kubernetes" in auth):
+            raise InvalidSpec(
+                auth_f,
+                "exactly one auth method is required",
+                "set auth.token.secretRef or auth.kubernetes.role",
+            )
+        if "token" in auth:
+            tok = _mapping(auth["token"], f"{auth_f}.token")
+            ref = _mapping(tok.get("secretRef"), f"{auth_f}.token.secretRef")
+            name = check_name(ref.get("name"), f"{auth_f}.token.secretRef.name")
+            key = ref.get("key", "token")
+            if not isinstance(key, str) or not key:
+                raise InvalidSpec(
+                    f"{auth_f}.token.secretRef.key",
+                    "expected a key name",
+                    "name the Secret key that holds the token, e.g. token",
+                )
+            va = VaultAuth(token_secret=SecretKeyRef(name, key))
+        else:
+            kube = _mapping(auth["kubernetes"], f"{auth_f}.kubernetes")
+            role = kube.get("role")
+            if not isinstance(role, str) or not role:
+                raise InvalidSpec(
+                    f"{auth_f}.kubernetes.role",
+                    "a role is required",
+                    "name the Vault Kubernetes auth role",
+                )
+            mpath = kube.get("mountPath", "kubernetes")
+            if not isinstance(mpath, str) or not mpath:
+                raise InvalidSpec(f"{auth_f}.kubernetes.mountPath", "expected a path", "")
+            va = VaultAuth(kubernetes_role=role, kubernetes_mount=mpath.strip("/"))
+        return cls(server.rstrip("/"), mount.strip("/"), va, ca)
+
+
+@dataclass(frozen=True)
+class ExternalStoreSpec:
+    vault: VaultSpec
+
+    @classmethod
+    def from_dict(cls, value: object, field: str = "spec") -> ExternalStoreSpec:
+        obj = _mapping(value, field)
+        _unknown(obj, {"vault"}, field)
+        if "vault" not in obj:
+            raise InvalidSpec(f"{field}.vault", "vault is required", "add spec.vault")
+        return cls(VaultSpec.from_dict(obj["vault"], f"{field}.vault"))
