@@ -1,1 +1,4 @@
-"""The controller: CRDs, ACL sync, grants to RBAC, writer choice, fan-out. Imports ``rotor`` only."""
+"""The controller: CRDs, ACL sync, grants to RBAC, writer choice, fan-out.
+
+Imports ``rotor`` only.
+"""

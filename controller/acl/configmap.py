@@ -1,0 +1,288 @@
+"""The ConfigMap ACL backend: the access-control list as YAML in one ConfigMap.
+
+Data key ``acl.yaml`` (see docs/acl.md)::
+
+    version: 7                       # grows by one on every change the controller makes
+    secrets: [shop/db-password]      # RotatingSecrets the ACL knows
+    grants:                          # who may do what; an admin adds or removes entries
+      - {secret: shop/db-password, principal: shop/api, mode: rw}
+    requests:                        # asked for by annotated workloads, waiting for an admin
+      - {secret: shop/db-password, principal: shop/web, mode: ro, state: pending}
+
+An admin approves a request by moving it to ``grants`` (``kubectl edit``), denies it by setting
+``state: denied``, and revokes a grant by deleting it. Every write made here is a JSON merge patch
+carrying the ``metadata.resourceVersion`` it read, so a concurrent edit (an admin's, another
+controller's) is never lost: the API server answers 409 and the change is re-applied to the fresh
+copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from controller.kube import MERGE_PATCH, mapped_errors
+from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode
+from rotor.errors import ConflictError, InvalidSpec, NotFoundError
+from rotor.names import Principal, SecretRef
+
+DATA_KEY = "acl.yaml"
+README_KEY = "README"
+README = """\
+Rotor access-control list (ConfigMap backend). Edit acl.yaml:
+- approve a request: move it from `requests` to `grants` (drop the `state` field);
+- deny a request: set its `state: denied`;
+- revoke: delete the entry from `grants`.
+Modes: rw (writes the secret; its own namespace only), ro (reads a view in its namespace).
+The controller applies changes within one ACL poll (ROTOR_ACL_POLL, default 30s).
+"""
+MAX_ATTEMPTS = 8
+MODES: tuple[Mode, ...] = ("rw", "ro")
+
+Document = dict[str, Any]
+
+
+def _field(where: str, i: int, key: str) -> str:
+    return f"{where}[{i}].{key}"
+
+
+def _mode(value: object, field: str) -> Mode:
+    if value not in MODES:
+        raise InvalidSpec(field, f"{value!r} is not a mode", "use rw or ro")
+    return value
+
+
+def parse_document(text: str | None, origin: str) -> AclSnapshot:
+    """Read ``acl.yaml``; every error names the entry, e.g. ``<origin>.grants[2].mode``."""
+    if not text or not text.strip():
+        return AclSnapshot(version=0)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidSpec(origin, f"is not valid YAML{where}", "fix the YAML syntax") from None
+    if doc is None:
+        return AclSnapshot(version=0)
+    if not isinstance(doc, dict):
+        raise InvalidSpec(origin, "expected a mapping", "write version, secrets, grants, requests")
+    extra = sorted(set(doc) - {"version", "secrets", "grants", "requests"})
+    if extra:
+        raise InvalidSpec(
+            f"{origin}.{extra[0]}", "unknown field", "use version, secrets, grants and requests"
+        )
+    version = doc.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InvalidSpec(f"{origin}.version", f"{version!r} is not a version", "use an integer")
+
+    def entries(key: str) -> list[Mapping[str, Any]]:
+        raw = doc.get(key) or []
+        if not isinstance(raw, list):
+            raise InvalidSpec(f"{origin}.{key}", "expected a list", "")
+        for i, e in enumerate(raw):
+            if not isinstance(e, dict):
+                raise InvalidSpec(
+                    f"{origin}.{key}[{i}]",
+                    "expected a mapping",
+                    "write {secret: ns/name, principal: ns/sa, mode: rw|ro}",
+                )
+        return raw
+
+    secrets: set[SecretRef] = set()
+    raw_secrets = doc.get("secrets") or []
+    if not isinstance(raw_secrets, list):
+        raise InvalidSpec(f"{origin}.secrets", "expected a list of ns/name", "")
+    for i, s in enumerate(raw_secrets):
+        secrets.add(SecretRef.parse(str(s), None, f"{origin}.secrets[{i}]"))
+
+    def triple(e: Mapping[str, Any], where: str, i: int) -> tuple[SecretRef, Principal, Mode]:
+        secret = SecretRef.parse(str(e.get("secret", "")), None, _field(where, i, "secret"))
+        principal = Principal.parse(str(e.get("principal", "")), _field(where, i, "principal"))
+        mode = _mode(e.get("mode"), _field(where, i, "mode"))
+        if mode == "rw" and principal.namespace != secret.namespace:
+            raise InvalidSpec(
+                _field(where, i, "principal"),
+                f"{principal} cannot write {secret} (another namespace)",
+                "a writer must be in the secret's namespace; use mode ro",
+            )
+        return secret, principal, mode
+
+    grants: set[Grant] = set()
+    for i, entry in enumerate(entries("grants")):
+        grants.add(Grant(*triple(entry, f"{origin}.grants", i)))
+    requests: list[AccessRequest] = []
+    for i, entry in enumerate(entries("requests")):
+        s, p, m = triple(entry, f"{origin}.requests", i)
+        state = entry.get("state", "pending")
+        if state not in ("pending", "denied"):
+            raise InvalidSpec(
+                _field(f"{origin}.requests", i, "state"),
+                f"{state!r} is not a request state",
+                "use pending or denied; to approve, move the entry to grants",
+            )
+        if Grant(s, p, m) not in grants:
+            requests.append(AccessRequest(s, p, m, state))
+    return AclSnapshot(
+        version=version,
+        grants=frozenset(grants),
+        requests=tuple(sorted(set(requests))),
+        secrets=frozenset(secrets | {g.secret for g in grants}),
+    )
+
+
+def render_document(snap: AclSnapshot) -> str:
+    """The YAML an admin reads and edits: sorted, one flow mapping per entry."""
+    doc: Document = {
+        "version": snap.version,
+        "secrets": sorted(str(s) for s in snap.secrets),
+        "grants": [
+            {"secret": str(g.secret), "principal": str(g.principal), "mode": g.mode}
+            for g in sorted(snap.grants)
+        ],
+        "requests": [
+            {
+                "secret": str(r.secret),
+                "principal": str(r.principal),
+                "mode": r.mode,
+                "state": r.state,
+            }
+            for r in sorted(snap.requests)
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+
+
+Change = Callable[[AclSnapshot], AclSnapshot | None]
+"""Return the new ACL, or None when nothing needs to change."""
+
+
+class ConfigMapAclBackend:
+    """:class:`rotor.acl.AclBackend` over a ConfigMap ``namespace/name``."""
+
+    name = "configmap"
+
+    def __init__(self, core_v1: client.CoreV1Api, namespace: str, name: str) -> None:
+        self.core_v1 = core_v1
+        self.namespace = namespace
+        self.configmap = name
+
+    @property
+    def origin(self) -> str:
+        return f"configmap {self.namespace}/{self.configmap} data[{DATA_KEY}]"
+
+    # -- blocking edges --------------------------------------------------------------------------
+    def _read(self) -> tuple[str | None, str | None]:
+        """(text, resourceVersion); (None, None) when the ConfigMap does not exist."""
+        try:
+            with mapped_errors(self.origin):
+                cm = self.core_v1.read_namespaced_config_map(self.configmap, self.namespace)
+        except NotFoundError:
+            return None, None
+        data = cm.data or {}
+        return data.get(DATA_KEY), cm.metadata.resource_version if cm.metadata else None
+
+    def _write(self, text: str, resource_version: str | None) -> None:
+        with mapped_errors(self.origin):
+            if resource_version is None:
+                body = client.V1ConfigMap(
+                    metadata=client.V1ObjectMeta(
+                        name=self.configmap,
+                        namespace=self.namespace,
+                        labels={"app.kubernetes.io/managed-by": "rotor"},
+                    ),
+                    data={DATA_KEY: text, README_KEY: README},
+                )
+                self.core_v1.create_namespaced_config_map(self.namespace, body)
+            else:
+                patch = {
+                    "metadata": {"resourceVersion": resource_version},
+                    "data": {DATA_KEY: text},
+                }
+                self.core_v1.patch_namespaced_config_map(
+                    self.configmap, self.namespace, patch, _content_type=MERGE_PATCH
+                )
+
+    def _change(self, change: Change) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            text, rv = self._read()
+            new = change(parse_document(text, self.origin))
+            if new is None:
+                return
+            try:
+                self._write(render_document(new), rv)
+                return
+            except ConflictError:  # someone else wrote in between: re-read, re-apply
+                continue
+        raise ConflictError(f"{self.origin}: still changing after {MAX_ATTEMPTS} attempts")
+
+    # -- AclBackend ------------------------------------------------------------------------------
+    async def snapshot(self) -> AclSnapshot:
+        text, _ = await asyncio.to_thread(self._read)
+        return parse_document(text, self.origin)
+
+    async def register_secret(self, secret: SecretRef) -> None:
+        def change(s: AclSnapshot) -> AclSnapshot | None:
+            if secret in s.secrets:
+                return None
+            return AclSnapshot(s.version + 1, s.grants, s.requests, s.secrets | {secret})
+
+        await asyncio.to_thread(self._change, change)
+
+    async def request_access(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        def change(s: AclSnapshot) -> AclSnapshot | None:
+            if secret not in s.secrets:
+                raise NotFoundError(f"{secret} is not known to the ACL; register it first")
+            if Grant(secret, principal, mode) in s.grants or any(
+                (r.secret, r.principal, r.mode) == (secret, principal, mode) for r in s.requests
+            ):
+                return None  # granted stays granted; pending and denied stay as they are
+            req = AccessRequest(secret, principal, mode, "pending")
+            return AclSnapshot(
+                s.version + 1, s.grants, tuple(sorted((*s.requests, req))), s.secrets
+            )
+
+        await asyncio.to_thread(self._change, change)
+
+    def _without_request(
+        self, s: AclSnapshot, secret: SecretRef, principal: Principal, mode: Mode
+    ) -> tuple[AccessRequest, ...]:
+        return tuple(
+            r for r in s.requests if (r.secret, r.principal, r.mode) != (secret, principal, mode)
+        )
+
+    async def approve(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        grant = Grant(secret, principal, mode)
+
+        def change(s: AclSnapshot) -> AclSnapshot | None:
+            rest = self._without_request(s, secret, principal, mode)
+            if grant in s.grants and rest == s.requests:
+                return None
+            return AclSnapshot(s.version + 1, s.grants | {grant}, rest, s.secrets | {secret})
+
+        await asyncio.to_thread(self._change, change)
+
+    async def deny(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        denied = AccessRequest(secret, principal, mode, "denied")
+
+        def change(s: AclSnapshot) -> AclSnapshot | None:
+            rest = self._without_request(s, secret, principal, mode)
+            grants = s.grants - {Grant(secret, principal, mode)}
+            if denied in s.requests and grants == s.grants:
+                return None
+            return AclSnapshot(s.version + 1, grants, tuple(sorted((*rest, denied))), s.secrets)
+
+        await asyncio.to_thread(self._change, change)
+
+    async def revoke(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        grant = Grant(secret, principal, mode)
+
+        def change(s: AclSnapshot) -> AclSnapshot | None:
+            if grant not in s.grants:
+                return None
+            return AclSnapshot(s.version + 1, s.grants - {grant}, s.requests, s.secrets)
+
+        await asyncio.to_thread(self._change, change)

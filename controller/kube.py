@@ -1,0 +1,192 @@
+"""A thin, dict-based edge over the official ``kubernetes`` client.
+
+The generated typed API classes turn every answer into pydantic models and pick a patch content
+type by guessing; the controller works on plain dicts and needs exact patch semantics (JSON merge
+patch with ``metadata.resourceVersion`` as a precondition). So this module builds requests with
+the client's own ``ApiClient`` (auth, TLS, host from kubeconfig or in-cluster config) and maps HTTP
+failures onto :mod:`rotor.errors` in one place:
+
+* 404 -> :class:`~rotor.errors.NotFoundError`
+* 409 -> :class:`~rotor.errors.ConflictError` (stale resourceVersion, or already exists)
+* 429, 5xx, connection errors -> :class:`~rotor.errors.UnavailableError`
+* other 4xx -> :class:`~rotor.errors.PermanentError`
+
+Blocking calls run in a private thread pool (``concurrency`` threads, matching the connection
+pool), so fan-out to many namespaces runs in parallel without starving ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from rotor.errors import ConflictError, NotFoundError, PermanentError, UnavailableError
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+DEFAULT_CONCURRENCY = 16
+REQUEST_TIMEOUT = 30.0
+
+Obj = dict[str, Any]
+
+
+def api_error(status: int, reason: str, what: str) -> Exception:
+    """The rotor error for an HTTP status (0: no answer at all)."""
+    text = f"{what}: HTTP {status} {reason}".strip()
+    if status == 404:
+        return NotFoundError(text)
+    if status == 409:
+        return ConflictError(text)
+    if status == 0 or status == 429 or status >= 500:
+        return UnavailableError(text)
+    return PermanentError(text)
+
+
+@contextmanager
+def mapped_errors(what: str) -> Iterator[None]:
+    """Turn ``ApiException`` and connection errors raised inside into rotor errors."""
+    try:
+        yield
+    except ApiException as e:
+        raise api_error(int(e.status or 0), str(e.reason or ""), what) from None
+    except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, reset, timed out
+        raise UnavailableError(f"{what}: {type(e).__name__}") from None
+
+
+def path(
+    api: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    sub: str | None = None,
+) -> str:
+    """``/api/v1/namespaces/ns/secrets/x`` or ``/apis/group/v/...`` for ``api`` ``v1``/``g/v``."""
+    parts = ["/api/v1" if api == "v1" else f"/apis/{api}"]
+    if namespace:
+        parts.append(f"namespaces/{urllib.parse.quote(namespace, safe='')}")
+    parts.append(plural)
+    if name:
+        parts.append(urllib.parse.quote(name, safe=""))
+    if sub:
+        parts.append(sub)
+    return "/".join(parts)
+
+
+class Kube:
+    """Dict-in, dict-out Kubernetes calls; every method has an async twin prefixed ``a``."""
+
+    def __init__(
+        self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> None:
+        self.api_client = api_client
+        cfg = api_client.configuration
+        if (cfg.connection_pool_maxsize or 0) < concurrency:
+            cfg.connection_pool_maxsize = concurrency
+            api_client.rest_client = type(api_client.rest_client)(cfg)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rotor-kube")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- sync ------------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url_path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        with mapped_errors(f"{method} {url_path}"):
+            _, url, hdrs, data, _ = self.api_client.param_serialize(
+                method=method,
+                resource_path=url_path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = self.api_client.call_api(
+                method, url, header_params=hdrs, body=data, _request_timeout=REQUEST_TIMEOUT
+            )
+            raw: bytes = resp.read()  # type: ignore[no-untyped-call]
+        if resp.status >= 400:
+            reason = resp.reason or ""
+            with suppress(ValueError, AttributeError):
+                reason = json.loads(raw).get("reason", reason)
+            raise api_error(resp.status, reason, f"{method} {url_path}")
+        if not raw:
+            return {}
+        out = json.loads(raw)
+        return out if isinstance(out, dict) else {}
+
+    def get(self, url_path: str) -> Obj | None:
+        try:
+            return self.request("GET", url_path)
+        except NotFoundError:
+            return None
+
+    def items(self, url_path: str, label_selector: str | None = None) -> list[Obj]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items = self.request("GET", url_path, query=query).get("items") or []
+        return [i for i in items if isinstance(i, dict)]
+
+    def create(self, url_path: str, body: Obj) -> Obj:
+        return self.request("POST", url_path, body=body)
+
+    def patch(self, url_path: str, body: Any, content_type: str = MERGE_PATCH) -> Obj:
+        return self.request("PATCH", url_path, body=body, content_type=content_type)
+
+    def delete(self, url_path: str) -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            self.request("DELETE", url_path)
+        except NotFoundError:
+            return False
+        return True
+
+    # -- async -----------------------------------------------------------------------------------
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def aget(self, url_path: str) -> Obj | None:
+        result: Obj | None = await self._run(self.get, url_path)
+        return result
+
+    async def aitems(self, url_path: str, label_selector: str | None = None) -> list[Obj]:
+        result: list[Obj] = await self._run(self.items, url_path, label_selector)
+        return result
+
+    async def acreate(self, url_path: str, body: Obj) -> Obj:
+        result: Obj = await self._run(self.create, url_path, body)
+        return result
+
+    async def apatch(self, url_path: str, body: Any, content_type: str = MERGE_PATCH) -> Obj:
+        result: Obj = await self._run(self.patch, url_path, body, content_type)
+        return result
+
+    async def adelete(self, url_path: str) -> bool:
+        result: bool = await self._run(self.delete, url_path)
+        return result
+
+    async def aapply(self, url_path_collection: str, body: Obj) -> Obj:
+        """Create ``body`` in the collection, or merge-patch it when it exists already."""
+        name = body["metadata"]["name"]
+        try:
+            return await self.apatch(f"{url_path_collection}/{urllib.parse.quote(name)}", body)
+        except NotFoundError:
+            try:
+                return await self.acreate(url_path_collection, body)
+            except ConflictError:  # created in between: patch it
+                return await self.apatch(f"{url_path_collection}/{urllib.parse.quote(name)}", body)

@@ -1,0 +1,142 @@
+"""The ConfigMap ACL backend against the strict emulator, and its YAML format."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+from kubernetes import client
+
+from controller.acl.configmap import DATA_KEY, ConfigMapAclBackend, parse_document
+from rotor.acl import AccessRequest, AclBackend, Grant
+from rotor.errors import InvalidSpec, NotFoundError, UnavailableError
+from rotor.names import Principal, SecretRef
+from tests.conftest import free_port
+
+DB = SecretRef("shop", "db")
+API = Principal("shop", "api")
+WEB = Principal("web", "web")
+
+
+@pytest.fixture
+def core(kube_emulator):
+    return client.CoreV1Api(kube_emulator.api_client())
+
+
+@pytest.fixture
+def backend(core):
+    return ConfigMapAclBackend(core, "rotor-system", "rotor-acl")
+
+
+async def test_is_an_acl_backend(backend):
+    assert isinstance(backend, AclBackend)
+    assert (await backend.snapshot()).version == 0  # no ConfigMap yet: an empty ACL
+
+
+async def test_request_approve_deny_revoke(backend, core):
+    await backend.register_secret(DB)
+    await backend.request_access(DB, API, "rw")
+    await backend.request_access(DB, WEB, "ro")
+    await backend.request_access(DB, WEB, "ro")  # idempotent
+    snap = await backend.snapshot()
+    assert snap.requests == (
+        AccessRequest(DB, API, "rw", "pending"),
+        AccessRequest(DB, WEB, "ro", "pending"),
+    )
+    assert not snap.grants
+
+    await backend.approve(DB, API, "rw")
+    await backend.deny(DB, WEB, "ro")
+    await backend.request_access(DB, WEB, "ro")  # a denied request stays denied
+    snap2 = await backend.snapshot()
+    assert snap2.grants == {Grant(DB, API, "rw")}
+    assert snap2.requests == (AccessRequest(DB, WEB, "ro", "denied"),)
+    assert snap2.version > snap.version
+
+    await backend.revoke(DB, API, "rw")
+    assert not (await backend.snapshot()).grants
+
+    # what an admin sees and edits
+    cm = core.read_namespaced_config_map("rotor-acl", "rotor-system")
+    doc = yaml.safe_load(cm.data[DATA_KEY])
+    assert doc["secrets"] == ["shop/db"]
+    assert doc["requests"] == [
+        {"secret": "shop/db", "principal": "web/web", "mode": "ro", "state": "denied"}
+    ]
+
+
+async def test_request_for_unknown_secret_is_refused(backend):
+    with pytest.raises(NotFoundError):
+        await backend.request_access(DB, API, "rw")
+
+
+async def test_admin_edit_is_read(backend, core):
+    await backend.register_secret(DB)
+    await backend.request_access(DB, WEB, "ro")
+    cm = core.read_namespaced_config_map("rotor-acl", "rotor-system")
+    doc = yaml.safe_load(cm.data[DATA_KEY])
+    doc["grants"].append(doc["requests"].pop())  # approve by moving the entry
+    del doc["grants"][0]["state"]
+    core.patch_namespaced_config_map(
+        "rotor-acl",
+        "rotor-system",
+        {"data": {DATA_KEY: yaml.safe_dump(doc)}},
+        _content_type="application/merge-patch+json",
+    )
+    snap = await backend.snapshot()
+    assert snap.grants == {Grant(DB, WEB, "ro")}
+    assert snap.requests == ()
+
+
+async def test_concurrent_writers_lose_nothing(core):
+    a = ConfigMapAclBackend(core, "rotor-system", "rotor-acl")
+    b = ConfigMapAclBackend(core, "rotor-system", "rotor-acl")
+    secrets = [SecretRef("shop", f"s{i}") for i in range(12)]
+    await asyncio.gather(*((a if i % 2 else b).register_secret(s) for i, s in enumerate(secrets)))
+    snap = await a.snapshot()
+    assert snap.secrets == set(secrets)
+    assert snap.version == len(secrets)
+
+
+async def test_unreachable_api_is_unavailable():
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{free_port()}"
+    cfg.retries = 0
+    backend = ConfigMapAclBackend(client.CoreV1Api(client.ApiClient(cfg)), "ns", "acl")
+    with pytest.raises(UnavailableError):
+        await backend.snapshot()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("grants: [{secret: shop/db, principal: shop/api, mode: admin}]", "x.grants[0].mode"),
+        ("grants: [{secret: db, principal: shop/api, mode: ro}]", "x.grants[0].secret"),
+        ("grants: [{secret: shop/db, principal: api, mode: ro}]", "x.grants[0].principal"),
+        ("grants: [{secret: shop/db, principal: web/api, mode: rw}]", "x.grants[0].principal"),
+        (
+            "requests: [{secret: a/b, principal: a/c, mode: ro, state: approved}]",
+            "x.requests[0].state",
+        ),
+        ("grant: []", "x.grant"),
+        ("version: -1", "x.version"),
+        ("grants: {a: 1}", "x.grants"),
+        ("grants: [x]", "x.grants[0]"),
+        ("grants: [", "x"),
+    ],
+)
+def test_malformed_documents_name_the_entry(text, field):
+    with pytest.raises(InvalidSpec) as exc:
+        parse_document(text, "x")
+    assert exc.value.field == field
+
+
+def test_requests_already_granted_are_dropped():
+    snap = parse_document(
+        "grants: [{secret: a/b, principal: a/c, mode: ro}]\n"
+        "requests: [{secret: a/b, principal: a/c, mode: ro}]",
+        "x",
+    )
+    assert snap.requests == ()
+    assert snap.secrets == {SecretRef("a", "b")}
