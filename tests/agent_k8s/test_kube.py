@@ -1,0 +1,293 @@
+"""agent.kube: configuration, calls and watches against kmock, and error paths against a scripted
+API server (an in-process aiohttp app that answers what a real API server answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.kube import (
+    MERGE_PATCH,
+    Forbidden,
+    KubeClient,
+    KubeConfig,
+    secret_path,
+    secrets_path,
+)
+from rotor.errors import ConflictError, InvalidSpec, NotFoundError, UnavailableError
+from tests.agent_k8s.conftest import Emulator
+
+NS = "shop"
+
+
+def secret(name: str, data: dict[str, str], rv: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": NS}
+    if rv:
+        meta["resourceVersion"] = rv
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``check`` with a deadline (no fixed sleeps in tests)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# -- configuration ---------------------------------------------------------------------------------
+def test_in_cluster_config_reads_service_host_and_account_files(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t0\n")
+    (tmp_path / "ca.crt").write_text("pem")
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
+    cfg = KubeConfig.from_env(env, sa_dir=str(tmp_path))
+    assert cfg.url == "https://10.96.0.1:6443"
+    assert cfg.token_file == str(tmp_path / "token")
+    assert cfg.ca_file == str(tmp_path / "ca.crt")
+    assert not cfg.insecure
+    v6 = KubeConfig.from_env({"KUBERNETES_SERVICE_HOST": "fd00::1"}, sa_dir=str(tmp_path))
+    assert v6.url == "https://[fd00::1]:443"
+
+
+def test_override_url_for_tests_and_demo(tmp_path: Path) -> None:
+    env = {
+        "ROTOR_KUBE_URL": "http://127.0.0.1:8080/",
+        "ROTOR_KUBE_TOKEN_FILE": str(tmp_path / "t"),
+        "ROTOR_KUBE_INSECURE": "true",
+        "ROTOR_KUBE_WATCH_TIMEOUT": "30s",
+    }
+    cfg = KubeConfig.from_env(env, sa_dir=str(tmp_path / "absent"))
+    assert cfg.url == "http://127.0.0.1:8080"
+    assert cfg.token_file == str(tmp_path / "t")
+    assert cfg.insecure
+    assert cfg.watch_timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({}, "KUBERNETES_SERVICE_HOST"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "KUBERNETES_SERVICE_HOST"),  # no token file
+        ({"ROTOR_KUBE_URL": "localhost:8080"}, "ROTOR_KUBE_URL"),
+        ({"ROTOR_KUBE_URL": "http://x", "ROTOR_KUBE_INSECURE": "maybe"}, "ROTOR_KUBE_INSECURE"),
+    ],
+)
+def test_config_errors_name_the_variable(tmp_path: Path, env: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidSpec) as e:
+        KubeConfig.from_env(env, sa_dir=str(tmp_path))
+    assert e.value.field == field
+    assert e.value.fix
+
+
+# -- calls against kmock ---------------------------------------------------------------------------
+async def test_get_create_and_merge_patch_with_precondition(kmock_api: Emulator) -> None:
+    async with KubeClient(KubeConfig(url=kmock_api.url)) as kube:
+        await kube.create(secrets_path(NS), secret("db", {"a": "YQ==", "b": "Yg=="}))
+        got = await kube.get(secret_path(NS, "db"))
+        assert got["data"] == {"a": "YQ==", "b": "Yg=="}
+        out = await kube.patch(
+            secret_path(NS, "db"), {"data": {"a": None, "c": "Yw=="}}, resource_version="7"
+        )
+        assert out["data"] == {"b": "Yg==", "c": "Yw=="}  # None deleted the key
+        sent = kmock_api.requests()[-1]
+        assert sent.headers["Content-Type"] == MERGE_PATCH
+        assert sent.data["metadata"]["resourceVersion"] == "7"  # the precondition travels
+        with pytest.raises(NotFoundError):
+            await kube.get(secret_path(NS, "absent"))
+        assert await kube.get_or_none(secret_path(NS, "absent")) is None
+
+
+async def test_follow_yields_changes_and_deletion_of_one_object_only(
+    kmock_api: Emulator,
+) -> None:
+    cfg = KubeConfig(url=kmock_api.url, watch_timeout=0.3)  # kmock never ends a watch itself
+    async with KubeClient(cfg) as kube:
+        await kube.create(secrets_path(NS), secret("db", {"a": "MQ=="}))
+        await kube.create(secrets_path(NS), secret("other", {"a": "eA=="}))
+        seen: list[dict[str, Any] | None] = []
+
+        async def consume() -> None:
+            async for obj in kube.follow(secrets_path(NS), "db"):
+                seen.append(obj)
+
+        task = asyncio.create_task(consume())
+        try:
+            await until(lambda: len(seen) == 1)
+            assert seen[0] is not None
+            assert seen[0]["data"] == {"a": "MQ=="}
+
+            def watches() -> int:
+                return sum(1 for r in kmock_api.requests() if r.params.get("watch") == "true")
+
+            # Let at least one watch time out, so the change below arrives on a resumed watch.
+            await until(lambda: watches() >= 2)
+            await kube.patch(secret_path(NS, "other"), {"data": {"a": "eQ=="}})
+            await kube.patch(secret_path(NS, "db"), {"data": {"a": "Mg=="}})
+            await until(lambda: len(seen) == 2)
+            assert seen[1] is not None
+            assert seen[1]["data"] == {"a": "Mg=="}
+            await kube.request("DELETE", secret_path(NS, "db"))
+            await until(lambda: len(seen) == 3)
+            assert seen[2] is None
+            assert all(o is None or o["metadata"]["name"] == "db" for o in seen)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+# -- error paths against a scripted API server -----------------------------------------------------
+class Script:
+    """An API server whose answers the test scripts; it records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[web.Request] = []
+        self.auth: list[str] = []
+        self.answers: list[Callable[[web.Request], Any]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request)
+        self.auth.append(request.headers.get("Authorization", ""))
+        answer = self.answers.pop(0) if self.answers else status(500, "NoScript")
+        result = answer(request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        assert isinstance(result, web.StreamResponse)
+        return result
+
+
+def status(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
+    body = {"kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": "m"}
+    return lambda _r: web.json_response(body, status=code, headers=headers)
+
+
+def ok(doc: dict[str, Any]) -> Any:
+    return lambda _r: web.json_response(doc)
+
+
+def stream(*events: dict[str, Any]) -> Any:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for e in events:
+            await resp.write(json.dumps(e).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    return answer
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[Script, str]]:
+    script = Script()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", script.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield script, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (409, ConflictError),
+        (403, Forbidden),
+        (404, NotFoundError),
+        (500, UnavailableError),
+        (503, UnavailableError),
+    ],
+)
+async def test_http_answers_map_to_rotor_errors(
+    scripted: tuple[Script, str], code: int, error: type[Exception]
+) -> None:
+    script, url = scripted
+    script.answers = [status(code, "R")]
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        with pytest.raises(error, match="R: m"):
+            await kube.patch(secret_path(NS, "db"), {"data": {}}, resource_version="3")
+
+
+async def test_throttling_passes_retry_after_on(scripted: tuple[Script, str]) -> None:
+    script, url = scripted
+    script.answers = [status(429, "TooManyRequests", {"Retry-After": "3"})]
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        with pytest.raises(UnavailableError) as e:
+            await kube.get(secret_path(NS, "db"))
+    assert e.value.delay == 3.0
+
+
+async def test_an_unreachable_server_is_unavailable() -> None:
+    from tests.conftest import free_port
+
+    cfg = KubeConfig(url=f"http://127.0.0.1:{free_port()}", timeout=2)
+    async with KubeClient(cfg) as kube:
+        with pytest.raises(UnavailableError):
+            await kube.get(secret_path(NS, "db"))
+
+
+async def test_token_is_reread_when_rotated_and_after_a_401(
+    scripted: tuple[Script, str], tmp_path: Path
+) -> None:
+    script, url = scripted
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    async with KubeClient(KubeConfig(url=url, token_file=str(token))) as kube:
+        script.answers = [ok({"n": 1})]
+        await kube.get("/x")
+        token.write_text("second-token\n")  # the kubelet rotates the projected token
+        script.answers = [ok({"n": 2})]
+        await kube.get("/x")
+        assert script.auth == ["Bearer first", "Bearer second-token"]
+        # The server already wants a newer token than the cached one: one 401, re-read, retry.
+        script.answers = [status(401, "Unauthorized"), ok({"n": 3})]
+        kube._token._stamp = None  # as if the change were not yet visible by stat
+        token.write_text("third\n")
+        assert await kube.get("/x") == {"n": 3}
+        assert script.auth[-1] == "Bearer third"
+
+
+async def test_follow_lists_again_after_410_and_resumes_from_last_version(
+    scripted: tuple[Script, str],
+) -> None:
+    script, url = scripted
+    v1 = secret("db", {"a": "MQ=="}, rv="10")
+    v2 = secret("db", {"a": "Mg=="}, rv="11")
+    v3 = secret("db", {"a": "Mw=="}, rv="20")
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    big = secret("db", {"a": "Mw==", "big": "A" * 300_000}, rv="21")  # one long line
+    script.answers = [
+        ok({"metadata": {"resourceVersion": "10"}, "items": [v1]}),
+        stream({"type": "MODIFIED", "object": v2}),  # then the server ends the watch
+        stream({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}),
+        stream({"type": "ERROR", "object": gone}),
+        ok({"metadata": {"resourceVersion": "20"}, "items": [v3]}),
+        status(410, "Expired"),
+        ok({"metadata": {"resourceVersion": "20"}, "items": [v3]}),
+        stream({"type": "ADDED", "object": v3}, {"type": "MODIFIED", "object": big}),
+    ]
+    seen: list[dict[str, Any] | None] = []
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        async for obj in kube.follow(secrets_path(NS), "db"):
+            seen.append(obj)
+            if len(seen) == 4:
+                break
+    assert [o["metadata"]["resourceVersion"] for o in seen if o] == ["10", "11", "20", "21"]
+    assert len(seen[3]["data"]["big"]) == 300_000  # type: ignore[index]
+    watches = [r.query for r in script.requests if r.query.get("watch") == "true"]
+    assert [w.get("resourceVersion") for w in watches] == ["10", "11", "15", "20", "20"]
+    assert all(w["fieldSelector"] == "metadata.name=db" for w in watches)
+    lists = [r for r in script.requests if "watch" not in r.query]
+    assert len(lists) == 3  # the first list, and one after each 410
