@@ -19,6 +19,8 @@ copy.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,7 +42,8 @@ Rotor access-control list (ConfigMap backend). Edit acl.yaml:
 Modes: rw (writes the secret; its own namespace only), ro (reads a view in its namespace).
 The controller applies changes within one ACL poll (ROTOR_ACL_POLL, default 30s).
 """
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 20
+BACKOFF = 0.02  # seconds; the jittered wait grows with each conflict
 MODES: tuple[Mode, ...] = ("rw", "ro")
 
 Document = dict[str, Any]
@@ -207,7 +210,7 @@ class ConfigMapAclBackend:
                 )
 
     def _change(self, change: Change) -> None:
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             text, rv = self._read()
             new = change(parse_document(text, self.origin))
             if new is None:
@@ -216,7 +219,7 @@ class ConfigMapAclBackend:
                 self._write(render_document(new), rv)
                 return
             except ConflictError:  # someone else wrote in between: re-read, re-apply
-                continue
+                time.sleep(random.uniform(0, BACKOFF * (attempt + 1)))  # noqa: S311 - jitter
         raise ConflictError(f"{self.origin}: still changing after {MAX_ATTEMPTS} attempts")
 
     # -- AclBackend ------------------------------------------------------------------------------
