@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kmock
 import pytest
+
+from tests.kubeemu import EmulatorThread
 
 
 @dataclass
@@ -34,3 +36,29 @@ async def kmock_api() -> AsyncIterator[Emulator]:
             subresources={"status"},
         )
         yield Emulator(k8s, str(srv.url).rstrip("/"))
+
+
+ROTATING_SECRET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "rotatingsecrets.rotor.dev"},
+    "spec": {
+        "group": "rotor.dev",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "RotatingSecret",
+            "plural": "rotatingsecrets",
+            "singular": "rotatingsecret",
+            "shortNames": ["rsec"],
+        },
+        "versions": [{"name": "v1alpha1", "served": True, "subresources": {"status": {}}}],
+    },
+}
+"""Only what the emulator needs to serve the resource (the chart's CRD has the schema)."""
+
+
+@pytest.fixture
+def strict_api() -> Iterator[EmulatorThread]:
+    """tests/kubeemu.py's strict emulator (resourceVersion, 409 on a stale one) in a thread."""
+    with EmulatorThread(crds=[ROTATING_SECRET_CRD]) as emu:
+        yield emu

@@ -22,6 +22,7 @@ from agent.kube import (
 )
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, UnavailableError
 from tests.agent_k8s.conftest import Emulator
+from tests.kubeemu import EmulatorThread
 
 NS = "shop"
 
@@ -291,3 +292,18 @@ async def test_follow_lists_again_after_410_and_resumes_from_last_version(
     assert all(w["fieldSelector"] == "metadata.name=db" for w in watches)
     lists = [r for r in script.requests if "watch" not in r.query]
     assert len(lists) == 3  # the first list, and one after each 410
+
+
+async def test_a_stale_resource_version_is_a_conflict_and_nothing_is_overwritten(
+    strict_api: EmulatorThread,
+) -> None:
+    async with KubeClient(KubeConfig(url=strict_api.url)) as kube:
+        created = await kube.create(secrets_path(NS), secret("db", {"a": "MQ=="}))
+        rv = created["metadata"]["resourceVersion"]
+        first = await kube.patch(
+            secret_path(NS, "db"), {"data": {"a": "Mg=="}}, resource_version=rv
+        )
+        assert first["metadata"]["resourceVersion"] != rv
+        with pytest.raises(ConflictError):  # a second writer that read the same version
+            await kube.patch(secret_path(NS, "db"), {"data": {"a": "Mw=="}}, resource_version=rv)
+        assert (await kube.get(secret_path(NS, "db")))["data"] == {"a": "Mg=="}
