@@ -1,0 +1,298 @@
+"""External stores (Vault/OpenBao KV v2): the protocols, the metadata Rotor writes beside each
+value, and the pure decisions of rotation step 3, recovery and the controller's hold.
+
+What Rotor writes at ``<mount>/data/<path>`` for one RotatingSecret:
+
+* the KV data ``{<file>: <value as a UTF-8 string>}`` (one entry per file, the same names as the
+  Secret's data keys; every generator makes text: passwords, tokens, hex, UUIDs, PEM keys);
+* a new KV version with check-and-set (``cas`` = the version Rotor expects to replace, 0 to
+  create), so a change made by someone else in between is never overwritten;
+* then the secret's custom metadata (:class:`RotorMetadata`, never a value): Rotor version,
+  rotated-at, writer, checksum and the store version it describes. KV v2 keeps custom metadata
+  per path, not per version, so the metadata is trusted only while its ``rotor-store-version``
+  and ``rotor-checksum`` match the current version (:meth:`RotorMetadata.parse`).
+
+The checksum (:func:`rotor.layout.checksum`) of the values a store holds is what every decision
+compares: it is computed from the data read back, so it holds even if the metadata write after
+the data write was lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from rotor.errors import (
+    ConflictError,
+    InvalidSpec,
+    NotFoundError,
+    PermanentError,
+    RotorError,
+    UnavailableError,
+)
+from rotor.layout import ProtocolError, SecretState, checksum, format_time, parse_time
+
+META_ROTOR_VERSION = "rotor-version"
+META_STORE_VERSION = "rotor-store-version"
+META_ROTATED_AT = "rotor-rotated-at"
+META_WRITER = "rotor-writer"
+META_CHECKSUM = "rotor-checksum"
+META_SECRET = "rotor-secret"  # noqa: S105 - a metadata key
+META_KEYS = (
+    META_ROTOR_VERSION,
+    META_STORE_VERSION,
+    META_ROTATED_AT,
+    META_WRITER,
+    META_CHECKSUM,
+    META_SECRET,
+)
+
+Recovery = Literal["commit", "abort"]
+ReadyReason = Literal["Ready", "Unreachable", "AuthFailed", "MountNotFound", "NotKV2", "Invalid"]
+
+MAX_DETAIL = 200
+"""Longest part of a store's own error text copied into a Rotor error (it names no value)."""
+
+
+# -- metadata ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RotorMetadata:
+    """What Rotor records beside the values it writes (custom metadata; never a value)."""
+
+    rotor_version: int
+    checksum: str
+    writer: str
+    rotated_at: float
+    secret: str = ""  # ``namespace/name`` of the RotatingSecret
+
+    def custom_metadata(self, store_version: int) -> dict[str, str]:
+        """KV v2 custom metadata (string to string) describing ``store_version``."""
+        return {
+            META_ROTOR_VERSION: str(self.rotor_version),
+            META_STORE_VERSION: str(store_version),
+            META_ROTATED_AT: format_time(self.rotated_at),
+            META_WRITER: self.writer,
+            META_CHECKSUM: self.checksum,
+            META_SECRET: self.secret,
+        }
+
+    @classmethod
+    def parse(
+        cls, custom: Mapping[str, object] | None, store_version: int, checksum: str
+    ) -> RotorMetadata | None:
+        """Rotor's metadata if it describes exactly this version and these values, else None.
+
+        Tolerant: metadata written by someone else, or left from an earlier version, is None.
+        """
+        if not custom:
+            return None
+        try:
+            if int(str(custom.get(META_STORE_VERSION))) != store_version:
+                return None
+            if custom.get(META_CHECKSUM) != checksum:
+                return None
+            return cls(
+                rotor_version=int(str(custom.get(META_ROTOR_VERSION))),
+                checksum=checksum,
+                writer=str(custom.get(META_WRITER) or ""),
+                rotated_at=parse_time(str(custom.get(META_ROTATED_AT)), META_ROTATED_AT),
+                secret=str(custom.get(META_SECRET) or ""),
+            )
+        except (ValueError, InvalidSpec):
+            return None
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    """What a store holds now at one path: its current version and the checksum of its values."""
+
+    store_version: int
+    checksum: str
+    rotor: RotorMetadata | None = None
+    """Rotor's metadata when it describes this very version (Rotor wrote it), else None."""
+
+    @property
+    def rotor_version(self) -> int | None:
+        return self.rotor.rotor_version if self.rotor else None
+
+    @property
+    def written_by_rotor(self) -> bool:
+        return self.rotor is not None
+
+
+@dataclass(frozen=True)
+class StoreValues:
+    """The values of one store version; ``__repr__`` never shows them."""
+
+    store_version: int
+    values: Mapping[str, bytes] = field(default_factory=dict)
+    record: StoreRecord | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreValues(store_version={self.store_version}, files={sorted(self.values)})"
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """The ExternalStore Ready condition: ``reason`` is one of :data:`ReadyReason`."""
+
+    ready: bool
+    reason: ReadyReason
+    message: str
+
+
+# -- protocols ---------------------------------------------------------------------------------
+@runtime_checkable
+class ExternalStoreWriter(Protocol):
+    """The agent's view of one external store (rotation step 3 and recovery).
+
+    Every method may raise :class:`~rotor.errors.UnavailableError` (retry with backoff; nothing
+    was lost: the pending values stay in the source Secret), :class:`~rotor.errors.PermanentError`
+    (e.g. the policy lacks a capability; the message names the path and the capability) or, for
+    :meth:`write_pending`, :class:`~rotor.errors.ConflictError` (the store moved: re-read).
+    """
+
+    async def read_version(self, path: str) -> StoreRecord | None:
+        """The current version at ``path`` (None when nothing is stored there)."""
+        ...
+
+    async def read_values(self, path: str, version: int | None = None) -> StoreValues:
+        """The values of ``version`` (the current one by default); NotFoundError if absent."""
+        ...
+
+    async def write_pending(
+        self,
+        path: str,
+        values: Mapping[str, bytes],
+        expected_version: int | None,
+        metadata: RotorMetadata,
+    ) -> int:
+        """Write ``values`` as a new version with check-and-set on ``expected_version`` (None:
+        the path must not exist yet), then Rotor's metadata; return the new store version.
+
+        Idempotent: if the check-and-set fails because the current version already holds exactly
+        these values (a retry after a lost answer), that version is returned.
+        """
+        ...
+
+
+@runtime_checkable
+class ExternalStoreReader(Protocol):
+    """The controller's view of one external store: Ready check, fan-out hold, propagation."""
+
+    async def check(self) -> StoreCheck:
+        """Log in and read the mount's configuration: is the store usable?"""
+        ...
+
+    async def read_version(self, path: str) -> StoreRecord | None: ...
+
+    async def read_values(self, path: str, version: int | None = None) -> StoreValues: ...
+
+    async def store_holds(self, path: str, rotor_version: int, checksum: str) -> bool:
+        """Whether the store's current version at ``path`` holds the values with ``checksum``."""
+        ...
+
+
+# -- KV v2 encoding ----------------------------------------------------------------------------
+def kv_data(values: Mapping[str, bytes], path: str) -> dict[str, str]:
+    """KV data ``{file: text}``. KV v2 stores JSON strings; Rotor's values are all text."""
+    out: dict[str, str] = {}
+    for name, raw in values.items():
+        try:
+            out[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PermanentError(
+                f"{path}: the value of {name!r} is not UTF-8 text, and KV v2 stores strings; "
+                "use a generator that makes text (every built-in one does)"
+            ) from None
+    return out
+
+
+def values_from_kv(data: Mapping[str, object] | None, path: str) -> dict[str, bytes]:
+    """The values of KV data read back; a non-string entry is refused with its key named."""
+    out: dict[str, bytes] = {}
+    for name, value in (data or {}).items():
+        if not isinstance(value, str):
+            raise InvalidSpec(
+                f"{path}.{name}",
+                f"is a {type(value).__name__}, not a string",
+                "write every key of a Rotor-managed path as a string",
+            )
+        out[name] = value.encode("utf-8")
+    return out
+
+
+def record_from_kv(
+    version: int, data: Mapping[str, object] | None, custom: Mapping[str, object] | None, path: str
+) -> StoreValues:
+    """Decode one KV v2 read (``data.data``, ``data.metadata.version``, ``custom_metadata``)."""
+    values = values_from_kv(data, path)
+    digest = checksum(values)
+    record = StoreRecord(version, digest, RotorMetadata.parse(custom, version, digest))
+    return StoreValues(version, values, record)
+
+
+def vault_error(
+    status: int | None, detail: str, *, action: str, path: str, capability: str
+) -> RotorError:
+    """Map a Vault/OpenBao answer to Rotor's errors (``status`` None: no answer at all).
+
+    ``path`` is the API path (``secret/data/shop/db``) and ``capability`` what a policy must
+    grant there, so a permission error tells the operator exactly what to add.
+    """
+    detail = " ".join(detail.split())[:MAX_DETAIL]
+    if status is None:
+        return UnavailableError(f"{action} {path}: the store did not answer ({detail})")
+    if status == 400 and "check-and-set" in detail:
+        return ConflictError(
+            f"{action} {path}: the store's version moved (check-and-set failed); "
+            "re-read it, never overwrite"
+        )
+    if status in (401, 403):
+        return PermanentError(
+            f"{action} {path}: permission denied; the token's policy must grant {capability} "
+            f'on path "{path}" (or the token is invalid or expired)'
+        )
+    if status == 404:
+        return NotFoundError(f"{action} {path}: not found")
+    if status in (412, 429) or status >= 500:
+        return UnavailableError(f"{action} {path}: the store answered {status} ({detail})")
+    return PermanentError(f"{action} {path}: the store refused the request: {status} {detail}")
+
+
+# -- pure decisions ----------------------------------------------------------------------------
+def holds(record: StoreRecord | None, digest: str) -> bool:
+    """Whether a store's current version holds the values whose checksum is ``digest``."""
+    return record is not None and record.checksum == digest
+
+
+def cas_version(state: SecretState, record: StoreRecord | None, path: str) -> int:
+    """The check-and-set version for writing the next pending value at ``path``.
+
+    0 when nothing is stored (create only). The current version when it holds what the source
+    Secret holds (current or pending), or what Rotor wrote itself (an aborted rotation), or when
+    the secret has no value yet (Rotor takes the path over; KV keeps the older versions). A
+    version written outside Rotor that the source Secret does not hold yet raises ConflictError:
+    the controller propagates it first, so a person's change is never silently overwritten.
+    """
+    if record is None:
+        return 0
+    known = {state.checksum} if state.has_value else set()
+    if state.pending:
+        known.add(checksum(state.pending))
+    if record.checksum in known or record.written_by_rotor or not state.has_value:
+        return record.store_version
+    raise ConflictError(
+        f"{path}: store version {record.store_version} was written outside Rotor and is not in "
+        "the source Secret yet; it is propagated to the source Secret before the next rotation"
+    )
+
+
+def decide_recovery(state: SecretState, records: Mapping[str, StoreRecord | None]) -> Recovery:
+    """A writer that starts and finds phase=pending: commit if every external store already
+    holds the pending values, abort otherwise (``records``: one entry per store and path)."""
+    if state.phase != "pending" or not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "recover only a pending rotation")
+    digest = checksum(state.pending)
+    return "commit" if all(holds(r, digest) for r in records.values()) else "abort"
