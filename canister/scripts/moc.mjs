@@ -7,6 +7,7 @@
 //   node scripts/moc.mjs stable                 print the stable signature of src/Main.mo
 //   node scripts/moc.mjs compatible OLD NEW     check that NEW.most can upgrade OLD.most
 //   node scripts/moc.mjs run FILE               run FILE (e.g. test/AclTest.mo) in the interpreter
+//                                               (a FILE elsewhere runs as test/<its name>)
 //
 // Paths are relative to the canister folder. Warnings are errors (-Werror) for src/.
 import { createRequire } from 'node:module';
@@ -82,7 +83,17 @@ switch (cmd) {
   case 'run': {
     if (args.length !== 1) fail('usage: moc.mjs run FILE');
     mo.setRunStepLimit(1e9);
-    const r = mo.run(args[0]);
+    // A file outside the canister folder (e.g. a test's temporary file) runs as test/<name>, so
+    // its imports of "../src/..." resolve.
+    let file = args[0];
+    const abs = path.resolve(file);
+    if (!abs.startsWith(ROOT + path.sep)) {
+      file = path.posix.join('test', path.basename(abs));
+      mo.write(file, fs.readFileSync(abs, 'utf8'));
+    } else {
+      file = path.relative(ROOT, abs).split(path.sep).join('/');
+    }
+    const r = mo.run(file);
     process.stdout.write(r.stdout);
     process.stderr.write(r.stderr);
     if (r.result.error) process.exit(1);

@@ -1,0 +1,74 @@
+"""The canister compiled by the Motoko compiler (npm `motoko`), its logic run by the interpreter."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.canister.conftest import CANISTER, Moc
+
+INTERPRETER_CHECKS = [
+    "sha256_vectors",
+    "installer_is_admin",
+    "only_admins_approve",
+    "request_idempotent",
+    "unknown_secret_refused",
+    "invalid_arguments",
+    "revoke_removes_and_version_grows",
+    "admins_manage_admins",
+    "remove_operator",
+    "certified_hash",
+]
+
+
+def test_compiles_to_ic_wasm(built: Path) -> None:
+    wasm = (built / "acl.wasm").read_bytes()
+    assert wasm[:4] == b"\0asm"
+    assert b"canister_query acl" in wasm
+    assert b"canister_update approve" in wasm
+
+
+@pytest.mark.parametrize("name", ["acl.did", "acl.most"])
+def test_committed_interface_matches_compiler(built: Path, name: str) -> None:
+    """acl.did (Candid) and acl.most (stable signature) are generated: regenerate with
+    `node canister/scripts/moc.mjs build && cp canister/build/acl.{did,most} canister/`."""
+    committed = (CANISTER / name).read_text()
+    assert (built / name).read_text() == committed, f"canister/{name} is out of date"
+
+
+@pytest.mark.parametrize(
+    "release", sorted((CANISTER / "stable").glob("*.most")), ids=lambda p: p.stem
+)
+def test_upgrade_from_each_release_keeps_state(moc: Moc, built: Path, release: Path) -> None:
+    """moc's stable-compatibility check (what dfx runs before an upgrade): every stable variable
+    of the released canister is still there with a compatible type."""
+    result = moc("compatible", str(release), str(built / "acl.most"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_incompatible_upgrade_is_rejected(moc: Moc, built: Path, tmp_path: Path) -> None:
+    changed = (built / "acl.most").read_text().replace("var version : Nat64", "var version : Text")
+    assert changed != (built / "acl.most").read_text()
+    (tmp_path / "new.most").write_text(changed)
+    result = moc("compatible", str(built / "acl.most"), str(tmp_path / "new.most"))
+    assert result.returncode == 1
+    assert "version" in result.stderr
+
+
+def test_interpreter_logic(interpreter_run: subprocess.CompletedProcess[str]) -> None:
+    run = interpreter_run
+    assert run.returncode == 0, run.stderr
+    passed = re.findall(r"^PASS (\w+)$", run.stdout, re.M)
+    assert passed == INTERPRETER_CHECKS
+
+
+def test_interpreter_reports_a_failed_check(moc: Moc, tmp_path: Path) -> None:
+    """A failing assertion in a Motoko test makes the run fail (so the test above can fail)."""
+    probe = tmp_path / "ProbeFail.mo"
+    probe.write_text('import State "../src/State";\nassert State.validRef("not-a-ref");\n')
+    result = moc("run", str(probe))
+    assert result.returncode == 1
+    assert "assertion failure" in result.stderr
