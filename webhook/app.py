@@ -1,0 +1,144 @@
+"""The aiohttp apps: HTTPS admission (``POST /mutate``, ``GET /healthz``) and plain metrics.
+
+The handler only decodes, calls :func:`webhook.admission.decide`, and encodes. Exceptions map to
+HTTP answers in one place, :func:`_errors`: a body that is not an AdmissionReview, not JSON, of
+the wrong content type or too large gets a 4xx with a message that says what to fix; anything
+unexpected gets a 500 with no detail (the detail is in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from rotor.settings.webhook import WebhookSettings
+from webhook.admission import BadReview, decide
+from webhook.metrics import Metrics
+from webhook.tls import DEFAULT_DEBOUNCE_MS, CertReloader
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", WebhookSettings)
+METRICS = web.AppKey("metrics", Metrics)
+CERTS = web.AppKey("certs", CertReloader)
+DEBOUNCE_MS = web.AppKey("debounce_ms", int)
+_RESULT = "rotor.result"  # request-scoped: what the handler decided, for the metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _problem(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where exceptions become HTTP answers (and /mutate is measured)."""
+    metrics = request.app[METRICS]
+    start = time.perf_counter()
+    result = "error"
+    try:
+        response = await handler(request)
+        result = request.get(_RESULT, "error")
+        return response
+    except BadReview as e:
+        result = "invalid"
+        return _problem(400, str(e))
+    except web.HTTPRequestEntityTooLarge:
+        result = "invalid"
+        limit = request.app[SETTINGS].max_body
+        return _problem(
+            413, f"the body is larger than {limit} bytes (ROTOR_WEBHOOK_MAX_BODY); send less"
+        )
+    except web.HTTPException as e:
+        result = "invalid"
+        return _problem(e.status, e.reason)
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return _problem(500, "internal error in the Rotor webhook; see its log")
+    finally:
+        if request.path == "/mutate":
+            metrics.requests.labels(result).inc()
+            metrics.latency.observe(time.perf_counter() - start)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":
+        raise BadReview(f"the content type is {request.content_type!r}; send application/json")
+    body = await request.read()
+    try:
+        review = json.loads(body)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise BadReview(f"the body is not JSON ({e})") from None
+    settings = request.app[SETTINGS]
+    decision = decide(review, settings)
+    request[_RESULT] = decision.result
+    if decision.request is not None:
+        req = decision.request
+        request.app[METRICS].injections.labels(req.mode, req.delivery).inc()
+    if decision.result == "denied":
+        log.info("denied a pod: %s", decision.reason)
+    return web.Response(
+        body=json.dumps(decision.review, separators=(",", ":")).encode(),
+        content_type="application/json",
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _watch_certs(app: web.Application) -> AsyncIterator[None]:
+    certs, metrics = app[CERTS], app[METRICS]
+    stop = asyncio.Event()
+
+    def counted(ok: bool) -> None:
+        metrics.cert_reloads.labels("ok" if ok else "error").inc()
+
+    task = asyncio.create_task(certs.watch(stop, counted, app[DEBOUNCE_MS]))
+    yield
+    stop.set()
+    await task
+
+
+def make_app(
+    settings: WebhookSettings,
+    *,
+    registry: CollectorRegistry,
+    certs: CertReloader | None = None,
+    debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+) -> web.Application:
+    """The admission app; with ``certs`` it also reloads the certificate while it runs."""
+    app = web.Application(client_max_size=settings.max_body, middlewares=[_errors])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics.create(registry)
+    app[DEBOUNCE_MS] = debounce_ms
+    if certs is not None:
+        app[CERTS] = certs
+        app.cleanup_ctx.append(_watch_certs)
+    app.router.add_post("/mutate", mutate)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_metrics_app(registry: CollectorRegistry) -> web.Application:
+    """``GET /metrics`` on a plain-HTTP port of its own (``/healthz`` too, for probes)."""
+    app = web.Application()
+    app[REGISTRY] = registry
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
