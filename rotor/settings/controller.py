@@ -13,6 +13,7 @@ DEFAULT_ACL_POLL = 30.0
 DEFAULT_MAX_STALENESS = 600.0
 DEFAULT_METRICS_PORT = 9755
 DEFAULT_RESTART_INTERVAL = 10.0
+DEFAULT_CANISTER_CERT_MAX_AGE = 300.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class ControllerSettings:
     canister_id: str = ""
     canister_host: str = "https://icp-api.io"
     canister_identity_secret: str = "rotor-canister-identity"  # noqa: S105 - a name  # in ``namespace``; key identity.pem
-    canister_verify: Literal["strict", "hash-tree", "none"] = "hash-tree"
+    canister_verify: Literal["strict", "hash-tree", "none"] = "strict"
+    canister_cert_max_age: float = DEFAULT_CANISTER_CERT_MAX_AGE  # the certificate's /time
+    canister_root_key: str = ""  # hex DER; empty: the IC mainnet key; "fetch": ask the host
     metrics_port: int = DEFAULT_METRICS_PORT
     restart_uninjected: bool = True
     restart_min_interval: float = DEFAULT_RESTART_INTERVAL
@@ -68,6 +71,10 @@ class ControllerSettings:
                 d.canister_verify,
                 ("strict", "hash-tree", "none"),
             ),
+            canister_cert_max_age=env_duration(
+                e, "ROTOR_CANISTER_CERT_MAX_AGE", d.canister_cert_max_age
+            ),
+            canister_root_key=env_str(e, "ROTOR_CANISTER_ROOT_KEY", d.canister_root_key),
             metrics_port=env_int(e, "ROTOR_CONTROLLER_METRICS_PORT", d.metrics_port, 1, 65535),
             restart_uninjected=env_bool(e, "ROTOR_RESTART_UNINJECTED", d.restart_uninjected),
             restart_min_interval=env_duration(
