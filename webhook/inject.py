@@ -127,7 +127,9 @@ def plan(pod: Mapping[str, Any], settings: WebhookSettings, namespace: str | Non
     if request is None:
         return Plan(None, [], "asks for no secret")
 
-    spec = _map(pod.get("spec"), "spec")
+    if not isinstance(pod.get("spec"), Mapping):
+        raise InvalidSpec("spec", "is missing", "send a Pod with a spec")
+    spec = pod["spec"]
     p = Patch()
     if request.delivery == "agent":
         _inject_agent(p, spec, request, settings)
@@ -374,6 +376,7 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
             for r, v in zip(req.ro, views, strict=True)
         ]
         for key, i, c in _containers(spec):
+            _list(c.get("envFrom"), f"spec.{key}[{i}].envFrom")
             p.extend(c, "envFrom", pointer("spec", key, i, "envFrom"), sources)
 
 
