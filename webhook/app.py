@@ -28,7 +28,6 @@ SETTINGS = web.AppKey("settings", WebhookSettings)
 METRICS = web.AppKey("metrics", Metrics)
 CERTS = web.AppKey("certs", CertReloader)
 DEBOUNCE_MS = web.AppKey("debounce_ms", int)
-_RESULT = "rotor.result"  # request-scoped: what the handler decided, for the metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,11 +41,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place where exceptions become HTTP answers (and /mutate is measured)."""
     metrics = request.app[METRICS]
     start = time.perf_counter()
-    result = "error"
+    result = ""  # set here for exceptions; the handler counts its own answers
     try:
-        response = await handler(request)
-        result = request.get(_RESULT, "error")
-        return response
+        return await handler(request)
     except BadReview as e:
         result = "invalid"
         return _problem(400, str(e))
@@ -60,11 +57,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         result = "invalid"
         return _problem(e.status, e.reason)
     except Exception:
+        result = "error"
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return _problem(500, "internal error in the Rotor webhook; see its log")
     finally:
         if request.path == "/mutate":
-            metrics.requests.labels(result).inc()
+            if result:
+                metrics.requests.labels(result).inc()
             metrics.latency.observe(time.perf_counter() - start)
 
 
@@ -78,10 +77,11 @@ async def mutate(request: web.Request) -> web.Response:
         raise BadReview(f"the body is not JSON ({e})") from None
     settings = request.app[SETTINGS]
     decision = decide(review, settings)
-    request[_RESULT] = decision.result
+    metrics = request.app[METRICS]
+    metrics.requests.labels(decision.result).inc()
     if decision.request is not None:
         req = decision.request
-        request.app[METRICS].injections.labels(req.mode, req.delivery).inc()
+        metrics.injections.labels(req.mode, req.delivery).inc()
     if decision.result == "denied":
         log.info("denied a pod: %s", decision.reason)
     return web.Response(
