@@ -84,9 +84,7 @@ def crds() -> list[Doc]:
 
 def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
     return [
-        d
-        for d in docs
-        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
     ]
 
 

@@ -45,7 +45,13 @@ _METADATA = {
     },
     "additionalProperties": False,
 }
-_DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_DURATION = {
+    "type": "string",
+    "pattern": (
+        "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+        "(([0-9]+)ms)?)$"
+    ),
+}
 _NS_SELECTOR = {
     "type": "object",
     "additionalProperties": False,

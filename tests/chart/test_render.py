@@ -90,7 +90,7 @@ def test_every_pod_is_hardened(combo: str) -> None:
             assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
             assert sc["capabilities"]["drop"] == ["ALL"], (name, c["name"])
             assert sc["runAsUser"] == 65532, (name, c["name"])
-            assert "resources" in c and c["resources"]["requests"], (name, c["name"])
+            assert c["resources"]["requests"], (name, c["name"])
 
 
 def _webhook_pod(docs: list[Doc]) -> tuple[Doc, dict[str, Doc]]:
@@ -152,7 +152,8 @@ def test_mutating_webhook_defaults() -> None:
     assert hook["rules"][0]["operations"] == ["CREATE"]
     assert hook["rules"][0]["resources"] == ["pods"]
     names, optout = hook["namespaceSelector"]["matchExpressions"]
-    assert names["key"] == "kubernetes.io/metadata.name" and names["operator"] == "NotIn"
+    assert names["key"] == "kubernetes.io/metadata.name"
+    assert names["operator"] == "NotIn"
     assert set(names["values"]) == {"kube-system", "kube-node-lease", "kube-public", NAMESPACE}
     assert optout == {"key": "rotor.dev/inject", "operator": "NotIn", "values": ["false"]}
     assert hook["objectSelector"]["matchExpressions"] == [optout]
@@ -215,9 +216,10 @@ def test_controller_manages_certs_by_default() -> None:
     env = env_of(containers(one(docs, "Deployment", "rotor-controller"))["controller"])
     assert env["ROTOR_MANAGE_CERTS"] == "true"
     assert env["ROTOR_WEBHOOK_CERT_SECRET"] == "rotor-webhook-tls"
-    assert env["ROTOR_WEBHOOK_CONFIG_NAME"] == one(docs, "MutatingWebhookConfiguration")[
-        "metadata"
-    ]["name"]
+    assert (
+        env["ROTOR_WEBHOOK_CONFIG_NAME"]
+        == one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
+    )
     vol = one(docs, "Deployment", "rotor-webhook")["spec"]["template"]["spec"]["volumes"][0]
     assert vol["secret"]["secretName"] == "rotor-webhook-tls"
     assert "optional" not in vol["secret"]  # the pod waits for the controller's Secret
@@ -255,13 +257,17 @@ def test_monitors() -> None:
     docs = render(COMBINATIONS["monitors"])
     monitors = {d["metadata"]["name"]: d for d in find(docs, "ServiceMonitor")}
     assert set(monitors) == {"rotor-controller", "rotor-webhook"}
-    for component, monitor in (("controller", monitors["rotor-controller"]),
-                               ("webhook", monitors["rotor-webhook"])):
+    for component, monitor in (
+        ("controller", monitors["rotor-controller"]),
+        ("webhook", monitors["rotor-webhook"]),
+    ):
         selected = [
             s
             for s in find(docs, "Service")
-            if all(s["metadata"]["labels"].get(k) == v
-                   for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+            if all(
+                s["metadata"]["labels"].get(k) == v
+                for k, v in monitor["spec"]["selector"]["matchLabels"].items()
+            )
         ]
         assert len(selected) == 1, component
         ports = {p["name"] for p in selected[0]["spec"]["ports"]}
@@ -313,8 +319,9 @@ def test_every_service_selects_a_pod_port() -> None:
             pods = [
                 d
                 for d in find(docs, "Deployment")
-                if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
-                       for k, v in sel.items())
+                if all(
+                    d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items()
+                )
             ]
             assert pods, svc["metadata"]["name"]
             names = {p["name"] for c in containers(pods[0]).values() for p in c.get("ports", [])}
@@ -325,7 +332,8 @@ def test_every_service_selects_a_pod_port() -> None:
 def test_notes_tell_the_next_step() -> None:
     notes = render_files({})["rotor/templates/NOTES.txt"]
     assert "kubectl -n rotor-system rollout status deploy/rotor-controller" in notes
-    assert "rotor.dev/rw" in notes and "rotor.dev/ro" in notes
+    assert "rotor.dev/rw" in notes
+    assert "rotor.dev/ro" in notes
     assert "rotor acl approve" in notes
     assert "docs/install.md" in notes
     canister = render_files(COMBINATIONS["canister"])["rotor/templates/NOTES.txt"]

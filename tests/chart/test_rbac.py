@@ -1,0 +1,147 @@
+"""Least privilege: only the controller can read Secrets, the webhook and agents get no chart
+RBAC, and the controller's rights are exactly the table in docs/install.md ("Permissions")."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.chart.chartlib import COMBINATIONS, NAMESPACE, ROOT, Doc, find, render
+
+CONTROLLER_SA = (NAMESPACE, "rotor-controller")
+WEBHOOK_SA = (NAMESPACE, "rotor-webhook")
+READ_VERBS = {"list", "watch"}
+
+Right = tuple[str, str, str, str, str]
+"""(api group, resource, where: cluster | namespace, resource name or "all", verb)."""
+
+
+def bound_roles(docs: list[Doc], subject: tuple[str, str]) -> list[tuple[Doc, str]]:
+    """The Roles and ClusterRoles bound to a ServiceAccount, with where they apply."""
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs}
+    out = []
+    for b in find(docs, "RoleBinding") + find(docs, "ClusterRoleBinding"):
+        ns = b["metadata"].get("namespace")
+        for s in b.get("subjects", []):
+            if s["kind"] == "ServiceAccount" and (s["namespace"], s["name"]) == subject:
+                ref = b["roleRef"]
+                role_ns = None if ref["kind"] == "ClusterRole" else ns
+                role = roles[(ref["kind"], role_ns, ref["name"])]
+                out.append((role, "cluster" if b["kind"] == "ClusterRoleBinding" else "namespace"))
+    return out
+
+
+def rights(docs: list[Doc], subject: tuple[str, str]) -> set[Right]:
+    out: set[Right] = set()
+    for role, where in bound_roles(docs, subject):
+        for rule in role.get("rules", []):
+            for group in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    for name in rule.get("resourceNames") or ["all"]:
+                        for verb in rule["verbs"]:
+                            out.add((group, res, where, name, verb))
+    return out
+
+
+def can_read_all_secrets(r: set[Right]) -> bool:
+    """list or watch on every Secret: with resourceNames a list/watch is limited to those."""
+    return any(
+        g in ("", "*") and res in ("secrets", "*") and name == "all" and v in READ_VERBS | {"*"}
+        for g, res, _, name, v in r
+    )
+
+
+def documented_rights() -> set[Right]:
+    text = (ROOT / "docs" / "install.md").read_text()
+    table = text.split("## Permissions", 1)[1].split("\n\n", 2)[1]
+    out: set[Right] = set()
+    for line in table.splitlines()[2:]:
+        subject, resources, groups, where, names, verbs = (
+            c.strip() for c in line.strip("|").split("|")
+        )
+        assert subject == "controller", line
+        for res in re.findall(r"`([^`]+)`", resources):
+            for group in (g.strip().strip("`") for g in groups.split(",")):
+                for verb in (v.strip() for v in verbs.split(",")):
+                    out.add(
+                        (
+                            "" if group == "core" else group,
+                            res,
+                            "cluster" if where == "cluster" else "namespace",
+                            names.strip("`"),
+                            verb,
+                        )
+                    )
+    return out
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS)
+def test_only_the_controller_is_bound(combo: str) -> None:
+    """The webhook's ServiceAccount and any agent get nothing from the chart."""
+    docs = render(COMBINATIONS[combo])
+    subjects = {
+        (s["namespace"], s["name"])
+        for b in find(docs, "RoleBinding") + find(docs, "ClusterRoleBinding")
+        for s in b["subjects"]
+    }
+    assert subjects == {CONTROLLER_SA}
+    assert rights(docs, WEBHOOK_SA) == set()
+    assert not can_read_all_secrets(rights(docs, WEBHOOK_SA))
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS)
+def test_controller_rights_are_the_documented_ones(combo: str) -> None:
+    assert rights(render(COMBINATIONS[combo]), CONTROLLER_SA) == documented_rights()
+
+
+def test_controller_secret_rights() -> None:
+    r = rights(render({}), CONTROLLER_SA)
+    secrets = {
+        v
+        for g, res, where, name, v in r
+        if (g, res, where, name) == ("", "secrets", "cluster", "all")
+    }
+    assert secrets == {"get", "list", "watch", "create", "patch", "update", "delete"}
+    assert can_read_all_secrets(r)
+    # what it grants agents per grant, it holds itself, so it needs neither bind nor escalate
+    assert {"get", "list", "watch", "patch", "update"} <= secrets
+    assert not {v for *_, v in r} & {"bind", "escalate", "impersonate", "*"}
+    assert not {res for _, res, *_ in r} & {"*", "serviceaccounts/token", "nodes"}
+
+
+def test_webhook_configuration_right_is_name_scoped() -> None:
+    r = rights(render({}), CONTROLLER_SA)
+    names = {name for _, res, _, name, _ in r if res == "mutatingwebhookconfigurations"}
+    assert names == {"rotor-webhook"}
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["watch", "get"]},
+    ],
+)
+def test_the_check_catches_a_secret_reader(rule: dict[str, Any]) -> None:
+    """Bind a reader to the webhook's ServiceAccount: the check must see it."""
+    docs = render({})
+    docs.append({"kind": "ClusterRole", "metadata": {"name": "oops"}, "rules": [rule]})
+    docs.append(
+        {
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "oops"},
+            "roleRef": {"kind": "ClusterRole", "name": "oops"},
+            "subjects": [
+                {"kind": "ServiceAccount", "namespace": WEBHOOK_SA[0], "name": WEBHOOK_SA[1]}
+            ],
+        }
+    )
+    assert can_read_all_secrets(rights(docs, WEBHOOK_SA))
+
+
+def test_name_scoped_secret_rights_are_not_a_reader() -> None:
+    r: set[Right] = {("", "secrets", "namespace", "rotor.shop.db", "watch")}
+    assert not can_read_all_secrets(r)
