@@ -111,6 +111,8 @@ class StoreRecord:
     checksum: str
     rotor: RotorMetadata | None = None
     """Rotor's metadata when it describes this very version (Rotor wrote it), else None."""
+    deleted: bool = False
+    """The current version was deleted or destroyed: it holds no values, only its number."""
 
     @property
     def rotor_version(self) -> int | None:
@@ -224,13 +226,18 @@ def values_from_kv(data: Mapping[str, object] | None, path: str) -> dict[str, by
 
 
 def record_from_kv(
-    version: int, data: Mapping[str, object] | None, custom: Mapping[str, object] | None, path: str
+    version: int,
+    data: Mapping[str, object] | None,
+    custom: Mapping[str, object] | None,
+    path: str,
+    *,
+    deleted: bool = False,
 ) -> StoreValues:
     """Decode one KV v2 read (``data.data``, ``data.metadata.version``, ``custom_metadata``)."""
-    values = values_from_kv(data, path)
+    values = {} if deleted else values_from_kv(data, path)
     digest = checksum(values)
-    record = StoreRecord(version, digest, RotorMetadata.parse(custom, version, digest))
-    return StoreValues(version, values, record)
+    rotor = None if deleted else RotorMetadata.parse(custom, version, digest)
+    return StoreValues(version, values, StoreRecord(version, digest, rotor, deleted))
 
 
 def vault_error(
@@ -264,24 +271,27 @@ def vault_error(
 # -- pure decisions ----------------------------------------------------------------------------
 def holds(record: StoreRecord | None, digest: str) -> bool:
     """Whether a store's current version holds the values whose checksum is ``digest``."""
-    return record is not None and record.checksum == digest
+    return record is not None and not record.deleted and record.checksum == digest
 
 
 def cas_version(state: SecretState, record: StoreRecord | None, path: str) -> int:
     """The check-and-set version for writing the next pending value at ``path``.
 
     0 when nothing is stored (create only). The current version when it holds what the source
-    Secret holds (current or pending), or what Rotor wrote itself (an aborted rotation), or when
-    the secret has no value yet (Rotor takes the path over; KV keeps the older versions). A
-    version written outside Rotor that the source Secret does not hold yet raises ConflictError:
-    the controller propagates it first, so a person's change is never silently overwritten.
+    Secret holds (current or pending), or what Rotor wrote itself (an aborted rotation), or was
+    deleted (nothing to lose), or when the secret has no value yet (Rotor takes the path over;
+    KV keeps the older versions). A version written outside Rotor that the source Secret does
+    not hold yet raises ConflictError: the controller propagates it first, so a person's change
+    is never silently overwritten.
     """
     if record is None:
         return 0
     known = {state.checksum} if state.has_value else set()
     if state.pending:
         known.add(checksum(state.pending))
-    if record.checksum in known or record.written_by_rotor or not state.has_value:
+    if record.deleted or record.checksum in known or record.written_by_rotor:
+        return record.store_version
+    if not state.has_value:  # first value: take the path over
         return record.store_version
     raise ConflictError(
         f"{path}: store version {record.store_version} was written outside Rotor and is not in "

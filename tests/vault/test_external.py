@@ -121,6 +121,7 @@ def test_vault_error_mapping(status, detail, kind, text):
         (pending(), rec(NEW, 4), 4),  # holds the pending value (a retry)
         (committed(), rec(NEW, 5, rotor=True), 5),  # Rotor's own aborted write
         (SecretState(), rec(THEIRS, 2), 2),  # first value: Rotor takes the path over
+        (committed(), StoreRecord(8, checksum({}), None, deleted=True), 8),  # deleted: no loss
     ],
 )
 def test_cas_version(state, record, expected):
@@ -156,5 +157,6 @@ def test_decide_recovery_needs_a_pending_rotation():
 
 def test_holds():
     assert holds(rec(NEW), checksum(NEW))
+    assert not holds(StoreRecord(3, checksum({}), None, deleted=True), checksum({}))
     assert not holds(rec(OLD), checksum(NEW))
     assert not holds(None, checksum(NEW))
