@@ -10,6 +10,8 @@ from typing import Any
 import jsonpatch
 import kubernetes_validate
 
+from webhook.admission import mutate
+
 KUBE_VERSIONS = ("1.29", "1.33")
 """Native sidecars (restartPolicy on init containers) are in the schema from 1.29 on."""
 
@@ -68,3 +70,11 @@ def containers(obj: dict[str, Any], key: str = "containers") -> dict[str, dict]:
 
 def env_of(container: dict) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+def mutate_ok(pod: dict[str, Any], settings: Any, namespace: str = "shop") -> dict:
+    """mutate() that must allow and patch; the answer."""
+    answer = mutate(review(pod, namespace), settings)
+    assert answer["response"]["allowed"] is True, answer["response"].get("status")
+    assert ops_of(answer), "expected a patch"
+    return answer
