@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 import uuid
 
 import hvac
 import pytest
-import trustme
-from aiohttp import web
 
 from agent.vault import KubernetesLogin, TokenLogin, VaultStore, login_from_spec
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, PermanentError, UnavailableError
 from rotor.external import RotorMetadata, cas_version, decide_recovery
 from rotor.layout import SecretState, checksum, commit, prepare
 from rotor.spec import ExternalStoreSpec
-from tests.conftest import free_port
+from tests.vault.conftest import fake_jwt
 
 OLD = {"password": b"old-password-value"}
 NEW = {"password": b"new-password-value"}
@@ -230,56 +226,6 @@ async def test_recovery_decision_at_each_step(bao, step, decision):
 
 
 # -- logins -------------------------------------------------------------------------------------
-def fake_jwt(namespace: str, sa: str) -> str:
-    """A JWT-shaped service-account token; the fake TokenReview below vouches for it."""
-
-    def b64(raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    now = int(time.time())
-    claims = {
-        "iss": "kubernetes/serviceaccount",
-        "sub": f"system:serviceaccount:{namespace}:{sa}",
-        "kubernetes.io/serviceaccount/namespace": namespace,
-        "kubernetes.io/serviceaccount/service-account.name": sa,
-        "kubernetes.io/serviceaccount/service-account.uid": "uid-1",
-        "iat": now - 60,
-        "nbf": now - 60,
-        "exp": now + 3600,
-    }
-    head = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    return f"{head}.{b64(json.dumps(claims).encode())}.{b64(b'signature')}"
-
-
-@pytest.fixture
-async def kube_auth(bao):
-    """OpenBao's Kubernetes auth at auth/kubernetes, checking tokens with a local TokenReview."""
-
-    async def review(request: web.Request) -> web.Response:
-        body = await request.json()
-        claims = json.loads(base64.urlsafe_b64decode(body["spec"]["token"].split(".")[1] + "=="))
-        user = {"username": claims["sub"], "uid": "uid-1", "groups": ["system:serviceaccounts"]}
-        return web.json_response({"status": {"authenticated": True, "user": user}})
-
-    app = web.Application()
-    app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", review)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    c = root(bao)
-    if "kubernetes/" not in c.sys.list_auth_methods()["data"]:
-        c.sys.enable_auth_method("kubernetes")
-    c.auth.kubernetes.configure(
-        kubernetes_host=f"http://127.0.0.1:{port}",
-        kubernetes_ca_cert=trustme.CA().cert_pem.bytes().decode(),
-        disable_local_ca_jwt=True,
-        token_reviewer_jwt="reviewer",
-    )
-    yield c
-    await runner.cleanup()
-
-
 async def test_kubernetes_login_with_the_pods_token(bao, kube_auth, tmp_path):
     p = path()
     kube_auth.sys.create_or_update_policy(
