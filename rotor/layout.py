@@ -49,6 +49,10 @@ ANN_PREVIOUS_EXPIRES = PREFIX + "previous-expires"
 ANN_CHECKSUM = PREFIX + "checksum"
 ANN_WRITER = PREFIX + "writer"
 ANN_PENDING_SINCE = PREFIX + "pending-since"
+ANN_ROTATE_REQUESTED = PREFIX + "rotate-requested"
+"""On a source Secret, set by the controller: the value of the RotatingSecret's
+``rotor.dev/rotate-now`` annotation. The writer rotates once when it differs from the last value
+it handled."""
 
 
 def view_name(source_namespace: str, name: str) -> str:
