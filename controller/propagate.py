@@ -1,0 +1,103 @@
+"""Vault as a source: the pure decision to propagate a value a person changed in an external store.
+
+When the audit receiver (:mod:`controller.audit`) reports a write to a referenced KV path, the
+controller reads the store's current version (:meth:`controller.vault.VaultReader.read_values`)
+and calls :func:`decide_propagation` with the source Secret's state. On ``propagate`` it patches
+the source Secret to the returned state (resourceVersion precondition: a conflict means re-read
+and decide again), then fans the new version out as for any commit; the store already holds it,
+so the fan-out hold passes. The previous value stays as ``<file>.previous`` for ``overlap``, as in
+a rotation, so consumers that still use the old one keep working.
+
+Nothing is propagated when the store holds what the source Secret holds (current or pending) or
+what Rotor itself wrote: the checksum of the data read back decides, so Rotor's own writes are
+never echoed back even when the receiver's identity filter missed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rotor.external import StoreValues
+from rotor.layout import SecretState, checksum, commit, prepare
+
+Action = Literal["propagate", "none", "wait", "reject"]
+Reason = Literal[
+    "Propagate",
+    "InSync",
+    "RotorPending",
+    "RotorWrite",
+    "Deleted",
+    "NotFound",
+    "RotationInFlight",
+    "KeysMismatch",
+]
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """What to do with a store version: ``state`` is set only for ``propagate``."""
+
+    action: Action
+    reason: Reason
+    message: str
+    state: SecretState | None = None
+
+
+def decide_propagation(
+    state: SecretState,
+    read: StoreValues | None,
+    files: Sequence[str],
+    now: float,
+    overlap: float,
+    where: str,
+) -> Propagation:
+    """Decide whether the store's current version (``read``) becomes the next source version.
+
+    ``files``: the RotatingSecret's files (``spec.files``); ``where``: ``<store>:<mount>/<path>``
+    for messages (no value is ever put in a message).
+    """
+    if read is None or read.record is None:
+        return Propagation("none", "NotFound", f"{where} holds nothing")
+    rec = read.record
+    at = f"{where} version {rec.store_version}"
+    if rec.deleted:
+        return Propagation(
+            "none", "Deleted", f"{at} is deleted; the next rotation writes a new version"
+        )
+    if state.has_value and rec.checksum == state.checksum:
+        return Propagation("none", "InSync", f"{at} holds source version {state.version}")
+    if state.pending and rec.checksum == checksum(state.pending):
+        return Propagation("none", "RotorPending", f"{at} holds the rotation in flight")
+    if rec.written_by_rotor:
+        return Propagation(
+            "none",
+            "RotorWrite",
+            f"{at} was written by Rotor (rotor version {rec.rotor_version}), not by a person",
+        )
+    if state.phase == "pending":
+        # the writer's check-and-set fails on this version and it aborts; decide again then
+        return Propagation("wait", "RotationInFlight", f"{at} changed during a rotation")
+    missing = sorted(set(files) - set(read.values))
+    extra = sorted(set(read.values) - set(files))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra)}")
+        return Propagation(
+            "reject",
+            "KeysMismatch",
+            f"{at} was changed outside Rotor but its keys do not match the RotatingSecret's "
+            f"files ({'; '.join(parts)}); write every file of the secret at once",
+        )
+    values = {f: read.values[f] for f in files}
+    new = commit(prepare(state, values, now, state.writer or ""), now, overlap)
+    return Propagation(
+        "propagate",
+        "Propagate",
+        f"{at} was changed outside Rotor; it becomes source version {new.version}",
+        new,
+    )
