@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from controller.acl.canister import CanisterAclBackend
+from tests.canister.ic_server import IcServer, IcServerThread
 from tests.conftest import IN_CI, require_tool
 
 CANISTER = Path(__file__).resolve().parents[2] / "canister"
@@ -52,3 +55,44 @@ def built(moc: Moc, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def interpreter_run(moc: Moc) -> subprocess.CompletedProcess[str]:
     """canister/test/AclTest.mo run once in the Motoko interpreter."""
     return moc("run", "test/AclTest.mo")
+
+
+# -- the local IC server and identities ------------------------------------------------------------
+ADMIN_KEY = "8f8b5ad5c5e0e9b1a7a6f2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
+CONTROLLER_KEY = "1f2e3d4c5b6a79880716253443526170f1e2d3c4b5a69788796a5b4c3d2e1f00"
+STRANGER_KEY = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def identity(key: str, kind: str = "secp256k1") -> Any:
+    from ic.identity import Identity
+
+    return Identity(privkey=key, type=kind)
+
+
+@pytest.fixture
+def admin_identity() -> Any:
+    return identity(ADMIN_KEY)
+
+
+@pytest.fixture
+def controller_identity() -> Any:
+    """The Rotor controller's identity (an operator of the canister); Ed25519 like newer dfx."""
+    return identity(CONTROLLER_KEY, "ed25519")
+
+
+@pytest.fixture
+def ic_server(admin_identity: Any, controller_identity: Any) -> Iterator[IcServer]:
+    """The local IC server; the admin installed the canister and made the controller an operator."""
+    with IcServerThread(IcServer(admin_identity.sender().bytes)) as server:
+        server.model.operators.add(controller_identity.sender().bytes)
+        yield server
+
+
+def backend_for(server: IcServer, ident: Any, **options: Any) -> CanisterAclBackend:
+    return CanisterAclBackend.connect(
+        host=server.url,
+        canister_id=server.canister_id,
+        identity=ident,
+        root_key=server.root.der.hex(),
+        **options,
+    )
