@@ -1,0 +1,181 @@
+"""Hypothesis over annotations and pod shapes: mutate() never crashes, every answer is well
+formed, and every patch applies, validates and is final (a second review changes nothing)."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from rotor.settings.webhook import WebhookSettings
+from tests.webhook.kube import apply, ops_of, review
+from webhook.admission import BadReview, mutate
+
+SETTINGS = {"native": WebhookSettings(), "classic": WebhookSettings(sidecar_mode="classic")}
+GOOD = {
+    "rotor.dev/rw": ["db", "db,cache", " db , db "],
+    "rotor.dev/ro": ["db", "other/api-key,x", "db,other/1st.key"],
+    "rotor.dev/mount-path": ["/var/run/secrets/rotor", "/data", "/srv/x/"],
+    "rotor.dev/delivery": ["agent", "volume", "env"],
+    "rotor.dev/reload": ["none", "signal:HUP", "http://127.0.0.1:8080/r"],
+    "rotor.dev/apply-hook": ["http://127.0.0.1:5000/a"],
+    "rotor.dev/wait": ["true", "false"],
+    "rotor.dev/inject": ["true"],
+}
+BAD = {
+    "rotor.dev/rw": ["", "Bad_Name", "other/db"],
+    "rotor.dev/ro": ["a/db,b/db", "a/b/c"],
+    "rotor.dev/mount-path": ["/etc/x", "rel", "/"],
+    "rotor.dev/delivery": ["ftp"],
+    "rotor.dev/reload": ["signal:KILL", "x"],
+    "rotor.dev/apply-hook": ["http://example.com/a", ""],
+    "rotor.dev/wait": ["maybe"],
+    "rotor.dev/inject": ["false", "nah"],
+    "rotor.dev/status": ["injected", "pending"],
+}
+
+
+def _value(key: str) -> st.SearchStrategy[str]:
+    """Mostly good values, sometimes a known bad one, rarely any text."""
+    good = st.sampled_from(GOOD.get(key) or BAD[key])
+    return st.one_of(*[good] * 8, st.sampled_from(BAD[key]), st.text(max_size=12))
+
+
+annotations = st.one_of(
+    *[st.fixed_dictionaries({"rotor.dev/rw": _value("rotor.dev/rw")})] * 2,
+    *[st.fixed_dictionaries({"rotor.dev/ro": _value("rotor.dev/ro")})] * 2,
+    st.just({}),
+).flatmap(
+    lambda base: st.sets(st.sampled_from([*BAD, "other.io/a~b/c"]), max_size=3).flatmap(
+        lambda extra: st.fixed_dictionaries(
+            {k: _value(k) if k in BAD else st.just("1") for k in extra if k not in base}
+            | {k: st.just(v) for k, v in base.items()}
+        )
+    )
+)
+mount = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["data", "rotor-files", "cfg"]),
+        "mountPath": st.sampled_from(["/data", "/var/run/secrets/rotor", "/srv/x", "/cfg/"]),
+    }
+)
+maybe_list = lambda item: st.one_of(st.none(), st.just([]), st.lists(item, max_size=2))  # noqa: E731
+
+
+@st.composite
+def container_list(draw, prefix: str, native: bool = False) -> list[dict]:
+    n = draw(st.integers(0, 3))
+    out = []
+    for i in range(n):
+        c: dict = {"name": f"{prefix}{i}", "image": "example/app:1"}
+        for key, strategy in (
+            ("volumeMounts", maybe_list(mount)),
+            ("env", maybe_list(st.just({"name": "X", "value": "1"}))),
+            ("envFrom", maybe_list(st.just({"configMapRef": {"name": "cfg"}}))),
+        ):
+            value = draw(st.one_of(st.just("absent"), strategy))
+            if value != "absent":
+                c[key] = value
+        # volumeMounts must be unique by path in a valid pod: keep the first of each
+        if c.get("volumeMounts"):
+            seen: dict[str, dict] = {}
+            for m in c["volumeMounts"]:
+                seen.setdefault(m["mountPath"].rstrip("/"), m)
+            c["volumeMounts"] = list(seen.values())
+        if native and draw(st.booleans()):
+            c["restartPolicy"] = "Always"
+        out.append(c)
+    return out
+
+
+@st.composite
+def pods(draw) -> tuple[dict, str]:
+    namespace = draw(st.sampled_from(["shop", "shop", "other", "rotor-system"]))
+    meta: dict = {"generateName": "p-", "namespace": namespace}
+    ann = draw(annotations)
+    if ann or draw(st.booleans()):
+        meta["annotations"] = ann
+    labels = draw(st.sampled_from([None, {}, {"app.kubernetes.io/name": "rotor"}, {"a/b": "c"}]))
+    if labels is not None:
+        meta["labels"] = labels
+    spec: dict = {"containers": draw(container_list("c")) or [{"name": "c", "image": "i"}]}
+    for key, strategy in (
+        ("initContainers", st.one_of(st.none(), container_list("i", native=True))),
+        ("volumes", st.sampled_from([None, [], [{"name": "data", "emptyDir": {}}]])),
+        ("automountServiceAccountToken", st.sampled_from([True, False])),
+        ("hostPID", st.sampled_from([True, False])),
+        ("shareProcessNamespace", st.sampled_from([True, False])),
+        ("securityContext", st.sampled_from([{}, {"runAsGroup": 1001}, {"fsGroup": 2000}])),
+    ):
+        if draw(st.booleans()):
+            spec[key] = draw(strategy)
+    if spec.get("hostPID") and spec.get("shareProcessNamespace"):
+        del spec["shareProcessNamespace"]  # invalid together, as the API server says
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, namespace
+
+
+def _names_unique(items: list[dict] | None, what: str) -> None:
+    names = [i["name"] for i in items or []]
+    assert len(names) == len(set(names)), f"duplicate {what}: {names}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pods(), st.sampled_from(sorted(SETTINGS)))
+def test_every_answer_is_well_formed_and_every_patch_applies(pod_ns, mode):
+    pod, namespace = pod_ns
+    answer = mutate(review(pod, namespace), SETTINGS[mode])
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    resp = answer["response"]
+    assert resp["uid"] == review(pod)["request"]["uid"]
+    event("denied" if not resp["allowed"] else "patched" if "patch" in resp else "unchanged")
+    if not resp["allowed"]:
+        assert resp["status"]["code"] == 400
+        assert resp["status"]["message"].startswith("rotor: ")
+        assert "patch" not in resp
+        return
+    if "patch" not in resp:
+        return
+    out = apply(pod, answer)  # raises if any pointer or /- is wrong
+    kubernetes_validate.validate(out, "1.33", strict=True)
+    spec = out["spec"]
+    _names_unique(spec.get("volumes"), "volumes")
+    _names_unique((spec.get("initContainers") or []) + spec["containers"], "containers")
+    volumes = {v["name"] for v in spec.get("volumes") or []}
+    for c in (spec.get("initContainers") or []) + spec["containers"]:
+        paths = [m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or []]
+        assert len(paths) == len(set(paths)), f"duplicate mount paths in {c['name']}: {paths}"
+        for m in c.get("volumeMounts") or []:
+            assert not m["name"].startswith("rotor-") or m["name"] in volumes
+    assert "patch" not in mutate(review(out, namespace), SETTINGS[mode])["response"]
+    assert ops_of(answer)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        json_values,
+        json_values.map(
+            lambda o: review({"metadata": {"annotations": {"rotor.dev/rw": "db"}}, "spec": o})
+        ),
+        json_values.map(lambda o: review({"metadata": o, "spec": {"containers": []}})),
+        json_values.map(lambda o: {**review({}), "request": o}),
+    )
+)
+def test_junk_never_crashes(body):
+    try:
+        answer = mutate(body, WebhookSettings())
+    except BadReview as e:
+        message = str(e)
+    else:
+        assert isinstance(answer["response"]["allowed"], bool)
+        message = answer["response"].get("status", {}).get("message", "ok")
+    assert message  # every refusal says why
