@@ -1,0 +1,152 @@
+"""Value generators: one function per :data:`rotor.spec.GeneratorType`, all from the OS CSPRNG.
+
+:func:`generate` turns a :class:`~rotor.spec.KeySpec` into its files: ``{<key>: value}``, or for
+key pairs ``{<key>: private PEM, <key>.pub: public PEM}``. Values are bytes of ASCII text:
+
+=========  ==================================================================================
+type       value
+=========  ==================================================================================
+password   ``length`` characters from the union of the requested classes; every class present
+token      ``bytes`` random bytes, encoded ``hex``, ``base64`` (padded) or ``base64url`` (no
+           padding, safe in URLs and headers)
+hex        ``length`` lower-case hex digits
+uuid       a random (version 4) UUID, canonical text form
+rsa        PKCS#8 PEM private key of ``bits`` (2048/3072/4096); ``.pub``: SubjectPublicKeyInfo PEM
+ecdsa      PKCS#8 PEM private key on P-256 or P-384; ``.pub``: SubjectPublicKeyInfo PEM
+ed25519    PKCS#8 PEM private key; ``.pub``: SubjectPublicKeyInfo PEM
+=========  ==================================================================================
+
+Passwords: characters come from :func:`secrets.choice` (``randbelow`` underneath: rejection
+sampling, so no modulo bias), and a draw that misses a requested class is thrown away and drawn
+again. That keeps every valid password equally likely (placing one character of each class first
+and shuffling would favour passwords with few characters of each class). With at least 8
+characters and the default alphabet a draw succeeds about 40 % of the time, so a few draws suffice.
+
+``cryptography`` is imported only when a key pair is asked for: it costs about 8 MiB and 50 ms,
+which an agent that only makes passwords should not pay.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+import uuid
+from typing import TYPE_CHECKING
+
+from rotor.spec import (
+    DEFAULT_ECDSA_CURVE,
+    DEFAULT_HEX_LENGTH,
+    DEFAULT_PASSWORD_LENGTH,
+    DEFAULT_RSA_BITS,
+    DEFAULT_SYMBOLS,
+    DEFAULT_TOKEN_BYTES,
+    PASSWORD_CLASSES,
+    PUB_SUFFIX,
+    GeneratorSpec,
+    KeySpec,
+    RotatingSecretSpec,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+CLASS_ALPHABETS: dict[str, str] = {
+    "lower": string.ascii_lowercase,
+    "upper": string.ascii_uppercase,
+    "digit": string.digits,
+}
+MAX_PASSWORD_DRAWS = 10_000
+"""Bound on rejection draws; even length 8 with four classes needs about 3 on average."""
+
+
+def password_alphabets(gen: GeneratorSpec) -> list[str]:
+    """The alphabet of each requested class, in the spec's order."""
+    classes = gen.classes or PASSWORD_CLASSES
+    return [
+        CLASS_ALPHABETS[c] if c != "symbol" else (gen.symbols or DEFAULT_SYMBOLS) for c in classes
+    ]
+
+
+def password(gen: GeneratorSpec) -> bytes:
+    length = gen.length or DEFAULT_PASSWORD_LENGTH
+    alphabets = password_alphabets(gen)
+    alphabet = "".join(alphabets)
+    for _ in range(MAX_PASSWORD_DRAWS):
+        chars = [secrets.choice(alphabet) for _ in range(length)]
+        if all(any(ch in a for ch in chars) for a in alphabets):
+            return "".join(chars).encode()
+    raise RuntimeError("password: no draw held every class")  # unreachable in practice
+
+
+def token(gen: GeneratorSpec) -> bytes:
+    raw = secrets.token_bytes(gen.bytes or DEFAULT_TOKEN_BYTES)
+    if gen.encoding == "hex":
+        return raw.hex().encode()
+    if gen.encoding == "base64":
+        return base64.b64encode(raw)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def hex_value(gen: GeneratorSpec) -> bytes:
+    length = gen.length or DEFAULT_HEX_LENGTH
+    return secrets.token_hex((length + 1) // 2)[:length].encode()
+
+
+def uuid_value(_gen: GeneratorSpec) -> bytes:
+    return str(uuid.uuid4()).encode()
+
+
+def _private_key(gen: GeneratorSpec) -> PrivateKeyTypes:
+    if gen.type == "rsa":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        return rsa.generate_private_key(
+            public_exponent=65537, key_size=gen.bits or DEFAULT_RSA_BITS
+        )
+    if gen.type == "ecdsa":
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        curve = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}[gen.curve or DEFAULT_ECDSA_CURVE]
+        return ec.generate_private_key(curve())
+    if gen.type == "ed25519":
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"{gen.type!r} is not a key pair type")
+
+
+def key_pair(gen: GeneratorSpec) -> tuple[bytes, bytes]:
+    """``(private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)``."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = _private_key(gen)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+_SINGLE = {"password": password, "token": token, "hex": hex_value, "uuid": uuid_value}
+
+
+def generate_key(key: KeySpec) -> dict[str, bytes]:
+    """The files of one key: ``{name: value}`` or ``{name: private, name.pub: public}``."""
+    gen = key.generator
+    if gen.is_key_pair:
+        private, public = key_pair(gen)
+        return {key.name: private, key.name + PUB_SUFFIX: public}
+    return {key.name: _SINGLE[gen.type](gen)}
+
+
+def generate(spec: RotatingSecretSpec) -> dict[str, bytes]:
+    """New values for every file of a secret (all keys rotate together)."""
+    out: dict[str, bytes] = {}
+    for key in spec.keys:
+        out.update(generate_key(key))
+    return out
