@@ -297,6 +297,7 @@ class IcServer:
         self.root = BlsKey()
         self.subnet = BlsKey() if delegated else None
         self.fault: str | None = None
+        self.fail_next = 0  # answer 503 to this many requests first
         self.replies: dict[bytes, tuple[str, bytes]] = {}
         self.calls: list[str] = []
         self.url = ""
@@ -380,6 +381,9 @@ class IcServer:
     async def _envelope(self, request: web.Request) -> dict[str, Any]:
         if self.fault == "http-500":
             raise web.HTTPInternalServerError(text="injected failure")
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise web.HTTPServiceUnavailable(text="injected overload")
         if self.fault == "hang":
             await asyncio.sleep(30)
         if request.match_info["canister"] != self.canister_id:
@@ -497,7 +501,7 @@ class IcServerThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.server.app())
+        self.runner = web.AppRunner(self.server.app(), shutdown_timeout=0.5)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(site.start())

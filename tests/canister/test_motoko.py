@@ -72,3 +72,33 @@ def test_interpreter_reports_a_failed_check(moc: Moc, tmp_path: Path) -> None:
     result = moc("run", str(probe))
     assert result.returncode == 1
     assert "assertion failure" in result.stderr
+
+
+def test_certified_hash_is_the_same_in_motoko_and_python(
+    interpreter_run: subprocess.CompletedProcess[str],
+) -> None:
+    """The controller recomputes exactly the hash the canister certifies (State.aclHash)."""
+    from controller.acl.canister import acl_hash
+
+    # the ACL AclTest.mo builds in its last check
+    acl = {
+        "version": 8,
+        "secrets": ["a-b/x", "shop/db"],
+        "grants": [],
+        "requests": [
+            {
+                "secret": "a-b/x",
+                "principal": "shop/web",
+                "mode": {"ro": None},
+                "state": {"denied": None},
+            },
+            {
+                "secret": "shop/db",
+                "principal": "shop/web",
+                "mode": {"ro": None},
+                "state": {"pending": None},
+            },
+        ],
+    }
+    (motoko,) = re.findall(r"^HASH ([0-9a-f]{64})$", interpreter_run.stdout, re.M)
+    assert acl_hash(acl).hex() == motoko

@@ -1,0 +1,286 @@
+"""controller.acl.canister against a real IC certificate and the local IC server."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from types import SimpleNamespace
+from typing import Any
+
+import ecdsa
+import pytest
+from ic.constants import IC_ROOT_KEY
+from ic.principal import Principal as IcPrincipal
+
+from controller.acl import make_backend
+from controller.acl.canister import (
+    CanisterAclBackend,
+    CanisterAnswerError,
+    load_identity,
+    lookup,
+    tree_digest,
+    verify_certificate,
+)
+from rotor.acl import Grant
+from rotor.errors import InvalidSpec, NotFoundError, PermanentError, UnavailableError
+from rotor.names import Principal, SecretRef
+from rotor.settings.controller import ControllerSettings
+from tests.canister import ic_vector
+from tests.canister.conftest import STRANGER_KEY, backend_for, identity
+from tests.canister.ic_server import IcServer, IcServerThread, fork, labeled
+
+DB = SecretRef("shop", "db")
+WEB = Principal("shop", "web")
+VECTOR_TIME = 1643206874.9  # the vector's /time
+
+
+# -- certificates ---------------------------------------------------------------------------------
+def vector(**overrides: Any) -> Any:
+    options: dict[str, Any] = {
+        "canister_id": IcPrincipal.from_str(ic_vector.CANISTER_ID).bytes,
+        "certified_data": ic_vector.CERTIFIED_DATA,
+        "verify": "strict",
+        "root_key_der": ic_vector.ROOT_KEY,
+        "now": VECTOR_TIME,
+        "max_age": 60.0,
+        **overrides,
+    }
+    return verify_certificate(ic_vector.CERTIFICATE, **options)
+
+
+def test_real_ic_certificate_with_delegation_verifies() -> None:
+    cert = vector()
+    assert int(cert.time_ns / 1e9) == int(VECTOR_TIME)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"root_key_der": IC_ROOT_KEY}, "BLS signature does not verify"),
+        ({"certified_data": bytes(32)}, "does not match the ACL"),
+        ({"now": VECTOR_TIME + 3600}, "3600s old"),
+        (
+            {"canister_id": IcPrincipal.from_str("rrkah-fqaaa-aaaaa-aaaaq-cai").bytes},
+            "no certified",
+        ),
+    ],
+    ids=["other-root-key", "other-data", "too-old", "other-canister"],
+)
+def test_real_ic_certificate_rejects(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(CanisterAnswerError, match=message):
+        vector(**override)
+
+
+def test_hash_tree_mode_skips_only_the_signature() -> None:
+    vector(root_key_der=IC_ROOT_KEY, verify="hash-tree")
+    with pytest.raises(CanisterAnswerError, match="does not match"):
+        vector(verify="hash-tree", certified_data=bytes(32))
+
+
+def test_tree_digest_and_lookup() -> None:
+    leaf = labeled(b"a", b"x")
+    tree = fork(leaf, labeled(b"b", b"y"))
+    pruned = fork([4, tree_digest(leaf)], labeled(b"b", b"y"))
+    assert tree_digest(pruned) == tree_digest(tree)  # pruning keeps the root hash
+    assert lookup(tree, [b"a"]) == b"x"
+    assert lookup(pruned, [b"a"]) is None  # pruned: unknown, never trusted
+    assert lookup(tree, [b"c"]) is None
+    expected = hashlib.sha256(b"\x10ic-hashtree-leaf" + b"x").digest()
+    assert tree_digest([3, b"x"]) == expected
+
+
+# -- snapshots from the local IC server ------------------------------------------------------------
+async def seeded(server: IcServer, controller_identity: Any, admin_identity: Any) -> Any:
+    backend = backend_for(server, controller_identity)
+    await backend.register_secret(DB)
+    await backend.request_access(DB, WEB, "ro")
+    await backend_for(server, admin_identity).approve(DB, WEB, "ro")
+    return backend
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        ("wrong-type", CanisterAnswerError, "type on the wire text, expect type nat64"),
+        ("missing-field", CanisterAnswerError, "Cannot find field"),
+        ("bad-name", CanisterAnswerError, r"acl.grants\[1\].secret"),
+        ("stale", CanisterAnswerError, "3600s old"),
+        ("mismatch", CanisterAnswerError, "certified hash does not match"),
+        ("bad-signature", CanisterAnswerError, "BLS signature does not verify"),
+        ("no-certificate", CanisterAnswerError, "without a certificate"),
+        ("http-500", UnavailableError, "HTTP 500"),
+        ("reject", PermanentError, "rejected"),
+    ],
+)
+async def test_bad_answers_are_clear_errors(
+    ic_server: IcServer,
+    controller_identity: Any,
+    admin_identity: Any,
+    fault: str,
+    error: type[Exception],
+    message: str,
+) -> None:
+    backend = await seeded(ic_server, controller_identity, admin_identity)
+    good = await backend.snapshot()
+    ic_server.fault = fault
+    with pytest.raises(error, match=message) as info:
+        await backend.snapshot()
+    assert ic_server.canister_id in str(info.value)
+    ic_server.fault = None
+    assert await backend.snapshot() == good
+
+
+async def test_answer_errors_are_retryable(ic_server: IcServer, controller_identity: Any) -> None:
+    """The controller keeps the last good ACL on an UnavailableError (rotor.acl.AclBackend)."""
+    ic_server.fault = "mismatch"
+    with pytest.raises(UnavailableError):
+        await backend_for(ic_server, controller_identity).snapshot()
+
+
+@pytest.mark.parametrize(
+    ("verify", "fault"),
+    [("hash-tree", "bad-signature"), ("none", "mismatch"), ("none", "no-certificate")],
+)
+async def test_weaker_verify_levels_accept(
+    ic_server: IcServer, controller_identity: Any, verify: str, fault: str
+) -> None:
+    ic_server.fault = fault
+    snap = await backend_for(ic_server, controller_identity, verify=verify).snapshot()
+    assert snap.version == 0
+
+
+async def test_timeout_is_unavailable(ic_server: IcServer, controller_identity: Any) -> None:
+    ic_server.fault = "hang"
+    backend = backend_for(ic_server, controller_identity, timeout=0.3, attempts=2, backoff=0.01)
+    with pytest.raises(UnavailableError, match=r"no answer within 0.3s \(after 2 attempts\)"):
+        await backend.snapshot()
+
+
+async def test_retries_with_backoff(ic_server: IcServer, controller_identity: Any) -> None:
+    ic_server.fail_next = 2
+    backend = backend_for(ic_server, controller_identity, attempts=3, backoff=0.01)
+    await backend.register_secret(DB)
+    assert DB in (await backend.snapshot()).secrets
+    ic_server.fail_next = 3
+    with pytest.raises(UnavailableError, match="HTTP 503"):
+        await backend.snapshot()
+
+
+async def test_delegated_certificates_verify(admin_identity: Any, controller_identity: Any) -> None:
+    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+        backend = backend_for(server, admin_identity)
+        await backend.register_secret(DB)
+        await backend.approve(DB, WEB, "ro")
+        assert (await backend.snapshot()).grants == frozenset({Grant(DB, WEB, "ro")})
+
+
+async def test_root_key_fetched_from_a_local_replica(
+    ic_server: IcServer, controller_identity: Any
+) -> None:
+    backend = CanisterAclBackend.connect(
+        host=ic_server.url,
+        canister_id=ic_server.canister_id,
+        identity=controller_identity,
+        root_key="fetch",
+    )
+    assert (await backend.snapshot()).version == 0
+    assert backend.client.root_key_der == ic_server.root.der
+
+
+async def test_mainnet_root_key_rejects_a_local_certificate(
+    ic_server: IcServer, controller_identity: Any
+) -> None:
+    backend = CanisterAclBackend.connect(
+        host=ic_server.url, canister_id=ic_server.canister_id, identity=controller_identity
+    )
+    with pytest.raises(CanisterAnswerError, match="BLS signature"):
+        await backend.snapshot()
+
+
+# -- update calls and their error variants ----------------------------------------------------------
+async def test_error_variants(
+    ic_server: IcServer, controller_identity: Any, admin_identity: Any
+) -> None:
+    controller = backend_for(ic_server, controller_identity)
+    admin = backend_for(ic_server, admin_identity)
+    with pytest.raises(NotFoundError, match="shop/db is not known"):
+        await controller.request_access(DB, WEB, "ro")
+    await controller.register_secret(DB)
+    with pytest.raises(PermanentError, match="is not an admin.*add_admin") as info:
+        await controller.approve(DB, WEB, "ro")
+    assert controller_identity.sender().to_str() in str(info.value)
+    with pytest.raises(InvalidSpec, match="cannot write shop/db"):
+        await admin.approve(DB, Principal("other", "api"), "rw")
+    stranger = backend_for(ic_server, identity(STRANGER_KEY))
+    with pytest.raises(PermanentError, match="is not an operator.*add_operator"):
+        await stranger.register_secret(SecretRef("shop", "x"))
+    assert (await admin.snapshot()).grants == frozenset()
+
+
+async def test_rejected_call(ic_server: IcServer, admin_identity: Any) -> None:
+    ic_server.fault = "reject"
+    with pytest.raises(PermanentError, match="create_secret was rejected"):
+        await backend_for(ic_server, admin_identity).register_secret(DB)
+
+
+# -- identity and settings ----------------------------------------------------------------------------
+@pytest.mark.parametrize("curve", [ecdsa.SECP256k1, ecdsa.Ed25519], ids=["secp256k1", "ed25519"])
+def test_identity_from_pem(curve: Any) -> None:
+    key = ecdsa.SigningKey.generate(curve=curve)
+    pem = key.to_pem(format="pkcs8") if curve is ecdsa.Ed25519 else key.to_pem()
+    ident = load_identity(pem)
+    assert ident.sender().to_str() == load_identity(pem).sender().to_str()
+    assert len(ident.sender().bytes) == 29  # self-authenticating
+
+
+def test_bad_pem_is_a_clear_error_without_the_key() -> None:
+    junk = b"-----BEGIN EC PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END EC PRIVATE KEY-----\n"
+    with pytest.raises(InvalidSpec, match="is not a PEM private key; store the output") as info:
+        load_identity(junk, "secret rotor-system/id key identity.pem")
+    assert "c2VjcmV0" not in str(info.value)
+
+
+class FakeCoreV1:
+    def __init__(self, data: dict[str, str] | None, status: int = 200) -> None:
+        self.data = data
+        self.status = status
+
+    def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+        if self.status != 200:
+            raise type("ApiException", (Exception,), {"status": self.status})()
+        return SimpleNamespace(data=self.data)
+
+
+def settings(**kw: Any) -> ControllerSettings:
+    return ControllerSettings(acl_backend="canister", **kw)
+
+
+def test_make_backend_builds_the_canister_backend(ic_server: IcServer) -> None:
+    pem = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1).to_pem()
+    core = FakeCoreV1({"identity.pem": base64.b64encode(pem).decode()})
+    backend = make_backend(
+        settings(canister_id=ic_server.canister_id, canister_host=ic_server.url), core
+    )
+    assert isinstance(backend, CanisterAclBackend)
+    assert backend.client.host == ic_server.url
+    assert backend.client.verify == "strict"
+
+
+@pytest.mark.parametrize(
+    ("core", "kw", "message"),
+    [
+        (FakeCoreV1(None, 404), {}, "does not exist; create it: kubectl -n rotor-system"),
+        (FakeCoreV1({}), {}, "has no key identity.pem"),
+        (FakeCoreV1({"identity.pem": "bm90IGEga2V5"}), {}, "is not a PEM private key"),
+        (None, {"canister_id": ""}, "ROTOR_CANISTER_ID: is not set"),
+        (None, {"canister_root_key": "abcd"}, "ROTOR_CANISTER_ROOT_KEY"),
+    ],
+    ids=["no-secret", "no-key", "bad-pem", "no-canister-id", "bad-root-key"],
+)
+def test_settings_errors(core: Any, kw: dict[str, Any], message: str) -> None:
+    if core is None:
+        pem = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1).to_pem()
+        core = FakeCoreV1({"identity.pem": base64.b64encode(pem).decode()})
+    options = {"canister_id": "rrkah-fqaaa-aaaaa-aaaaq-cai", **kw}
+    with pytest.raises(InvalidSpec, match=message):
+        CanisterAclBackend.from_settings(settings(**options), core)
