@@ -89,7 +89,7 @@ def test_tree_digest_and_lookup() -> None:
     assert tree_digest([3, b"x"]) == expected
 
 
-# -- snapshots from the local IC server ------------------------------------------------------------
+# -- snapshots from the local IC server -----------------------------------------------------------
 async def seeded(server: IcServer, controller_identity: Any, admin_identity: Any) -> Any:
     backend = backend_for(server, controller_identity)
     await backend.register_secret(DB)
@@ -197,7 +197,7 @@ async def test_mainnet_root_key_rejects_a_local_certificate(
         await backend.snapshot()
 
 
-# -- update calls and their error variants ----------------------------------------------------------
+# -- update calls and their error variants --------------------------------------------------------
 async def test_error_variants(
     ic_server: IcServer, controller_identity: Any, admin_identity: Any
 ) -> None:
@@ -206,13 +206,13 @@ async def test_error_variants(
     with pytest.raises(NotFoundError, match="shop/db is not known"):
         await controller.request_access(DB, WEB, "ro")
     await controller.register_secret(DB)
-    with pytest.raises(PermanentError, match="is not an admin.*add_admin") as info:
+    with pytest.raises(PermanentError, match=r"is not an admin.*add_admin") as info:
         await controller.approve(DB, WEB, "ro")
     assert controller_identity.sender().to_str() in str(info.value)
     with pytest.raises(InvalidSpec, match="cannot write shop/db"):
         await admin.approve(DB, Principal("other", "api"), "rw")
     stranger = backend_for(ic_server, identity(STRANGER_KEY))
-    with pytest.raises(PermanentError, match="is not an operator.*add_operator"):
+    with pytest.raises(PermanentError, match=r"is not an operator.*add_operator"):
         await stranger.register_secret(SecretRef("shop", "x"))
     assert (await admin.snapshot()).grants == frozenset()
 
@@ -223,7 +223,7 @@ async def test_rejected_call(ic_server: IcServer, admin_identity: Any) -> None:
         await backend_for(ic_server, admin_identity).register_secret(DB)
 
 
-# -- identity and settings ----------------------------------------------------------------------------
+# -- identity and settings ------------------------------------------------------------------------
 @pytest.mark.parametrize("curve", [ecdsa.SECP256k1, ecdsa.Ed25519], ids=["secp256k1", "ed25519"])
 def test_identity_from_pem(curve: Any) -> None:
     key = ecdsa.SigningKey.generate(curve=curve)
