@@ -1,0 +1,551 @@
+"""The controller's decisions, as pure functions: no I/O and no clock (``now`` is passed in).
+
+* :func:`staleness` - is the ACL stale, and do we revoke because of it?
+* :func:`effective_grants` - the grants to apply, given staleness
+* :func:`choose_writer` - the one RW pod that rotates a secret
+* :func:`desired_rbac` - the Roles and RoleBindings the grants of a secret need
+* :func:`plan_fanout` - which RO views to write and which to delete
+* :func:`consumer_statuses`, :func:`secret_status` - what the status says
+* :func:`restart_action` - how to restart a pod admitted without injection
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from controller.model import (
+    LABEL_SOURCE,
+    RESTARTED_AT,
+    OwnerRef,
+    PodInfo,
+    RotatingSecretObs,
+    SourceObs,
+    ViewObs,
+    Want,
+    object_name,
+    source_label,
+)
+from rotor import API_GROUP
+from rotor import status as st
+from rotor.acl import AclSnapshot, Grant
+from rotor.layout import (
+    ANN_CHECKSUM,
+    ANN_PREVIOUS_EXPIRES,
+    ANN_ROTATED_AT,
+    ANN_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_VIEW_OF,
+    MANAGED_BY,
+    SecretState,
+    format_time,
+    view_name,
+)
+from rotor.names import SecretRef
+from rotor.settings.controller import ControllerSettings
+
+Obj = dict[str, Any]
+
+
+# -- ACL staleness -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Staleness:
+    stale: bool
+    """The last sync failed: the ACL in use is the last good one."""
+    age: float
+    """Seconds since the last good sync (0 when fresh; inf when there never was one)."""
+    revoke: bool
+    """Stale for longer than maxStaleness with onStale=revoke: apply no grants at all."""
+
+
+def staleness(
+    now: float, last_ok: float | None, failing: bool, settings: ControllerSettings
+) -> Staleness:
+    if last_ok is None:
+        return Staleness(stale=True, age=float("inf"), revoke=settings.on_stale == "revoke")
+    age = max(0.0, now - last_ok)
+    if not failing:
+        return Staleness(stale=False, age=0.0, revoke=False)
+    return Staleness(
+        stale=True,
+        age=age,
+        revoke=settings.on_stale == "revoke" and age > settings.max_staleness,
+    )
+
+
+def effective_grants(acl: AclSnapshot | None, stale: Staleness) -> frozenset[Grant]:
+    if acl is None or stale.revoke:
+        return frozenset()
+    return acl.grants
+
+
+# -- writer ----------------------------------------------------------------------------------------
+def choose_writer(
+    secret: SecretRef, pods: Iterable[PodInfo], grants: frozenset[Grant], current: str | None
+) -> PodInfo | None:
+    """The writer: a Ready, not terminating pod in the secret's namespace that asks to write it
+    and whose principal holds the RW grant. The current writer keeps the role while it
+    qualifies; otherwise the oldest (then the first by name) is chosen, so every replica of the
+    controller picks the same one."""
+    candidates = [
+        p
+        for p in pods
+        if p.namespace == secret.namespace
+        and secret in p.rw
+        and p.ready
+        and not p.deleting
+        and Grant(secret, p.principal, "rw") in grants
+    ]
+    for p in candidates:
+        if p.name == current:
+            return p
+    return min(candidates, key=lambda p: (p.created, p.name), default=None)
+
+
+def has_writer_grant(secret: SecretRef, grants: Iterable[Grant]) -> bool:
+    return any(g.secret == secret and g.mode == "rw" for g in grants)
+
+
+# -- RBAC ------------------------------------------------------------------------------------------
+def rbac_name(mode: str, secret: SecretRef) -> str:
+    if mode == "rw":
+        return object_name("rotor-rw", secret.name)
+    return object_name("rotor-ro", secret.namespace, secret.name)
+
+
+def _labels(secret: SecretRef) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SOURCE: source_label(secret)}
+
+
+def desired_rbac(secret: SecretRef, grants: Iterable[Grant]) -> list[Obj]:
+    """Roles and RoleBindings, every rule scoped by ``resourceNames``.
+
+    RW principals (the secret's namespace): get/list/watch/patch/update of the source Secret and
+    get/list/watch of the RotatingSecret. RO principals: get/list/watch of the view
+    ``rotor.<ns>.<name>`` in their own namespace - only when some principal holds the RW grant
+    (an RO consumer depends on a writer). ``list``/``watch`` scoped by ``resourceNames`` are
+    authorized only for requests with ``fieldSelector=metadata.name=<name>``, which is how the
+    agent watches one object.
+    """
+    mine = sorted(g for g in grants if g.secret == secret)
+    out: list[Obj] = []
+    by_role: dict[tuple[str, str], list[str]] = {}
+    writer = has_writer_grant(secret, mine)
+    for g in mine:
+        if g.mode == "rw":
+            by_role.setdefault(("rw", secret.namespace), []).append(g.principal.service_account)
+        elif writer:
+            by_role.setdefault(("ro", g.principal.namespace), []).append(
+                g.principal.service_account
+            )
+    for (mode, namespace), accounts in sorted(by_role.items()):
+        name = rbac_name(mode, secret)
+        if mode == "rw":
+            rules: list[Obj] = [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [secret.name],
+                    "verbs": ["get", "list", "watch", "patch", "update"],
+                },
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["rotatingsecrets"],
+                    "resourceNames": [secret.name],
+                    "verbs": ["get", "list", "watch"],
+                },
+            ]
+        else:
+            rules = [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [view_name(secret.namespace, secret.name)],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ]
+        metadata = {"name": name, "namespace": namespace, "labels": _labels(secret)}
+        out.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": metadata,
+                "rules": rules,
+            }
+        )
+        out.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": dict(metadata),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": name,
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
+                    for sa in sorted(set(accounts))
+                ],
+            }
+        )
+    return out
+
+
+# -- fan-out ---------------------------------------------------------------------------------------
+HoldReason = Literal["", "NotCommitted", "ChecksumMismatch", "NoValue"]
+
+
+@dataclass(frozen=True)
+class FanoutPlan:
+    upsert: tuple[str, ...] = ()
+    """Consumer namespaces whose view gets the current version."""
+    delete: tuple[str, ...] = ()
+    """Consumer namespaces whose view goes (grant revoked, or no writer)."""
+    hold: HoldReason = ""
+    """Why nothing is published now (the views keep what they have)."""
+
+
+def granted_ro_namespaces(secret: SecretRef, grants: Iterable[Grant]) -> frozenset[str]:
+    mine = [g for g in grants if g.secret == secret]
+    if not has_writer_grant(secret, mine):
+        return frozenset()
+    return frozenset(g.principal.namespace for g in mine if g.mode == "ro")
+
+
+def plan_fanout(
+    source: SourceObs | None, granted: frozenset[str], views: Mapping[str, ViewObs]
+) -> FanoutPlan:
+    """Publish only a committed value whose checksum annotation matches its data; delete views
+    of namespaces that lost their grant (even while holding)."""
+    delete = tuple(sorted(ns for ns in views if ns not in granted))
+    state = source.state if source else None
+    if source is None or state is None or not state.has_value:
+        return FanoutPlan(delete=delete, hold="NoValue")
+    if state.phase != "committed":
+        return FanoutPlan(delete=delete, hold="NotCommitted")
+    if source.checksum_annotation != state.checksum:
+        return FanoutPlan(delete=delete, hold="ChecksumMismatch")
+    upsert = tuple(
+        sorted(
+            ns
+            for ns in granted
+            if ns not in views
+            or views[ns].version != state.version
+            or views[ns].checksum != state.checksum
+        )
+    )
+    return FanoutPlan(upsert=upsert, delete=delete)
+
+
+def view_body(secret: SecretRef, state: SecretState, namespace: str) -> Obj:
+    """The RO view: current and previous values only, never pending."""
+    annotations = {ANN_VERSION: str(state.version), ANN_CHECKSUM: state.checksum}
+    if state.rotated_at is not None:
+        annotations[ANN_ROTATED_AT] = format_time(state.rotated_at)
+    annotations[ANN_PREVIOUS_EXPIRES] = (
+        format_time(state.previous_expires) if state.previous_expires is not None else ""
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": view_name(secret.namespace, secret.name),
+            "namespace": namespace,
+            "labels": {**_labels(secret), LABEL_VIEW_OF: source_label(secret)},
+            "annotations": annotations,
+        },
+        "data": state.view_data(),
+    }
+
+
+def view_patch(
+    secret: SecretRef, state: SecretState, namespace: str, old_keys: Iterable[str]
+) -> Obj:
+    """A merge patch turning an existing view into :func:`view_body` (stale keys set to null)."""
+    body = view_body(secret, state, namespace)
+    data: dict[str, str | None] = {k: None for k in old_keys}
+    data.update(body["data"])
+    body["data"] = data
+    return body
+
+
+# -- status ----------------------------------------------------------------------------------------
+def consumer_statuses(
+    secret: SecretRef,
+    wants: Iterable[Want],
+    grants: frozenset[Grant],
+    acl: AclSnapshot | None,
+    source: SourceObs | None,
+    views: Mapping[str, ViewObs],
+) -> tuple[st.ConsumerStatus, ...]:
+    """One entry per principal and mode that asks for, or holds a grant of, this secret."""
+    denied = {
+        (r.principal, r.mode)
+        for r in (acl.requests if acl else ())
+        if r.secret == secret and r.state == "denied"
+    }
+    writer = has_writer_grant(secret, grants)
+    version = source.state.version if source and source.state else 0
+    keys = {(w.principal, w.mode) for w in wants if w.secret == secret}
+    keys |= {(g.principal, g.mode) for g in grants if g.secret == secret}
+    out = []
+    for principal, mode in sorted(keys):
+        granted = Grant(secret, principal, mode) in grants
+        if granted and mode == "rw":
+            out.append(st.ConsumerStatus(str(principal), "rw", "granted", version=version))
+        elif granted and not writer:
+            out.append(st.ConsumerStatus(str(principal), "ro", "pending", st.R_NO_WRITER))
+        elif granted:
+            view = views.get(principal.namespace)
+            out.append(
+                st.ConsumerStatus(
+                    str(principal), "ro", "granted", version=view.version if view else 0
+                )
+            )
+        elif (principal, mode) in denied:
+            out.append(st.ConsumerStatus(str(principal), mode, "denied", st.R_DENIED))
+        else:
+            out.append(st.ConsumerStatus(str(principal), mode, "pending", st.R_AWAITING_APPROVAL))
+    return tuple(out)
+
+
+def _cond(type_: str, ok: bool | None, reason: str, message: str) -> st.Condition:
+    status: st.ConditionStatus = "Unknown" if ok is None else "True" if ok else "False"
+    return st.Condition(type_, status, reason, message)
+
+
+def secret_status(
+    obs: RotatingSecretObs,
+    source: SourceObs | None,
+    writer: PodInfo | None,
+    consumers: Sequence[st.ConsumerStatus],
+    plan: FanoutPlan | None,
+    stale: Staleness,
+    acl_known: bool,
+) -> st.RotatingSecretStatus:
+    """Phase, version, writer, rotation times, consumers and the four conditions."""
+    state = source.state if source else None
+    version = state.version if state else 0
+    conds: list[st.Condition] = []
+    if obs.error is not None or obs.spec is None:
+        message = str(obs.error) if obs.error else "spec is missing"
+        return st.RotatingSecretStatus(
+            phase="Failed",
+            version=version,
+            consumers=tuple(consumers),
+            observed_generation=obs.generation,
+            conditions=(
+                _cond(st.READY, False, st.R_INVALID_SPEC, message),
+                _cond(st.ACCESS_GRANTED, None, st.R_INVALID_SPEC, "the spec is invalid"),
+                _cond(st.PUBLISHED, None, st.R_INVALID_SPEC, "the spec is invalid"),
+                _cond(st.EXTERNAL_STORE_SYNCED, None, st.R_INVALID_SPEC, "the spec is invalid"),
+            ),
+        )
+    spec = obs.spec
+    rw_wanted = [c for c in consumers if c.access == "rw"]
+    rw_granted = [c for c in rw_wanted if c.state == "granted"]
+    ro = [c for c in consumers if c.access == "ro"]
+
+    # AccessGranted
+    if stale.stale:
+        reason = st.R_ACL_REVOKED_STALE if stale.revoke else st.R_ACL_STALE
+        age = "never read" if stale.age == float("inf") else f"unreachable for {stale.age:.0f}s"
+        what = (
+            "applying no grants (onStale=revoke)" if stale.revoke else "keeping the last good ACL"
+        )
+        access = _cond(st.ACCESS_GRANTED, None, reason, f"ACL backend {age}; {what}")
+    elif rw_granted:
+        access = _cond(
+            st.ACCESS_GRANTED,
+            True,
+            st.R_GRANTED,
+            f"writers: {', '.join(c.principal for c in rw_granted)}",
+        )
+    elif rw_wanted:
+        denied = [c for c in rw_wanted if c.state == "denied"]
+        access = _cond(
+            st.ACCESS_GRANTED,
+            False,
+            st.R_DENIED if denied and len(denied) == len(rw_wanted) else st.R_AWAITING_APPROVAL,
+            f"RW access requested by {', '.join(c.principal for c in rw_wanted)}; an admin "
+            "approves it in the ACL",
+        )
+    else:
+        access = _cond(
+            st.ACCESS_GRANTED,
+            False,
+            st.R_NO_REQUESTS,
+            "no workload asks to write this secret (annotate one with rotor.dev/rw)",
+        )
+    conds.append(access)
+
+    # Published
+    granted_ro = [c for c in ro if c.state == "granted"]
+    behind = [c for c in granted_ro if (c.version or 0) != version]
+    if plan is not None and plan.hold and granted_ro:
+        hold_reason = {
+            "NoValue": st.R_NOT_COMMITTED,
+            "NotCommitted": st.R_NOT_COMMITTED,
+            "ChecksumMismatch": st.R_CHECKSUM_MISMATCH,
+        }[plan.hold]
+        hold_text = {
+            "NoValue": "no committed value yet",
+            "NotCommitted": "a rotation is pending; views keep the last committed version",
+            "ChecksumMismatch": "the source Secret's checksum does not match its data; "
+            "nothing is published until the writer repairs it",
+        }[plan.hold]
+        published = _cond(st.PUBLISHED, plan.hold == "NotCommitted", hold_reason, hold_text)
+    elif not granted_ro:
+        published = _cond(st.PUBLISHED, True, st.R_NO_CONSUMERS, "no granted RO consumer")
+    elif behind:
+        published = _cond(
+            st.PUBLISHED,
+            False,
+            st.R_PUBLISHING,
+            f"{len(behind)} of {len(granted_ro)} consumers behind version {version}",
+        )
+    else:
+        published = _cond(
+            st.PUBLISHED,
+            True,
+            st.R_UP_TO_DATE,
+            f"{len(granted_ro)} consumers hold version {version}",
+        )
+    conds.append(published)
+
+    # ExternalStoreSynced
+    if spec.external_stores:
+        conds.append(
+            _cond(
+                st.EXTERNAL_STORE_SYNCED,
+                None,
+                st.R_NOT_VERIFIED,
+                "the writer commits only after every store holds the value; the controller "
+                "does not re-read the stores yet",
+            )
+        )
+    else:
+        conds.append(
+            _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_NO_EXTERNAL_STORES, "none configured")
+        )
+
+    # Ready and phase
+    phase: st.Phase = "Active"
+    if obs.deleting:
+        ready = _cond(st.READY, False, st.R_DELETING, "removing views and bindings")
+    elif spec.suspend:
+        ready = _cond(st.READY, False, st.R_SUSPENDED, "rotation is suspended (spec.suspend)")
+    elif writer is None:
+        why = (
+            "no Ready pod of a granted writer"
+            if rw_granted
+            else "no workload holds the RW grant for this secret"
+        )
+        ready = _cond(st.READY, False, st.R_NO_WRITER, why)
+    elif state is None or not state.has_value:
+        ready = _cond(st.READY, False, st.R_WAITING_FOR_VALUE, f"waiting for {writer.name}")
+    elif access.status == "Unknown" and acl_known:
+        ready = _cond(st.READY, True, access.reason, access.message)
+    elif published.status != "True":
+        ready = _cond(st.READY, False, published.reason, published.message)
+    else:
+        ready = _cond(st.READY, True, st.R_READY, f"version {version} published")
+    conds.insert(0, ready)
+    if state is None or not state.has_value:
+        phase = "Pending"
+    elif state.phase == "pending":
+        phase = "Rotating"
+    last = state.rotated_at if state else None
+    return st.RotatingSecretStatus(
+        phase=phase,
+        version=version,
+        writer=st.WriterRef(writer.name, writer.service_account) if writer else None,
+        last_rotation=last,
+        next_rotation=(last + spec.rotation.interval) if last and not spec.suspend else None,
+        consumers=tuple(consumers),
+        conditions=tuple(conds),
+        observed_generation=obs.generation,
+        rotate_requested=obs.rotate_now,
+    )
+
+
+FAILURE_REASONS = frozenset(
+    {
+        st.R_INVALID_SPEC,
+        st.R_NO_WRITER,
+        st.R_AWAITING_APPROVAL,
+        st.R_DENIED,
+        st.R_ACL_STALE,
+        st.R_ACL_REVOKED_STALE,
+        st.R_CHECKSUM_MISMATCH,
+    }
+)
+
+
+def new_failures(
+    observed: Sequence[Mapping[str, Any]], desired: Iterable[st.Condition]
+) -> list[st.Condition]:
+    """Conditions that just turned into a failure reason (each deserves one Warning Event)."""
+    old = {(c.get("type"), c.get("reason")) for c in observed if isinstance(c, Mapping)}
+    return [
+        c
+        for c in desired
+        if c.status != "True" and c.reason in FAILURE_REASONS and (c.type, c.reason) not in old
+    ]
+
+
+# -- restarts of pods admitted without injection ---------------------------------------------------
+@dataclass(frozen=True)
+class RestartAction:
+    kind: Literal["patch-template", "delete-pod", "none"]
+    api_version: str = ""
+    plural: str = ""
+    namespace: str = ""
+    name: str = ""
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.plural, self.namespace, self.name)
+
+
+_TEMPLATE_OWNERS = {
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+}
+
+
+def needs_injection(pod: PodInfo, own_namespace: str) -> bool:
+    return (
+        pod.wants_rotor and not pod.injected and not pod.deleting and pod.namespace != own_namespace
+    )
+
+
+def restart_action(pod: PodInfo, replica_set_owner: OwnerRef | None) -> RestartAction:
+    """Restart through the owner: patch the pod template of the Deployment (through its
+    ReplicaSet), StatefulSet or DaemonSet; delete a pod owned by another controller (it makes a
+    new one); leave a bare pod alone."""
+    owner = pod.owner
+    if owner is None:
+        return RestartAction("none", reason="a bare pod (no controller owns it): not deleted")
+    if owner.kind == "ReplicaSet" and replica_set_owner is not None:
+        owner = replica_set_owner
+    if owner.kind in _TEMPLATE_OWNERS:
+        return RestartAction(
+            "patch-template", "apps/v1", _TEMPLATE_OWNERS[owner.kind], pod.namespace, owner.name
+        )
+    return RestartAction("delete-pod", "v1", "pods", pod.namespace, pod.name)
+
+
+def may_restart(last_restart: float | None, now: float, min_interval: float) -> bool:
+    """At most one restart per owner per ``min_interval`` (a webhook that stays down must not
+    turn the controller into a restart loop)."""
+    return last_restart is None or now - last_restart >= min_interval
+
+
+def restart_patch(now: float) -> Obj:
+    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: format_time(now)}}}}}

@@ -1,0 +1,78 @@
+"""``rotor-controller``: settings from ``ROTOR_*``, metrics on ``ROTOR_CONTROLLER_METRICS_PORT``,
+leader election on a Lease, then kopf and the controller loops (see docs/controller.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+
+from kubernetes import client, config
+from prometheus_client import CollectorRegistry, start_http_server
+
+from controller.acl import make_backend
+from controller.kube import Kube
+from controller.leader import LeaderElector
+from controller.metrics import Metrics
+from controller.operator import Controller
+from controller.runner import build_registry, run_controller
+from rotor import logs
+from rotor.errors import InvalidSpec
+from rotor.settings.controller import ControllerSettings
+
+LEASE_NAME = "rotor-controller"
+
+
+def api_client(server: str | None) -> client.ApiClient:
+    if server:
+        cfg = client.Configuration()
+        cfg.host = server
+        return client.ApiClient(cfg)
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+async def run(settings: ControllerSettings, server: str | None, identity: str) -> None:
+    api = api_client(server)
+    kube = Kube(api)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    start_http_server(settings.metrics_port, registry=registry)
+    backend = make_backend(settings, client.CoreV1Api(api))
+
+    async def leading(stop: asyncio.Event) -> None:
+        ctl = Controller(settings, kube, backend, metrics)
+        await run_controller(ctl, build_registry(ctl, server), stop)
+
+    if settings.leader_election:
+        elector = LeaderElector(kube, settings.namespace, LEASE_NAME, identity, metrics)
+        await elector.run(leading)
+    else:
+        await leading(asyncio.Event())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rotor-controller", description=__doc__)
+    parser.add_argument("--server", help="API server URL (default: in-cluster or kubeconfig)")
+    args = parser.parse_args(argv)
+    try:
+        settings = ControllerSettings.from_env()
+    except InvalidSpec as e:
+        print(f"rotor-controller: {e}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level)
+    identity = os.environ.get("POD_NAME") or socket.gethostname()
+    try:
+        asyncio.run(run(settings, args.server, f"{identity}-{os.getpid()}"))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

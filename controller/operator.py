@@ -1,0 +1,655 @@
+"""The controller's I/O: an in-memory index fed by kopf watch events, a reconcile worker, the ACL
+sync loop and the restarter. Every decision is a call into :mod:`controller.decide`.
+
+Flow: kopf ``on.event`` handlers only update the index (:class:`Index`) and mark the affected
+RotatingSecrets dirty; the worker reconciles dirty secrets concurrently (one at a time per
+secret); the ACL loop reads the ACL every ``acl_poll`` (sooner when a workload asks for something
+new), records new requests, and marks every secret dirty (a periodic resync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from controller import decide
+from controller.kube import Kube, Obj, path
+from controller.metrics import Metrics
+from controller.model import (
+    FINALIZER,
+    LABEL_SOURCE,
+    PodInfo,
+    RotatingSecretObs,
+    SourceObs,
+    ViewObs,
+    Want,
+    controller_owner,
+    is_managed,
+    meta,
+    read_pod,
+    read_rotating_secret,
+    read_source,
+    read_view,
+    requests_from_workload,
+    source_label,
+)
+from rotor import API
+from rotor import status as st
+from rotor.acl import AclBackend, AclSnapshot, Grant
+from rotor.errors import InvalidSpec, NotFoundError, RetryableError, RotorError
+from rotor.layout import (
+    ANN_PHASE,
+    ANN_ROTATE_REQUESTED,
+    ANN_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_SECRET,
+    LABEL_VIEW_OF,
+    MANAGED_BY,
+    format_time,
+)
+from rotor.names import SecretRef
+from rotor.settings.controller import ControllerSettings
+
+log = logging.getLogger("rotor.controller")
+
+RBAC = "rbac.authorization.k8s.io/v1"
+RETRY_DELAY = 2.0
+DEFAULT_CONCURRENCY = 64
+COMPONENT = "rotor-controller"
+
+
+def prune_none(value: Any) -> Any:
+    """What a merge patch leaves behind: keys set to None are absent."""
+    if isinstance(value, Mapping):
+        return {k: prune_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune_none(v) for v in value]
+    return value
+
+
+@dataclass
+class Index:
+    """What the controller knows of the cluster, kept small (records, not bodies)."""
+
+    rsecs: dict[SecretRef, RotatingSecretObs] = field(default_factory=dict)
+    sources: dict[SecretRef, SourceObs] = field(default_factory=dict)
+    source_keys: dict[SecretRef, tuple[str, ...]] = field(default_factory=dict)
+    views: dict[str, dict[str, ViewObs]] = field(default_factory=dict)
+    """source label -> consumer namespace -> view."""
+    view_keys: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], PodInfo] = field(default_factory=dict)
+    wants: dict[tuple[str, str, str], tuple[Want, ...]] = field(default_factory=dict)
+    """(kind, namespace, name) of a workload or pod -> what it asks for."""
+    wants_by_secret: dict[SecretRef, set[tuple[str, str, str]]] = field(default_factory=dict)
+
+    def all_wants(self) -> set[Want]:
+        return {w for ws in self.wants.values() for w in ws}
+
+    def wants_for(self, ref: SecretRef) -> set[Want]:
+        out: set[Want] = set()
+        for key in self.wants_by_secret.get(ref, ()):
+            out.update(w for w in self.wants.get(key, ()) if w.secret == ref)
+        return out
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        kube: Kube,
+        backend: AclBackend,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.backend = backend
+        self.metrics = metrics
+        self.clock = clock
+        self.index = Index()
+        self.acl: AclSnapshot | None = None
+        self.acl_ok_at: float | None = None
+        self.acl_failing = False
+        self.acl_error = ""
+        self.rbac: dict[str, dict[tuple[str, str, str], str]] = {}
+        """source label -> (kind, namespace, name) -> digest of what was applied."""
+        self.dirty: set[SecretRef] = set()
+        self.inflight: set[SecretRef] = set()
+        self.last_restart: dict[tuple[str, str, str], float] = {}
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._acl_wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._retry_handles: set[asyncio.TimerHandle] = set()
+
+    # -- intake (kopf event handlers call these; no I/O) -----------------------------------------
+    def mark(self, refs: Iterable[SecretRef]) -> None:
+        self.dirty.update(refs)
+        self._wake.set()
+
+    def on_rotating_secret(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        m = meta(obj)
+        ref = SecretRef(str(m.get("namespace", "")), str(m.get("name", "")))
+        if kind == "DELETED":
+            self.index.rsecs.pop(ref, None)
+        else:
+            new = read_rotating_secret(obj)
+            old = self.index.rsecs.get(ref)
+            self.index.rsecs[ref] = new
+            if old is None and new.spec is not None:
+                self._acl_wake.set()  # register the new secret with the ACL soon
+        self.mark([ref])
+
+    def on_secret(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        if not is_managed(obj):
+            return
+        m = meta(obj)
+        labels = m.get("labels") or {}
+        ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
+        if labels.get(LABEL_VIEW_OF):
+            label = str(labels.get(LABEL_SOURCE) or labels[LABEL_VIEW_OF])
+            views = self.index.views.setdefault(label, {})
+            if kind == "DELETED":
+                views.pop(ns, None)
+                self.index.view_keys.pop((label, ns), None)
+            else:
+                views[ns] = read_view(obj)
+                self.index.view_keys[(label, ns)] = tuple((obj.get("data") or {}).keys())
+            self.mark(r for r in self.index.rsecs if source_label(r) == label)
+        elif labels.get(LABEL_SECRET):
+            ref = SecretRef(ns, name)
+            if kind == "DELETED":
+                self.index.sources.pop(ref, None)
+                self.index.source_keys.pop(ref, None)
+            else:
+                owner = self.index.rsecs.get(ref)
+                self.index.sources[ref] = read_source(obj, owner.uid if owner else None)
+                self.index.source_keys[ref] = tuple((obj.get("data") or {}).keys())
+            self.mark([ref])
+
+    def _set_wants(self, key: tuple[str, str, str], wants: tuple[Want, ...]) -> None:
+        old = self.index.wants.get(key, ())
+        if wants:
+            self.index.wants[key] = wants
+        else:
+            self.index.wants.pop(key, None)
+        for w in old:
+            self.index.wants_by_secret.get(w.secret, set()).discard(key)
+        for w in wants:
+            self.index.wants_by_secret.setdefault(w.secret, set()).add(key)
+        if set(wants) - set(old):
+            self._acl_wake.set()  # record the new request soon
+        self.mark({w.secret for w in (*old, *wants)})
+
+    def on_workload(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        m = meta(obj)
+        key = (str(obj.get("kind", "")), str(m.get("namespace", "")), str(m.get("name", "")))
+        wants: tuple[Want, ...] = ()
+        if kind != "DELETED":
+            try:
+                wants = requests_from_workload(obj)
+            except InvalidSpec as e:
+                log.info("%s %s/%s: %s", key[0], key[1], key[2], e)
+        self._set_wants(key, wants)
+
+    def on_pod(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        m = meta(obj)
+        key = (str(m.get("namespace", "")), str(m.get("name", "")))
+        old = self.index.pods.get(key)
+        if kind == "DELETED":
+            self.index.pods.pop(key, None)
+            pod = None
+        else:
+            pod = read_pod(obj)
+            if pod.wants_rotor:
+                self.index.pods[key] = pod
+            else:
+                self.index.pods.pop(key, None)
+        self.on_workload(kind, {"kind": "Pod", **obj})
+        self.mark({s for p in (old, pod) if p for s in p.rw})
+        if (
+            pod is not None
+            and self.settings.restart_uninjected
+            and decide.needs_injection(pod, self.settings.namespace)
+        ):
+            self._spawn(self.restart_uninjected(pod))
+
+    # -- loops -----------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _retry_later(self, ref: SecretRef, delay: float = RETRY_DELAY) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(delay, lambda: self.mark([ref]))
+        self._retry_handles.add(handle)
+
+    async def worker(self) -> None:
+        """Reconcile dirty secrets, concurrently, one reconcile per secret at a time."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for ref in list(self.dirty):
+                if ref in self.inflight:
+                    continue
+                self.dirty.discard(ref)
+                self.inflight.add(ref)
+                self._spawn(self._run_one(ref))
+
+    async def _run_one(self, ref: SecretRef) -> None:
+        try:
+            async with self._sem:
+                await self.reconcile(ref)
+            self.metrics.reconciles.labels("ok").inc()
+        except RotorError as e:
+            self.metrics.reconciles.labels("error").inc()
+            self.metrics.errors.labels("api").inc()
+            log.warning("reconcile %s: %s", ref, e)
+            obs = self.index.rsecs.get(ref)
+            if obs is not None:
+                with contextlib.suppress(RotorError):
+                    await self.event(obs, "ReconcileFailed", str(e))
+            self._retry_later(ref, getattr(e, "delay", None) or RETRY_DELAY)
+        except Exception:
+            self.metrics.reconciles.labels("error").inc()
+            log.exception("reconcile %s failed", ref)
+            self._retry_later(ref)
+        finally:
+            self.inflight.discard(ref)
+            if ref in self.dirty:
+                self._wake.set()
+
+    async def acl_loop(self) -> None:
+        while True:
+            await self.sync_acl()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acl_wake.wait(), timeout=self.settings.acl_poll)
+            self._acl_wake.clear()
+
+    async def sync_acl(self) -> None:
+        """Read the ACL, register secrets and record requests it lacks, keep the last good ACL
+        on failure, and resync every secret."""
+        start = time.monotonic()
+        try:
+            snap = await self.backend.snapshot()
+            changed = False
+            for ref, obs in list(self.index.rsecs.items()):
+                if obs.spec is not None and not obs.deleting and ref not in snap.secrets:
+                    await self.backend.register_secret(ref)
+                    changed = True
+            known = snap.secrets | {r for r, o in self.index.rsecs.items() if o.spec is not None}
+            asked = {(r.secret, r.principal, r.mode) for r in snap.requests}
+            for w in sorted(self.index.all_wants()):
+                if w.secret not in known or (w.secret, w.principal, w.mode) in asked:
+                    continue
+                if Grant(w.secret, w.principal, w.mode) in snap.grants:
+                    continue
+                if w.mode == "ro" and Grant(w.secret, w.principal, "rw") in snap.grants:
+                    continue  # a writer reads what it writes
+                try:
+                    await self.backend.request_access(w.secret, w.principal, w.mode)
+                    changed = True
+                except NotFoundError:
+                    continue
+            if changed:
+                snap = await self.backend.snapshot()
+            self.acl = snap
+            self.acl_ok_at = self.clock()
+            self.acl_failing = False
+            self.acl_error = ""
+        except Exception as e:  # any failure: keep the last good ACL, report staleness
+            self.acl_failing = True
+            self.acl_error = str(e) or type(e).__name__
+            self.metrics.errors.labels("acl").inc()
+            log.warning("ACL sync failed (keeping the last good ACL): %s", self.acl_error)
+        finally:
+            self.metrics.acl_sync_seconds.observe(time.monotonic() - start)
+        stale = self.staleness()
+        self.metrics.acl_stale.set(1 if stale.stale else 0)
+        self.metrics.acl_staleness.set(0 if stale.age == float("inf") else stale.age)
+        self._grant_metrics()
+        self.mark(self.index.rsecs)
+
+    def _grant_metrics(self) -> None:
+        acl = self.acl
+        counts = {(s, m): 0 for s in ("granted", "pending", "denied") for m in ("rw", "ro")}
+        if acl is not None:
+            for g in acl.grants:
+                counts[("granted", g.mode)] += 1
+            for r in acl.requests:
+                counts[(r.state, r.mode)] = counts.get((r.state, r.mode), 0) + 1
+        for (s, m), n in counts.items():
+            self.metrics.grants.labels(s, m).set(n)
+
+    def staleness(self) -> decide.Staleness:
+        return decide.staleness(self.clock(), self.acl_ok_at, self.acl_failing, self.settings)
+
+    # -- reconcile -------------------------------------------------------------------------------
+    async def reconcile(self, ref: SecretRef) -> None:
+        obs = self.index.rsecs.get(ref)
+        if obs is None:
+            await self.cleanup(ref)
+            return
+        url = path(API, "rotatingsecrets", ref.namespace, ref.name)
+        if obs.deleting:
+            await self.cleanup(ref)
+            if FINALIZER in obs.finalizers:
+                await self.kube.apatch(
+                    url,
+                    {
+                        "metadata": {
+                            "resourceVersion": obs.resource_version,
+                            "finalizers": [f for f in obs.finalizers if f != FINALIZER],
+                        }
+                    },
+                )
+            return
+        if FINALIZER not in obs.finalizers:
+            await self.kube.apatch(
+                url,
+                {
+                    "metadata": {
+                        "resourceVersion": obs.resource_version,
+                        "finalizers": [*obs.finalizers, FINALIZER],
+                    }
+                },
+            )
+        if obs.spec is None:
+            self.metrics.errors.labels("spec").inc()
+            status = decide.secret_status(
+                obs, self.index.sources.get(ref), None, (), None, self.staleness(), False
+            )
+            await self.write_status(obs, status)
+            return
+
+        source = await self.ensure_source(obs)
+        stale = self.staleness()
+        acl_known = self.acl is not None and not stale.revoke
+        grants = decide.effective_grants(self.acl, stale)
+        label = source_label(ref)
+        views = dict(self.index.views.get(label, {}))
+        writer = decide.choose_writer(
+            ref,
+            (p for p in self.index.pods.values() if p.namespace == ref.namespace),
+            grants,
+            (obs.status.get("writer") or {}).get("pod"),
+        )
+        plan: decide.FanoutPlan | None = None
+        if self.acl is not None or stale.revoke:  # never act on an ACL not read yet
+            await self.apply_rbac(ref, decide.desired_rbac(ref, grants))
+            plan = decide.plan_fanout(source, decide.granted_ro_namespaces(ref, grants), views)
+            views = await self.fanout(ref, source, plan, views)
+        consumers = decide.consumer_statuses(
+            ref, self.index.wants_for(ref), grants, self.acl, source, views
+        )
+        status = decide.secret_status(obs, source, writer, consumers, plan, stale, acl_known)
+        await self.write_status(obs, status)
+
+    async def ensure_source(self, obs: RotatingSecretObs) -> SourceObs | None:
+        """Create the source Secret (owned, labelled, no value yet) or repair its metadata, and
+        pass a ``rotor.dev/rotate-now`` request on to the writer."""
+        ref = obs.ref
+        source = self.index.sources.get(ref)
+        owner = {
+            "apiVersion": API,
+            "kind": "RotatingSecret",
+            "name": ref.name,
+            "uid": obs.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        labels = {LABEL_SECRET: ref.name, LABEL_MANAGED_BY: MANAGED_BY}
+        url = path("v1", "secrets", ref.namespace, ref.name)
+        if source is None:
+            annotations = {ANN_VERSION: "0", ANN_PHASE: "committed"}
+            if obs.rotate_now:
+                annotations[ANN_ROTATE_REQUESTED] = obs.rotate_now
+            body: Obj = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": ref.name,
+                    "namespace": ref.namespace,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "ownerReferences": [owner],
+                },
+            }
+            try:
+                created = await self.kube.acreate(path("v1", "secrets", ref.namespace), body)
+            except RetryableError:  # exists already (we have not seen it yet): adopt it below
+                created = await self.kube.aget(url) or {}
+                patch: Obj = {"metadata": {"labels": labels, "ownerReferences": [owner]}}
+                created = await self.kube.apatch(url, patch)
+            self.on_secret("ADDED", created)
+            return self.index.sources.get(ref)
+        patch = {}
+        if not source.owned or not source.labelled:
+            patch["metadata"] = {"labels": labels, "ownerReferences": [owner]}
+        if obs.rotate_now and source.annotations.get(ANN_ROTATE_REQUESTED) != obs.rotate_now:
+            patch.setdefault("metadata", {})["annotations"] = {ANN_ROTATE_REQUESTED: obs.rotate_now}
+        if patch:
+            self.on_secret("MODIFIED", await self.kube.apatch(url, patch))
+        return self.index.sources.get(ref)
+
+    async def apply_rbac(self, ref: SecretRef, desired: list[Obj]) -> None:
+        label = source_label(ref)
+        applied = self.rbac.setdefault(label, {})
+        want: dict[tuple[str, str, str], Obj] = {}
+        for obj in desired:
+            m = obj["metadata"]
+            want[(obj["kind"], m["namespace"], m["name"])] = obj
+        for key, obj in want.items():
+            digest = json.dumps(obj, sort_keys=True)
+            if applied.get(key) == digest:
+                continue
+            plural = "roles" if key[0] == "Role" else "rolebindings"
+            await self.kube.aapply(path(RBAC, plural, key[1]), obj)
+            applied[key] = digest
+        for key in [k for k in applied if k not in want]:
+            plural = "roles" if key[0] == "Role" else "rolebindings"
+            await self.kube.adelete(path(RBAC, plural, key[1], key[2]))
+            del applied[key]
+
+    async def seed_rbac(self) -> None:
+        """Learn the Roles and RoleBindings made before (by an earlier leader), so grants revoked
+        meanwhile are removed too. Filtered on the client side as well."""
+        for kind, plural in (("Role", "roles"), ("RoleBinding", "rolebindings")):
+            for obj in await self.kube.aitems(
+                path(RBAC, plural), f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+            ):
+                if not is_managed(obj):
+                    continue
+                m = meta(obj)
+                label = str((m.get("labels") or {}).get(LABEL_SOURCE, ""))
+                if label:
+                    key = (kind, str(m.get("namespace")), str(m.get("name")))
+                    self.rbac.setdefault(label, {})[key] = ""
+
+    async def fanout(
+        self,
+        ref: SecretRef,
+        source: SourceObs | None,
+        plan: decide.FanoutPlan,
+        views: dict[str, ViewObs],
+    ) -> dict[str, ViewObs]:
+        """Write the views in ``plan.upsert`` and delete those in ``plan.delete``, concurrently.
+        Returns the views as they now are (for the status)."""
+        if not plan.upsert and not plan.delete:
+            return views
+        start = time.monotonic()
+        label = source_label(ref)
+        state = source.state if source else None
+        out = dict(views)
+
+        async def upsert(ns: str) -> None:
+            assert state is not None
+            name = decide.view_body(ref, state, ns)["metadata"]["name"]
+            url = path("v1", "secrets", ns, name)
+            if ns in views:
+                old = self.index.view_keys.get((label, ns), ())
+                body = decide.view_patch(ref, state, ns, old)
+                try:
+                    result = await self.kube.apatch(url, body)
+                except NotFoundError:
+                    result = await self.kube.acreate(
+                        path("v1", "secrets", ns), decide.view_body(ref, state, ns)
+                    )
+            else:
+                result = await self.kube.aapply(
+                    path("v1", "secrets", ns), decide.view_body(ref, state, ns)
+                )
+            self.on_secret("MODIFIED", result)
+            out[ns] = read_view(result)
+            self.metrics.views_written.inc()
+
+        async def delete(ns: str) -> None:
+            view = views[ns]
+            await self.kube.adelete(path("v1", "secrets", ns, view.name))
+            out.pop(ns, None)
+
+        results = await asyncio.gather(
+            *(upsert(ns) for ns in plan.upsert),
+            *(delete(ns) for ns in plan.delete),
+            return_exceptions=True,
+        )
+        self.metrics.fanout_seconds.observe(time.monotonic() - start)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self.metrics.errors.labels("fanout").inc(len(errors))
+            raise errors[0]
+        return out
+
+    async def cleanup(self, ref: SecretRef) -> None:
+        """Remove the views and the Roles/RoleBindings of a RotatingSecret that is going away.
+        The source Secret goes with its owner (garbage collection)."""
+        label = source_label(ref)
+        await self.apply_rbac(ref, [])
+        views = self.index.views.get(label, {})
+        for ns, view in list(views.items()):
+            await self.kube.adelete(path("v1", "secrets", ns, view.name))
+            views.pop(ns, None)
+
+    async def write_status(self, obs: RotatingSecretObs, status: st.RotatingSecretStatus) -> None:
+        observed = obs.status.get("conditions") or []
+        body = status.to_dict(observed, self.clock())
+        for c in decide.new_failures(observed, status.conditions):
+            with contextlib.suppress(RotorError):
+                await self.event(obs, c.reason, f"{c.type}: {c.message}")
+        if prune_none(body) == prune_none(dict(obs.status)):
+            return
+        url = path(API, "rotatingsecrets", obs.ref.namespace, obs.ref.name, "status")
+        result = await self.kube.apatch(url, {"status": body})
+        # remember what was written, so an unchanged status is not written again
+        current = self.index.rsecs.get(obs.ref)
+        if current is not None and current.uid == obs.uid:
+            self.index.rsecs[obs.ref] = replace(
+                current,
+                status=result.get("status") or prune_none(body),
+                resource_version=str(meta(result).get("resourceVersion") or ""),
+            )
+
+    async def event(
+        self, obs: RotatingSecretObs, reason: str, message: str, type_: str = "Warning"
+    ) -> None:
+        """A core/v1 Event on the RotatingSecret (names and reasons only, never a value)."""
+        ts = format_time(self.clock())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{obs.ref.name}.{uuid.uuid4().hex[:16]}",
+                "namespace": obs.ref.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": API,
+                "kind": "RotatingSecret",
+                "name": obs.ref.name,
+                "namespace": obs.ref.namespace,
+                "uid": obs.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        await self.kube.acreate(path("v1", "events", obs.ref.namespace), body)
+
+    # -- restarts --------------------------------------------------------------------------------
+    async def restart_uninjected(self, pod: PodInfo) -> None:
+        """Restart a pod admitted without the agent (the webhook was down) through its owner."""
+        try:
+            rs_owner = None
+            if pod.owner is not None and pod.owner.kind == "ReplicaSet":
+                rs = await self.kube.aget(
+                    path("apps/v1", "replicasets", pod.namespace, pod.owner.name)
+                )
+                rs_owner = controller_owner(meta(rs)) if rs else None
+            action = decide.restart_action(pod, rs_owner)
+            if action.kind == "none":
+                log.info("pod %s/%s not injected: %s", pod.namespace, pod.name, action.reason)
+                return
+            now = self.clock()
+            last = self.last_restart.get(action.key)
+            if not decide.may_restart(last, now, self.settings.restart_min_interval):
+                return
+            self.last_restart[action.key] = now
+            url = path(action.api_version, action.plural, action.namespace, action.name)
+            if action.kind == "patch-template":
+                await self.kube.apatch(url, decide.restart_patch(now))
+            else:
+                await self.kube.adelete(url)
+            self.metrics.restarts.labels(action.kind).inc()
+            log.info(
+                "restarted %s %s/%s: pod %s was admitted without injection",
+                action.plural,
+                action.namespace,
+                action.name,
+                pod.name,
+            )
+        except RotorError as e:
+            self.metrics.errors.labels("restart").inc()
+            log.warning("restart for pod %s/%s: %s", pod.namespace, pod.name, e)
+
+    # -- gauges ----------------------------------------------------------------------------------
+    def update_gauges(self) -> None:
+        phases = {p: 0 for p in st.PHASES}
+        behind = 0
+        for obs in self.index.rsecs.values():
+            phase = obs.status.get("phase")
+            if phase in phases:
+                phases[phase] += 1
+            version = obs.status.get("version") or 0
+            for c in obs.status.get("consumers") or []:
+                if c.get("access") == "ro" and c.get("state") == "granted":
+                    behind += int((c.get("version") or 0) != version)
+        for p, n in phases.items():
+            self.metrics.rotating_secrets.labels(p).set(n)
+        self.metrics.consumers_behind.set(behind)
+
+    async def gauge_loop(self, every: float = 5.0) -> None:
+        while True:
+            self.update_gauges()
+            await asyncio.sleep(every)
+
+    async def close(self) -> None:
+        for h in self._retry_handles:
+            h.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
