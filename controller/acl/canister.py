@@ -164,13 +164,21 @@ def acl_hash(acl: dict[str, Any]) -> bytes:
 def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
     """A decoded ``Acl`` record as an :class:`AclSnapshot`; names are validated."""
 
+    seen: dict[tuple[str, str], SecretRef | Principal] = {}  # names repeat: parse each once
+
     def parse(where: str, kind: str, text: str) -> SecretRef | Principal:
+        found = seen.get((kind, text))
+        if found is not None:
+            return found
         try:
             if kind == "secret":
-                return SecretRef.parse(text, None, where)
-            return Principal.parse(text, where)
+                value: SecretRef | Principal = SecretRef.parse(text, None, where)
+            else:
+                value = Principal.parse(text, where)
         except InvalidSpec as e:
             raise CanisterAnswerError(f"{origin}: {e}") from None
+        seen[(kind, text)] = value
+        return value
 
     secrets = {
         cast(SecretRef, parse(f"acl.secrets[{i}]", "secret", s))
