@@ -25,10 +25,12 @@ from controller.audit import (
     Receiver,
     classify,
     fetch_events,
+    main,
     make_events_app,
     make_ingest_app,
     parse_line,
     render_config,
+    serve,
 )
 from rotor.errors import InvalidSpec
 from rotor.external import RotorMetadata
@@ -359,3 +361,34 @@ async def test_openbao_socket_audit_device_end_to_end(tmp_path):
     finally:
         await asyncio.to_thread(bao.stop)
         await runner.cleanup()
+
+
+async def test_the_process_serves_and_stops(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(render_config([("secret", "shop/db")]))
+    events, sock = free_port(), free_port()
+    settings = AuditSettings(
+        host="127.0.0.1", socket_port=sock, events_port=events, config_file=str(cfg)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{events}/healthz") as resp:
+                    health = await resp.json()
+                    break
+            except aiohttp.ClientConnectionError:
+                assert time.monotonic() < deadline, "the receiver did not start"
+                await asyncio.sleep(0.05)
+    assert health == {"ok": True, "paths": 1, "config": "ok"}
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def test_main_refuses_bad_settings(monkeypatch, capsys):
+    monkeypatch.setenv("ROTOR_AUDIT_INGEST_PORT", "9761")
+    monkeypatch.delenv("ROTOR_AUDIT_INGEST_TOKEN_FILE", raising=False)
+    assert main([]) == 2
+    assert "ROTOR_AUDIT_INGEST_TOKEN_FILE" in capsys.readouterr().out
