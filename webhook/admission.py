@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from rotor.annotations import PodRequest
 from rotor.errors import InvalidSpec
 from rotor.settings.webhook import WebhookSettings
+from webhook import _json
 from webhook.inject import plan
 
 API_VERSION = "admission.k8s.io/v1"
@@ -89,7 +88,7 @@ def mutate(review: object, settings: WebhookSettings) -> AdmissionReview:
 
 
 def _request(review: object) -> AdmissionRequest:
-    if not isinstance(review, Mapping):
+    if not isinstance(review, dict):
         raise BadReview(f"the body is a JSON {type(review).__name__}, not an AdmissionReview")
     if review.get("apiVersion") != API_VERSION or review.get("kind") != KIND:
         raise BadReview(
@@ -97,7 +96,7 @@ def _request(review: object) -> AdmissionRequest:
             f"this webhook answers {KIND} of {API_VERSION} (set admissionReviewVersions: [v1])"
         )
     request = review.get("request")
-    if not isinstance(request, Mapping):
+    if not isinstance(request, dict):
         raise BadReview(f"the {KIND} has no request object")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -114,7 +113,7 @@ def _answer(uid: str, **fields: Any) -> AdmissionReview:
 def _is_pod_create(request: AdmissionRequest) -> bool:
     kind = request.get("kind")
     return (
-        isinstance(kind, Mapping)
+        isinstance(kind, dict)
         and kind.get("kind") == "Pod"
         and kind.get("group", "") == ""
         and request.get("operation") == "CREATE"
@@ -150,7 +149,7 @@ def decide(review: object, settings: WebhookSettings) -> Decision:
     if not _is_pod_create(request):
         return Decision(_answer(uid), "skipped", reason="not a pod creation")
     pod = request.get("object")
-    if not isinstance(pod, Mapping):
+    if not isinstance(pod, dict):
         raise BadReview(f"the {KIND} request for a Pod has no object")
     namespace = request.get("namespace")
     try:
@@ -160,7 +159,7 @@ def decide(review: object, settings: WebhookSettings) -> Decision:
         return Decision(_answer(uid, allowed=False, status=status), "denied", reason=str(e))
     if not p.ops or p.request is None:
         return Decision(_answer(uid), "skipped", reason=p.reason)
-    patch = base64.b64encode(json.dumps(p.ops, separators=(",", ":")).encode()).decode()
+    patch = base64.b64encode(_json.dumps(p.ops)).decode()
     review_out = _answer(
         uid, patchType="JSONPatch", patch=patch, warnings=warnings_for(p.request, settings)
     )

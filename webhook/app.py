@@ -9,7 +9,6 @@ unexpected gets a 500 with no detail (the detail is in the log).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rotor.settings.webhook import WebhookSettings
+from webhook import _json
 from webhook.admission import BadReview, decide
 from webhook.metrics import Metrics
 from webhook.tls import DEFAULT_DEBOUNCE_MS, CertReloader
@@ -28,6 +28,13 @@ SETTINGS = web.AppKey("settings", WebhookSettings)
 METRICS = web.AppKey("metrics", Metrics)
 CERTS = web.AppKey("certs", CertReloader)
 DEBOUNCE_MS = web.AppKey("debounce_ms", int)
+
+
+class Answer(web.Response):
+    """A /mutate response that carries what the handler decided, for the metrics."""
+
+    result = ""
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,9 +48,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place where exceptions become HTTP answers (and /mutate is measured)."""
     metrics = request.app[METRICS]
     start = time.perf_counter()
-    result = ""  # set here for exceptions; the handler counts its own answers
+    result = ""  # set here for exceptions; the handler's own answers carry theirs
     try:
-        return await handler(request)
+        response = await handler(request)
+        result = response.result if isinstance(response, Answer) else ""
+        return response
     except BadReview as e:
         result = "invalid"
         return _problem(400, str(e))
@@ -61,10 +70,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return _problem(500, "internal error in the Rotor webhook; see its log")
     finally:
-        if request.path == "/mutate":
-            if result:
-                metrics.requests.labels(result).inc()
-            metrics.latency.observe(time.perf_counter() - start)
+        if result and request.path == "/mutate":
+            metrics.count_request(result, time.perf_counter() - start)
 
 
 async def mutate(request: web.Request) -> web.Response:
@@ -72,22 +79,19 @@ async def mutate(request: web.Request) -> web.Response:
         raise BadReview(f"the content type is {request.content_type!r}; send application/json")
     body = await request.read()
     try:
-        review = json.loads(body)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        review = _json.loads(body)
+    except ValueError as e:  # broken JSON or bad UTF-8
         raise BadReview(f"the body is not JSON ({e})") from None
     settings = request.app[SETTINGS]
     decision = decide(review, settings)
-    metrics = request.app[METRICS]
-    metrics.requests.labels(decision.result).inc()
     if decision.request is not None:
         req = decision.request
-        metrics.injections.labels(req.mode, req.delivery).inc()
+        request.app[METRICS].injections.labels(req.mode, req.delivery).inc()
     if decision.result == "denied":
         log.info("denied a pod: %s", decision.reason)
-    return web.Response(
-        body=json.dumps(decision.review, separators=(",", ":")).encode(),
-        content_type="application/json",
-    )
+    response = Answer(body=_json.dumps(decision.review), content_type="application/json")
+    response.result = decision.result
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ from rotor.errors import AnnotationError, InvalidSpec
 from rotor.layout import view_name
 from rotor.names import SecretRef
 from rotor.settings.webhook import WebhookSettings
-from webhook.patch import Op, Patch, escape, pointer
+from webhook.patch import Op, Patch, escape
 
 AGENT_CONTAINER = "rotor-agent"
 FILES_VOLUME = "rotor-files"
@@ -88,7 +88,7 @@ def build_patch(
 def _map(value: object, field: str) -> Mapping[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise InvalidSpec(field, "is not an object", "send a valid Pod")
     return value
 
@@ -127,7 +127,7 @@ def plan(pod: Mapping[str, Any], settings: WebhookSettings, namespace: str | Non
     if request is None:
         return Plan(None, [], "asks for no secret")
 
-    if not isinstance(pod.get("spec"), Mapping):
+    if not isinstance(pod.get("spec"), dict):
         raise InvalidSpec("spec", "is missing", "send a Pod with a spec")
     spec = pod["spec"]
     p = Patch()
@@ -140,34 +140,59 @@ def plan(pod: Mapping[str, Any], settings: WebhookSettings, namespace: str | Non
     return Plan(request, p.ops)
 
 
+def _bad(field: str, what: str) -> InvalidSpec:
+    return InvalidSpec(field, f"is not {what}", "send a valid Pod")
+
+
 def _containers(spec: Mapping[str, Any]) -> list[tuple[str, int, Mapping[str, Any]]]:
     """``(list key, index, container)`` for every init and regular container of the pod."""
-    out = []
+    out: list[tuple[str, int, Mapping[str, Any]]] = []
     for key in ("initContainers", "containers"):
-        for i, c in enumerate(_list(spec.get(key), f"spec.{key}")):
-            out.append((key, i, _map(c, f"spec.{key}[{i}]")))
+        items = spec.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise _bad(f"spec.{key}", "a list")
+        for i, c in enumerate(items):
+            if not isinstance(c, dict):
+                raise _bad(f"spec.{key}[{i}]", "an object")
+            out.append((key, i, c))
     return out
 
 
-def _check_free(spec: Mapping[str, Any], volumes: Sequence[str], mounts: Sequence[str]) -> None:
+def _check_free(
+    spec: Mapping[str, Any],
+    containers: list[tuple[str, int, Mapping[str, Any]]],
+    volumes: Sequence[str],
+    mounts: Sequence[str],
+) -> None:
     """Fail with a clear message where the pod already uses a name or path Rotor adds."""
     for i, v in enumerate(_list(spec.get("volumes"), "spec.volumes")):
-        name = _map(v, f"spec.volumes[{i}]").get("name")
+        if not isinstance(v, dict):
+            raise _bad(f"spec.volumes[{i}]", "an object")
+        name = v.get("name")
         if name in volumes:
             raise InvalidSpec(
                 f"spec.volumes[{i}].name",
                 f"{name!r} is a name Rotor adds",
                 "rename the volume (Rotor's volume names start with rotor-)",
             )
-    for key, i, c in _containers(spec):
+    for key, i, c in containers:
         if c.get("name") == AGENT_CONTAINER:
             raise InvalidSpec(
                 f"spec.{key}[{i}].name",
                 f"{AGENT_CONTAINER!r} is the name of Rotor's agent container",
                 "rename the container",
             )
-        for j, m in enumerate(_list(c.get("volumeMounts"), f"spec.{key}[{i}].volumeMounts")):
-            path = _map(m, f"spec.{key}[{i}].volumeMounts[{j}]").get("mountPath")
+        vms = c.get("volumeMounts")
+        if vms is None:
+            continue
+        if not isinstance(vms, list):
+            raise _bad(f"spec.{key}[{i}].volumeMounts", "a list")
+        for j, m in enumerate(vms):
+            if not isinstance(m, dict):
+                raise _bad(f"spec.{key}[{i}].volumeMounts[{j}]", "an object")
+            path = m.get("mountPath")
             if isinstance(path, str) and path.rstrip("/") in mounts:
                 raise AnnotationError(
                     ann.MOUNT_PATH,
@@ -176,9 +201,13 @@ def _check_free(spec: Mapping[str, Any], volumes: Sequence[str], mounts: Sequenc
                 )
 
 
-def _mount_all(p: Patch, spec: Mapping[str, Any], mounts: list[dict[str, Any]]) -> None:
-    for key, i, c in _containers(spec):
-        p.extend(c, "volumeMounts", pointer("spec", key, i, "volumeMounts"), mounts)
+def _mount_all(
+    p: Patch,
+    containers: list[tuple[str, int, Mapping[str, Any]]],
+    mounts: list[dict[str, Any]],
+) -> None:
+    for key, i, c in containers:
+        p.extend(c, "volumeMounts", f"/spec/{key}/{i}/volumeMounts", mounts)
 
 
 def _inject_agent(
@@ -186,7 +215,8 @@ def _inject_agent(
 ) -> None:
     own_token = spec.get("automountServiceAccountToken") is False
     ours = (FILES_VOLUME, TOKEN_VOLUME) if own_token else (FILES_VOLUME,)
-    _check_free(spec, ours, (req.mount_path,))
+    containers = _containers(spec)
+    _check_free(spec, containers, ours, (req.mount_path,))
     signal_reload = req.reload.kind == "signal"
     if signal_reload and spec.get("hostPID") is True:
         raise AnnotationError(
@@ -202,13 +232,15 @@ def _inject_agent(
     if own_token:
         volumes.append(_token_volume())
     # Mount before adding the agent: only the pod's own containers get the read-only mount.
-    _mount_all(p, spec, [{"name": FILES_VOLUME, "mountPath": req.mount_path, "readOnly": True}])
+    _mount_all(
+        p, containers, [{"name": FILES_VOLUME, "mountPath": req.mount_path, "readOnly": True}]
+    )
     p.extend(spec, "volumes", "/spec/volumes", volumes)
 
     native = s.sidecar_mode == "native"
     agent = _agent_container(req, s, own_token, native, pod_sc)
     key = "initContainers" if native else "containers"
-    p.extend(spec, key, pointer("spec", key), [agent])
+    p.extend(spec, key, f"/spec/{key}", [agent])
     if signal_reload:
         p.set("/spec/shareProcessNamespace", True)
 
@@ -352,10 +384,11 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
     if req.delivery == "volume":
         names = [f"{VIEW_VOLUME_PREFIX}{i}" for i in range(len(views))]
         paths = [f"{req.mount_path}/{r.name}" for r in req.ro]
-        _check_free(spec, names, paths)
+        containers = _containers(spec)
+        _check_free(spec, containers, names, paths)
         _mount_all(
             p,
-            spec,
+            containers,
             [
                 {"name": n, "mountPath": path, "readOnly": True}
                 for n, path in zip(names, paths, strict=True)
@@ -377,7 +410,7 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
         ]
         for key, i, c in _containers(spec):
             _list(c.get("envFrom"), f"spec.{key}[{i}].envFrom")
-            p.extend(c, "envFrom", pointer("spec", key, i, "envFrom"), sources)
+            p.extend(c, "envFrom", f"/spec/{key}/{i}/envFrom", sources)
 
 
 __all__ = ["Op", "Plan", "build_patch", "env_prefix", "escape", "plan"]

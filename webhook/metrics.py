@@ -5,7 +5,7 @@ Labels carry outcomes and modes only: never a pod, secret or namespace name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -23,6 +23,15 @@ class Metrics:
     """``rotor_webhook_injections_total{mode,delivery}``: mode rw|ro; delivery agent|volume|env."""
     cert_reloads: Counter
     """``rotor_webhook_certificate_reloads_total{result}``: ok or error."""
+    _by_result: dict[str, Counter] = field(default_factory=dict, repr=False)
+
+    def count_request(self, result: str, seconds: float) -> None:
+        """One answered request (label children are looked up once: this is the hot path)."""
+        child = self._by_result.get(result)
+        if child is None:
+            child = self._by_result[result] = self.requests.labels(result)
+        child.inc()
+        self.latency.observe(seconds)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
