@@ -145,3 +145,36 @@ def test_the_check_catches_a_secret_reader(rule: dict[str, Any]) -> None:
 def test_name_scoped_secret_rights_are_not_a_reader() -> None:
     r: set[Right] = {("", "secrets", "namespace", "rotor.shop.db", "watch")}
     assert not can_read_all_secrets(r)
+
+
+def covered(rule: dict[str, Any], held: set[Right]) -> bool:
+    """Whether a namespaced Role rule is within cluster-wide rights (RBAC escalation check)."""
+    return all(
+        (g, res, "cluster", "all", v) in held or (g, res, "cluster", name, v) in held
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+        for name in rule.get("resourceNames") or ["all"]
+        for v in rule["verbs"]
+    )
+
+
+def test_controller_holds_every_right_it_grants() -> None:
+    """The per-grant Roles the controller creates are within its own rights, so Kubernetes lets
+    it create and bind them without the escalate or bind verbs."""
+    from controller.decide import desired_rbac
+    from rotor.acl import Grant
+    from rotor.names import Principal, SecretRef
+
+    secret = SecretRef.parse("shop/db-password", "shop", "f")
+    grants = [
+        Grant(secret, Principal.parse("shop/api"), "rw"),
+        Grant(secret, Principal.parse("web/frontend"), "ro"),
+    ]
+    objects = desired_rbac(secret, grants)
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert len(roles) == 2
+    held = rights(render({}), CONTROLLER_SA)
+    for role in roles:
+        for rule in role["rules"]:
+            assert covered(rule, held), rule
+    assert not covered({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}, held)
