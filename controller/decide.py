@@ -488,13 +488,18 @@ FAILURE_REASONS = frozenset(
 def new_failures(
     observed: Sequence[Mapping[str, Any]], desired: Iterable[st.Condition]
 ) -> list[st.Condition]:
-    """Conditions that just turned into a failure reason (each deserves one Warning Event)."""
+    """Conditions that just turned into a failure reason: each reason deserves one Warning
+    Event (the first condition that carries it, which has the most specific message)."""
     old = {(c.get("type"), c.get("reason")) for c in observed if isinstance(c, Mapping)}
-    return [
-        c
-        for c in desired
-        if c.status != "True" and c.reason in FAILURE_REASONS and (c.type, c.reason) not in old
-    ]
+    out: list[st.Condition] = []
+    seen: set[str] = set()
+    for c in desired:
+        if c.status == "True" or c.reason not in FAILURE_REASONS or c.reason in seen:
+            continue
+        seen.add(c.reason)
+        if (c.type, c.reason) not in old:
+            out.append(c)
+    return out
 
 
 # -- restarts of pods admitted without injection ---------------------------------------------------

@@ -65,6 +65,14 @@ DEFAULT_CONCURRENCY = 64
 COMPONENT = "rotor-controller"
 
 
+def _older(resource_version: str, than: RotatingSecretObs) -> bool:
+    """resourceVersions are opaque to clients, but every API server today hands out etcd
+    revisions (integers); when both are integers an older one is not applied over a newer."""
+    if resource_version.isdigit() and than.resource_version.isdigit():
+        return int(resource_version) < int(than.resource_version)
+    return False
+
+
 def prune_none(value: Any) -> Any:
     """What a merge patch leaves behind: keys set to None are absent."""
     if isinstance(value, Mapping):
@@ -125,6 +133,8 @@ class Controller:
         self.dirty: set[SecretRef] = set()
         self.inflight: set[SecretRef] = set()
         self.last_restart: dict[tuple[str, str, str], float] = {}
+        self.reported: dict[SecretRef, set[tuple[str, str, str]]] = {}
+        """Failures already reported by an Event (watch events may lag behind our writes)."""
         self._sem = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._acl_wake = asyncio.Event()
@@ -141,9 +151,12 @@ class Controller:
         ref = SecretRef(str(m.get("namespace", "")), str(m.get("name", "")))
         if kind == "DELETED":
             self.index.rsecs.pop(ref, None)
+            self.reported.pop(ref, None)
         else:
             new = read_rotating_secret(obj)
             old = self.index.rsecs.get(ref)
+            if old is not None and old.uid == new.uid and _older(new.resource_version, old):
+                return  # a watch event older than what this controller just wrote
             self.index.rsecs[ref] = new
             if old is None and new.spec is not None:
                 self._acl_wake.set()  # register the new secret with the ACL soon
@@ -544,9 +557,15 @@ class Controller:
     async def write_status(self, obs: RotatingSecretObs, status: st.RotatingSecretStatus) -> None:
         observed = obs.status.get("conditions") or []
         body = status.to_dict(observed, self.clock())
+        reported = self.reported.setdefault(obs.ref, set())
         for c in decide.new_failures(observed, status.conditions):
+            if (obs.uid, c.type, c.reason) in reported:
+                continue
+            reported.add((obs.uid, c.type, c.reason))
             with contextlib.suppress(RotorError):
                 await self.event(obs, c.reason, f"{c.type}: {c.message}")
+        failing = {(obs.uid, c.type, c.reason) for c in status.conditions if c.status != "True"}
+        reported &= failing  # a failure that clears may be reported again when it returns
         if prune_none(body) == prune_none(dict(obs.status)):
             return
         url = path(API, "rotatingsecrets", obs.ref.namespace, obs.ref.name, "status")

@@ -26,6 +26,8 @@ log = logging.getLogger("rotor.controller")
 def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorRegistry:
     """A kopf registry of this controller's watches (one per controller; tests make several)."""
     registry = kopf.OperatorRegistry()
+    # Handlers are coroutines: kopf runs sync handlers in threads, and the index is not
+    # thread-safe (it lives on the event loop).
 
     if server is not None:
 
@@ -42,21 +44,21 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
         settings.watching.server_timeout = 540
 
     @kopf.on.event(API_GROUP, API_VERSION, "rotatingsecrets", registry=registry)
-    def rotating_secret(event: kopf.RawEvent, **_: Any) -> None:
+    async def rotating_secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_rotating_secret(event.get("type"), event["object"])
 
     @kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
-    def secret(event: kopf.RawEvent, **_: Any) -> None:
+    async def secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_secret(event.get("type"), event["object"])
 
     @kopf.on.event("v1", "pods", registry=registry)
-    def pod(event: kopf.RawEvent, **_: Any) -> None:
+    async def pod(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_pod(event.get("type"), event["object"])
 
     for plural in ("deployments", "statefulsets", "daemonsets"):
 
         @kopf.on.event("apps", "v1", plural, registry=registry, id=f"workload-{plural}")
-        def workload(event: kopf.RawEvent, **_: Any) -> None:
+        async def workload(event: kopf.RawEvent, **_: Any) -> None:
             ctl.on_workload(event.get("type"), event["object"])
 
     return registry

@@ -380,6 +380,8 @@ def verify_certificate(
     """Check a certificate as ``verify`` says; ``certified_data`` (when given) must be the value
     at /canister/<canister_id>/certified_data."""
     cert = parse_certificate(data)
+    if verify == "none":
+        return cert
     if certified_data is not None:
         found = lookup(cert.tree, [b"canister", canister_id, b"certified_data"])
         if found is None:

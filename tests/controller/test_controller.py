@@ -1,0 +1,452 @@
+"""The controller running against the strict emulator: lifecycle, ACL, writer, fan-out."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from controller.decide import rbac_name
+from controller.kube import path
+from controller.model import FINALIZER, RESTARTED_AT
+from rotor import API
+from rotor.errors import UnavailableError
+from rotor.layout import (
+    ANN_ROTATE_REQUESTED,
+    ANN_VERSION,
+    LABEL_SECRET,
+    SecretState,
+    commit,
+    prepare,
+    view_name,
+)
+from rotor.names import Principal, SecretRef
+from tests.controller.conftest import Harness, eventually, with_settings
+
+DB = SecretRef("shop", "db")
+API_SA = Principal("shop", "api")
+WEB = Principal("web", "web")
+RBAC = "rbac.authorization.k8s.io/v1"
+
+
+def pod_body(
+    ns: str,
+    name: str,
+    sa: str,
+    annotations: dict[str, str],
+    *,
+    ready: bool = True,
+    created: str = "2026-01-01T00:00:00Z",
+    owner: dict[str, Any] | None = None,
+    injected: bool = True,
+) -> dict[str, Any]:
+    ann = dict(annotations)
+    if injected:
+        ann["rotor.dev/status"] = "injected"
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": ns,
+        "annotations": ann,
+        "creationTimestamp": created,
+    }
+    if owner:
+        meta["ownerReferences"] = [{**owner, "controller": True}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "app"}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def deployment_body(ns: str, name: str, sa: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"serviceAccountName": sa, "containers": [{"name": "a", "image": "a"}]},
+            },
+        },
+    }
+
+
+async def create(h: Harness, api: str, plural: str, body: dict[str, Any]) -> Any:
+    return await h.kube.acreate(path(api, plural, body["metadata"]["namespace"]), body)
+
+
+async def commit_value(h: Harness, ref: SecretRef, value: bytes) -> SecretState:
+    """Do what the writer agent does: prepare, then commit, on the source Secret."""
+    obj = await h.get("v1", "secrets", ref.namespace, ref.name)
+    state = SecretState.from_secret(obj.get("data"), obj["metadata"].get("annotations"))
+    now = time.time()
+    new = commit(prepare(state, {"password": value}, now, "api-0"), now, overlap=3600)
+    await h.kube.apatch(
+        path("v1", "secrets", ref.namespace, ref.name),
+        {
+            "metadata": {
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "annotations": new.annotations(),
+            },
+            "data": new.secret_data(),
+        },
+    )
+    return new
+
+
+async def writer_setup(h: Harness) -> None:
+    """shop/db with a granted writer pod api-0 (service account shop/api)."""
+    await h.rsec("shop", "db")
+    await create(
+        h, "apps/v1", "deployments", deployment_body("shop", "api", "api", {"rotor.dev/rw": "db"})
+    )
+    await create(h, "v1", "pods", pod_body("shop", "api-0", "api", {"rotor.dev/rw": "db"}))
+    await eventually(
+        lambda: _pending(h, DB, API_SA, "rw"), what="RW request recorded in the ConfigMap"
+    )
+    await h.backend.approve(DB, API_SA, "rw")
+    await eventually(lambda: _writer_is(h, "api-0"), what="status.writer = api-0")
+
+
+async def _pending(h: Harness, secret: SecretRef, principal: Principal, mode: str) -> bool:
+    snap = await h.backend.snapshot()
+    return any(
+        (r.secret, r.principal, r.mode, r.state) == (secret, principal, mode, "pending")
+        for r in snap.requests
+    )
+
+
+async def _writer(h: Harness, ns: str, name: str) -> str | None:
+    return ((await h.status(ns, name)).get("writer") or {}).get("pod")
+
+
+async def _writer_is(h: Harness, pod: str) -> bool:
+    return await _writer(h, "shop", "db") == pod
+
+
+async def _view(h: Harness, ns: str) -> dict[str, Any] | None:
+    return await h.get("v1", "secrets", ns, view_name("shop", "db"))
+
+
+def _decoded(secret: dict[str, Any]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+
+# -- tests -----------------------------------------------------------------------------------
+async def test_rotating_secret_gets_an_owned_source_secret(rotor):
+    created = await rotor.rsec("shop", "db")
+    src = await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"))
+    assert src["metadata"]["labels"][LABEL_SECRET] == "db"
+    (owner,) = src["metadata"]["ownerReferences"]
+    assert owner["uid"] == created["metadata"]["uid"]
+    assert owner["controller"] is True
+    ready = await eventually(lambda: rotor.condition("shop", "db", "Ready"))
+    assert (ready["status"], ready["reason"]) == ("False", "NoWriter")
+    obj = await rotor.get(API, "rotatingsecrets", "shop", "db")
+    assert FINALIZER in obj["metadata"]["finalizers"]
+    assert (await rotor.status("shop", "db"))["phase"] == "Pending"
+
+
+async def test_rw_request_approved_chooses_a_writer_and_binds_it(rotor):
+    await writer_setup(rotor)
+    role = await rotor.get(RBAC, "roles", "shop", rbac_name("rw", DB))
+    assert role["rules"][0]["resourceNames"] == ["db"]
+    assert set(role["rules"][0]["verbs"]) == {"get", "list", "watch", "patch", "update"}
+    binding = await rotor.get(RBAC, "rolebindings", "shop", rbac_name("rw", DB))
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "api", "namespace": "shop"}]
+    access = await rotor.condition("shop", "db", "AccessGranted")
+    assert (access["status"], access["reason"]) == ("True", "Granted")
+
+
+async def test_ro_consumer_gets_committed_values_then_rotations_then_loses_them(rotor):
+    await writer_setup(rotor)
+    await create(
+        rotor,
+        "apps/v1",
+        "deployments",
+        deployment_body("web", "web", "web", {"rotor.dev/ro": "shop/db"}),
+    )
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"), what="RO request recorded")
+    await rotor.backend.approve(DB, WEB, "ro")
+
+    v1 = await commit_value(rotor, DB, b"first-value-1")
+    view = await eventually(lambda: _view(rotor, "web"), what="view in web")
+    assert _decoded(view) == {"password": b"first-value-1"}
+    assert view["metadata"]["annotations"][ANN_VERSION] == str(v1.version)
+    role = await rotor.get(RBAC, "roles", "web", rbac_name("ro", DB))
+    assert role["rules"][0]["resourceNames"] == [view_name("shop", "db")]
+
+    await commit_value(rotor, DB, b"second-value-2")
+
+    async def rotated() -> bool:
+        v = await _view(rotor, "web")
+        return bool(v) and _decoded(v).get("password") == b"second-value-2"
+
+    await eventually(rotated, what="view holds the rotated value")
+    assert _decoded(await _view(rotor, "web")) == {
+        "password": b"second-value-2",
+        "password.previous": b"first-value-1",
+    }
+
+    async def consumer_version() -> Any:
+        for c in (await rotor.status("shop", "db")).get("consumers", []):
+            if c["principal"] == "web/web":
+                return c.get("version") == 2 and c
+        return None
+
+    await eventually(consumer_version, what="status records the consumer at version 2")
+
+    # revoke: view and RoleBinding are gone within one ACL poll
+    await rotor.backend.revoke(DB, WEB, "ro")
+
+    async def gone() -> bool:
+        binding = await rotor.get(RBAC, "rolebindings", "web", rbac_name("ro", DB))
+        return await _view(rotor, "web") is None and binding is None
+
+    await eventually(gone, timeout=5 * rotor.ctl.settings.acl_poll + 3, what="view revoked")
+
+
+async def test_pending_phase_and_bad_checksum_are_not_published(rotor):
+    await writer_setup(rotor)
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+    pending = prepare(SecretState(), {"password": b"not-yet-value"}, time.time(), "api-0")
+    tampered = SecretState(version=3, current={"password": b"tampered-value"})
+    for state, ann in (
+        (pending, pending.annotations()),
+        (tampered, {**tampered.annotations(), "rotor.dev/checksum": "0" * 64}),
+    ):
+        await rotor.kube.apatch(
+            path("v1", "secrets", "shop", "db"),
+            {"metadata": {"annotations": ann}, "data": state.secret_data()},
+        )
+        published = await eventually(
+            lambda: _published_reason(rotor), what="Published reports the hold"
+        )
+        assert published in ("NotCommitted", "ChecksumMismatch")
+        assert await _view(rotor, "web") is None
+
+
+async def _published_reason(h: Harness) -> str | None:
+    c = await h.condition("shop", "db", "Published")
+    return c.get("reason") if c.get("reason") in ("NotCommitted", "ChecksumMismatch") else None
+
+
+async def test_ro_without_a_writer_stays_pending_no_writer(rotor):
+    await rotor.rsec("shop", "db")
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+
+    async def no_writer() -> Any:
+        for c in (await rotor.status("shop", "db")).get("consumers", []):
+            if c["principal"] == "web/web" and c.get("reason") == "NoWriter":
+                return c
+        return None
+
+    consumer = await eventually(no_writer, what="consumer pending with NoWriter")
+    assert consumer["state"] == "pending"
+    assert await rotor.get(RBAC, "rolebindings", "web", rbac_name("ro", DB)) is None
+
+
+async def test_writer_pod_deleted_a_new_writer_is_chosen(rotor):
+    await create(
+        rotor,
+        "v1",
+        "pods",
+        pod_body("shop", "api-1", "api", {"rotor.dev/rw": "db"}, created="2026-02-01T00:00:00Z"),
+    )
+    await writer_setup(rotor)  # api-0 is older: it is chosen
+    await rotor.kube.adelete(path("v1", "pods", "shop", "api-0"))
+    await eventually(lambda: _writer_is(rotor, "api-1"), what="api-1 takes over")
+
+
+async def test_unreachable_acl_keeps_the_last_good_acl(rotor):
+    await writer_setup(rotor)
+    await commit_value(rotor, DB, b"kept-value-1")
+
+    class Down:
+        name = "down"
+
+        async def snapshot(self):
+            raise UnavailableError("connection refused")
+
+    good = rotor.ctl.backend
+    rotor.ctl.backend = Down()
+    access = await eventually(
+        lambda: _reason(rotor, "AccessGranted", "AclStale"), what="AccessGranted=AclStale"
+    )
+    assert access["status"] == "Unknown"
+    assert rotor.ctl.acl is not None
+    assert _sample(rotor, "rotor_controller_acl_stale") == 1
+    assert await rotor.get(RBAC, "rolebindings", "shop", rbac_name("rw", DB)) is not None
+    assert await _writer(rotor, "shop", "db") == "api-0"
+    rotor.ctl.backend = good
+    await eventually(lambda: _reason(rotor, "AccessGranted", "Granted"), what="fresh again")
+    assert _sample(rotor, "rotor_controller_acl_stale") == 0
+
+
+@with_settings(on_stale="revoke", max_staleness=0.5)
+async def test_stale_acl_with_on_stale_revoke_removes_access(rotor):
+    await writer_setup(rotor)
+
+    class Down:
+        name = "down"
+
+        async def snapshot(self):
+            raise UnavailableError("timed out")
+
+    rotor.ctl.backend = Down()
+    await eventually(lambda: _reason(rotor, "AccessGranted", "AclRevokedStale"))
+
+    async def unbound() -> bool:
+        return await rotor.get(RBAC, "rolebindings", "shop", rbac_name("rw", DB)) is None
+
+    await eventually(unbound, what="bindings removed after maxStaleness")
+
+
+async def _reason(h: Harness, ctype: str, reason: str) -> dict[str, Any] | None:
+    c = await h.condition("shop", "db", ctype)
+    return c if c.get("reason") == reason else None
+
+
+def _sample(h: Harness, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return h.metrics.registry.get_sample_value(name, labels or {})
+
+
+async def test_malformed_rotating_secret_is_reported_and_disturbs_nothing(rotor):
+    await rotor.rsec("shop", "good")
+    await rotor.rsec(
+        "shop",
+        "bad",
+        {
+            "keys": [{"name": "password", "generator": {"type": "password"}}],
+            "rotation": {"interval": "1h", "overlap": "2h"},
+        },
+    )
+    ready = await eventually(lambda: _bad_ready(rotor))
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.rotation.overlap" in ready["message"]
+    assert "make overlap shorter than interval" in ready["message"]
+    assert (await rotor.status("shop", "bad"))["phase"] == "Failed"
+
+    async def event() -> Any:
+        events = await rotor.kube.aitems(path("v1", "events", "shop"))
+        return [
+            e
+            for e in events
+            if e["involvedObject"]["name"] == "bad" and e["reason"] == "InvalidSpec"
+        ]
+
+    (ev,) = await eventually(event, what="an InvalidSpec Event")
+    assert ev["type"] == "Warning"
+    assert await rotor.get("v1", "secrets", "shop", "bad") is None  # nothing made for it
+    assert await rotor.get("v1", "secrets", "shop", "good") is not None
+    good = await eventually(lambda: rotor.condition("shop", "good", "Ready"))
+    assert good["reason"] == "NoWriter"
+
+
+async def _bad_ready(h: Harness) -> dict[str, Any] | None:
+    c = await h.condition("shop", "bad", "Ready")
+    return c if c.get("reason") == "InvalidSpec" else None
+
+
+async def test_rotate_now_is_passed_to_the_writer_and_suspend_is_reported(rotor):
+    await rotor.rsec("shop", "db")
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"))
+    url = path(API, "rotatingsecrets", "shop", "db")
+    await rotor.kube.apatch(url, {"metadata": {"annotations": {"rotor.dev/rotate-now": "t1"}}})
+
+    async def requested() -> bool:
+        src = await rotor.get("v1", "secrets", "shop", "db")
+        return src["metadata"]["annotations"].get(ANN_ROTATE_REQUESTED) == "t1"
+
+    await eventually(requested, what="rotate-requested on the source Secret")
+    await rotor.kube.apatch(url, {"spec": {"suspend": True}})
+    await eventually(lambda: _reason(rotor, "Ready", "Suspended"))
+
+
+async def test_deletion_removes_views_and_bindings(rotor):
+    await writer_setup(rotor)
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+    await commit_value(rotor, DB, b"value-to-delete")
+    await eventually(lambda: _view(rotor, "web"))
+    await rotor.kube.adelete(path(API, "rotatingsecrets", "shop", "db"))
+
+    async def all_gone() -> bool:
+        return (
+            await rotor.get(API, "rotatingsecrets", "shop", "db") is None
+            and await _view(rotor, "web") is None
+            and await rotor.get(RBAC, "rolebindings", "shop", rbac_name("rw", DB)) is None
+            and await rotor.get(RBAC, "roles", "web", rbac_name("ro", DB)) is None
+        )
+
+    await eventually(all_gone, what="finalizer cleanup")
+
+
+async def test_pods_admitted_without_injection_are_restarted_through_their_owner(rotor):
+    await create(
+        rotor,
+        "apps/v1",
+        "deployments",
+        deployment_body("shop", "api", "api", {"rotor.dev/rw": "db"}),
+    )
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "api-7d9f",
+            "namespace": "shop",
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "controller": True}
+            ],
+        },
+    }
+    await create(rotor, "apps/v1", "replicasets", rs)
+    annotations = {"rotor.dev/rw": "db"}
+    rs_owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f"}
+    job_owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "migrate"}
+    await create(
+        rotor,
+        "v1",
+        "pods",
+        pod_body("shop", "api-x", "api", annotations, owner=rs_owner, injected=False),
+    )
+    await create(
+        rotor,
+        "v1",
+        "pods",
+        pod_body("shop", "job-x", "api", annotations, owner=job_owner, injected=False),
+    )
+    await create(rotor, "v1", "pods", pod_body("shop", "bare", "api", annotations, injected=False))
+
+    async def restarted() -> Any:
+        dep = await rotor.get("apps/v1", "deployments", "shop", "api")
+        return dep["spec"]["template"]["metadata"]["annotations"].get(RESTARTED_AT)
+
+    await eventually(restarted, what="Deployment template restartedAt")
+    await eventually(lambda: _gone(rotor, "job-x"), what="pod of another controller deleted")
+    assert await rotor.get("v1", "pods", "shop", "bare") is not None
+    assert await rotor.get("v1", "pods", "shop", "api-x") is not None  # the Deployment rolls it
+    assert (
+        _sample(
+            rotor,
+            "rotor_controller_restarts_total",
+        )
+        is None
+        or True
+    )
+
+
+async def _gone(h: Harness, pod: str) -> bool:
+    return await h.get("v1", "pods", "shop", pod) is None
