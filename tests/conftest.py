@@ -18,7 +18,8 @@ def free_port() -> int:
 
 
 def require_tool(name: str, how: str) -> str:
-    """Path of an external program; skip with the install hint, but fail in CI (it must be there)."""
+    """Path of an external program; skip with the install hint, but fail in CI (it must be
+    there)."""
     path = shutil.which(name)
     if path:
         return path
