@@ -9,7 +9,15 @@ import pytest
 
 from rotor.settings.controller import ControllerSettings
 from rotor.settings.webhook import WebhookSettings
-from tests.chart.chartlib import COMBINATIONS, NAMESPACE, containers, env_of, find, render
+from tests.chart.chartlib import (
+    CANISTER_ID,
+    COMBINATIONS,
+    NAMESPACE,
+    containers,
+    env_of,
+    find,
+    render,
+)
 
 
 class Recorder(Mapping[str, str]):
@@ -117,3 +125,9 @@ def test_defaults_match_the_settings_defaults() -> None:
         namespace=NAMESPACE
     )
     assert WebhookSettings.from_env(envs["webhook"]) == WebhookSettings(own_namespace=NAMESPACE)
+    envs = process_envs(COMBINATIONS["canister"])
+    assert ControllerSettings.from_env(envs["controller"]) == ControllerSettings(
+        namespace=NAMESPACE,
+        acl_backend="canister",
+        canister_id=CANISTER_ID,
+    )
