@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+import requests.adapters
 
 from rotor.errors import (
     ConflictError,
@@ -49,6 +49,7 @@ from rotor.external import (
     StoreValues,
     kv_data,
     record_from_kv,
+    ssl_context,
     vault_error,
 )
 from rotor.layout import checksum
@@ -139,18 +140,24 @@ def login_from_spec(spec: VaultSpec, env: Mapping[str, str] | None = None) -> Lo
     )
 
 
-def ca_file(pem: str | None) -> str | bool:
-    """``verify`` for requests: a file holding the spec's CA bundle, or True (system CAs).
+class _CAAdapter(requests.adapters.HTTPAdapter):
+    """Trust exactly the spec's CA bundle, from memory (requests itself takes only a path)."""
 
-    requests only takes a path, so the PEM goes to a private temporary file (on the agent's
-    memory-backed emptyDir when TMPDIR points there; the root filesystem is read-only).
-    """
-    if not pem:
-        return True
-    fd, path = tempfile.mkstemp(prefix="rotor-vault-ca-", suffix=".pem")
-    with os.fdopen(fd, "w") as f:
-        f.write(pem)
-    return path
+    def __init__(self, ca_bundle: str) -> None:
+        self._ctx = ssl_context(ca_bundle)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._ctx
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(ca_bundle: str | None) -> requests.Session | None:
+    if not ca_bundle:
+        return None
+    session = requests.Session()
+    session.mount("https://", _CAAdapter(ca_bundle))
+    return session
 
 
 def map_exception(exc: Exception, *, action: str, path: str, capability: str) -> RotorError:
@@ -175,13 +182,13 @@ class VaultStore:
         mount: str,
         login: Login,
         *,
-        verify: str | bool = True,
+        ca_bundle: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.server = server.rstrip("/")
         self.mount = mount.strip("/")
         self.login_method = login
-        self._client = hvac.Client(url=self.server, verify=verify, timeout=timeout)
+        self._client = hvac.Client(url=self.server, timeout=timeout, session=_session(ca_bundle))
         self._logged_in = False
 
     def __repr__(self) -> str:
@@ -202,7 +209,7 @@ class VaultStore:
             spec.server,
             spec.mount,
             login_from_spec(spec, e),
-            verify=ca_file(spec.ca_bundle),
+            ca_bundle=spec.ca_bundle,
             timeout=timeout,
         )
 
@@ -232,7 +239,7 @@ class VaultStore:
                 err = map_exception(
                     exc, action=f"logging in as role {how.role!r} at", path=where, capability=""
                 )
-                if isinstance(err, PermanentError):
+                if isinstance(err, PermanentError) and isinstance(exc, hvac.exceptions.VaultError):
                     raise PermanentError(
                         f"Vault Kubernetes login at {where} as role {how.role!r} was refused; "
                         "check that the role exists and binds this pod's service account and "

@@ -23,8 +23,6 @@ shared in :func:`rotor.external.vault_error`.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +31,18 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+import requests.adapters
 
 from rotor.errors import NotFoundError, PermanentError, RotorError, UnavailableError
-from rotor.external import StoreCheck, StoreRecord, StoreValues, holds, record_from_kv, vault_error
+from rotor.external import (
+    StoreCheck,
+    StoreRecord,
+    StoreValues,
+    holds,
+    record_from_kv,
+    ssl_context,
+    vault_error,
+)
 from rotor.spec import VaultSpec
 
 DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
@@ -85,6 +92,26 @@ class Identity:
     role: str
 
 
+class _CAAdapter(requests.adapters.HTTPAdapter):
+    """Trust exactly the spec's CA bundle, from memory (requests itself takes only a path)."""
+
+    def __init__(self, ca_bundle: str) -> None:
+        self._ctx = ssl_context(ca_bundle)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._ctx
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(ca_bundle: str | None) -> requests.Session | None:
+    if not ca_bundle:
+        return None
+    session = requests.Session()
+    session.mount("https://", _CAAdapter(ca_bundle))
+    return session
+
+
 def _status(exc: hvac.exceptions.VaultError) -> int:
     return next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 0)
 
@@ -118,13 +145,13 @@ class VaultReader:
         mount: str,
         auth: Auth,
         *,
-        verify: str | bool = True,
+        ca_bundle: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.server = server.rstrip("/")
         self.mount = mount.strip("/")
         self.auth = auth
-        self._client = hvac.Client(url=self.server, verify=verify, timeout=timeout)
+        self._client = hvac.Client(url=self.server, timeout=timeout, session=_session(ca_bundle))
         self._logged_in = False
 
     def __repr__(self) -> str:
@@ -149,13 +176,7 @@ class VaultReader:
             ref = spec.auth.token_secret
             where = f"{ref.name}/{ref.key}" if ref else "auth.token.secretRef"
             raise AuthFailed(f"no token: the Secret key {where} is missing or empty")
-        verify: str | bool = True
-        if spec.ca_bundle:
-            # requests takes only a path for a CA bundle
-            fd, verify = tempfile.mkstemp(prefix="rotor-vault-ca-", suffix=".pem")
-            with os.fdopen(fd, "w") as f:
-                f.write(spec.ca_bundle)
-        return cls(spec.server, spec.mount, auth, verify=verify, timeout=timeout)
+        return cls(spec.server, spec.mount, auth, ca_bundle=spec.ca_bundle, timeout=timeout)
 
     def data_path(self, path: str) -> str:
         return f"{self.mount}/data/{path.strip('/')}"
@@ -175,7 +196,7 @@ class VaultReader:
                 ) from None
             try:
                 self._client.auth.kubernetes.login(auth.role, jwt, mount_point=auth.mount)
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            except hvac.exceptions.VaultError as exc:  # it answered (no answer propagates)
                 err = _map(exc, f"logging in as role {auth.role!r} at", where, "")
                 if isinstance(err, UnavailableError):
                     raise err from None
@@ -189,9 +210,9 @@ class VaultReader:
         self, action: str, api_path: str, capability: str, fn: Callable[[], T], retry: bool = True
     ) -> T:
         def call() -> T:
-            if not self._logged_in:
-                self._login_sync()
             try:
+                if not self._logged_in:
+                    self._login_sync()
                 return fn()
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
                 raise _map(exc, action, api_path, capability) from None
@@ -217,10 +238,19 @@ class VaultReader:
             info = self._mount_sync()
         except AuthFailed as exc:
             return StoreCheck(False, "AuthFailed", str(exc))
+        except requests.exceptions.SSLError:
+            return StoreCheck(
+                False,
+                "Unreachable",
+                f"{self.server}: its TLS certificate was not trusted; check spec.vault.caBundle "
+                "and the server name",
+            )
         except requests.exceptions.RequestException as exc:
             return StoreCheck(
                 False, "Unreachable", f"{self.server} did not answer ({type(exc).__name__})"
             )
+        except UnavailableError as exc:  # the Kubernetes login answered 5xx
+            return StoreCheck(False, "Unreachable", str(exc))
         except hvac.exceptions.VaultError as exc:
             status, detail = _status(exc), _detail(exc)
             if status in (401, 403) and "preflight" in detail:

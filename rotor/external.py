@@ -19,6 +19,7 @@ the data write was lost.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -67,8 +68,11 @@ class RotorMetadata:
     secret: str = ""  # ``namespace/name`` of the RotatingSecret
 
     def custom_metadata(self, store_version: int) -> dict[str, str]:
-        """KV v2 custom metadata (string to string) describing ``store_version``."""
-        return {
+        """KV v2 custom metadata (string to string) describing ``store_version``.
+
+        Vault refuses empty values, so an empty writer or secret is left out.
+        """
+        out = {
             META_ROTOR_VERSION: str(self.rotor_version),
             META_STORE_VERSION: str(store_version),
             META_ROTATED_AT: format_time(self.rotated_at),
@@ -76,6 +80,7 @@ class RotorMetadata:
             META_CHECKSUM: self.checksum,
             META_SECRET: self.secret,
         }
+        return {k: v for k, v in out.items() if v}
 
     @classmethod
     def parse(
@@ -240,6 +245,17 @@ def record_from_kv(
     return StoreValues(version, values, StoreRecord(version, digest, rotor, deleted))
 
 
+def ssl_context(ca_bundle: str) -> ssl.SSLContext:
+    """A client TLS context that trusts the ExternalStore's ``caBundle`` (PEM), built in memory
+    (the agent's root filesystem is read-only, so no temporary CA file)."""
+    try:
+        return ssl.create_default_context(cadata=ca_bundle)
+    except (ssl.SSLError, ValueError):
+        raise InvalidSpec(
+            "spec.vault.caBundle", "is not a readable PEM certificate bundle", "paste the CA PEM"
+        ) from None
+
+
 def vault_error(
     status: int | None, detail: str, *, action: str, path: str, capability: str
 ) -> RotorError:
@@ -249,6 +265,11 @@ def vault_error(
     grant there, so a permission error tells the operator exactly what to add.
     """
     detail = " ".join(detail.split())[:MAX_DETAIL]
+    if status is None and "SSLError" in detail:
+        return PermanentError(
+            f"{action} {path}: the store's TLS certificate was not trusted; "
+            "check spec.vault.caBundle and the server name"
+        )
     if status is None:
         return UnavailableError(f"{action} {path}: the store did not answer ({detail})")
     if status == 400 and "check-and-set" in detail:

