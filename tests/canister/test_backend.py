@@ -224,13 +224,21 @@ async def test_rejected_call(ic_server: IcServer, admin_identity: Any) -> None:
 
 
 # -- identity and settings ------------------------------------------------------------------------
-@pytest.mark.parametrize("curve", [ecdsa.SECP256k1, ecdsa.Ed25519], ids=["secp256k1", "ed25519"])
-def test_identity_from_pem(curve: Any) -> None:
-    key = ecdsa.SigningKey.generate(curve=curve)
-    pem = key.to_pem(format="pkcs8") if curve is ecdsa.Ed25519 else key.to_pem()
+EC_PARAMETERS = b"-----BEGIN EC PARAMETERS-----\nBgUrgQQACg==\n-----END EC PARAMETERS-----\n"
+
+
+@pytest.mark.parametrize("kind", ["dfx-secp256k1", "secp256k1", "ed25519"])
+def test_identity_from_pem(kind: str) -> None:
+    """`dfx identity export` writes secp256k1 with an EC PARAMETERS block (older: Ed25519)."""
+    if kind == "ed25519":
+        pem = ecdsa.SigningKey.generate(curve=ecdsa.Ed25519).to_pem(format="pkcs8")
+    else:
+        pem = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1).to_pem()
+        if kind == "dfx-secp256k1":
+            pem = EC_PARAMETERS + pem
     ident = load_identity(pem)
-    assert ident.sender().to_str() == load_identity(pem).sender().to_str()
-    assert len(ident.sender().bytes) == 29  # self-authenticating
+    assert ident.key_type == kind.removeprefix("dfx-")
+    assert len(ident.sender().bytes) == 29  # a self-authenticating principal
 
 
 def test_bad_pem_is_a_clear_error_without_the_key() -> None:
