@@ -320,6 +320,16 @@ def cas_version(state: SecretState, record: StoreRecord | None, path: str) -> in
     )
 
 
+def plan_store_write(state: SecretState, record: StoreRecord | None, path: str) -> int | None:
+    """Rotation step 3 for one store: None when it already holds the pending values (a retry
+    after a lost answer or a restart), else the check-and-set version to write with."""
+    if not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "prepare before writing a store")
+    if holds(record, checksum(state.pending)):
+        return None
+    return cas_version(state, record, path)
+
+
 def decide_recovery(state: SecretState, records: Mapping[str, StoreRecord | None]) -> Recovery:
     """A writer that starts and finds phase=pending: commit if every external store already
     holds the pending values, abort otherwise (``records``: one entry per store and path)."""

@@ -18,6 +18,7 @@ from rotor.external import (
     decide_recovery,
     holds,
     kv_data,
+    plan_store_write,
     record_from_kv,
     values_from_kv,
     vault_error,
@@ -160,3 +161,13 @@ def test_holds():
     assert not holds(StoreRecord(3, checksum({}), None, deleted=True), checksum({}))
     assert not holds(rec(OLD), checksum(NEW))
     assert not holds(None, checksum(NEW))
+
+
+def test_plan_store_write():
+    assert plan_store_write(pending(), None, "p") == 0
+    assert plan_store_write(pending(), rec(OLD, 3), "p") == 3
+    assert plan_store_write(pending(), rec(NEW, 4), "p") is None  # already there: no new version
+    with pytest.raises(ConflictError):
+        plan_store_write(pending(), rec(THEIRS, 5), "p")
+    with pytest.raises(ProtocolError):
+        plan_store_write(committed(), None, "p")
