@@ -416,10 +416,6 @@ def load_identity(pem: bytes, origin: str = IDENTITY_KEY) -> Identity:
         ) from None
 
 
-def principal_text(identity: Identity) -> str:
-    return str(identity.sender().to_str())
-
-
 # -- the transport --------------------------------------------------------------------------------
 class IcClient:
     """Signed queries and update calls to one canister over the IC HTTP interface (v2)."""
@@ -484,6 +480,7 @@ class IcClient:
         last = ""
         for attempt in range(self.attempts):
             if attempt:
+                log.info("%s: %s: %s; retrying", self.origin, endpoint, last)
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))  # noqa: S311
             try:
                 async with session.post(
@@ -586,7 +583,7 @@ class IcClient:
             raw = cbor2.loads(data)["certificate"]
         except Exception:  # cbor2 and a missing key
             raise CanisterAnswerError(f"{self.origin}: read_state: malformed answer") from None
-        cert = self._check(bytes(raw), None)
+        cert = self.check_certificate(bytes(raw), None)
         state = lookup(cert.tree, [*path, b"status"])
         if state in (None, b"received", b"processing"):
             return None
@@ -607,7 +604,7 @@ class IcClient:
             )
         raise PermanentError(f"{self.origin}: {method}: request status {state!r}")
 
-    def _check(self, certificate: bytes, certified_data: bytes | None) -> Certificate:
+    def check_certificate(self, certificate: bytes, certified_data: bytes | None) -> Certificate:
         try:
             return verify_certificate(
                 certificate,
@@ -740,7 +737,7 @@ class CanisterAclBackend:
                     f"{self.client.origin}: acl came without a certificate "
                     "(ROTOR_CANISTER_VERIFY=none skips the check)"
                 )
-            self.client._check(bytes(cert[0]), acl_hash(acl))
+            self.client.check_certificate(bytes(cert[0]), acl_hash(acl))
         return snap
 
     async def _update(self, method: str, arg: bytes) -> int:
@@ -782,7 +779,3 @@ class CanisterAclBackend:
 
     async def revoke(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         await self._update("revoke", triple_args(secret, principal, mode))
-
-    async def whoami(self) -> str:
-        """The principal the canister sees for this identity."""
-        return principal_text(self.client.identity)
