@@ -134,6 +134,9 @@ def test_combined_runs_both_in_the_controller_pod() -> None:
     svc = one(docs, "Service", "rotor-webhook")
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "controller"
     assert find(docs, "ServiceAccount", "rotor-webhook") == []
+    # the controller in this pod writes the certificate Secret: the volume cannot wait for it
+    (tls,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["optional"] is True
 
 
 def test_mutating_webhook_defaults() -> None:

@@ -124,10 +124,17 @@ seccompProfile:
     - {name: tmp, mountPath: /tmp}
 {{- end -}}
 
-{{/* The webhook's certificate volume (not optional: the pod starts once the Secret exists). */}}
+{{/*
+The webhook's certificate volume. In its own pod it is not optional: the pod starts once the
+Secret exists. In the combined pod it must be optional, since the controller in that same pod
+writes the Secret: the webhook container restarts until the kubelet has filled the volume.
+*/}}
 {{- define "rotor.tlsVolume" -}}
 - name: tls
   secret:
     secretName: {{ include "rotor.certSecret" . }}
     defaultMode: 0440
+    {{- if .Values.combined }}
+    optional: true
+    {{- end }}
 {{- end -}}
