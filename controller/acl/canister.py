@@ -106,9 +106,6 @@ ERROR = Types.Variant(
     }
 )
 RESULT = Types.Variant({"ok": Types.Nat64, "err": ERROR})
-MEMBERS = Types.Record(
-    {"admins": Types.Vec(Types.Principal), "operators": Types.Vec(Types.Principal)}
-)
 
 
 def candid_args(*args: tuple[Any, Any]) -> bytes:
