@@ -1,0 +1,375 @@
+"""The rotation engine: one :class:`SecretRotator` per secret, driven by an injected clock.
+
+Each step of a rotator reads the state from its :class:`~agent.store.SecretStore`, asks the pure
+functions of :mod:`agent.schedule` what to do, moves the state with the pure transitions of
+:mod:`rotor.layout`, writes it back with compare-and-swap, and then writes the files
+(:class:`~agent.files.AtomicWriter`). A rotation is::
+
+    generate -> prepare (store: phase=pending) -> apply hook (if any; non-2xx -> abort, back off)
+             -> commit (store: version+1, previous kept for `overlap`) -> files -> reload the app
+
+* Interval and jitter: the value is due at ``rotated_at + interval * (1 - jitter * draw)`` with
+  ``draw`` in [0, 1) fixed per version (:func:`agent.schedule.jitter_draw`).
+* Overlap: ``<file>.previous`` is written beside each file until ``previous_expires``; then the
+  state drops it (:func:`rotor.layout.expire_previous`) and the files are rewritten without it.
+* Rotate-now: :meth:`SecretRotator.request_rotation` (standalone: SIGUSR1 or ``POST /rotate``).
+* Recovery: a rotation found pending (the agent stopped in the middle) is finished or aborted
+  (:func:`agent.schedule.recovery`).
+* A conflict (someone else wrote the state first) is never overwritten: the step ends, the state
+  is re-read at the next step.
+
+The clock is a :class:`Clock`: tests pass a fake one and never sleep through an interval. The
+loop sleeps until the next thing to do (at most :data:`MAX_SLEEP`, so a wall-clock jump or a
+suspended laptop is noticed within a minute); it never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from agent.files import AtomicWriter, files_for
+from agent.generators import generate
+from agent.hooks import ApplyHook, Reloader
+from agent.metrics import AgentMetrics
+from agent.schedule import (
+    Reason,
+    backoff_delay,
+    jitter_draw,
+    needs_rotation,
+    next_rotation_at,
+    next_wakeup,
+    recovery,
+)
+from agent.store import SecretStore, Stored
+from rotor.errors import ConflictError
+from rotor.layout import SecretState, abort, checksum, commit, expire_previous, prepare
+from rotor.logs import register_secret
+from rotor.settings.agent import AgentSettings
+from rotor.spec import RotatingSecretSpec
+
+log = logging.getLogger("rotor.agent")
+
+MAX_SLEEP = 60.0
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Wall-clock time, Unix seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class SecretRotator:
+    """Keeps one secret's value fresh in its store and its folder."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: RotatingSecretSpec,
+        store: SecretStore,
+        files: AtomicWriter,
+        *,
+        settings: AgentSettings,
+        metrics: AgentMetrics,
+        clock: Clock,
+        writer_id: str,
+        apply_hook: ApplyHook | None = None,
+        reloader: Reloader | None = None,
+        generator: Callable[[RotatingSecretSpec], dict[str, bytes]] = generate,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.store = store
+        self.files = files
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.writer_id = writer_id
+        self.apply_hook = apply_hook
+        self.reloader = reloader
+        self.generator = generator
+        self.stored = Stored(SecretState())
+        self.failures = 0
+        self.retry_at: float | None = None
+        self._requested = False
+        self._wake: asyncio.Event | None = None
+        self._written: str | None = None  # digest of the files last written
+        self._written_version = 0
+        for result in ("success", "failure", "conflict", "aborted"):
+            metrics.rotations.labels(name, result)
+        metrics.apply_hook_failures.labels(name, "status")
+        metrics.ready.labels(name).set(0)
+
+    # -- what others ask -------------------------------------------------------------------------
+    @property
+    def state(self) -> SecretState:
+        return self.stored.state
+
+    @property
+    def ready(self) -> bool:
+        """True once the files of a committed value are in place."""
+        return self._written is not None and self.state.has_value
+
+    def request_rotation(self) -> None:
+        """Rotate at the next step, even when not due (and even while backing off)."""
+        self._requested = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def wakeup_at(self) -> float | None:
+        """When the next step has something to do (``None``: nothing scheduled)."""
+        state = self.state
+        due = next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)
+        if not state.has_value or state.phase == "pending" or self._written is None:
+            due = self.retry_at if self.retry_at is not None else self.clock.time()
+        elif due is not None and self.retry_at is not None:
+            due = max(due, self.retry_at)
+        return next_wakeup(due, state.previous_expires if state.previous else None)
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Step forever: at each wake-up time, and whenever a rotation is requested."""
+        self._wake = asyncio.Event()
+        while True:
+            if not self._requested:
+                at = self.wakeup_at()
+                delay = MAX_SLEEP if at is None else max(0.0, at - self.clock.time())
+                await self._sleep(min(delay, MAX_SLEEP))
+            await self.step()
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        self._wake.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (sleeper, waker):
+                t.cancel()
+
+    async def step(self) -> None:
+        """Recover, expire, rotate if needed, write files, update metrics: one pass."""
+        now = self.clock.time()
+        stored = await self.store.read()
+        try:
+            if stored.state.phase == "pending":
+                stored = await self._recover(stored, now)
+            expired = expire_previous(stored.state, now)
+            if expired is not stored.state:
+                stored = Stored(expired, await self.store.write(expired, stored.token))
+                log.info("previous value dropped secret=%s version=%d", self.name, expired.version)
+            requested, self._requested = self._requested, False
+            reason = needs_rotation(
+                stored.state,
+                self.spec,
+                now,
+                jitter_draw(stored.state),
+                self.settings.jitter,
+                requested=requested,
+            )
+            backing_off = self.retry_at is not None and now < self.retry_at
+            if reason is not None and (reason == "requested" or not backing_off):
+                stored = await self._rotate(stored, reason, now)
+        except ConflictError as e:
+            self.metrics.rotations.labels(self.name, "conflict").inc()
+            log.warning("state conflict secret=%s: %s; re-reading", self.name, e)
+            self.stored = await self.store.read()
+            self._failed(now)
+        else:
+            self.stored = stored
+        self._sync_files()
+        self._update_metrics()
+
+    # -- the parts of a step ---------------------------------------------------------------------
+    def _failed(self, now: float) -> None:
+        self.failures += 1
+        self.retry_at = now + backoff_delay(
+            self.failures, self.settings.backoff_base, self.settings.backoff_max
+        )
+
+    async def _generate(self) -> dict[str, bytes]:
+        if any(k.generator.is_key_pair for k in self.spec.keys):
+            values = await asyncio.to_thread(self.generator, self.spec)  # RSA takes a while
+        else:
+            values = self.generator(self.spec)
+        for value in values.values():
+            register_secret(value)
+        return values
+
+    async def _apply(self, state: SecretState) -> bool:
+        """Call the apply hook for ``state.pending``; count and log a failure."""
+        if self.apply_hook is None:
+            return True
+        result = await self.apply_hook.apply(
+            self.name, state.version + 1, state.pending, state.current
+        )
+        if not result.ok:
+            reason = "status" if result.reason.startswith("status:") else result.reason
+            self.metrics.apply_hook_failures.labels(self.name, reason).inc()
+            log.warning(
+                "apply hook failed secret=%s version=%d answer=%s",
+                self.name,
+                state.version + 1,
+                result.reason,
+            )
+        return result.ok
+
+    async def _abort(self, stored: Stored, now: float, why: str) -> Stored:
+        aborted = abort(stored.state)
+        token = await self.store.write(aborted, stored.token)
+        self.metrics.rotations.labels(self.name, "aborted").inc()
+        self._failed(now)
+        log.warning(
+            "rotation aborted secret=%s version=%d reason=%s retry_in=%.0fs",
+            self.name,
+            aborted.version + 1,
+            why,
+            (self.retry_at or now) - now,
+        )
+        return Stored(aborted, token)
+
+    async def _commit(self, stored: Stored, reason: str) -> Stored:
+        committed = commit(stored.state, self.clock.time(), self.spec.rotation.overlap)
+        token = await self.store.write(committed, stored.token)
+        self.failures, self.retry_at = 0, None
+        log.info("rotated secret=%s version=%d reason=%s", self.name, committed.version, reason)
+        return Stored(committed, token)
+
+    async def _recover(self, stored: Stored, now: float) -> Stored:
+        action = recovery(stored.state, self.spec, self.apply_hook is not None)
+        log.info(
+            "pending rotation found secret=%s version=%d action=%s",
+            self.name,
+            stored.state.version + 1,
+            action,
+        )
+        for value in stored.state.pending.values():
+            register_secret(value)
+        if action == "abort" or (action == "apply" and not await self._apply(stored.state)):
+            return await self._abort(stored, now, "recovery")
+        stored = await self._commit(stored, "recovered")
+        self.metrics.rotations.labels(self.name, "success").inc()
+        return stored
+
+    async def _rotate(self, stored: Stored, reason: Reason, now: float) -> Stored:
+        started = time.perf_counter()
+        try:
+            values = await self._generate()
+        except Exception:
+            self.metrics.rotations.labels(self.name, "failure").inc()
+            self._failed(now)
+            log.exception("generating new values failed secret=%s", self.name)
+            return stored
+        prepared = prepare(stored.state, values, now, self.writer_id)
+        stored = Stored(prepared, await self.store.write(prepared, stored.token))
+        if not await self._apply(prepared):
+            return await self._abort(stored, now, "apply-hook")
+        stored = await self._commit(stored, reason)
+        self.stored = stored
+        self._sync_files()
+        self.metrics.rotations.labels(self.name, "success").inc()
+        self.metrics.rotation_duration.labels(self.name).observe(time.perf_counter() - started)
+        return stored
+
+    def _sync_files(self) -> None:
+        """Write the files when they differ from what was last written (and reload the app)."""
+        state = self.state
+        if not state.has_value:
+            return
+        files = files_for(state)
+        digest = checksum(files)
+        if digest == self._written:
+            return
+        try:
+            self.files.write(files)
+        except OSError as e:
+            log.error("cannot write files secret=%s folder=%s: %s", self.name, self.files.target, e)
+            self._failed(self.clock.time())
+            return
+        first = self._written is None
+        self._written = digest
+        if state.version != self._written_version:
+            self._written_version = state.version
+            if not first:
+                self._notify(state.version, sorted(files))
+
+    def _notify(self, version: int, files: list[str]) -> None:
+        if self.reloader is None or self.reloader.method == "none":
+            return
+        reloader = self.reloader
+
+        async def notify() -> None:
+            ok = await reloader.notify(self.name, version, files)
+            result = "success" if ok else "failure"
+            self.metrics.reloads.labels(self.name, reloader.method, result).inc()
+            log.info("reload secret=%s version=%d result=%s", self.name, version, result)
+
+        task = asyncio.ensure_future(notify())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def _update_metrics(self) -> None:
+        state, m, n = self.state, self.metrics, self.name
+        m.version.labels(n).set(state.version)
+        m.last_rotation.labels(n).set(state.rotated_at or 0)
+        due = next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)
+        m.next_rotation.labels(n).set(due or 0)
+        m.previous_expiry.labels(n).set((state.previous_expires or 0) if state.previous else 0)
+        m.ready.labels(n).set(1 if self.ready else 0)
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+async def drain_notifications() -> None:
+    """Wait for reload notifications in flight (tests, shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
+class Agent:
+    """The rotators of one agent process."""
+
+    def __init__(self, rotators: Iterable[SecretRotator]) -> None:
+        self.rotators = {r.name: r for r in rotators}
+
+    async def start(self) -> None:
+        """One step of each rotator: after it, every secret that can have files has them."""
+        for r in self.rotators.values():
+            await r.step()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(r.run() for r in self.rotators.values()))
+
+    def readiness(self) -> dict[str, bool]:
+        return {name: r.ready for name, r in self.rotators.items()}
+
+    def request_rotation(self, name: str | None = None) -> list[str]:
+        """Ask one secret (or all) to rotate now; raises KeyError for an unknown name."""
+        names = [name] if name is not None else list(self.rotators)
+        targets = [self.rotators[n] for n in names]
+        for r in targets:
+            r.request_rotation()
+        return names
+
+    async def close(self) -> None:
+        await drain_notifications()
+        for r in self.rotators.values():
+            if r.apply_hook is not None:
+                await r.apply_hook.close()
+            if r.reloader is not None:
+                await r.reloader.close()

@@ -1,0 +1,171 @@
+"""Talking to the app: the apply hook (before a commit) and the reload notification (after).
+
+Apply hook (``rotor.dev/apply-hook``, ``--apply-hook``): the agent POSTs the pending values as
+JSON to a loopback URL and commits only on a 2xx answer::
+
+    {"secret": "shop/db-password", "version": 13,
+     "values": {"password": "<new value>"}, "current": {"password": "<value in use>"}}
+
+Any other answer, a timeout (``ROTOR_HOOK_TIMEOUT``, default 10 s) or a connection error aborts
+the rotation; the engine backs off exponentially and counts the failure. The hook must be
+idempotent: after a restart in the middle of a rotation the same values are posted again.
+
+Reload (``rotor.dev/reload``, ``--reload``):
+
+* ``signal:HUP`` (or USR1, ...): sent to the app's process, found by ``pid`` or by process name
+  (``/proc/<pid>/comm`` or the base name of ``argv[0]``), never to the agent itself. In a pod this
+  needs ``shareProcessNamespace``, which the webhook sets.
+* ``http://127.0.0.1:PORT/PATH``: a POST with ``{"secret": ..., "version": N, "files": [...]}``
+  (names only, no value); 2xx is success.
+* ``none``: the app watches its files.
+
+aiohttp is imported only when a hook or an HTTP reload is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rotor.annotations import Reload
+
+if TYPE_CHECKING:
+    import aiohttp
+
+log = logging.getLogger("rotor.agent.hooks")
+
+
+class _Http:
+    """One lazily created aiohttp client session shared by the hooks of an agent."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: Mapping[str, Any]) -> int:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        async with self._session.post(url, json=body, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@dataclass(frozen=True)
+class HookResult:
+    ok: bool
+    reason: str  # "2xx" status text like "200", or "timeout", "connection", "status:500"
+
+
+class ApplyHook:
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self._http = _Http(timeout)
+
+    async def apply(
+        self,
+        secret: str,
+        version: int,
+        values: Mapping[str, bytes],
+        current: Mapping[str, bytes],
+    ) -> HookResult:
+        body = {
+            "secret": secret,
+            "version": version,
+            "values": {k: v.decode() for k, v in values.items()},
+            "current": {k: v.decode() for k, v in current.items()},
+        }
+        import aiohttp
+
+        try:
+            status = await self._http.post(self.url, body)
+        except TimeoutError:
+            return HookResult(False, "timeout")
+        except aiohttp.ClientError:
+            return HookResult(False, "connection")
+        if 200 <= status < 300:
+            return HookResult(True, str(status))
+        return HookResult(False, f"status:{status}")
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def find_processes(name: str, proc: Path = Path("/proc"), exclude: int | None = None) -> list[int]:
+    """Pids whose ``comm`` or ``argv[0]`` base name is ``name`` (not ``exclude``)."""
+    exclude = os.getpid() if exclude is None else exclude
+    out: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == exclude:
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:
+            continue
+        if name in (comm, os.path.basename(argv0)):
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+class Reloader:
+    """Tells the app that new files are in place."""
+
+    def __init__(
+        self,
+        reload: Reload,
+        *,
+        process: str = "",
+        pid: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.reload = reload
+        self.process = process
+        self.pid = pid
+        self._http = _Http(timeout)
+
+    @property
+    def method(self) -> str:
+        return self.reload.kind
+
+    async def notify(self, secret: str, version: int, files: list[str]) -> bool:
+        if self.reload.kind == "none":
+            return True
+        if self.reload.kind == "signal":
+            pids = [self.pid] if self.pid is not None else find_processes(self.process)
+            if not pids:
+                log.warning("reload secret=%s: no process named %r", secret, self.process)
+                return False
+            ok = True
+            for pid in pids:
+                try:
+                    os.kill(pid, self.reload.signum)
+                except OSError as e:
+                    log.warning("reload secret=%s: signal to pid %d failed: %s", secret, pid, e)
+                    ok = False
+            return ok
+        import aiohttp
+
+        try:
+            status = await self._http.post(
+                self.reload.url, {"secret": secret, "version": version, "files": files}
+            )
+        except (TimeoutError, aiohttp.ClientError) as e:
+            log.warning("reload secret=%s: POST failed: %s", secret, type(e).__name__)
+            return False
+        if not 200 <= status < 300:
+            log.warning("reload secret=%s: POST answered %d", secret, status)
+        return 200 <= status < 300
+
+    async def close(self) -> None:
+        await self._http.close()
