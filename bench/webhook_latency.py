@@ -1,6 +1,6 @@
 """Admission latency and throughput of rotor-webhook, side by side with a kopf peer, in one run.
 
-    python bench/webhook_latency.py [--seconds 5] [--markdown]
+    python bench/webhook_latency.py [--seconds 5] [--rounds 3]
 
 Each server runs in a subprocess pinned to one CPU (os.sched_setaffinity); the load client runs
 in another process pinned to a different CPU, keeps one HTTPS keep-alive connection per
@@ -151,7 +151,9 @@ def serve_floor(port: int, cert: str, key: str) -> None:
     """A bare aiohttp TLS server that reads the body and returns a fixed answer: the floor."""
     from aiohttp import web
 
-    answer = json.dumps({"response": {"allowed": True, "patch": ""}}).encode()
+    answer = json.dumps(
+        {"response": {"allowed": True, "patch": "x" * int(os.environ.get("FLOOR_BYTES", "0"))}}
+    ).encode()
 
     async def handler(request: web.Request) -> web.Response:
         await request.read()
@@ -184,6 +186,7 @@ async def _worker(
     until: float,
     warm_until: float,
     out: list[float],
+    total: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     try:
@@ -200,6 +203,7 @@ async def _worker(
             done = time.perf_counter()
             if b'"patch"' not in body:
                 raise RuntimeError("the answer carries no patch: " + body[:200].decode())
+            total.append(1)
             if now >= warm_until:
                 out.append(done - now)
     finally:
@@ -214,13 +218,15 @@ def run_client(port: int, path: str, cafile: str, concurrency: int, seconds: flo
     ).encode() + body
     ctx = ssl.create_default_context(cafile=cafile)
 
+    total: list[int] = []
+
     async def main() -> list[float]:
         out: list[float] = []
         start = time.perf_counter()
         warm = start + min(1.0, seconds / 4)
         until = warm + seconds
         await asyncio.gather(
-            *(_worker(port, ctx, request, until, warm, out) for _ in range(concurrency))
+            *(_worker(port, ctx, request, until, warm, out, total) for _ in range(concurrency))
         )
         return out
 
@@ -231,6 +237,7 @@ def run_client(port: int, path: str, cafile: str, concurrency: int, seconds: flo
         json.dumps(
             {
                 "requests": len(latencies),
+                "total": len(total),
                 "rps": len(latencies) / seconds,
                 "p50_ms": q[49] * 1000,
                 "p99_ms": q[98] * 1000,
@@ -252,6 +259,12 @@ def _pin_from_env() -> None:
         os.sched_setaffinity(0, {int(cpu)})
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = cpus[0], cpus[-1]
@@ -270,6 +283,7 @@ def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> di
         path = "/rotor" if server == "kopf" else "/mutate"
         results: dict[str, Any] = {"server": server, "server_cpu": server_cpu}
         for concurrency in (8, 64):
+            cpu_before = _cpu_seconds(proc.pid)
             out = subprocess.run(
                 [
                     sys.executable,
@@ -286,11 +300,23 @@ def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> di
                 env=_pinned(client_cpu),
                 check=True,
             )
-            results[concurrency] = json.loads(out.stdout)
+            point = json.loads(out.stdout)
+            point["cpu_us"] = (_cpu_seconds(proc.pid) - cpu_before) / point["total"] * 1e6
+            results[concurrency] = point
         return results
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"server_cpu": runs[0]["server_cpu"]}
+    for conc in (8, 64):
+        out[conc] = {
+            f: statistics.median(r[conc][f] for r in runs)
+            for f in ("rps", "p50_ms", "p99_ms", "cpu_us")
+        }
+    return out
 
 
 def main() -> int:
@@ -306,7 +332,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per point")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         print("note: one CPU only; server and client share it", file=sys.stderr)
@@ -320,9 +346,17 @@ def main() -> int:
         leaf.cert_chain_pems[0].write_to_path(cert)
         leaf.private_key_pem.write_to_path(key)
         ca.cert_pem.write_to_path(cafile)
-        rotor = measure("rotor", cert, key, cafile, args.seconds)
-        kopf = measure("kopf", cert, key, cafile, args.seconds)
-        floor = measure("floor", cert, key, cafile, args.seconds)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
+        for _ in range(args.rounds):  # interleaved, so background load hits all three alike
+            for name in SERVERS:
+                runs[name].append(measure(name, cert, key, cafile, args.seconds))
+    rotor, kopf, floor = (_median(runs[name]) for name in ("rotor", "kopf", "floor"))
+    load = os.getloadavg()[0]
+    print(
+        f"{args.rounds} rounds of {args.seconds:g} s per point, medians; server pinned to CPU "
+        f"{rotor['server_cpu']}, client to another; load average {load:.2f} "
+        f"on {os.cpu_count()} CPUs\n"
+    )
 
     rows = [
         ("p50 at 8 concurrent (ms)", "p50_ms", 8),
@@ -331,12 +365,13 @@ def main() -> int:
         ("p50 at 64 concurrent (ms)", "p50_ms", 64),
         ("p99 at 64 concurrent (ms)", "p99_ms", 64),
         ("requests/s at 64 concurrent", "rps", 64),
+        ("server CPU per request at 64 (µs)", "cpu_us", 64),
     ]
     print("| measure | rotor-webhook | kopf peer | rotor vs kopf | bare aiohttp+TLS (floor) |")
     print("|---|---:|---:|---:|---:|")
     for label, field, conc in rows:
         r, k, f = rotor[conc][field], kopf[conc][field], floor[conc][field]
-        ratio = r / k if field == "rps" else k / r
+        ratio = r / k if field == "rps" else k / r  # >1: rotor is better
         print(f"| {label} | {r:.2f} | {k:.2f} | {ratio:.1f}x | {f:.2f} |")
     ok_latency = rotor[8]["p50_ms"] <= TARGET_P50_MS and rotor[8]["p99_ms"] <= TARGET_P99_MS
     ok_ratio = all(rotor[c]["rps"] >= TARGET_RATIO * kopf[c]["rps"] for c in (8, 64))
