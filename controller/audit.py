@@ -12,6 +12,9 @@ the operation, the new version number and the author's display name are kept):
   sends newline-delimited JSON. The device speaks neither TLS nor any authentication, so the
   receiver accepts connections only from ``ROTOR_AUDIT_ALLOWED_SOURCES`` (addresses or networks,
   default loopback; set Vault's pod network) and a NetworkPolicy should allow only Vault's pods.
+* **file tail** (off by default, ``ROTOR_AUDIT_TAIL_FILE``): the receiver runs as a sidecar of
+  Vault and follows a ``file`` audit device's log on a shared volume. Unlike the socket device,
+  a file device never fails, so Vault does not depend on the receiver to unseal.
 * **HTTP ingest** (off by default): ``POST /v1/audit`` from a forwarder (e.g. fluent-bit tailing
   a ``file`` device) with ``Authorization: Bearer <token>``; the body is NDJSON, a JSON array,
   or one object (a record whose ``log`` field holds the entry as a string is unwrapped).
@@ -401,6 +404,45 @@ class Receiver:
             writer.close()
 
 
+class FileTail:
+    """Follow a ``file`` audit device's log (Vault writes it; a shared volume when the receiver
+    runs as a sidecar of Vault): new lines only, across rotation (a new inode) and truncation.
+
+    Hand-written: a polled stat and read are all it takes, and a library for it would be a
+    dependency of its own (watchfiles wakes on changes but still needs this bookkeeping).
+    """
+
+    def __init__(self, path: str, max_line: int, from_start: bool = False) -> None:
+        self.path = Path(path)
+        self.max_line = max_line
+        self.inode: int | None = None
+        self.pos = 0
+        self.buf = b""
+        self.from_start = from_start
+
+    def read_lines(self) -> list[bytes]:
+        """The complete lines written since the last call (blocking; run it in a thread)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self.from_start = True  # when it appears, all of it is news
+            return []
+        if self.inode is None:  # first look: start at the end, old entries are not news
+            self.inode, self.pos = st.st_ino, (0 if self.from_start else st.st_size)
+        elif st.st_ino != self.inode or st.st_size < self.pos:  # rotated or truncated
+            self.inode, self.pos, self.buf = st.st_ino, 0, b""
+        if st.st_size <= self.pos:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            data = f.read(max(st.st_size - self.pos, 0))
+        self.pos += len(data)
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        if len(self.buf) > self.max_line:  # an unterminated giant: drop it
+            self.buf = b""
+        return [line for line in lines if line.strip()]
+
+
 def _token(path: str) -> str:
     if not path:
         return ""
@@ -533,6 +575,24 @@ def make_events_app(receiver: Receiver, *, serve_socket: bool = False) -> web.Ap
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def file_tailer(app: web.Application) -> AsyncIterator[None]:
+        r = app[RECEIVER]
+        follower = FileTail(r.settings.tail_file, r.settings.max_line)
+
+        async def follow() -> None:
+            while True:
+                for line in await asyncio.to_thread(follower.read_lines):
+                    r.accept(parse_line(line))
+                await asyncio.sleep(r.settings.tail_poll)
+
+        await asyncio.to_thread(follower.read_lines)  # note where the file ends now
+        task = asyncio.create_task(follow())
+        log.info("audit file: following %s", r.settings.tail_file)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app = web.Application()
     app[RECEIVER] = receiver
     app.router.add_get("/events", events)
@@ -542,6 +602,8 @@ def make_events_app(receiver: Receiver, *, serve_socket: bool = False) -> web.Ap
         app.cleanup_ctx.append(config_poller)
         if receiver.settings.socket_port:
             app.cleanup_ctx.append(socket_listener)
+        if receiver.settings.tail_file:
+            app.cleanup_ctx.append(file_tailer)
     return app
 
 

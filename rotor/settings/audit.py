@@ -19,6 +19,7 @@ DEFAULT_MAX_LINE = 1024 * 1024
 DEFAULT_MAX_PATHS = 10_000
 DEFAULT_CONFIG_POLL = 2.0
 DEFAULT_MAX_WAIT = 60.0
+DEFAULT_TAIL_POLL = 0.2
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,6 +54,8 @@ class AuditSettings:
     max_line: int = DEFAULT_MAX_LINE
     max_paths: int = DEFAULT_MAX_PATHS
     max_wait: float = DEFAULT_MAX_WAIT
+    tail_file: str = ""  # a `file` audit device's log on a shared volume (sidecar of Vault)
+    tail_poll: float = DEFAULT_TAIL_POLL
     log_level: str = "INFO"
 
     @classmethod
@@ -77,6 +80,8 @@ class AuditSettings:
             max_line=env_int(e, "ROTOR_AUDIT_MAX_LINE", d.max_line, 1024, 64 * 1024 * 1024),
             max_paths=env_int(e, "ROTOR_AUDIT_MAX_PATHS", d.max_paths, 1, 10_000_000),
             max_wait=env_duration(e, "ROTOR_AUDIT_MAX_WAIT", d.max_wait),
+            tail_file=env_str(e, "ROTOR_AUDIT_TAIL_FILE", ""),
+            tail_poll=env_duration(e, "ROTOR_AUDIT_TAIL_POLL", d.tail_poll),
             log_level=env_str(e, "ROTOR_LOG_LEVEL", d.log_level).upper(),
         )
         if settings.ingest_port and not settings.ingest_token_file:

@@ -22,6 +22,7 @@ from controller.audit import (
     AuditConfig,
     AuditEvent,
     EventQueue,
+    FileTail,
     Receiver,
     classify,
     fetch_events,
@@ -392,3 +393,61 @@ def test_main_refuses_bad_settings(monkeypatch, capsys):
     monkeypatch.delenv("ROTOR_AUDIT_INGEST_TOKEN_FILE", raising=False)
     assert main([]) == 2
     assert "ROTOR_AUDIT_INGEST_TOKEN_FILE" in capsys.readouterr().out
+
+
+def test_file_tail_follows_new_lines_rotation_and_truncation(tmp_path):
+    log = tmp_path / "audit.log"
+    log.write_bytes(b'{"old": 1}\n')
+    tail = FileTail(str(log), 1024)
+    assert tail.read_lines() == []  # existing entries are not news
+    with log.open("ab") as f:
+        f.write(b'{"a": 1}\n{"b": 2}\n{"c":')
+    assert tail.read_lines() == [b'{"a": 1}', b'{"b": 2}']
+    with log.open("ab") as f:
+        f.write(b" 3}\n")
+    assert tail.read_lines() == [b'{"c": 3}']
+    log.rename(tmp_path / "audit.log.1")  # rotated: a new file appears
+    log.write_bytes(b'{"d": 4}\n')
+    assert tail.read_lines() == [b'{"d": 4}']
+    log.write_bytes(b"")  # truncated, then written again
+    assert tail.read_lines() == []
+    log.write_bytes(b'{"e": 5}\n')
+    assert tail.read_lines() == [b'{"e": 5}']
+
+
+def test_file_tail_reads_a_file_that_appears_later_from_its_start(tmp_path):
+    log = tmp_path / "audit.log"
+    tail = FileTail(str(log), 1024)
+    assert tail.read_lines() == []
+    log.write_bytes(b'{"a": 1}\n')
+    assert tail.read_lines() == [b'{"a": 1}']
+
+
+async def test_openbao_file_audit_device_followed_by_a_sidecar(tmp_path):
+    events = free_port()
+    audit_log = tmp_path / "audit" / "audit.log"
+    audit_log.parent.mkdir()
+    r = make_receiver(
+        tmp_path,
+        AuditConfig(paths=frozenset({"secret/shop/file-db"})),
+        tail_file=str(audit_log),
+        tail_poll=0.05,
+    )
+    runner = aiohttp.web.AppRunner(make_events_app(r, serve_socket=True))
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", events).start()
+    hcl = f'audit "file" "rotor" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+    bao = await asyncio.to_thread(start_bao, tmp_path, hcl)
+    url = f"http://127.0.0.1:{events}"
+    try:
+        kv = hvac.Client(url=bao.url, token=bao.token).secrets.kv.v2
+        async with aiohttp.ClientSession() as session:
+            start = await fetch_events(session, url, 0, wait=0)
+            await asyncio.to_thread(kv.create_or_update_secret, "shop/file-db", {"p": "1"})
+            page = await wait_for_event(
+                session, url, start.last, start.epoch, "secret/shop/file-db"
+            )
+            assert [(e.path, e.store_version) for e in page.events] == [("secret/shop/file-db", 1)]
+    finally:
+        await asyncio.to_thread(bao.stop)
+        await runner.cleanup()
