@@ -300,7 +300,7 @@ class Receiver:
     queue: EventQueue
     metrics: AuditMetrics
     config: AuditConfig = field(default_factory=AuditConfig)
-    config_stamp: tuple[float, int] | None = None
+    config_stamp: tuple[int, int, int] | None = None
     config_error: str = ""
 
     @classmethod
@@ -325,7 +325,7 @@ class Receiver:
                 log.warning("audit config %s is missing: no path is referenced yet", path)
             self.config_error = "missing"
             return False
-        stamp = (st.st_mtime, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self.config_stamp:
             return False
         self.config_stamp = stamp
