@@ -24,7 +24,7 @@ from rotor.errors import ConflictError
 from rotor.layout import SecretState, prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
-from tests.agent.fakes import AppServer, FakeClock, app_server
+from tests.agent.fakes import FakeClock, app_server
 from tests.conftest import free_port
 
 SPEC = RotatingSecretSpec.from_dict(
