@@ -1,0 +1,114 @@
+"""A real Prometheus scrapes a running agent; promtool checks the scrape text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port, require_tool
+
+HOW = "apt-get install -y --no-install-recommends prometheus"
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return str(r.read().decode())
+
+
+def wait_for(check: object, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()  # type: ignore[operator]
+        except OSError:
+            last = None
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"not met in {timeout}s (last: {last!r})")
+
+
+def test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text(tmp_path: Path) -> None:
+    prometheus = require_tool("prometheus", HOW)
+    promtool = require_tool("promtool", HOW)
+    agent_port, prom_port = free_port(), free_port()
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "standalone",
+            "--demo",
+            "--dir",
+            "out",
+            "--metrics-port",
+            str(agent_port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "rotor-agent",
+                        "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    prom = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        text = str(wait_for(lambda: get(f"http://127.0.0.1:{agent_port}/metrics")))
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+        api = f"http://127.0.0.1:{prom_port}/api/v1/query?query=rotor_agent_secret_version"
+
+        def scraped() -> list[dict[str, object]]:
+            body = json.loads(get(api))
+            assert body["status"] == "success"
+            return list(body["data"]["result"])
+
+        result = wait_for(scraped)
+        assert isinstance(result, list)
+        (series,) = result
+        assert series["metric"]["secret"] == "demo"
+        assert series["metric"]["job"] == "rotor-agent"
+        assert float(series["value"][1]) >= 1
+        up = json.loads(get(f"http://127.0.0.1:{prom_port}/api/v1/query?query=up"))
+        assert up["data"]["result"][0]["value"][1] == "1"
+    finally:
+        for p in (prom, agent):
+            p.terminate()
+        for p in (prom, agent):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert agent.returncode == 0
+    assert os.path.exists(tmp_path / "out" / "demo" / "password")
