@@ -6,7 +6,8 @@
 //   node scripts/moc.mjs candid                 print the Candid interface of src/Main.mo
 //   node scripts/moc.mjs stable                 print the stable signature of src/Main.mo
 //   node scripts/moc.mjs compatible OLD NEW     check that NEW.most can upgrade OLD.most
-//   node scripts/moc.mjs run FILE               run FILE (e.g. test/AclTest.mo) in the interpreter
+//   node scripts/moc.mjs run [--fake-certified-data] FILE
+//                                               run FILE (e.g. test/AclTest.mo) in the interpreter
 //                                               (a FILE elsewhere runs as test/<its name>)
 //
 // Paths are relative to the canister folder. Warnings are errors (-Werror) for src/.
@@ -18,7 +19,8 @@ import { fileURLToPath } from 'node:url';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(path.join(ROOT, 'package.json'));
 const mo = require('motoko');
-mo.loadPackage(require('motoko/packages/latest/core.json'));
+const core = require('motoko/packages/latest/core.json');
+mo.loadPackage(core);
 
 const MAIN = 'src/Main.mo';
 
@@ -81,7 +83,14 @@ switch (cmd) {
     break;
   }
   case 'run': {
-    if (args.length !== 1) fail('usage: moc.mjs run FILE');
+    // --fake-certified-data: the interpreter has no certified data; test/fake/CertifiedData.mo
+    // (prints what is certified) replaces mo:core/CertifiedData so the actor itself can run.
+    if (args[0] === '--fake-certified-data') {
+      args.shift();
+      const fake = fs.readFileSync(path.join(ROOT, 'test/fake/CertifiedData.mo'), 'utf8');
+      mo.write(`.node-motoko/core/${core.version}/CertifiedData.mo`, fake);
+    }
+    if (args.length !== 1) fail('usage: moc.mjs run [--fake-certified-data] FILE');
     mo.setRunStepLimit(1e9);
     // A file outside the canister folder (e.g. a test's temporary file) runs as test/<name>, so
     // its imports of "../src/..." resolve.
@@ -100,5 +109,5 @@ switch (cmd) {
     break;
   }
   default:
-    fail('usage: moc.mjs build [OUTDIR] | candid | stable | compatible OLD NEW | run FILE');
+    fail('usage: moc.mjs build [OUTDIR] | candid | stable | compatible OLD NEW | run [--fake-certified-data] FILE');
 }

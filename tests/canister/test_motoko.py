@@ -102,3 +102,23 @@ def test_certified_hash_is_the_same_in_motoko_and_python(
     }
     (motoko,) = re.findall(r"^HASH ([0-9a-f]{64})$", interpreter_run.stdout, re.M)
     assert acl_hash(acl).hex() == motoko
+
+
+def test_actor_shell_in_the_interpreter(moc: Moc) -> None:
+    """src/Main.mo itself, with a stand-in for CertifiedData that prints what is certified: the
+    installer is the first admin, and the certified data follows every successful update."""
+    from controller.acl.canister import acl_hash
+
+    run = moc("run", "--fake-certified-data", "test/ActorTest.mo")
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"^PASS (\w+)$", run.stdout, re.M) == [
+        "installer_is_first_admin",
+        "shell_methods",
+    ]
+    certified = re.findall(r"^CERTIFIED ([0-9a-f]{64})$", run.stdout, re.M)
+    (expected,) = re.findall(r"^EXPECT ([0-9a-f]{64})$", run.stdout, re.M)
+    empty = {"version": 0, "secrets": [], "grants": [], "requests": []}
+    # on install, then after each of the 3 successful updates; none after the 2 refused ones
+    assert len(certified) == 4
+    assert certified[0] == acl_hash(empty).hex()
+    assert certified[-1] == expected
