@@ -433,11 +433,11 @@ class IcClient:
     ) -> None:
         try:
             self.canister = IcPrincipal.from_str(canister_id)
-        except Exception:  # ic-py raises bare Exceptions on a bad checksum
+        except Exception:  # ic-py raises a TypeError (it raises a str) on a bad checksum
             raise InvalidSpec(
-                "canister id",
-                f"{canister_id!r} is not a principal",
-                "use e.g. rrkah-fqaaa-aaaaa-aaaaq-cai",
+                "ROTOR_CANISTER_ID",
+                f"{canister_id!r} is not a canister id",
+                "copy it from `dfx canister id rotor_acl`, e.g. rrkah-fqaaa-aaaaa-aaaaq-cai",
             ) from None
         if verify == "strict" and not bls_available():
             raise InvalidSpec(

@@ -281,9 +281,10 @@ def test_make_backend_builds_the_canister_backend(ic_server: IcServer) -> None:
         (FakeCoreV1({}), {}, "has no key identity.pem"),
         (FakeCoreV1({"identity.pem": "bm90IGEga2V5"}), {}, "is not a PEM private key"),
         (None, {"canister_id": ""}, "ROTOR_CANISTER_ID: is not set"),
+        (None, {"canister_id": "rrkah-fqaaa-aaaaa-aaaaq-caa"}, "is not a canister id"),
         (None, {"canister_root_key": "abcd"}, "ROTOR_CANISTER_ROOT_KEY"),
     ],
-    ids=["no-secret", "no-key", "bad-pem", "no-canister-id", "bad-root-key"],
+    ids=["no-secret", "no-key", "bad-pem", "no-canister-id", "bad-canister-id", "bad-root-key"],
 )
 def test_settings_errors(core: Any, kw: dict[str, Any], message: str) -> None:
     if core is None:
