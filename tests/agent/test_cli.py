@@ -178,9 +178,25 @@ def test_accepts_real_manifests_json_and_lists(tmp_path: Path) -> None:
 
 
 def test_restart_keeps_a_valid_value_and_versions_keep_counting(tmp_path: Path) -> None:
-    args = ["--name", "db", "--key", "pw", "--key", "sig", "--generator", "password:length=24",
-            "--generator", "ed25519", "--interval", "1h", "--overlap", "10m", "--dir", "out",
-            "--once"]  # fmt: skip
+    args = [
+        "--name",
+        "db",
+        "--key",
+        "pw",
+        "--key",
+        "sig",
+        "--generator",
+        "password:length=24",
+        "--generator",
+        "ed25519",
+        "--interval",
+        "1h",
+        "--overlap",
+        "10m",
+        "--dir",
+        "out",
+        "--once",
+    ]
     assert run(tmp_path, *args).returncode == 0
     out = tmp_path / "out" / "db"
     first = (out / "pw").read_text()
