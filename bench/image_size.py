@@ -11,6 +11,9 @@ images trim theirs (no ``test``/``tests``/``idle_test`` folders, no ``.pyc``, no
 ``libpython*.a`` in ``config-*``, a stripped ``libpython``) plus the pip and setuptools it
 keeps; the Debian part of the base image cannot be measured here (no Docker) and is quoted.
 
+Each venv is also checked: every module of the packages the image copies is imported from it
+with bytecode writing off, and files written under the venv are counted (expected: 0).
+
     python bench/image_size.py [--only agent]
 """
 
@@ -93,6 +96,33 @@ def build_venv(
     return venv
 
 
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+for name in sys.argv[1:]:
+    pkg = importlib.import_module(name)
+    for m in pkgutil.walk_packages(pkg.__path__, name + "."):
+        if not m.name.endswith("__main__"):
+            importlib.import_module(m.name)
+"""
+
+
+def smoke(venv: Path, packages: tuple[str, ...]) -> str:
+    """Import every module of the image's packages from its venv, as the image would (bytecode
+    writing off), and count files the imports created or changed under the venv (a read-only
+    root filesystem would refuse them)."""
+    before = {p: p.stat().st_mtime_ns for p in venv.rglob("*") if p.is_file()}
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", IMPORT_ALL, *packages],
+        env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": str(venv / "bin")},
+        capture_output=True,
+        text=True,
+    )
+    after = {p: p.stat().st_mtime_ns for p in venv.rglob("*") if p.is_file()}
+    writes = sum(1 for p, t in after.items() if before.get(p) != t)
+    status = "ok" if out.returncode == 0 else "FAILED: " + out.stderr.strip().splitlines()[-1]
+    return f"imports {status}, {writes} files written"
+
+
 def top_entries(venv: Path, n: int = 8) -> list[tuple[str, int]]:
     site = next(venv.glob("lib/python*/site-packages"))
     sizes = [(p.name, disk_bytes(p)) for p in site.iterdir() if p.is_dir()]
@@ -129,8 +159,8 @@ def main() -> None:
         base_disk, base_gz = disk_bytes(base), gzip_bytes(base)
     print(f"baseline, empty venv without pip: {base_disk} bytes, {base_gz} bytes gzip")
     print()
-    print("| image | /opt/rotor MiB | gzip MiB | largest packages (MiB) |")
-    print("|---|---|---|---|")
+    print("| image | /opt/rotor MiB | gzip MiB | largest packages (MiB) | every module imports |")
+    print("|---|---|---|---|---|")
     for name, (packages, requirement) in IMAGES.items():
         if args.only and not name.startswith(args.only):
             continue
@@ -138,7 +168,8 @@ def main() -> None:
             venv = build_venv(Path(tmp), packages, requirement)
             disk, gz = disk_bytes(venv), gzip_bytes(venv)
             top = ", ".join(f"{n} {mib(s)}" for n, s in top_entries(venv))
-        print(f"| {name} | {mib(disk)} | {mib(gz)} | {top} |")
+            check = smoke(venv, packages)
+        print(f"| {name} | {mib(disk)} | {mib(gz)} | {top} | {check} |")
 
 
 if __name__ == "__main__":
