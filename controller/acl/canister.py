@@ -555,6 +555,16 @@ class IcClient:
             status, data = await self._post(session, "call", body)
             if status not in (200, 202):
                 raise self._http_error("call", status, data)
+            if status == 200 and data:  # newer replicas refuse a v2 call at once, in CBOR
+                try:
+                    answer = cbor2.loads(data)
+                except Exception:  # cbor2 raises several types; not a refusal then
+                    answer = None
+                if (
+                    isinstance(answer, Mapping)
+                    and answer.get("status") == "non_replicated_rejection"
+                ):
+                    raise self._rejected(method, dict(answer))
             delay = 0.05
             while True:
                 reply = await self._request_status(session, method, request_id)

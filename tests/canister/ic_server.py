@@ -64,6 +64,7 @@ FAULTS = (
     "http-500",  # every request answers 500
     "hang",  # every request waits 30 s
     "reject",  # queries and calls are rejected (canister error)
+    "refuse-call",  # a call is refused at once (200 with a CBOR non_replicated_rejection)
 )
 
 
@@ -448,6 +449,13 @@ class IcServer:
         method = content["method_name"]
         self.calls.append(f"call {method}")
         request_id = to_request_id(content)
+        if self.fault == "refuse-call":
+            answer = {
+                "status": "non_replicated_rejection",
+                "reject_code": 4,
+                "reject_message": "caller is not allowed",
+            }
+            return web.Response(body=cbor2.dumps(answer), content_type="application/cbor")
         if self.fault == "reject":
             self.replies[request_id] = ("rejected", b"canister trapped")
         else:

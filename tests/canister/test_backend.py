@@ -217,9 +217,15 @@ async def test_error_variants(
     assert (await admin.snapshot()).grants == frozenset()
 
 
-async def test_rejected_call(ic_server: IcServer, admin_identity: Any) -> None:
-    ic_server.fault = "reject"
-    with pytest.raises(PermanentError, match="create_secret was rejected"):
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("reject", "code 5: canister trapped"), ("refuse-call", "code 4: caller is not allowed")],
+)
+async def test_rejected_call(
+    ic_server: IcServer, admin_identity: Any, fault: str, message: str
+) -> None:
+    ic_server.fault = fault
+    with pytest.raises(PermanentError, match=f"create_secret was rejected \\({message}\\)"):
         await backend_for(ic_server, admin_identity).register_secret(DB)
 
 
