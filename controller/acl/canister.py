@@ -361,7 +361,10 @@ def _check_signature(
         key_der = found
     message = IC_STATE_ROOT_DOMAIN_SEPARATOR + cert.root_hash
     if not bls_verify(_raw_key(key_der), message, cert.signature):
-        raise CanisterAnswerError("certificate: the BLS signature does not verify")
+        raise CanisterAnswerError(
+            "certificate: the BLS signature does not verify with the root key "
+            "(ROTOR_CANISTER_ROOT_KEY: empty for mainnet, fetch for a local replica)"
+        )
 
 
 def verify_certificate(
