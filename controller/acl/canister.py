@@ -214,6 +214,9 @@ def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
 
 
 # -- certificates: hash tree, time, BLS signature -------------------------------------------------
+# Written here after the IC interface spec ("Certificate", "Lookup"): ic-py 1.0.1 has a lookup
+# only, which neither rebuilds the root hash nor tells a pruned (unknown) path from an absent one;
+# pyblst (bindings to the blst library) does the BLS12-381 arithmetic.
 def _ds(tag: str) -> bytes:
     return bytes([len(tag)]) + tag.encode()
 
