@@ -105,6 +105,7 @@ class SecretRotator:
         self.failures = 0
         self.retry_at: float | None = None
         self._requested = False
+        self._woken = False
         self._wake: asyncio.Event | None = None
         self._written: str | None = None  # digest of the files last written
         self._written_version = 0
@@ -129,6 +130,13 @@ class SecretRotator:
         if self._wake is not None:
             self._wake.set()
 
+    def wake(self) -> None:
+        """Step soon without asking for a rotation: the store was changed by someone else (the
+        in-cluster agent calls it on each change of the source Secret), so re-read and decide."""
+        self._woken = True
+        if self._wake is not None:
+            self._wake.set()
+
     def wakeup_at(self) -> float | None:
         """When the next step has something to do (``None``: nothing scheduled)."""
         state = self.state
@@ -144,10 +152,11 @@ class SecretRotator:
         """Step forever: at each wake-up time, and whenever a rotation is requested."""
         self._wake = asyncio.Event()
         while True:
-            if not self._requested:
+            if not self._requested and not self._woken:
                 at = self.wakeup_at()
                 delay = MAX_SLEEP if at is None else max(0.0, at - self.clock.time())
                 await self._sleep(min(delay, MAX_SLEEP))
+            self._woken = False
             await self.step()
 
     async def _sleep(self, seconds: float) -> None:

@@ -53,6 +53,9 @@ ANN_ROTATE_REQUESTED = PREFIX + "rotate-requested"
 """On a source Secret, set by the controller: the value of the RotatingSecret's
 ``rotor.dev/rotate-now`` annotation. The writer rotates once when it differs from the last value
 it handled."""
+ANN_ROTATE_HANDLED = PREFIX + "rotate-handled"
+"""On a source Secret, set by the writer with its prepare: the rotate-now value that rotation
+answers, so a restarted or new writer does not rotate twice for one request."""
 
 
 def view_name(source_namespace: str, name: str) -> str:
