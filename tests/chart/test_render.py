@@ -77,9 +77,21 @@ def test_validator_catches_a_misplaced_field() -> None:
         validate(monitor, "1.33")
 
 
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+"""Volume types the "restricted" Pod Security Standard allows."""
+
+
 @pytest.mark.parametrize("combo", COMBINATIONS)
 def test_every_pod_is_hardened(combo: str) -> None:
+    """Every pod meets the restricted Pod Security Standard (and a read-only root)."""
     for name, spec in pod_specs(render(COMBINATIONS[combo])):
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), (name, key)
+        for vol in spec["volumes"]:
+            assert set(vol) - {"name"} <= RESTRICTED_VOLUMES, (name, vol)
         psc = spec["securityContext"]
         assert psc["runAsNonRoot"] is True, name
         assert psc["seccompProfile"]["type"] == "RuntimeDefault", name
