@@ -1,0 +1,192 @@
+"""Footprint of ``rotor-agent standalone``: peak RSS, time to the first file, idle CPU.
+
+Each figure is printed next to a bare ``python3 -c pass`` (or ``time.sleep``) measured in the
+same run on the same machine, so the agent's own cost can be read off whatever the machine's
+load. Targets (issue 2): RSS <= 30 MiB with 1 secret, first file <= 300 ms after start, idle CPU
+<= 0.1 % of a core.
+
+    python3 bench/agent_footprint.py [--idle-seconds 60] [--runs 5]
+
+Peak RSS is the kernel's ``ru_maxrss`` of the process (``wait4``), read after the agent was
+ready and then stopped with SIGTERM. Time to first file is from just before ``Popen`` to the
+moment the first secret's file exists (polled every 0.5 ms). Idle CPU is user+system time of the
+agent over the idle window (``/proc/<pid>/stat``), 1 secret rotating every 24h.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+AGENT = [PY, "-m", "agent", "standalone"]
+MIB = 1024.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(folder: Path, n: int, key_pair: bool = False) -> Path:
+    keys: list[dict[str, object]] = [{"name": "password", "generator": {"type": "password"}}]
+    if key_pair:
+        keys.append({"name": "signing-key", "generator": {"type": "ed25519"}})
+    secrets = [
+        {"name": f"s{i}", "spec": {"keys": keys, "rotation": {"interval": "24h"}}} for i in range(n)
+    ]
+    path = folder / f"config-{n}-{key_pair}.json"
+    path.write_text(json.dumps(secrets))
+    return path
+
+
+def wait4(pid: int) -> float:
+    """Wait for ``pid``; its peak RSS in MiB."""
+    _, _, usage = os.wait4(pid, 0)
+    return usage.ru_maxrss / MIB
+
+
+def baseline() -> tuple[float, float, float]:
+    """``python3 -c pass``: (peak RSS MiB, ms from start to exit, CPU ms)."""
+    t0 = time.perf_counter()
+    pid = subprocess.Popen([PY, "-c", "pass"]).pid
+    _, _, usage = os.wait4(pid, 0)
+    ms = (time.perf_counter() - t0) * 1000
+    return usage.ru_maxrss / MIB, ms, (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def run_agent(
+    folder: Path, cfg: Path, metrics: bool, first_file: str
+) -> tuple[subprocess.Popen[bytes], float, float]:
+    """Start the agent; return it, the ms until ``first_file`` existed and its CPU ms then."""
+    port = str(free_port()) if metrics else "0"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*AGENT, "--config", str(cfg), "--dir", str(folder), "--metrics-port", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = folder / first_file
+    deadline = t0 + 30
+    while not target.exists():
+        if time.perf_counter() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"agent did not write {target}")
+        time.sleep(0.0005)
+    ms = (time.perf_counter() - t0) * 1000
+    return proc, ms, cpu_seconds(proc.pid) * 1000
+
+
+def wait_ready(proc: subprocess.Popen[bytes], folder: Path, n: int) -> None:
+    deadline = time.monotonic() + 60
+    while not all((folder / f"s{i}" / "password").exists() for i in range(n)):
+        if time.monotonic() > deadline:
+            raise SystemExit("agent not ready in 60 s")
+        time.sleep(0.01)
+    time.sleep(0.5)  # let the metrics server come up too
+
+
+def stop(proc: subprocess.Popen[bytes]) -> float:
+    proc.send_signal(signal.SIGTERM)
+    return wait4(proc.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    tmp: Path, n: int, metrics: bool, key_pair: bool, runs: int
+) -> tuple[float, float, float]:
+    """Median (peak RSS MiB, ms to first file, CPU ms to first file) over ``runs`` starts."""
+    rss, start, cpu = [], [], []
+    cfg = config(tmp, n, key_pair)
+    for r in range(runs):
+        folder = tmp / f"out-{n}-{metrics}-{key_pair}-{r}"
+        proc, ms, cpu_ms = run_agent(folder, cfg, metrics, "s0/password")
+        wait_ready(proc, folder, n)
+        rss.append(stop(proc))
+        start.append(ms)
+        cpu.append(cpu_ms)
+    return statistics.median(rss), statistics.median(start), statistics.median(cpu)
+
+
+def idle_cpu(tmp: Path, seconds: float) -> tuple[float, float]:
+    """(agent %, baseline %) of one core over ``seconds`` of idling."""
+    folder = tmp / "idle"
+    proc, _, _ = run_agent(folder, config(tmp, 1), True, "s0/password")
+    wait_ready(proc, folder, 1)
+    base = subprocess.Popen([PY, "-c", f"import time; time.sleep({seconds + 5})"])
+    time.sleep(0.5)
+    a0, b0, t0 = cpu_seconds(proc.pid), cpu_seconds(base.pid), time.monotonic()
+    time.sleep(seconds)
+    a1, b1, t1 = cpu_seconds(proc.pid), cpu_seconds(base.pid), time.monotonic()
+    stop(proc)
+    base.kill()
+    base.wait()
+    wall = t1 - t0
+    return (a1 - a0) / wall * 100, (b1 - b0) / wall * 100
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--idle-seconds", type=float, default=60.0)
+    p.add_argument("--runs", type=int, default=5)
+    args = p.parse_args()
+
+    bases = [baseline() for _ in range(args.runs)]
+    base_rss, base_ms, base_cpu_ms = (statistics.median(b[i] for b in bases) for i in range(3))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for n, metrics, key_pair in [
+            (1, True, False),
+            (20, True, False),
+            (1, False, False),
+            (20, False, False),
+            (1, True, True),
+        ]:
+            rss, ms, cpu_ms = measure(tmp, n, metrics, key_pair, args.runs)
+            rows.append((n, metrics, key_pair, rss, ms, cpu_ms))
+        cpu, base_cpu = idle_cpu(tmp, args.idle_seconds)
+
+    load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load:.1f}, "
+          f"median of {args.runs} runs")  # fmt: skip
+    print()
+    print("| process | peak RSS MiB | first file ms (wall) | CPU ms by then |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| bare `python3 -c pass` (baseline) | {base_rss:.1f} | {base_ms:.0f} (to exit) "
+        f"| {base_cpu_ms:.0f} (to exit) |"
+    )
+    for n, metrics, key_pair, rss, ms, cpu_ms in rows:
+        what = f"{n} secret{'s' if n > 1 else ''} (password{' + ed25519' if key_pair else ''})"
+        what += ", metrics server on" if metrics else ", `--metrics-port 0`"
+        print(f"| {what} | {rss:.1f} | {ms:.0f} | {cpu_ms:.0f} |")
+    print()
+    print(
+        f"idle CPU over {args.idle_seconds:.0f} s (1 secret, metrics on): agent {cpu:.3f} % of a "
+        f"core; baseline `time.sleep` {base_cpu:.3f} %"
+    )
+    one = rows[0]
+    print()
+    print("targets: RSS <= 30 MiB with 1 secret: "
+          f"{'met' if one[3] <= 30 else 'MISSED'} ({one[3]:.1f}); "
+          f"first file <= 300 ms: {'met' if one[4] <= 300 else 'MISSED'} ({one[4]:.0f}); "
+          f"idle CPU <= 0.1 %: {'met' if cpu <= 0.1 else 'MISSED'} ({cpu:.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
