@@ -59,3 +59,21 @@ def test_every_value_is_described_and_documented() -> None:
                 walk(child, val, sub)
 
     walk(schema, values, "")
+
+
+def test_packaged_chart_ships_crds_and_renders(tmp_path) -> None:
+    """`helm package` output: the CRDs and schema go along, nothing else of the repository."""
+    import tarfile
+
+    import helm_python as helm
+
+    archive = helm.package(CHART, destination=tmp_path)
+    with tarfile.open(archive) as tar:
+        names = sorted(tar.getnames())
+    assert "rotor/values.schema.json" in names
+    assert {n for n in names if n.startswith("rotor/crds/")} == {
+        f"rotor/crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")
+    }
+    assert all(n.startswith("rotor/") and "__pycache__" not in n for n in names)
+    with helm.Chart.load(archive) as packaged:
+        assert packaged.render({}, name="rotor", namespace="rotor-system")
