@@ -224,13 +224,8 @@ def _options(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "standalone":
-        print(
-            f"{PROG}: in-cluster mode (`{PROG} run`) is not part of this build yet; "
-            f"use `{PROG} standalone --help`",
-            file=sys.stderr,
-        )
-        return 2
+    if args.command in (None, "run"):
+        return _incluster()
     try:
         opts = _options(args)
     except RotorError as e:
@@ -246,6 +241,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: a process-wide switch, so set here only
     try:
         return asyncio.run(_standalone(opts))
+    except InvalidSpec as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except RotorError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _incluster() -> int:
+    """In-cluster mode (no subcommand, or ``run``): configured by ``ROTOR_*`` env vars."""
+    import asyncio
+    import os
+
+    from prometheus_client import disable_created_metrics
+
+    from agent.incluster import run
+    from rotor.logs import setup
+    from rotor.settings.agent import AgentSettings
+
+    try:
+        setup(AgentSettings.from_env(os.environ).log_level)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        return asyncio.run(run(os.environ))
     except InvalidSpec as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -11,20 +11,24 @@ labelled, no value yet) when the RotatingSecret appears, and RW principals are g
 ``get/list/watch/patch`` on that one name only (``create`` cannot be scoped to a name). A
 missing Secret is :class:`rotor.errors.NotFoundError`; the in-cluster loop waits for it.
 
-Rotate-now: :attr:`KubeSecretStore.rotate_request` is the ``rotor.dev/rotate-now`` value the
-in-cluster loop asked the engine to honour; the write that prepares a rotation records it as
-``rotor.dev/rotate-handled``, in the same patch, so the request is answered exactly once even
-across restarts and writer changes.
+Rotate-now is decided from what is stored, so it is answered exactly once even across restarts,
+conflicts and writer changes: the asked value (the RotatingSecret's ``rotor.dev/rotate-now``, or
+the controller's copy ``rotor.dev/rotate-requested`` on the Secret) differs from
+``rotor.dev/rotate-handled``. :meth:`KubeSecretStore.read` then calls :attr:`on_request` (the
+engine's ``request_rotation``) before the engine decides, and the write that prepares the
+rotation records the value as ``rotor.dev/rotate-handled`` in the same patch. A prepare that
+loses a race records nothing, so the next read asks again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from agent.kube import KubeClient, resource_version, secret_path
 from agent.store import Stored
 from rotor.errors import ConflictError, NotFoundError
-from rotor.layout import ANN_ROTATE_HANDLED, SecretState
+from rotor.layout import ANN_ROTATE_HANDLED, ANN_ROTATE_REQUESTED, SecretState
 
 KEEP_KEYS = 16
 """Data keys are remembered for this many recent resourceVersions (reads and watch events)."""
@@ -39,6 +43,11 @@ class KubeSecretStore:
         self.name = name
         self.path = secret_path(namespace, name)
         self.rotate_request: str | None = None
+        """The unhandled rotate-now value found by the last read (recorded by the prepare)."""
+        self.rotate_now = ""
+        """The RotatingSecret's ``rotor.dev/rotate-now``, as the in-cluster loop last saw it."""
+        self.on_request: Callable[[], None] | None = None
+        """Called by :meth:`read` when a rotate-now request is not handled yet."""
         self._keys: dict[str, frozenset[str]] = {}  # data keys stored at each resourceVersion
 
     def __repr__(self) -> str:
@@ -59,14 +68,34 @@ class KubeSecretStore:
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
         return str(annotations.get(ANN_ROTATE_HANDLED, ""))
 
-    async def read(self) -> Stored:
+    def wanted(self, obj: dict[str, Any]) -> str:
+        """The rotate-now value asked for: the RotatingSecret's own annotation as last seen
+        (:attr:`rotate_now`), else the copy the controller puts on the source Secret."""
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        return self.rotate_now or str(annotations.get(ANN_ROTATE_REQUESTED, ""))
+
+    async def _get(self) -> Stored:
         obj = await self.kube.get_or_none(self.path)
         if obj is None:
             raise NotFoundError(
                 f"source Secret {self.namespace}/{self.name} does not exist yet "
                 "(the controller creates it for the RotatingSecret)"
             )
-        return self.decode(obj)
+        stored = self.decode(obj)
+        want = self.wanted(obj)
+        if want and want != self.handled(obj) and stored.state.phase == "committed":
+            self.rotate_request = want
+        else:
+            self.rotate_request = None
+        return stored
+
+    async def read(self) -> Stored:
+        """Read the Secret; if a rotate-now request is not handled yet, tell the engine (its
+        step reads, then decides, so the request is honoured by this very step)."""
+        stored = await self._get()
+        if self.rotate_request and self.on_request is not None:
+            self.on_request()
+        return stored
 
     async def write(self, state: SecretState, token: str) -> str:
         if not token:
@@ -74,7 +103,7 @@ class KubeSecretStore:
                 f"source Secret {self.namespace}/{self.name}: no resourceVersion to write over "
                 "(the agent never creates the Secret)"
             )
-        if token not in self._keys and (await self.read()).token != token:
+        if token not in self._keys and (await self._get()).token != token:
             raise ConflictError(f"source Secret {self.namespace}/{self.name} moved on")
         data: dict[str, str | None] = dict.fromkeys(self._keys.get(token, ()), None)
         data.update(state.secret_data())

@@ -1,0 +1,408 @@
+"""In-cluster mode: the agent in an injected pod (``rotor-agent`` or ``rotor-agent run``).
+
+What it does per secret, from :class:`rotor.env.AgentEnv`:
+
+* **RW, the writer** (the pod named by the RotatingSecret's ``status.writer.pod``): runs the
+  rotation engine (:class:`agent.engine.SecretRotator`) on the source Secret through
+  :class:`agent.kubestore.KubeSecretStore`: prepare and commit are merge patches with a
+  resourceVersion precondition, a conflict re-reads and never overwrites, a rotation found
+  pending at start is finished (commit) or aborted by the engine's recovery rule, and every
+  change of the Secret by someone else wakes the engine to re-read it.
+* **RW, not the writer** (the other replicas): follows the source Secret and writes its committed
+  values to the files; it takes over the engine when the controller names it writer, and hands
+  it back when the controller names another pod.
+* **RO**: follows its view ``rotor.<source-namespace>.<name>`` in the pod's own namespace and
+  writes the files; when the view disappears (grant revoked, secret deleted) it deletes them.
+  An RW pod's ``ROTOR_RO_SECRETS`` are followed the same way.
+
+Files are ``<mount>/<name>/<file>`` (:class:`agent.files.AtomicWriter`), then the app is told
+(:class:`agent.hooks.Reloader`). ``/metrics``, ``/healthz`` and ``/readyz`` are served on
+``ROTOR_METRICS_PORT`` (all addresses: probes and Prometheus reach the pod IP); ``POST /rotate``
+is not served in a cluster (rotate-now is the ``rotor.dev/rotate-now`` annotation).
+
+A reader (non-writer, RO) only mirrors what it is shown: it never decides anything about a
+rotation, so it keeps no engine logic; :class:`Mirror` is the few lines that put a state into
+files. See docs/agent-incluster.md for the API calls, RBAC and recovery rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from agent.engine import Clock, SecretRotator, SystemClock, drain_notifications
+from agent.files import AtomicWriter, files_for
+from agent.hooks import ApplyHook, Reloader
+from agent.kube import (
+    KubeClient,
+    KubeConfig,
+    rotating_secrets_path,
+    secrets_path,
+)
+from agent.kubestore import KubeSecretStore
+from agent.metrics import AgentMetrics
+from agent.schedule import backoff_delay
+from rotor.annotations import ROTATE_NOW
+from rotor.env import AgentEnv
+from rotor.errors import InvalidSpec, RotorError
+from rotor.layout import SecretState, checksum, view_name
+from rotor.names import SecretRef
+from rotor.settings.agent import AgentSettings
+from rotor.spec import RotatingSecretSpec
+
+log = logging.getLogger("rotor.agent")
+
+ENV_RELOAD_PROCESS = "ROTOR_RELOAD_PROCESS"
+"""``signal:*`` reload: the app's process name (the pod shares its process namespace)."""
+METRICS_HOST = "0.0.0.0"  # noqa: S104  (probes and Prometheus reach the pod IP)
+
+
+class Mirror:
+    """A reader's copy of one secret: the files follow the states it is shown."""
+
+    def __init__(
+        self, name: str, files: AtomicWriter, metrics: AgentMetrics, reloader: Reloader | None
+    ) -> None:
+        self.name = name
+        self.files = files
+        self.metrics = metrics
+        self.reloader = reloader
+        self.version = 0
+        self._written: str | None = None
+        metrics.ready.labels(name).set(0)
+
+    @property
+    def ready(self) -> bool:
+        return self._written is not None
+
+    def show(self, state: SecretState) -> None:
+        """Write the files of ``state`` if they differ from the last written ones."""
+        if not state.has_value:
+            return
+        files = files_for(state)
+        digest = checksum(files)
+        if digest == self._written:
+            return
+        self.files.write(files)
+        first, self._written = self._written is None, digest
+        self.metrics.version.labels(self.name).set(state.version)
+        self.metrics.last_rotation.labels(self.name).set(state.rotated_at or 0)
+        self.metrics.ready.labels(self.name).set(1)
+        log.info("files written secret=%s version=%d", self.name, state.version)
+        if state.version != self.version:
+            self.version = state.version
+            if not first and self.reloader is not None and self.reloader.method != "none":
+                _background(self.reloader.notify(self.name, state.version, sorted(files)))
+
+    def forget(self) -> None:
+        """Another writer of these files (the engine) takes over."""
+        self._written = None
+
+    def remove(self) -> None:
+        """Delete the files (the view is gone): the app must not keep a revoked value."""
+        self.files.remove()
+        if self._written is not None:
+            log.info("files removed secret=%s", self.name)
+        self._written, self.version = None, 0
+        self.metrics.ready.labels(self.name).set(0)
+        self.metrics.version.labels(self.name).set(0)
+
+
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _background(coro: Awaitable[Any]) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _retrying(what: str, run: Callable[[], Awaitable[None]], settings: AgentSettings) -> None:
+    """Run ``run`` again after each failure, with exponential backoff (never gives up)."""
+    failures = 0
+    while True:
+        try:
+            await run()
+            failures = 0
+        except (RotorError, OSError) as e:
+            failures += 1
+            delay = backoff_delay(failures, min(settings.backoff_base, 1.0), settings.backoff_max)
+            log.warning("%s: %s; retrying in %.1fs", what, e, delay)
+            await asyncio.sleep(delay)
+
+
+def writer_of(rsec: Mapping[str, Any] | None) -> str:
+    """The pod the controller named writer in a RotatingSecret's status (``""``: none)."""
+    status = (rsec or {}).get("status") or {}
+    writer = status.get("writer") or {}
+    return str(writer.get("pod") or "") if isinstance(writer, Mapping) else ""
+
+
+class RwSecret:
+    """A secret this pod writes: the engine while the pod is the writer, a mirror otherwise."""
+
+    def __init__(
+        self,
+        ref: SecretRef,
+        env: AgentEnv,
+        settings: AgentSettings,
+        kube: KubeClient,
+        metrics: AgentMetrics,
+        *,
+        clock: Clock,
+        apply_hook: ApplyHook | None,
+        reloader: Reloader | None,
+    ) -> None:
+        self.ref = ref
+        self.env = env
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.clock = clock
+        self.apply_hook = apply_hook
+        self.reloader = reloader
+        self.files = AtomicWriter(Path(env.mount_path) / ref.name, settings.file_mode)
+        self.store = KubeSecretStore(kube, ref.namespace, ref.name)
+        self.mirror = Mirror(ref.name, self.files, metrics, reloader)
+        self.rotator: SecretRotator | None = None
+        self.spec: RotatingSecretSpec | None = None
+        self.writer = ""
+        self.latest: SecretState | None = None
+        self._engine: asyncio.Task[None] | None = None
+
+    @property
+    def writing(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def ready(self) -> bool:
+        if self.writing and self.rotator is not None:
+            return self.rotator.ready
+        return self.mirror.ready
+
+    async def run(self) -> None:
+        try:
+            await asyncio.gather(
+                _retrying(f"follow RotatingSecret {self.ref}", self._follow_spec, self.settings),
+                _retrying(f"follow source Secret {self.ref}", self._follow_source, self.settings),
+            )
+        finally:
+            await self._stop_engine()
+
+    async def _follow_spec(self) -> None:
+        collection = rotating_secrets_path(self.ref.namespace)
+        async for obj in self.kube.follow(collection, self.ref.name):
+            spec: RotatingSecretSpec | None = None
+            if obj is not None:
+                try:
+                    spec = RotatingSecretSpec.from_dict(obj.get("spec"))
+                except InvalidSpec as e:
+                    log.error("RotatingSecret %s has an invalid spec: %s", self.ref, e)
+                annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                self.store.rotate_now = str(annotations.get(ROTATE_NOW, ""))
+            self.spec, self.writer = spec, writer_of(obj)
+            if spec is not None and self.rotator is not None:
+                self.rotator.spec = spec
+            await self._set_role()
+            if self.rotator is not None:
+                self.rotator.wake()
+
+    async def _follow_source(self) -> None:
+        async for obj in self.kube.follow(secrets_path(self.ref.namespace), self.ref.name):
+            if obj is None:
+                self.latest = None
+                continue
+            self.latest = self.store.decode(obj).state
+            if self.writing and self.rotator is not None:
+                self.rotator.wake()  # someone may have changed it: the engine re-reads
+            else:
+                self.mirror.show(self.latest)
+
+    async def _set_role(self) -> None:
+        me = self.writer == self.env.pod_name and bool(self.env.pod_name)
+        if me and self.spec is not None and not self.writing:
+            log.info("writer of %s: this pod (%s)", self.ref, self.env.pod_name)
+            if self.spec.external_stores:
+                log.warning(
+                    "RotatingSecret %s lists externalStores; this agent build does not write "
+                    "them (the controller holds the fan-out until they hold the value)",
+                    self.ref,
+                )
+            if self.rotator is None:
+                self.rotator = SecretRotator(
+                    self.ref.name,
+                    self.spec,
+                    self.store,
+                    self.files,
+                    settings=self.settings,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    writer_id=f"{self.env.pod_namespace}/{self.env.pod_name}",
+                    apply_hook=self.apply_hook,
+                    reloader=self.reloader,
+                )
+                self.store.on_request = self.rotator.request_rotation
+            self.mirror.forget()
+            rotator = self.rotator
+            self._engine = asyncio.ensure_future(
+                _retrying(f"rotate {self.ref}", rotator.run, self.settings)
+            )
+        elif not (me and self.spec is not None) and self.writing:
+            log.info("writer of %s: %s, not this pod", self.ref, self.writer or "none")
+            await self._stop_engine()
+            if self.latest is not None:
+                self.mirror.show(self.latest)
+
+    async def _stop_engine(self) -> None:
+        task, self._engine = self._engine, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class RoSecret:
+    """A secret this pod reads through its RO view in the pod's namespace."""
+
+    def __init__(
+        self,
+        ref: SecretRef,
+        env: AgentEnv,
+        settings: AgentSettings,
+        kube: KubeClient,
+        metrics: AgentMetrics,
+        reloader: Reloader | None,
+    ) -> None:
+        self.ref = ref
+        self.namespace = env.pod_namespace
+        self.view = view_name(ref.namespace, ref.name)
+        self.settings = settings
+        self.kube = kube
+        files = AtomicWriter(Path(env.mount_path) / ref.name, settings.file_mode)
+        self.mirror = Mirror(ref.name, files, metrics, reloader)
+
+    @property
+    def ready(self) -> bool:
+        return self.mirror.ready
+
+    async def run(self) -> None:
+        await _retrying(f"follow view {self.namespace}/{self.view}", self._follow, self.settings)
+
+    async def _follow(self) -> None:
+        async for obj in self.kube.follow(secrets_path(self.namespace), self.view):
+            if obj is None:
+                self.mirror.remove()
+                continue
+            meta = obj.get("metadata") or {}
+            self.mirror.show(SecretState.from_secret(obj.get("data"), meta.get("annotations")))
+
+
+class InClusterAgent:
+    """Every secret of one injected pod; the server's view (readiness)."""
+
+    def __init__(
+        self,
+        env: AgentEnv,
+        settings: AgentSettings,
+        kube: KubeClient,
+        registry: CollectorRegistry,
+        *,
+        clock: Clock | None = None,
+        reload_process: str = "",
+    ) -> None:
+        self.env = env
+        self.kube = kube
+        self.metrics = AgentMetrics(registry)
+        self.apply_hook = (
+            ApplyHook(env.apply_hook, settings.hook_timeout) if env.apply_hook else None
+        )
+        self.reloader = (
+            Reloader(env.reload, process=reload_process, timeout=settings.hook_timeout)
+            if env.reload.kind != "none"
+            else None
+        )
+        self.rw: dict[str, RwSecret] = {}
+        self.ro: dict[str, RoSecret] = {}
+        rw_refs = env.secrets if env.mode == "rw" else ()
+        ro_refs = env.ro_secrets if env.mode == "rw" else env.secrets
+        for ref in rw_refs:
+            self.rw[ref.name] = RwSecret(
+                ref,
+                env,
+                settings,
+                kube,
+                self.metrics,
+                clock=clock or SystemClock(),
+                apply_hook=self.apply_hook,
+                reloader=self.reloader,
+            )
+        for ref in ro_refs:
+            self.ro[ref.name] = RoSecret(ref, env, settings, kube, self.metrics, self.reloader)
+
+    def readiness(self) -> dict[str, bool]:
+        out = {name: s.ready for name, s in self.rw.items()}
+        out.update({name: s.ready for name, s in self.ro.items()})
+        return out
+
+    def request_rotation(self, name: str | None = None) -> list[str]:
+        raise KeyError(name)  # in a cluster: the rotor.dev/rotate-now annotation
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            *(s.run() for s in self.rw.values()), *(s.run() for s in self.ro.values())
+        )
+
+    async def close(self) -> None:
+        await drain_notifications()
+        await asyncio.gather(*list(_tasks), return_exceptions=True)
+        if self.apply_hook is not None:
+            await self.apply_hook.close()
+        if self.reloader is not None:
+            await self.reloader.close()
+
+
+async def run(environ: Mapping[str, str]) -> int:
+    """``rotor-agent run``: until SIGTERM/SIGINT. Raises InvalidSpec for a bad environment."""
+    from agent.server import make_app, serve
+
+    env = AgentEnv.from_env(environ)
+    settings = AgentSettings.from_env(environ)
+    config = KubeConfig.from_env(environ, timeout=settings.api_timeout)
+    if env.mode == "rw" and not env.pod_name:
+        raise InvalidSpec("ROTOR_POD_NAME", "is not set", "set it from the downward API")
+    registry = CollectorRegistry()
+    async with KubeClient(config) as kube:
+        agent = InClusterAgent(
+            env, settings, kube, registry, reload_process=environ.get(ENV_RELOAD_PROCESS, "")
+        )
+        app = make_app(registry, agent, allow_rotate=False, background=agent.run)
+        runner = await serve(app, METRICS_HOST, env.metrics_port)
+        log.info(
+            "agent started mode=%s pod=%s/%s rw=%s ro=%s api=%s",
+            env.mode,
+            env.pod_namespace,
+            env.pod_name,
+            ",".join(map(str, agent.rw)) or "-",
+            ",".join(map(str, agent.ro)) or "-",
+            config.url,
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await runner.cleanup()
+            await agent.close()
+    log.info("agent stopped")
+    return 0
