@@ -15,6 +15,7 @@ from tests.chart.chartlib import (
     COMBINATIONS,
     NAMESPACE,
     Doc,
+    chart,
     containers,
     crds,
     env_of,
@@ -54,6 +55,14 @@ def test_every_rendered_document_is_valid(combo: str, kube: str) -> None:
     assert docs
     for doc in docs:
         validate(doc, kube)
+
+
+@pytest.mark.parametrize("combo", ["classic-sidecars", "everything"])
+def test_classic_mode_is_valid_on_the_oldest_supported_kubernetes(combo: str) -> None:
+    """Chart.yaml's kubeVersion allows 1.27, where classic sidecars are the way."""
+    assert chart().metadata["kubeVersion"] == ">=1.27.0-0"
+    for doc in render(COMBINATIONS[combo]):
+        validate(doc, "1.27")
 
 
 @pytest.mark.parametrize("kube", KUBE_VERSIONS)

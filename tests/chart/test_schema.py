@@ -58,7 +58,7 @@ def test_template_checks_explain_the_fix(values: dict[str, Any], message: str) -
     assert "set " in str(exc.value)
 
 
-@pytest.mark.parametrize("kube", ["v1.29.0", "v1.30.0", "v1.33.0"])
+@pytest.mark.parametrize("kube", ["v1.27.0", "v1.29.0", "v1.30.0", "v1.33.0"])
 @pytest.mark.parametrize("combo", ["defaults", "everything"])
 def test_helm_lint_strict(combo: str, kube: str) -> None:
     report = helm.lint(CHART, COMBINATIONS[combo], strict=True, kube_version=kube)
