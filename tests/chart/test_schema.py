@@ -3,6 +3,8 @@ passes for every documented combination."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -65,3 +67,28 @@ def test_helm_lint_strict(combo: str, kube: str) -> None:
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [], report
     assert problems == [], report
+
+
+@pytest.mark.parametrize(
+    ("kube", "mode", "on"),
+    [
+        ("v1.29.0", "auto", False),
+        ("v1.30.0", "auto", True),
+        ("v1.33.0", "auto", True),
+        ("v1.29.0", "always", True),
+        ("v1.33.0", "never", False),
+    ],
+)
+def test_match_conditions_follow_the_kube_version(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], kube: str, mode: str, on: bool
+) -> None:
+    """``webhook.matchConditions=auto`` follows .Capabilities.KubeVersion. Rendering offline has
+    no way to set the version, but lint does: a copy of the chart gets a probe template that
+    calls ``fail`` when the helper says yes; lint logs the message (to stderr) instead of
+    failing."""
+    copy = tmp_path / "rotor"
+    shutil.copytree(CHART, copy)
+    probe = '{{- if include "rotor.useMatchConditions" . }}{{ fail "PROBE-MATCH-ON" }}{{ end }}\n'
+    (copy / "templates" / "zz-probe.yaml").write_text(probe)
+    helm.lint(copy, {"webhook": {"matchConditions": mode}}, kube_version=kube)
+    assert ("PROBE-MATCH-ON" in capfd.readouterr().err) is on
