@@ -198,6 +198,10 @@ class SecretRotator:
             log.warning("state conflict secret=%s: %s; re-reading", self.name, e)
             self.stored = await self.store.read()
             self._failed(now)
+        except OSError as e:  # the state could not be written (disk full, folder removed, ...)
+            self.metrics.rotations.labels(self.name, "failure").inc()
+            log.error("cannot write state secret=%s: %s", self.name, e)
+            self._failed(now)
         else:
             self.stored = stored
         self._sync_files()

@@ -297,21 +297,29 @@ async def run(opts: Options, out: TextIO = sys.stdout) -> int:
 
 
 async def _run(opts: Options, agent: Any, registry: Any, out: TextIO) -> int:
-    await agent.start()
-    waiting = [name for name, ok in agent.readiness().items() if not ok]
     if opts.once:
+        await agent.start()
+        waiting = [name for name, ok in agent.readiness().items() if not ok]
         if waiting:
             log.error("no value yet for %s (see the lines above)", ", ".join(waiting))
             return 1
         log.info("done: %d secret(s) in %s", len(agent.rotators), opts.dir)
         return 0
-
+    # Handlers before the first files: a SIGUSR1 sent as soon as they appear must not kill us.
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, agent.request_rotation)
+    try:
+        await agent.start()
+        return await _serve(opts, agent, registry, out, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
 
+
+async def _serve(opts: Options, agent: Any, registry: Any, out: TextIO, stop: asyncio.Event) -> int:
     runner = None
     port: int | None = None
     if opts.metrics_port or opts.demo:
@@ -350,8 +358,6 @@ async def _run(opts: Options, agent: Any, registry: Any, out: TextIO) -> int:
                 raise exc
     finally:
         stopper.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-            loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
         else:

@@ -348,3 +348,19 @@ def test_demo_prints_where_files_and_metrics_are(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}/metrics" in text
     assert (tmp_path / "rotor-demo" / "demo" / "signing-key").exists()
     assert proc.returncode == 0, err
+
+
+def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run(
+            tmp_path, "--name", "db", "--key", "pw", "--dir", "out", "--metrics-port", str(port)
+        )
+    assert r.returncode == 2
+    assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert "choose another port, or 0 to turn the metrics server off" in r.stderr
+    assert "Traceback" not in r.stderr
