@@ -40,6 +40,35 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "replicas-2": {"controller": {"replicas": 2}, "webhook": {"replicas": 2}},
     "failure-ignore": {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}},
     "no-match-conditions": {"webhook": {"matchConditions": "never"}},
+    "scheduling": {
+        "imagePullSecrets": [{"name": "regcred"}],
+        **{
+            component: {
+                "podAnnotations": {"example.com/team": "secrets"},
+                "podLabels": {"example.com/tier": "infra"},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "labelSelector": {
+                                        "matchLabels": {"app.kubernetes.io/component": component}
+                                    },
+                                },
+                            }
+                        ]
+                    }
+                },
+                "priorityClassName": "system-cluster-critical",
+                "serviceAccount": {"annotations": {"example.com/role": component}},
+            }
+            for component in ("controller", "webhook")
+        },
+    },
     "everything": {
         "combined": True,
         "controller": {"replicas": 3},

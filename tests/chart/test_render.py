@@ -335,6 +335,24 @@ def test_replicas_and_disruption_budgets() -> None:
     assert env["ROTOR_LEADER_ELECTION"] == "true"
 
 
+def test_scheduling_values_reach_the_pods() -> None:
+    docs = render(COMBINATIONS["scheduling"])
+    for name in ("rotor-controller", "rotor-webhook"):
+        dep = one(docs, "Deployment", name)
+        spec = dep["spec"]["template"]["spec"]
+        meta = dep["spec"]["template"]["metadata"]
+        assert meta["annotations"] == {"example.com/team": "secrets"}
+        assert meta["labels"]["example.com/tier"] == "infra"
+        assert dep["spec"]["selector"]["matchLabels"].items() <= meta["labels"].items()
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+        assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+        assert spec["tolerations"][0]["key"] == "infra"
+        assert spec["priorityClassName"] == "system-cluster-critical"
+        assert "podAntiAffinity" in spec["affinity"]
+        sa = one(docs, "ServiceAccount", spec["serviceAccountName"])
+        assert sa["metadata"]["annotations"] == {"example.com/role": name.split("-")[1]}
+
+
 def test_every_service_selects_a_pod_port() -> None:
     for combo in COMBINATIONS.values():
         docs = render(combo)
