@@ -13,6 +13,7 @@ Secret volume swaps a ``..data`` symlink, so the file names never change but the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ from rotor.errors import InvalidSpec
 
 log = logging.getLogger(__name__)
 
+WATCH_RETRY_SECONDS = 5.0
 DEFAULT_DEBOUNCE_MS = 400
 """Wait for the writes of a cert-manager or controller update to settle before reloading."""
 
@@ -84,7 +86,21 @@ class CertReloader:
         on_reload: Callable[[bool], None] = lambda ok: None,
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
     ) -> None:
-        """Reload on every change of the files' directories until ``stop`` is set."""
+        """Reload on every change of the files' directories until ``stop`` is set.
+
+        If watching itself fails (e.g. the folder was unmounted), it is logged and retried.
+        """
+        while not stop.is_set():
+            try:
+                await self._watch_once(stop, on_reload, debounce_ms)
+            except Exception as e:  # keep serving; a watcher that died would never reload
+                log.warning("watching %s failed (%s); retrying", self._dirs, e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WATCH_RETRY_SECONDS)
+
+    async def _watch_once(
+        self, stop: asyncio.Event, on_reload: Callable[[bool], None], debounce_ms: int
+    ) -> None:
         async for _ in awatch(*self._dirs, stop_event=stop, debounce=debounce_ms, step=50):
             try:
                 if self.reload():
