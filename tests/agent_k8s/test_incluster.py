@@ -1,0 +1,373 @@
+"""The in-cluster agent against tests/kubeemu.py's strict emulator (resourceVersion, 409).
+
+The test plays the controller: it creates the RotatingSecret (with ``status.writer``) and the
+empty source Secret, and copies committed values into RO views. The agents run in-process, each
+with its own API client, pod name and mount folder, as separate pods would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.engine import SecretRotator, SystemClock
+from agent.files import AtomicWriter
+from agent.incluster import InClusterAgent
+from agent.kube import (
+    KubeClient,
+    KubeConfig,
+    rotating_secret_path,
+    rotating_secrets_path,
+    secret_path,
+    secrets_path,
+)
+from agent.kubestore import KubeSecretStore
+from agent.metrics import AgentMetrics
+from rotor.annotations import ROTATE_NOW
+from rotor.env import AgentEnv
+from rotor.layout import (
+    ANN_CHECKSUM,
+    ANN_PREVIOUS_EXPIRES,
+    ANN_ROTATE_HANDLED,
+    ANN_ROTATED_AT,
+    ANN_VERSION,
+    LABEL_SECRET,
+    SecretState,
+    view_name,
+)
+from rotor.settings.agent import AgentSettings
+from rotor.spec import RotatingSecretSpec
+from tests.kubeemu import EmulatorThread
+
+NS, RO_NS, NAME = "shop", "web", "db"
+SPEC: dict[str, Any] = {
+    "keys": [{"name": "password", "generator": {"type": "password", "length": 16}}],
+    "rotation": {"interval": "1h", "overlap": "10m"},
+}
+SETTINGS = AgentSettings(backoff_base=0.05, backoff_max=0.5)
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.fixture
+async def api(strict_api: EmulatorThread) -> AsyncIterator[KubeClient]:
+    """The test's own client, acting as the controller and as a user."""
+    async with KubeClient(KubeConfig(url=strict_api.url)) as kube:
+        yield kube
+
+
+async def seed(kube: KubeClient, writer: str, state: SecretState | None = None) -> None:
+    """What the controller does: the RotatingSecret with a writer, the source Secret."""
+    await kube.create(
+        rotating_secrets_path(NS),
+        {
+            "apiVersion": "rotor.dev/v1alpha1",
+            "kind": "RotatingSecret",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": SPEC,
+        },
+    )
+    await set_writer(kube, writer)
+    state = state or SecretState()
+    await kube.create(
+        secrets_path(NS),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": NAME,
+                "namespace": NS,
+                "labels": {LABEL_SECRET: NAME},
+                "annotations": state.annotations(),
+            },
+            "data": state.secret_data(),
+        },
+    )
+
+
+async def set_writer(kube: KubeClient, pod: str) -> None:
+    path = rotating_secret_path(NS, NAME) + "/status"
+    await kube.patch(path, {"status": {"writer": {"pod": pod, "serviceAccount": "api"}}})
+
+
+async def source(kube: KubeClient) -> SecretState:
+    obj = await kube.get(secret_path(NS, NAME))
+    return SecretState.from_secret(obj.get("data"), obj["metadata"].get("annotations"))
+
+
+async def publish_view(kube: KubeClient) -> SecretState:
+    """What the controller does after a commit: the RO view in the consumer's namespace."""
+    state = await source(kube)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": view_name(NS, NAME),
+            "namespace": RO_NS,
+            "annotations": {
+                k: v
+                for k, v in state.annotations().items()
+                if k in (ANN_VERSION, ANN_CHECKSUM, ANN_ROTATED_AT, ANN_PREVIOUS_EXPIRES)
+            },
+        },
+        "data": state.view_data(),
+    }
+    existing = await kube.get_or_none(secret_path(RO_NS, view_name(NS, NAME)))
+    if existing is None:
+        await kube.create(secrets_path(RO_NS), body)
+    else:
+        stale = {k: None for k in existing.get("data") or {}}
+        body["data"] = {**stale, **body["data"]}
+        await kube.patch(secret_path(RO_NS, view_name(NS, NAME)), body)
+    return state
+
+
+def env_of(pod: str, mode: str, mount: Path) -> AgentEnv:
+    return AgentEnv.from_env(
+        {
+            "ROTOR_MODE": mode,
+            "ROTOR_SECRETS": f"{NS}/{NAME}",
+            "ROTOR_POD_NAME": pod,
+            "ROTOR_POD_NAMESPACE": NS if mode == "rw" else RO_NS,
+            "ROTOR_MOUNT_PATH": str(mount),
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def agent(url: str, pod: str, mode: str, mount: Path) -> AsyncIterator[InClusterAgent]:
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        a = InClusterAgent(env_of(pod, mode, mount), SETTINGS, kube, CollectorRegistry())
+        task = asyncio.create_task(a.run())
+        try:
+            yield a
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await a.close()
+
+
+def files(mount: Path) -> dict[str, bytes]:
+    return AtomicWriter(mount / NAME).read()
+
+
+def history(emu: EmulatorThread) -> list[dict[str, Any]]:
+    """Every stored version of the source Secret, oldest first (read in the emulator's loop)."""
+    k8s, loop = emu.k8s, emu._loop  # the fixture's own loop: the only safe place to read it
+    assert k8s is not None
+    assert loop is not None
+
+    async def grab() -> list[dict[str, Any]]:
+        for (res, ns, name), obj in k8s.objects.items():
+            if res.plural == "secrets" and (ns, name) == (NS, NAME):
+                return [copy.deepcopy(v.raw) for v in obj.history if v is not None]
+        return []
+
+    return asyncio.run_coroutine_threadsafe(grab(), loop).result(10)
+
+
+def decode(obj: dict[str, Any]) -> SecretState:
+    return SecretState.from_secret(obj.get("data"), obj["metadata"].get("annotations"))
+
+
+# -- the writer --------------------------------------------------------------------------------
+async def test_writer_prepares_then_commits_with_resource_version_preconditions(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    await seed(api, writer="api-a")
+    async with agent(strict_api.url, "api-a", "rw", tmp_path) as a:
+        await until(lambda: a.readiness() == {NAME: True})
+    state = await source(api)
+    assert (state.version, state.phase, state.pending) == (1, "committed", {})
+    assert state.writer == f"{NS}/api-a"
+    assert files(tmp_path) == {"password": state.current["password"]}
+    assert len(state.current["password"]) == 16
+    stored = history(strict_api)
+    assert [(decode(o).version, decode(o).phase) for o in stored] == [
+        (0, "committed"),
+        (0, "pending"),  # prepare: only <key>.pending is added
+        (1, "committed"),  # commit: pending became current, <key>.pending is gone
+    ]
+    assert set(stored[1]["data"]) == {"password.pending"}
+    assert set(stored[2]["data"]) == {"password"}
+    assert decode(stored[1]).pending == decode(stored[2]).current
+    rvs = [o["metadata"]["resourceVersion"] for o in stored]
+    assert len(set(rvs)) == 3  # each write made a new version (the emulator refuses stale ones)
+
+
+async def test_two_writers_racing_lose_and_duplicate_no_version(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """Split brain (two pods both think they write): every version is committed once, from the
+    pending value of the writer that won its prepare; a loser re-reads, never overwrites."""
+    await seed(api, writer="api-a")
+    spec = RotatingSecretSpec.from_dict(SPEC)
+    rotators: list[SecretRotator] = []
+    async with (
+        KubeClient(KubeConfig(url=strict_api.url)) as ka,
+        KubeClient(KubeConfig(url=strict_api.url)) as kb,
+    ):
+        for pod, kube in (("api-a", ka), ("api-b", kb)):
+            rotators.append(
+                SecretRotator(
+                    NAME,
+                    spec,
+                    KubeSecretStore(kube, NS, NAME),
+                    AtomicWriter(tmp_path / pod / NAME),
+                    settings=SETTINGS,
+                    metrics=AgentMetrics(CollectorRegistry()),
+                    clock=SystemClock(),
+                    writer_id=f"{NS}/{pod}",
+                )
+            )
+        for _ in range(8):
+            for r in rotators:
+                r.request_rotation()
+                r.retry_at = None
+            await asyncio.gather(*(r.step() for r in rotators))
+    states = [decode(o) for o in history(strict_api)]
+    committed = [s for s in states if s.phase == "committed" and s.version > 0]
+    assert [s.version for s in committed] == list(range(1, len(committed) + 1))
+    assert len(committed) >= 8  # each round commits at least once
+    for before, after in itertools.pairwise(states):
+        if after.version != before.version:  # a commit: the pending value of that writer
+            assert before.phase == "pending"
+            assert after.version == before.version + 1
+            assert after.current == before.pending
+            assert after.writer == before.writer
+    values = [s.current["password"] for s in committed]
+    assert len(set(values)) == len(values)
+
+
+async def test_a_half_done_rotation_is_committed_on_start(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """No external store disagrees and no apply hook: the pending values are complete in the
+    Secret (and may already be in use by the app), so the new writer finishes the commit."""
+    half = SecretState(
+        version=3,
+        phase="pending",
+        current={"password": b"old-value-000000"},
+        pending={"password": b"new-value-111111"},
+        rotated_at=1.0e9,
+        writer=f"{NS}/api-gone",
+        pending_since=1.0e9,
+    )
+    await seed(api, writer="api-a", state=half)
+    async with agent(strict_api.url, "api-a", "rw", tmp_path) as a:
+        await until(lambda: a.readiness() == {NAME: True})
+    state = await source(api)
+    assert (state.version, state.phase, state.pending) == (4, "committed", {})
+    assert state.current == {"password": b"new-value-111111"}
+    assert state.previous == {"password": b"old-value-000000"}
+    assert files(tmp_path)["password"] == b"new-value-111111"
+
+
+async def test_pending_values_that_do_not_fit_the_spec_are_aborted_on_start(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    import time
+
+    half = SecretState(
+        version=3,
+        phase="pending",
+        current={"password": b"old-value-000000"},
+        pending={"token": b"from-an-older-spec"},
+        rotated_at=time.time(),
+        pending_since=time.time(),
+    )
+    await seed(api, writer="api-a", state=half)
+    async with agent(strict_api.url, "api-a", "rw", tmp_path) as a:
+        await until(lambda: a.readiness() == {NAME: True})
+    state = await source(api)
+    assert (state.version, state.phase, state.pending) == (3, "committed", {})
+    assert files(tmp_path) == {"password": b"old-value-000000"}
+
+
+# -- readers, views, rotate-now ----------------------------------------------------------------
+async def test_replicas_and_ro_consumers_write_what_the_writer_committed(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    await seed(api, writer="api-a")
+    a_dir, b_dir, c_dir = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    url = strict_api.url
+    async with (
+        agent(url, "api-a", "rw", a_dir) as a,
+        agent(url, "api-b", "rw", b_dir) as b,
+        agent(url, "web-1", "ro", c_dir) as c,
+    ):
+        await until(lambda: a.readiness()[NAME] and b.readiness()[NAME])
+        v1 = await publish_view(api)
+        await until(lambda: c.readiness()[NAME])
+        want = {"password": v1.current["password"]}
+        assert files(a_dir) == files(b_dir) == files(c_dir) == want
+
+        # rotate-now: one rotation, seen by all three (the controller republishes the view).
+        await api.patch(
+            rotating_secret_path(NS, NAME), {"metadata": {"annotations": {ROTATE_NOW: "r1"}}}
+        )
+
+        async def at_v2() -> bool:
+            return (await source(api)).version == 2
+
+        await until(at_v2)
+        v2 = await publish_view(api)
+        want = {
+            "password": v2.current["password"],
+            "password.previous": v1.current["password"],
+        }
+        await until(lambda: files(a_dir) == files(b_dir) == files(c_dir) == want)
+        obj = await api.get(secret_path(NS, NAME))
+        assert obj["metadata"]["annotations"][ANN_ROTATE_HANDLED] == "r1"
+
+        # The view goes (grant revoked): the RO agent deletes its files; RW files stay.
+        await api.request("DELETE", secret_path(RO_NS, view_name(NS, NAME)))
+        await until(lambda: files(c_dir) == {} and not c.readiness()[NAME])
+        assert not [p for p in (c_dir / NAME).iterdir() if not p.name.startswith("..")]
+        assert files(a_dir) == want
+
+        # The controller names the replica writer: it takes over and answers the next request.
+        await set_writer(api, "api-b")
+        await until(lambda: b.rw[NAME].writing and not a.rw[NAME].writing)
+        await api.patch(
+            rotating_secret_path(NS, NAME), {"metadata": {"annotations": {ROTATE_NOW: "r2"}}}
+        )
+
+        async def at_v3() -> bool:
+            return (await source(api)).version == 3
+
+        await until(at_v3)
+        v3 = await source(api)
+        assert v3.writer == f"{NS}/api-b"
+        await until(lambda: files(a_dir) == files(b_dir))
+        assert files(a_dir)["password"] == v3.current["password"]
+
+    # A restarted writer does not answer the same request twice.
+    async with agent(url, "api-b", "rw", b_dir) as b2:
+        await until(lambda: b2.readiness()[NAME])
+        assert (await source(api)).version == 3
