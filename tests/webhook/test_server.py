@@ -259,3 +259,37 @@ async def test_review_json_round_trip(webhook: Webhook):
     r_in = review(pod({"rotor.dev/ro": "db"}))
     _, raw = await post(webhook, r_in)
     assert json.loads(raw) == mutate(r_in, WebhookSettings())
+
+
+async def test_a_failed_watch_is_retried(tmp_path: Path, monkeypatch):
+    from webhook import tls
+
+    ca = trustme.CA()
+    volume = SecretVolume(tmp_path / "tls")
+    volume.write(ca.issue_cert("127.0.0.1"))
+    certs = CertReloader(str(volume.root / "tls.crt"), str(volume.root / "tls.key"))
+    calls: list[int] = []
+    real = tls.awatch
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("inotify watch limit reached")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tls, "awatch", flaky)
+    monkeypatch.setattr(tls, "WATCH_RETRY_SECONDS", 0.01)
+    stop, reloads = asyncio.Event(), []
+    task = asyncio.create_task(certs.watch(stop, reloads.append, debounce_ms=50))
+    deadline = time.monotonic() + 20
+    while not reloads:  # rewrite until the second watcher, once set up, sees a change
+        assert time.monotonic() < deadline, "no reload after the watcher failed once"
+        volume.write(ca.issue_cert("127.0.0.1"))
+        for _ in range(20):
+            if reloads:
+                break
+            await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len(calls) >= 2
+    assert reloads[0] is True
