@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from agent.engine import Agent, SecretRotator, drain_notifications
 from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
 from agent.metrics import AgentMetrics
+from agent.schedule import jitter_draw
 from agent.store import FileStore, MemoryStore, SecretStore, Stored
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
@@ -265,7 +265,23 @@ async def test_signal_reload_with_no_such_process_is_a_counted_failure(tmp_path:
     await r.step()
     await drain_notifications()
     assert metric(reg, "rotor_agent_reload_notifications_total", method="signal", result="failure")
-    assert signal.SIGHUP  # the agent itself was not signalled (the test is still running)
+
+
+async def test_jitter_from_settings_shortens_the_interval(tmp_path: Path) -> None:
+    clock = FakeClock()
+    r, reg = make(tmp_path, clock)
+    r.settings = AgentSettings(jitter=0.5)
+    await r.step()
+    draw = jitter_draw(r.state)
+    due = r.state.rotated_at + 3600 * (1 - 0.5 * draw)  # type: ignore[operator]
+    assert 0.0 < draw < 1.0
+    assert metric(reg, "rotor_agent_next_rotation_timestamp_seconds") == pytest.approx(due)
+    await clock.advance(due - clock.now - 1)
+    await r.step()
+    assert r.state.version == 1
+    await clock.advance(1.01)  # just past due (not exactly: float sums may round down)
+    await r.step()
+    assert r.state.version == 2
 
 
 @pytest.mark.parametrize(
