@@ -64,7 +64,7 @@ class StrictEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if not self.keep_requests and len(history) > len(self._inflight):
             history[:] = [r for r in history if id(r) in self._inflight]
 
-    def _KubernetesEmulator__get_objs(  # noqa: N802 - overrides kmock's name-mangled scan
+    def _KubernetesEmulator__get_objs(  # overrides kmock's name-mangled scan
         self, request: kmock.Request, strict: bool
     ) -> list[Any]:
         """kmock scans every stored object for each request; a request naming one object (get,
