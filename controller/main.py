@@ -13,7 +13,7 @@ from kubernetes import client, config
 from prometheus_client import CollectorRegistry, start_http_server
 
 from controller.acl import make_backend
-from controller.kube import Kube
+from controller.kube import DEFAULT_CONCURRENCY, Kube
 from controller.leader import LeaderElector
 from controller.metrics import Metrics
 from controller.operator import Controller
@@ -37,9 +37,14 @@ def api_client(server: str | None) -> client.ApiClient:
     return client.ApiClient()
 
 
-async def run(settings: ControllerSettings, server: str | None, identity: str) -> None:
+async def run(
+    settings: ControllerSettings,
+    server: str | None,
+    identity: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> None:
     api = api_client(server)
-    kube = Kube(api)
+    kube = Kube(api, concurrency)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     start_http_server(settings.metrics_port, registry=registry)
@@ -59,6 +64,12 @@ async def run(settings: ControllerSettings, server: str | None, identity: str) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rotor-controller", description=__doc__)
     parser.add_argument("--server", help="API server URL (default: in-cluster or kubeconfig)")
+    parser.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"parallel API requests, e.g. view writes (default {DEFAULT_CONCURRENCY})",
+    )
     args = parser.parse_args(argv)
     try:
         settings = ControllerSettings.from_env()
@@ -68,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(settings.log_level)
     identity = os.environ.get("POD_NAME") or socket.gethostname()
     try:
-        asyncio.run(run(settings, args.server, f"{identity}-{os.getpid()}"))
+        asyncio.run(
+            run(settings, args.server, f"{identity}-{os.getpid()}", max(1, args.api_concurrency))
+        )
     except KeyboardInterrupt:
         return 0
     return 0
