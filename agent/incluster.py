@@ -328,6 +328,13 @@ class InClusterAgent:
             if env.reload.kind != "none"
             else None
         )
+        if env.reload.kind == "signal" and not reload_process:
+            log.warning(
+                "reload %s: no %s set, so no process will be signalled; set it to the app's "
+                "process name",
+                env.reload,
+                ENV_RELOAD_PROCESS,
+            )
         self.rw: dict[str, RwSecret] = {}
         self.ro: dict[str, RoSecret] = {}
         rw_refs = env.secrets if env.mode == "rw" else ()

@@ -9,18 +9,17 @@ every annotated pod, so its memory and start-up time are paid once per pod. The 
 is synchronous (an async agent would need ``kubernetes_asyncio``, another generated client, or a
 thread per watch), pulls in urllib3, requests-oauthlib, google-auth, websocket-client and
 durationpy, and loads hundreds of generated model modules. Measured on this machine by
-``bench/agent_kube_client.py`` (python 3.11, one process per line, median of 5):
+``bench/agent_kube_client.py`` (python 3.11, fresh interpreter per line, median of 5; VmHWM)::
 
-=========================================  ============  ===========
-what is imported                           peak RSS MiB  import ms
-=========================================  ============  ===========
-``agent.kube`` (aiohttp + this module)     ~35           ~200
-``kubernetes`` (client, config, watch)     ~48           ~270
-=========================================  ============  ===========
+    what is imported                          peak RSS MiB   import CPU ms
+    aiohttp alone (the agent needs it anyway)         34.5             144
+    agent.kube (aiohttp + this module)                34.6             146
+    kubernetes (client, config, watch)                47.1             252
+    kubernetes + aiohttp (an agent built on it)       56.9             352
 
-(see docs/benchmarks.md, "Agent in-cluster client", for the figures of the last run). aiohttp is
-already in the agent for its metrics server and apply-hook calls, so this client costs about
-30 KiB of Python on top of it.
+so this client costs ~0.1 MiB on top of aiohttp, where the official one would cost ~22 MiB and
+~200 ms more per pod. A whole in-cluster writer (``rotor-agent run``, one secret) peaks at about
+39 MiB and is ready ~0.4 s after start (docs/benchmarks.md, "Agent in-cluster client").
 
 Optimistic concurrency: a JSON merge patch that carries ``metadata.resourceVersion`` is a
 precondition on the real API server (the patched object keeps that resourceVersion and the

@@ -371,3 +371,65 @@ async def test_replicas_and_ro_consumers_write_what_the_writer_committed(
     async with agent(url, "api-b", "rw", b_dir) as b2:
         await until(lambda: b2.readiness()[NAME])
         assert (await source(api)).version == 3
+
+
+# -- the command -------------------------------------------------------------------------------
+async def test_rotor_agent_run_in_a_pod_like_environment(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """``rotor-agent`` with no subcommand, configured only by env vars (what the webhook sets),
+    serves /readyz once the files exist and stops cleanly on SIGTERM."""
+    import os
+    import shutil
+    import signal
+
+    import aiohttp
+
+    from tests.conftest import free_port
+
+    exe = shutil.which("rotor-agent")
+    assert exe, "the package is installed with its console scripts (pip install -e .)"
+    await seed(api, writer="api-a")
+    token = tmp_path / "token"
+    token.write_text("sa-token\n")
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "ROTOR_MODE": "rw",
+        "ROTOR_SECRETS": f"{NS}/{NAME}",
+        "ROTOR_POD_NAME": "api-a",
+        "ROTOR_POD_NAMESPACE": NS,
+        "ROTOR_MOUNT_PATH": str(tmp_path / "mnt"),
+        "ROTOR_METRICS_PORT": str(port),
+        "ROTOR_KUBE_URL": strict_api.url,
+        "ROTOR_KUBE_TOKEN_FILE": str(token),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        exe, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                assert proc.returncode is None, "the agent exited"
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await until(ready)
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                metrics = await r.text()
+        assert 'rotor_agent_secret_version{secret="db"} 1.0' in metrics
+        state = await source(api)
+        assert files(tmp_path / "mnt") == {"password": state.current["password"]}
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, out.decode()
+        assert state.current["password"].decode() not in out.decode()  # no value in the logs
+        assert "agent stopped" in out.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
