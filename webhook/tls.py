@@ -28,8 +28,10 @@ from rotor.errors import InvalidSpec
 log = logging.getLogger(__name__)
 
 WATCH_RETRY_SECONDS = 5.0
-DEFAULT_DEBOUNCE_MS = 400
+DEFAULT_DEBOUNCE_MS = 1000
 """Wait for the writes of a cert-manager or controller update to settle before reloading."""
+WATCH_STEP_MS = 500
+"""How often the watcher thread wakes up (it takes the GIL each time): a certificate can wait."""
 
 
 def _new_context() -> ssl.SSLContext:
@@ -101,7 +103,9 @@ class CertReloader:
     async def _watch_once(
         self, stop: asyncio.Event, on_reload: Callable[[bool], None], debounce_ms: int
     ) -> None:
-        async for _ in awatch(*self._dirs, stop_event=stop, debounce=debounce_ms, step=50):
+        async for _ in awatch(
+            *self._dirs, stop_event=stop, debounce=debounce_ms, step=WATCH_STEP_MS
+        ):
             try:
                 if self.reload():
                     log.info("reloaded the serving certificate from %s", self.cert_file)
