@@ -61,6 +61,8 @@ log = logging.getLogger("rotor.agent")
 
 ENV_RELOAD_PROCESS = "ROTOR_RELOAD_PROCESS"
 """``signal:*`` reload: the app's process name (the pod shares its process namespace)."""
+WAIT_MAX = 30.0
+"""Longest wait between retries of an API call that failed (e.g. a grant not made yet)."""
 METRICS_HOST = "0.0.0.0"  # noqa: S104  (probes and Prometheus reach the pod IP)
 
 
@@ -133,9 +135,28 @@ async def _retrying(what: str, run: Callable[[], Awaitable[None]], settings: Age
             failures = 0
         except (RotorError, OSError) as e:
             failures += 1
-            delay = backoff_delay(failures, min(settings.backoff_base, 1.0), settings.backoff_max)
+            delay = backoff_delay(
+                failures, min(settings.backoff_base, 1.0), min(settings.backoff_max, WAIT_MAX)
+            )
             log.warning("%s: %s; retrying in %.1fs", what, e, delay)
             await asyncio.sleep(delay)
+
+
+def acts_as_writer(writer: str, pod: str, latest: SecretState | None) -> bool:
+    """Whether this pod runs the rotation engine for a secret.
+
+    The pod the controller named writer does. Besides, while *no* writer is named and the source
+    Secret has no value yet (version 0), every RW replica does: the controller only names a
+    Ready pod, and with ``rotor.dev/wait: true`` a pod is Ready only once its files exist, so
+    someone must make the first value before any writer can be named. The replicas race with
+    resourceVersion preconditions, so exactly one first value is committed; the others get 409,
+    re-read, find the value and go back to mirroring.
+    """
+    if not pod:
+        return False
+    if writer:
+        return writer == pod
+    return latest is not None and latest.version == 0
 
 
 def writer_of(rsec: Mapping[str, Any] | None) -> str:
@@ -220,15 +241,19 @@ class RwSecret:
                 self.latest = None
                 continue
             self.latest = self.store.decode(obj).state
+            await self._set_role()
             if self.writing and self.rotator is not None:
                 self.rotator.wake()  # someone may have changed it: the engine re-reads
             else:
                 self.mirror.show(self.latest)
 
     async def _set_role(self) -> None:
-        me = self.writer == self.env.pod_name and bool(self.env.pod_name)
+        me = acts_as_writer(self.writer, self.env.pod_name, self.latest)
         if me and self.spec is not None and not self.writing:
-            log.info("writer of %s: this pod (%s)", self.ref, self.env.pod_name)
+            if self.writer:
+                log.info("writer of %s: this pod (%s)", self.ref, self.env.pod_name)
+            else:
+                log.info("no writer named for %s and no value yet: making the first one", self.ref)
             if self.spec.external_stores:
                 log.warning(
                     "RotatingSecret %s lists externalStores; this agent build does not write "
@@ -255,7 +280,7 @@ class RwSecret:
                 _retrying(f"rotate {self.ref}", rotator.run, self.settings)
             )
         elif not (me and self.spec is not None) and self.writing:
-            log.info("writer of %s: %s, not this pod", self.ref, self.writer or "none")
+            log.info("writer of %s: %s, not this pod", self.ref, self.writer or "none named")
             await self._stop_engine()
             if self.latest is not None:
                 self.mirror.show(self.latest)

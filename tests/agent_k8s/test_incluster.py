@@ -264,6 +264,26 @@ async def test_two_writers_racing_lose_and_duplicate_no_version(
     assert len(set(values)) == len(values)
 
 
+async def test_replicas_make_exactly_one_first_value_before_a_writer_is_named(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """The controller names only a Ready pod, and a pod is Ready once its files exist: with no
+    writer named and no value yet, the RW replicas race for the first value; one wins."""
+    await seed(api, writer="")
+    url = strict_api.url
+    async with (
+        agent(url, "api-a", "rw", tmp_path / "a") as a,
+        agent(url, "api-b", "rw", tmp_path / "b") as b,
+    ):
+        await until(lambda: a.readiness()[NAME] and b.readiness()[NAME])
+        await until(lambda: not a.rw[NAME].writing and not b.rw[NAME].writing)
+        assert files(tmp_path / "a") == files(tmp_path / "b")
+    states = [decode(o) for o in history(strict_api)]
+    assert max(s.version for s in states) == 1  # exactly one first value
+    state = await source(api)
+    assert files(tmp_path / "a") == {"password": state.current["password"]}
+
+
 async def test_a_half_done_rotation_is_committed_on_start(
     strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
 ) -> None:
