@@ -453,3 +453,77 @@ async def test_rotor_agent_run_in_a_pod_like_environment(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_writer_waits_for_the_source_secret_and_honours_the_apply_hook(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """The controller creates the source Secret after the pod started; the app's apply hook
+    refuses the first value (abort: nothing committed, no file), then accepts the next one."""
+    from aiohttp import web
+
+    answers = [500]
+    posted: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posted.append(await request.json())
+        return web.Response(status=answers[0])
+
+    app = web.Application()
+    app.router.add_post("/apply", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await api.create(
+        rotating_secrets_path(NS),
+        {
+            "apiVersion": "rotor.dev/v1alpha1",
+            "kind": "RotatingSecret",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": SPEC,
+        },
+    )
+    await set_writer(api, "api-a")
+    env = AgentEnv.from_env(
+        {
+            "ROTOR_MODE": "rw",
+            "ROTOR_SECRETS": f"{NS}/{NAME}",
+            "ROTOR_POD_NAME": "api-a",
+            "ROTOR_POD_NAMESPACE": NS,
+            "ROTOR_MOUNT_PATH": str(tmp_path),
+            "ROTOR_APPLY_HOOK": f"http://127.0.0.1:{port}/apply",
+        }
+    )
+    try:
+        async with KubeClient(KubeConfig(url=strict_api.url)) as kube:
+            a = InClusterAgent(env, SETTINGS, kube, CollectorRegistry())
+            task = asyncio.create_task(a.run())
+            try:
+                await api.create(  # the controller's part, a little late
+                    secrets_path(NS),
+                    {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": NAME}},
+                )
+                await until(lambda: len(posted) >= 1)
+
+                async def aborted() -> bool:
+                    s = await source(api)
+                    return s.phase == "committed" and s.version == 0 and not s.pending
+
+                await until(aborted)
+                assert files(tmp_path) == {}
+                assert not a.readiness()[NAME]
+                answers[0] = 200  # the app can apply values now; the engine retries after backoff
+                await until(lambda: a.readiness()[NAME])
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await a.close()
+    finally:
+        await runner.cleanup()
+    state = await source(api)
+    assert state.version == 1
+    assert posted[-1]["values"] == {"password": state.current["password"].decode()}
+    assert files(tmp_path) == {"password": state.current["password"]}
