@@ -293,3 +293,45 @@ async def test_a_failed_watch_is_retried(tmp_path: Path, monkeypatch):
     await asyncio.wait_for(task, 10)
     assert len(calls) >= 2
     assert reloads[0] is True
+
+
+def test_rotor_webhook_command_serves_and_stops_on_sigterm(tmp_path: Path):
+    import signal
+    import subprocess
+    import urllib.request
+
+    ca = trustme.CA()
+    volume = SecretVolume(tmp_path / "tls")
+    volume.write(ca.issue_cert("127.0.0.1"))
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "ROTOR_WEBHOOK_HOST": "127.0.0.1",
+        "ROTOR_WEBHOOK_PORT": str(port),
+        "ROTOR_WEBHOOK_METRICS_PORT": str(metrics_port),
+        "ROTOR_WEBHOOK_CERT_FILE": str(volume.root / "tls.crt"),
+        "ROTOR_WEBHOOK_KEY_FILE": str(volume.root / "tls.key"),
+    }
+    proc = subprocess.Popen(["rotor-webhook"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        client_ssl = ssl.create_default_context()
+        ca.configure_trust(client_ssl)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/healthz", context=client_ssl, timeout=2
+                ) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "rotor-webhook did not start"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            assert b"rotor_webhook_requests_total" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "serving admission on https://127.0.0.1" in err
