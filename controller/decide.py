@@ -194,7 +194,16 @@ def desired_rbac(secret: SecretRef, grants: Iterable[Grant]) -> list[Obj]:
 
 
 # -- fan-out ---------------------------------------------------------------------------------------
-HoldReason = Literal["", "NotCommitted", "ChecksumMismatch", "NoValue"]
+HoldReason = Literal["", "NotCommitted", "ChecksumMismatch", "NoValue", "StoreNotSynced"]
+StoreState = Literal["none", "synced", "behind", "unavailable", "unverified"]
+"""External stores of a committed version: none configured, every store holds it, one does not,
+one did not answer, or not checked (nothing to publish yet, or a store is missing/misconfigured)."""
+
+
+@dataclass(frozen=True)
+class StoreSync:
+    state: StoreState = "none"
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,10 +224,14 @@ def granted_ro_namespaces(secret: SecretRef, grants: Iterable[Grant]) -> frozens
 
 
 def plan_fanout(
-    source: SourceObs | None, granted: frozenset[str], views: Mapping[str, ViewObs]
+    source: SourceObs | None,
+    granted: frozenset[str],
+    views: Mapping[str, ViewObs],
+    stores: StoreState = "none",
 ) -> FanoutPlan:
-    """Publish only a committed value whose checksum annotation matches its data; delete views
-    of namespaces that lost their grant (even while holding)."""
+    """Publish only a committed value whose checksum annotation matches its data and that every
+    external store holds; delete views of namespaces that lost their grant (even while
+    holding)."""
     delete = tuple(sorted(ns for ns in views if ns not in granted))
     state = source.state if source else None
     if source is None or state is None or not state.has_value:
@@ -227,6 +240,8 @@ def plan_fanout(
         return FanoutPlan(delete=delete, hold="NotCommitted")
     if source.checksum_annotation != state.checksum:
         return FanoutPlan(delete=delete, hold="ChecksumMismatch")
+    if stores not in ("none", "synced"):
+        return FanoutPlan(delete=delete, hold="StoreNotSynced")
     upsert = tuple(
         sorted(
             ns
@@ -237,6 +252,18 @@ def plan_fanout(
         )
     )
     return FanoutPlan(upsert=upsert, delete=delete)
+
+
+def publishable(source: SourceObs | None) -> bool:
+    """A committed value whose checksum annotation matches its data (before store checks)."""
+    state = source.state if source else None
+    return (
+        source is not None
+        and state is not None
+        and state.has_value
+        and state.phase == "committed"
+        and source.checksum_annotation == state.checksum
+    )
 
 
 def view_body(secret: SecretRef, state: SecretState, namespace: str) -> Obj:
@@ -325,6 +352,7 @@ def secret_status(
     plan: FanoutPlan | None,
     stale: Staleness,
     acl_known: bool,
+    stores: StoreSync | None = None,
 ) -> st.RotatingSecretStatus:
     """Phase, version, writer, rotation times, consumers and the four conditions."""
     state = source.state if source else None
@@ -390,12 +418,15 @@ def secret_status(
             "NoValue": st.R_NOT_COMMITTED,
             "NotCommitted": st.R_NOT_COMMITTED,
             "ChecksumMismatch": st.R_CHECKSUM_MISMATCH,
+            "StoreNotSynced": st.R_STORE_NOT_SYNCED,
         }[plan.hold]
         hold_text = {
             "NoValue": "no committed value yet",
             "NotCommitted": "a rotation is pending; views keep the last committed version",
             "ChecksumMismatch": "the source Secret's checksum does not match its data; "
             "nothing is published until the writer repairs it",
+            "StoreNotSynced": "an external store does not hold the committed version: "
+            + (stores.message if stores else ""),
         }[plan.hold]
         published = _cond(st.PUBLISHED, plan.hold == "NotCommitted", hold_reason, hold_text)
     elif not granted_ro:
@@ -417,19 +448,25 @@ def secret_status(
     conds.append(published)
 
     # ExternalStoreSynced
-    if spec.external_stores:
+    sync = stores or StoreSync()
+    if not spec.external_stores:
+        conds.append(
+            _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_NO_EXTERNAL_STORES, "none configured")
+        )
+    elif sync.state == "synced":
+        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, True, st.R_IN_SYNC, sync.message))
+    elif sync.state == "behind":
+        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, False, st.R_STORE_NOT_SYNCED, sync.message))
+    elif sync.state == "unavailable":
+        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, None, st.R_STORE_UNAVAILABLE, sync.message))
+    else:
         conds.append(
             _cond(
                 st.EXTERNAL_STORE_SYNCED,
                 None,
                 st.R_NOT_VERIFIED,
-                "the writer commits only after every store holds the value; the controller "
-                "does not re-read the stores yet",
+                sync.message or "checked when a committed version is to be published",
             )
-        )
-    else:
-        conds.append(
-            _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_NO_EXTERNAL_STORES, "none configured")
         )
 
     # Ready and phase
@@ -481,6 +518,8 @@ FAILURE_REASONS = frozenset(
         st.R_ACL_STALE,
         st.R_ACL_REVOKED_STALE,
         st.R_CHECKSUM_MISMATCH,
+        st.R_STORE_NOT_SYNCED,
+        st.R_STORE_UNAVAILABLE,
     }
 )
 

@@ -89,8 +89,9 @@ class Kube:
     ) -> None:
         self.api_client = api_client
         cfg = api_client.configuration
-        if (cfg.connection_pool_maxsize or 0) < concurrency:
-            cfg.connection_pool_maxsize = concurrency
+        pool = concurrency + 8  # also serves asyncio.to_thread users (the ACL backend)
+        if (cfg.connection_pool_maxsize or 0) < pool:
+            cfg.connection_pool_maxsize = pool
             api_client.rest_client = type(api_client.rest_client)(cfg)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rotor-kube")
 

@@ -21,7 +21,7 @@ class Metrics:
         )
         self.errors = Counter(
             "rotor_controller_errors_total",
-            "Failures, by kind (acl, api, spec, fanout, restart, leader).",
+            "Failures, by kind (acl, api, spec, fanout, store, restart, leader).",
             ["kind"],
             registry=registry,
         )

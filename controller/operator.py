@@ -10,6 +10,7 @@ new), records new requests, and marks every secret dirty (a periodic resync).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -56,6 +57,7 @@ from rotor.layout import (
 )
 from rotor.names import SecretRef
 from rotor.settings.controller import ControllerSettings
+from rotor.spec import ExternalStoreSpec
 
 log = logging.getLogger("rotor.controller")
 
@@ -96,6 +98,8 @@ class Index:
     wants: dict[tuple[str, str, str], tuple[Want, ...]] = field(default_factory=dict)
     """(kind, namespace, name) of a workload or pod -> what it asks for."""
     wants_by_secret: dict[SecretRef, set[tuple[str, str, str]]] = field(default_factory=dict)
+    stores: dict[tuple[str, str], ExternalStoreSpec | InvalidSpec] = field(default_factory=dict)
+    """(namespace, name) of an ExternalStore -> its spec, or why it is invalid."""
 
     def all_wants(self) -> set[Want]:
         return {w for ws in self.wants.values() for w in ws}
@@ -140,6 +144,9 @@ class Controller:
         self._acl_wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._readers: dict[tuple[str, str], Any] = {}
+        self._synced: dict[SecretRef, str] = {}
+        """The checksum every external store of a secret was last seen to hold."""
 
     # -- intake (kopf event handlers call these; no I/O) -----------------------------------------
     def mark(self, refs: Iterable[SecretRef]) -> None:
@@ -161,6 +168,23 @@ class Controller:
             if old is None and new.spec is not None:
                 self._acl_wake.set()  # register the new secret with the ACL soon
         self.mark([ref])
+
+    def on_external_store(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        m = meta(obj)
+        key = (str(m.get("namespace", "")), str(m.get("name", "")))
+        self._readers.pop(key, None)
+        if kind == "DELETED":
+            self.index.stores.pop(key, None)
+        else:
+            try:
+                self.index.stores[key] = ExternalStoreSpec.from_dict(obj.get("spec"))
+            except InvalidSpec as e:
+                self.index.stores[key] = e
+        self.mark(
+            r
+            for r, o in self.index.rsecs.items()
+            if o.spec and any((r.namespace, x.store) == key for x in o.spec.external_stores)
+        )
 
     def on_secret(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         if not is_managed(obj):
@@ -398,15 +422,76 @@ class Controller:
             (obs.status.get("writer") or {}).get("pod"),
         )
         plan: decide.FanoutPlan | None = None
+        stores = await self.check_stores(obs, source)
         if self.acl is not None or stale.revoke:  # never act on an ACL not read yet
             await self.apply_rbac(ref, decide.desired_rbac(ref, grants))
-            plan = decide.plan_fanout(source, decide.granted_ro_namespaces(ref, grants), views)
+            granted = decide.granted_ro_namespaces(ref, grants)
+            plan = decide.plan_fanout(source, granted, views, stores.state)
             views = await self.fanout(ref, source, plan, views)
         consumers = decide.consumer_statuses(
             ref, self.index.wants_for(ref), grants, self.acl, source, views
         )
-        status = decide.secret_status(obs, source, writer, consumers, plan, stale, acl_known)
+        status = decide.secret_status(
+            obs, source, writer, consumers, plan, stale, acl_known, stores
+        )
         await self.write_status(obs, status)
+
+    async def check_stores(
+        self, obs: RotatingSecretObs, source: SourceObs | None
+    ) -> decide.StoreSync:
+        """Does every external store of the secret hold its committed version? Checked (by
+        checksum of the values read back) once per committed version; until every store holds
+        it, nothing is published."""
+        spec = obs.spec
+        if spec is None or not spec.external_stores:
+            return decide.StoreSync("none")
+        if not decide.publishable(source):
+            return decide.StoreSync("unverified", "no committed version to check yet")
+        assert source is not None
+        assert source.state is not None
+        digest = source.state.checksum
+        where = ", ".join(f"{s.store}:{s.path}" for s in spec.external_stores)
+        if self._synced.get(obs.ref) == digest:
+            return decide.StoreSync("synced", f"{where} hold version {source.state.version}")
+        for ref in spec.external_stores:
+            key = (obs.ref.namespace, ref.store)
+            found = self.index.stores.get(key)
+            if found is None:
+                return decide.StoreSync(
+                    "unverified", f"ExternalStore {key[0]}/{key[1]} does not exist"
+                )
+            if isinstance(found, InvalidSpec):
+                return decide.StoreSync("unverified", f"ExternalStore {key[0]}/{key[1]}: {found}")
+            try:
+                reader = await self._reader(key, found)
+                held = await reader.store_holds(ref.path, source.state.version, digest)
+            except RotorError as e:
+                self.metrics.errors.labels("store").inc()
+                return decide.StoreSync("unavailable", f"{ref.store}:{ref.path}: {e}")
+            if not held:
+                return decide.StoreSync(
+                    "behind",
+                    f"{ref.store}:{ref.path} does not hold version {source.state.version}",
+                )
+        self._synced[obs.ref] = digest
+        return decide.StoreSync("synced", f"{where} hold version {source.state.version}")
+
+    async def _reader(self, key: tuple[str, str], spec: ExternalStoreSpec) -> Any:
+        """A Vault reader per ExternalStore (imported lazily: hvac is only needed here)."""
+        reader = self._readers.get(key)
+        if reader is not None:
+            return reader
+        from controller.vault import VaultReader
+
+        token = None
+        ref = spec.vault.auth.token_secret
+        if ref is not None:
+            secret = await self.kube.aget(path("v1", "secrets", key[0], ref.name)) or {}
+            raw = (secret.get("data") or {}).get(ref.key)
+            token = base64.b64decode(raw).decode().strip() if raw else None
+        reader = VaultReader.from_spec(spec.vault, token=token)
+        self._readers[key] = reader
+        return reader
 
     async def ensure_source(self, obs: RotatingSecretObs) -> SourceObs | None:
         """Create the source Secret (owned, labelled, no value yet) or repair its metadata, and

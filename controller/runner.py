@@ -47,6 +47,10 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
     async def rotating_secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_rotating_secret(event.get("type"), event["object"])
 
+    @kopf.on.event(API_GROUP, API_VERSION, "externalstores", registry=registry)
+    async def external_store(event: kopf.RawEvent, **_: Any) -> None:
+        ctl.on_external_store(event.get("type"), event["object"])
+
     @kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
     async def secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_secret(event.get("type"), event["object"])

@@ -10,8 +10,10 @@ Conditions (each ``True``/``False``/``Unknown`` with a reason and a message):
 ``AccessGranted``    the ACL grants a writer (reasons: Granted, AwaitingApproval, NoRequests,
                      AclStale, AclRevokedStale, AclUnavailable)
 ``Published``        every granted RO consumer's view holds the current version (reasons:
-                     UpToDate, Publishing, NoConsumers, NotCommitted, ChecksumMismatch)
-``ExternalStoreSynced`` (reasons: NoExternalStores, NotVerified)
+                     UpToDate, Publishing, NoConsumers, NotCommitted, ChecksumMismatch,
+                     StoreNotSynced)
+``ExternalStoreSynced`` every external store holds the committed version (reasons:
+                     NoExternalStores, InSync, StoreNotSynced, StoreUnavailable, NotVerified)
 ==================== =========================================================================
 """
 
@@ -56,6 +58,9 @@ R_NOT_COMMITTED = "NotCommitted"
 R_CHECKSUM_MISMATCH = "ChecksumMismatch"
 R_NO_EXTERNAL_STORES = "NoExternalStores"
 R_NOT_VERIFIED = "NotVerified"
+R_IN_SYNC = "InSync"
+R_STORE_NOT_SYNCED = "StoreNotSynced"
+R_STORE_UNAVAILABLE = "StoreUnavailable"
 
 
 @dataclass(frozen=True)

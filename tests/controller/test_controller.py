@@ -450,3 +450,48 @@ async def test_pods_admitted_without_injection_are_restarted_through_their_owner
 
 async def _gone(h: Harness, pod: str) -> bool:
     return await h.get("v1", "pods", "shop", pod) is None
+
+
+async def test_nothing_is_published_until_every_external_store_holds_the_version(rotor):
+    holds: set[str] = set()
+
+    class FakeReader:  # the Vault reader's protocol, answering from ``holds``
+        async def store_holds(self, path, version, checksum):
+            return checksum in holds
+
+    await create(
+        rotor,
+        API,
+        "externalstores",
+        {
+            "apiVersion": API,
+            "kind": "ExternalStore",
+            "metadata": {"name": "vault", "namespace": "shop"},
+            "spec": {"vault": {"server": "https://v:8200", "auth": {"kubernetes": {"role": "r"}}}},
+        },
+    )
+    await eventually(lambda: ("shop", "vault") in rotor.ctl.index.stores)
+    rotor.ctl._readers[("shop", "vault")] = FakeReader()
+    spec = {
+        "keys": [{"name": "password", "generator": {"type": "password"}}],
+        "externalStores": [{"storeRef": {"name": "vault"}, "path": "shop/db"}],
+    }
+    await rotor.rsec("shop", "db", spec)
+    await create(rotor, "v1", "pods", pod_body("shop", "api-0", "api", {"rotor.dev/rw": "db"}))
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: _pending(rotor, DB, API_SA, "rw"))
+    await rotor.backend.approve(DB, API_SA, "rw")
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+
+    state = await commit_value(rotor, DB, b"stored-value-1")
+    synced = await eventually(lambda: _reason(rotor, "ExternalStoreSynced", "StoreNotSynced"))
+    assert synced["status"] == "False"
+    assert "vault:shop/db" in synced["message"]
+    assert await _view(rotor, "web") is None
+
+    holds.add(state.checksum)  # the writer's step 3 reached the store
+    view = await eventually(lambda: _view(rotor, "web"), what="published once the store holds it")
+    assert _decoded(view) == {"password": b"stored-value-1"}
+    synced = await eventually(lambda: _reason(rotor, "ExternalStoreSynced", "InSync"))
+    assert synced["status"] == "True"
