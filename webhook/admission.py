@@ -121,7 +121,9 @@ def _is_pod_create(request: AdmissionRequest) -> bool:
     )
 
 
-def warnings_for(req: PodRequest, settings: WebhookSettings) -> list[str]:
+def warnings_for(
+    req: PodRequest, settings: WebhookSettings, restart_policy: object = "Always"
+) -> list[str]:
     """What the user should know: a secret is delivered only once it exists and is granted."""
     if req.delivery == "agent":
         then = "the agent waits until it exists and access is granted"
@@ -139,6 +141,19 @@ def warnings_for(req: PodRequest, settings: WebhookSettings) -> list[str]:
         out.append(f"rotor: and {len(req.secrets) - MAX_WARNINGS} more secrets, the same way")
     if req.delivery == "agent" and req.wait and settings.sidecar_mode == "classic":
         out.append("rotor: rotor.dev/wait is not enforced in classic sidecar mode")
+    if (
+        req.delivery == "agent"
+        and settings.sidecar_mode == "classic"
+        and restart_policy
+        in (
+            "Never",
+            "OnFailure",
+        )
+    ):
+        out.append(
+            "rotor: in classic sidecar mode the agent keeps running after the app exits, so this "
+            "pod does not complete; use native sidecars (Kubernetes 1.29+)"
+        )
     return out
 
 
@@ -161,6 +176,9 @@ def decide(review: object, settings: WebhookSettings) -> Decision:
         return Decision(_answer(uid), "skipped", reason=p.reason)
     patch = base64.b64encode(_json.dumps(p.ops)).decode()
     review_out = _answer(
-        uid, patchType="JSONPatch", patch=patch, warnings=warnings_for(p.request, settings)
+        uid,
+        patchType="JSONPatch",
+        patch=patch,
+        warnings=warnings_for(p.request, settings, pod["spec"].get("restartPolicy", "Always")),
     )
     return Decision(review_out, "injected", p.request)

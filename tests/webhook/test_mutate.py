@@ -390,3 +390,19 @@ def test_mutate_does_not_change_its_input():
     before = copy.deepcopy(p)
     mutate(review(p), S)
     assert p == before
+
+
+@pytest.mark.parametrize(
+    ("settings", "restart", "warned"),
+    [
+        (CLASSIC, "Never", True),
+        (CLASSIC, "OnFailure", True),
+        (CLASSIC, "Always", False),
+        (S, "Never", False),
+    ],
+)
+def test_classic_agent_in_a_job_pod_is_warned_about(settings, restart, warned):
+    p = pod({"rotor.dev/ro": "db"}, restartPolicy=restart)
+    injected(p, settings)
+    warnings = mutate(review(p), settings)["response"]["warnings"]
+    assert any("does not complete" in w for w in warnings) is warned
