@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -60,7 +61,8 @@ from rotor.spec import RotatingSecretSpec
 log = logging.getLogger("rotor.agent")
 
 ENV_RELOAD_PROCESS = "ROTOR_RELOAD_PROCESS"
-"""``signal:*`` reload: the app's process name (the pod shares its process namespace)."""
+"""``signal:*`` reload: signal only processes of this name (default: every other container's
+main process, see :class:`PodReloader`)."""
 WAIT_MAX = 30.0
 """Longest wait between retries of an API call that failed (e.g. a grant not made yet)."""
 METRICS_HOST = "0.0.0.0"  # noqa: S104  (probes and Prometheus reach the pod IP)
@@ -115,6 +117,55 @@ class Mirror:
         self._written, self.version = None, 0
         self.metrics.ready.labels(self.name).set(0)
         self.metrics.version.labels(self.name).set(0)
+
+
+def container_main_pids(proc: Path = Path("/proc"), me: int | None = None) -> list[int]:
+    """In a pod that shares its process namespace: the main process of every *other* container.
+
+    Those are the processes whose parent is 0 (their parents live outside the pod's namespace),
+    except PID 1 (the pause container) and the agent's own container (the agent or an ancestor).
+    """
+    me = os.getpid() if me is None else me
+
+    def ppid(pid: int) -> int | None:
+        try:
+            stat = (proc / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+        return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+    mine = {me}
+    pid: int | None = me
+    while pid and pid not in (0, 1):
+        pid = ppid(pid)
+        if pid:
+            mine.add(pid)
+    pids = (int(e.name) for e in proc.iterdir() if e.name.isdigit())
+    return sorted(p for p in pids if p != 1 and p not in mine and ppid(p) == 0)
+
+
+class PodReloader(Reloader):
+    """A :class:`~agent.hooks.Reloader` that, for a ``signal:*`` reload with no process named
+    (``ROTOR_RELOAD_PROCESS``), signals the main process of every other container of the pod
+    (the webhook sets ``shareProcessNamespace`` for signal reloads). The agent runs without
+    capabilities, so the app must run as the same user for the signal to be allowed."""
+
+    async def notify(self, secret: str, version: int, files: list[str]) -> bool:
+        if self.reload.kind != "signal" or self.process or self.pid is not None:
+            return await super().notify(secret, version, files)
+        pids = container_main_pids()
+        if not pids:
+            log.warning("reload secret=%s: no other container's process is visible", secret)
+            return False
+        ok = True
+        for pid in pids:
+            try:
+                os.kill(pid, self.reload.signum)
+            except OSError as e:
+                log.warning("reload secret=%s: signal to pid %d failed: %s", secret, pid, e)
+                ok = False
+        return ok
 
 
 _tasks: set[asyncio.Future[Any]] = set()
@@ -349,17 +400,10 @@ class InClusterAgent:
             ApplyHook(env.apply_hook, settings.hook_timeout) if env.apply_hook else None
         )
         self.reloader = (
-            Reloader(env.reload, process=reload_process, timeout=settings.hook_timeout)
+            PodReloader(env.reload, process=reload_process, timeout=settings.hook_timeout)
             if env.reload.kind != "none"
             else None
         )
-        if env.reload.kind == "signal" and not reload_process:
-            log.warning(
-                "reload %s: no %s set, so no process will be signalled; set it to the app's "
-                "process name",
-                env.reload,
-                ENV_RELOAD_PROCESS,
-            )
         self.rw: dict[str, RwSecret] = {}
         self.ro: dict[str, RoSecret] = {}
         rw_refs = env.secrets if env.mode == "rw" else ()

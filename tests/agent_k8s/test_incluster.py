@@ -527,3 +527,51 @@ async def test_the_writer_waits_for_the_source_secret_and_honours_the_apply_hook
     assert state.version == 1
     assert posted[-1]["values"] == {"password": state.current["password"].decode()}
     assert files(tmp_path) == {"password": state.current["password"]}
+
+
+def test_signal_reload_targets_the_main_process_of_every_other_container(tmp_path: Path) -> None:
+    """A pod sharing its process namespace, as /proc shows it to the agent (pid 40)."""
+    from agent.incluster import container_main_pids
+
+    procs = {
+        1: "1 (pause) S 0",  # the pause container
+        7: "7 (tini) S 0",  # the agent's container: tini, then the agent
+        40: "40 (rotor-agent) S 7",
+        12: "12 (my app (main)) S 0",  # the app: parent outside the namespace
+        13: "13 (worker) S 12",  # the app's child: not signalled directly
+        20: "20 (other-sidecar) S 0",
+    }
+    for pid, stat in procs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat + " 1 1 0 -1\n")
+    (tmp_path / "self").mkdir()
+    assert container_main_pids(tmp_path, me=40) == [12, 20]
+
+
+async def test_pod_reloader_signals_those_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import agent.incluster
+    from agent.incluster import PodReloader
+    from rotor.annotations import parse_reload
+
+    app = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGHUP, lambda *a: sys.exit(7))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert app.stdout is not None
+        assert await asyncio.wait_for(app.stdout.readline(), 20) == b"ready\n"
+        monkeypatch.setattr(agent.incluster, "container_main_pids", lambda: [app.pid])
+        reloader = PodReloader(parse_reload("signal:HUP", "ROTOR_RELOAD"))
+        assert await reloader.notify("db", 2, ["password"])
+        assert await asyncio.wait_for(app.wait(), 20) == 7
+    finally:
+        if app.returncode is None:
+            app.kill()
+            await app.wait()
