@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agent.files import AtomicWriter, files_for
 from agent.generators import generate
@@ -45,7 +45,7 @@ from agent.schedule import (
     recovery,
 )
 from agent.store import SecretStore, Stored
-from rotor.errors import ConflictError
+from rotor.errors import ConflictError, RotorError
 from rotor.layout import SecretState, abort, checksum, commit, expire_previous, prepare
 from rotor.logs import register_secret
 from rotor.settings.agent import AgentSettings
@@ -62,6 +62,18 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+class ExternalStep(Protocol):
+    """Rotation step 3, between the apply hook and the commit (in-cluster: external stores)."""
+
+    async def write(self, state: SecretState, now: float) -> None:
+        """Put ``state.pending`` where it must be before the commit; raise a RotorError if not."""
+        ...
+
+    async def recover(self, state: SecretState) -> Literal["commit", "abort"]:
+        """For a rotation found pending: may it be committed (every store holds it)?"""
+        ...
 
 
 class SystemClock:
@@ -87,6 +99,7 @@ class SecretRotator:
         clock: Clock,
         writer_id: str,
         apply_hook: ApplyHook | None = None,
+        external: ExternalStep | None = None,
         reloader: Reloader | None = None,
         generator: Callable[[RotatingSecretSpec], dict[str, bytes]] = generate,
     ) -> None:
@@ -99,6 +112,7 @@ class SecretRotator:
         self.clock = clock
         self.writer_id = writer_id
         self.apply_hook = apply_hook
+        self.external = external
         self.reloader = reloader
         self.generator = generator
         self.stored = Stored(SecretState())
@@ -264,6 +278,12 @@ class SecretRotator:
 
     async def _recover(self, stored: Stored, now: float) -> Stored:
         action = recovery(stored.state, self.spec, self.apply_hook is not None)
+        if (
+            action != "abort"
+            and self.external is not None
+            and await self.external.recover(stored.state) == "abort"
+        ):
+            action = "abort"  # some external store does not hold the pending values
         log.info(
             "pending rotation found secret=%s version=%d action=%s",
             self.name,
@@ -291,6 +311,12 @@ class SecretRotator:
         stored = Stored(prepared, await self.store.write(prepared, stored.token))
         if not await self._apply(prepared):
             return await self._abort(stored, now, "apply-hook")
+        if self.external is not None:
+            try:
+                await self.external.write(prepared, now)
+            except RotorError as e:
+                log.warning("external store write failed secret=%s: %s", self.name, e)
+                return await self._abort(stored, now, "external-store")
         stored = await self._commit(stored, reason)
         self.stored = stored
         self._sync_files()
