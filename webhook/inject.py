@@ -213,9 +213,10 @@ def _mount_all(
 def _inject_agent(
     p: Patch, spec: Mapping[str, Any], req: ann.PodRequest, s: WebhookSettings
 ) -> None:
-    own_token = spec.get("automountServiceAccountToken") is False
-    ours = (FILES_VOLUME, TOKEN_VOLUME) if own_token else (FILES_VOLUME,)
     containers = _containers(spec)
+    token_mount = _token_mount(containers)
+    own_token = token_mount is None
+    ours = (FILES_VOLUME, TOKEN_VOLUME) if own_token else (FILES_VOLUME,)
     _check_free(spec, containers, ours, (req.mount_path,))
     signal_reload = req.reload.kind == "signal"
     if signal_reload and spec.get("hostPID") is True:
@@ -238,17 +239,39 @@ def _inject_agent(
     p.extend(spec, "volumes", "/spec/volumes", volumes)
 
     native = s.sidecar_mode == "native"
-    agent = _agent_container(req, s, own_token, native, pod_sc)
+    agent = _agent_container(req, s, token_mount, native, pod_sc)
     key = "initContainers" if native else "containers"
     p.extend(spec, key, f"/spec/{key}", [agent])
     if signal_reload:
         p.set("/spec/shareProcessNamespace", True)
 
 
+def _token_mount(
+    containers: list[tuple[str, int, Mapping[str, Any]]],
+) -> dict[str, Any] | None:
+    """The pod's service-account token mount, to give the agent the same one.
+
+    The API server's ServiceAccount admission plugin runs before mutating webhooks: when the
+    token is automounted, the pod arrives with a ``kube-api-access-*`` volume mounted into its
+    containers, but a container added later (the agent) would not get it. ``None`` when no
+    container has it (``automountServiceAccountToken: false`` on the pod or its ServiceAccount):
+    the agent then gets a projected token volume of its own.
+    """
+    for _, _, c in containers:
+        mounts = c.get("volumeMounts")
+        for m in mounts if isinstance(mounts, list) else ():
+            if not isinstance(m, dict):
+                continue  # _check_free reports it
+            path, name = m.get("mountPath"), m.get("name")
+            if isinstance(path, str) and path.rstrip("/") == SA_TOKEN_DIR and isinstance(name, str):
+                return {"name": name, "mountPath": SA_TOKEN_DIR, "readOnly": True}
+    return None
+
+
 def _agent_container(
     req: ann.PodRequest,
     s: WebhookSettings,
-    own_token: bool,
+    token_mount: dict[str, Any] | None,
     native: bool,
     pod_sc: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -272,8 +295,9 @@ def _agent_container(
     env_list += [{"name": k, "value": v} for k, v in env.items()]
 
     mounts: list[dict[str, Any]] = [{"name": FILES_VOLUME, "mountPath": req.mount_path}]
-    if own_token:
-        mounts.append({"name": TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True})
+    mounts.append(
+        token_mount or {"name": TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}
+    )
 
     requests = {"cpu": s.agent_cpu_request, "memory": s.agent_memory_request}
     limits = {"cpu": s.agent_cpu_limit, "memory": s.agent_memory_limit}

@@ -11,7 +11,7 @@ import yaml
 
 from rotor.settings.webhook import WebhookSettings
 from tests.webhook.kube import apply, containers, mutate_ok, validate
-from webhook.inject import AGENT_CONTAINER, FILES_VOLUME
+from webhook.inject import AGENT_CONTAINER, FILES_VOLUME, SA_TOKEN_DIR, TOKEN_VOLUME
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*.yaml"))
 VARIANTS = {
@@ -80,3 +80,15 @@ def test_agent_without_limits_still_validates():
     validate(out)
     agent = containers(out, "initContainers")[AGENT_CONTAINER]
     assert "limits" not in agent["resources"]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_agent_reuses_the_automounted_token_or_gets_its_own(path):
+    original = load(path, VARIANTS["rw"])
+    out = apply(original, mutate_ok(original, MODES["native"], original["metadata"]["namespace"]))
+    agent = containers(out, "initContainers")[AGENT_CONTAINER]
+    token = [m for m in agent["volumeMounts"] if m["mountPath"] == SA_TOKEN_DIR]
+    automounted = "kube-api-access" in path.read_text()
+    assert len(token) == 1
+    assert token[0]["name"].startswith("kube-api-access") is automounted
+    assert (TOKEN_VOLUME in {v["name"] for v in out["spec"]["volumes"]}) is not automounted

@@ -109,7 +109,7 @@ def test_files_are_a_memory_emptydir_mounted_read_only_into_every_other_containe
     assert containers(out)["app"]["volumeMounts"][0]["name"] == "data"  # kept, first
     assert containers(out)["proxy"]["env"] == [{"name": "X", "value": "1"}]
     agent_mounts = agent_of(out)["volumeMounts"]
-    assert agent_mounts == [{"name": FILES_VOLUME, "mountPath": MOUNT}]  # the agent writes
+    assert agent_mounts[0] == {"name": FILES_VOLUME, "mountPath": MOUNT}  # the agent writes
 
 
 def test_custom_mount_path():
@@ -150,7 +150,8 @@ def test_missing_lists_are_added_whole_and_present_ones_appended():
 def test_null_lists_count_as_absent():
     p = pod({"rotor.dev/rw": "db"}, volumes=None, initContainers=None)
     out = injected(p)
-    assert [v["name"] for v in out["spec"]["volumes"]] == [FILES_VOLUME]
+    assert [v["name"] for v in out["spec"]["volumes"]] == [FILES_VOLUME, TOKEN_VOLUME]
+    assert [c["name"] for c in out["spec"]["initContainers"]] == [AGENT_CONTAINER]
 
 
 def test_label_and_status_marker():
@@ -213,9 +214,47 @@ def test_no_automount_gives_the_agent_its_own_token():
     assert app_mounts == [FILES_VOLUME]  # the app stays without a token
 
 
-def test_automount_default_adds_no_token_volume():
-    out = injected(pod({"rotor.dev/rw": "db"}))
+def with_sa_token(p: dict) -> dict:
+    """The pod as the API server hands it to webhooks: the ServiceAccount admission plugin has
+    added its projected token volume and mounted it into every container."""
+    p["spec"].setdefault("volumes", []).append(
+        {
+            "name": "kube-api-access-x7k2p",
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                ],
+            },
+        }
+    )
+    for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]:
+        c.setdefault("volumeMounts", []).append(
+            {"name": "kube-api-access-x7k2p", "mountPath": SA_TOKEN_DIR, "readOnly": True}
+        )
+    return p
+
+
+def test_the_agent_shares_the_automounted_token():
+    out = injected(with_sa_token(pod({"rotor.dev/rw": "db"})))
     assert TOKEN_VOLUME not in {v["name"] for v in out["spec"]["volumes"]}
+    assert {"name": "kube-api-access-x7k2p", "mountPath": SA_TOKEN_DIR, "readOnly": True} in (
+        agent_of(out)["volumeMounts"]
+    )
+
+
+def test_no_token_mount_anywhere_gives_the_agent_its_own():
+    """E.g. the ServiceAccount sets automountServiceAccountToken: false."""
+    out = injected(pod({"rotor.dev/rw": "db"}))
+    assert TOKEN_VOLUME in {v["name"] for v in out["spec"]["volumes"]}
+    assert TOKEN_VOLUME in {m["name"] for m in agent_of(out)["volumeMounts"]}
+    assert [m["name"] for m in containers(out)["app"]["volumeMounts"]] == [FILES_VOLUME]
 
 
 def test_volume_delivery_mounts_the_views_and_adds_no_agent():
