@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from rotor.settings.webhook import WebhookSettings
 from tests.webhook.kube import apply, ops_of, review
 from webhook.admission import BadReview, mutate
+from webhook.inject import SA_TOKEN_DIR
 
 SETTINGS = {"native": WebhookSettings(), "classic": WebhookSettings(sidecar_mode="classic")}
 GOOD = {
@@ -55,8 +56,10 @@ annotations = st.one_of(
 )
 mount = st.fixed_dictionaries(
     {
-        "name": st.sampled_from(["data", "rotor-files", "cfg"]),
-        "mountPath": st.sampled_from(["/data", "/var/run/secrets/rotor", "/srv/x", "/cfg/"]),
+        "name": st.sampled_from(["data", "rotor-files", "cfg", "kube-api-access-x"]),
+        "mountPath": st.sampled_from(
+            ["/data", "/var/run/secrets/rotor", "/srv/x", "/cfg/", SA_TOKEN_DIR]
+        ),
     }
 )
 maybe_list = lambda item: st.one_of(st.none(), st.just([]), st.lists(item, max_size=2))  # noqa: E731
