@@ -7,7 +7,11 @@ What it does per secret, from :class:`rotor.env.AgentEnv`:
   :class:`agent.kubestore.KubeSecretStore`: prepare and commit are merge patches with a
   resourceVersion precondition, a conflict re-reads and never overwrites, a rotation found
   pending at start is finished (commit) or aborted by the engine's recovery rule, and every
-  change of the Secret by someone else wakes the engine to re-read it.
+  change of the Secret by someone else wakes the engine to re-read it. For a RotatingSecret with
+  ``externalStores``, :class:`ExternalStores` is the engine's step 3: each store (an
+  ``ExternalStore`` object read from the API, a :class:`agent.vault.VaultStore`) gets the pending
+  values with check-and-set before the commit, and recovery commits only if every store holds
+  them (:func:`rotor.external.decide_recovery`).
 * **RW, not the writer** (the other replicas): follows the source Secret and writes its committed
   values to the files; it takes over the engine when the controller names it writer, and hands
   it back when the controller names another pod.
@@ -35,6 +39,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry
 
@@ -50,13 +55,21 @@ from agent.kube import (
 from agent.kubestore import KubeSecretStore
 from agent.metrics import AgentMetrics
 from agent.schedule import backoff_delay
+from rotor import API_GROUP, API_VERSION
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
 from rotor.errors import InvalidSpec, RotorError
+from rotor.external import (
+    ExternalStoreWriter,
+    Recovery,
+    RotorMetadata,
+    decide_recovery,
+    plan_store_write,
+)
 from rotor.layout import SecretState, checksum, view_name
 from rotor.names import SecretRef
 from rotor.settings.agent import AgentSettings
-from rotor.spec import RotatingSecretSpec
+from rotor.spec import ExternalStoreRef, ExternalStoreSpec, RotatingSecretSpec
 
 log = logging.getLogger("rotor.agent")
 
@@ -168,6 +181,80 @@ class PodReloader(Reloader):
         return ok
 
 
+StoreFactory = Callable[[str, Mapping[str, Any]], ExternalStoreWriter]
+"""``(name, ExternalStore object) -> writer``; the default builds a VaultStore (hvac)."""
+
+
+def vault_store(name: str, obj: Mapping[str, Any]) -> ExternalStoreWriter:
+    from agent.vault import VaultStore  # hvac is imported only by writers of such secrets
+
+    spec = ExternalStoreSpec.from_dict(obj.get("spec"), f"ExternalStore {name}: spec")
+    return VaultStore.from_spec(spec.vault)
+
+
+def external_stores_path(namespace: str, name: str) -> str:
+    ns = quote(namespace, safe="")
+    return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/externalstores/{quote(name, safe='')}"
+
+
+class ExternalStores:
+    """Rotation step 3 for one secret (:class:`agent.engine.ExternalStep`): every store of
+    ``spec.externalStores`` gets the pending values with check-and-set before the commit, and a
+    rotation found pending is committed only if every store already holds it."""
+
+    def __init__(
+        self,
+        ref: SecretRef,
+        refs: tuple[ExternalStoreRef, ...],
+        stores: Mapping[str, ExternalStoreWriter],
+        writer: str,
+    ) -> None:
+        self.ref = ref
+        self.refs = refs
+        self.stores = stores
+        self.writer = writer
+
+    @classmethod
+    async def load(
+        cls,
+        kube: KubeClient,
+        ref: SecretRef,
+        refs: tuple[ExternalStoreRef, ...],
+        writer: str,
+        factory: StoreFactory = vault_store,
+    ) -> ExternalStores:
+        stores: dict[str, ExternalStoreWriter] = {}
+        for r in refs:
+            if r.store not in stores:
+                obj = await kube.get(external_stores_path(ref.namespace, r.store))
+                stores[r.store] = factory(r.store, obj)
+        return cls(ref, refs, stores, writer)
+
+    async def write(self, state: SecretState, now: float) -> None:
+        digest = checksum(state.pending)
+        for r in self.refs:
+            store = self.stores[r.store]
+            cas = plan_store_write(state, await store.read_version(r.path), r.path)
+            if cas is None:
+                continue  # it already holds these values (a retry)
+            meta = RotorMetadata(state.version + 1, digest, self.writer, now, str(self.ref))
+            await store.write_pending(r.path, state.pending, cas, meta)
+            log.info(
+                "external store written secret=%s store=%s path=%s version=%d",
+                self.ref,
+                r.store,
+                r.path,
+                state.version + 1,
+            )
+
+    async def recover(self, state: SecretState) -> Recovery:
+        records = {
+            f"{r.store}:{r.path}": await self.stores[r.store].read_version(r.path)
+            for r in self.refs
+        }
+        return decide_recovery(state, records)
+
+
 _tasks: set[asyncio.Future[Any]] = set()
 
 
@@ -184,13 +271,18 @@ async def _retrying(what: str, run: Callable[[], Awaitable[None]], settings: Age
         try:
             await run()
             failures = 0
+            continue
         except (RotorError, OSError) as e:
-            failures += 1
-            delay = backoff_delay(
-                failures, min(settings.backoff_base, 1.0), min(settings.backoff_max, WAIT_MAX)
-            )
-            log.warning("%s: %s; retrying in %.1fs", what, e, delay)
-            await asyncio.sleep(delay)
+            text = str(e)
+        except Exception as e:  # a bug must not stop the agent silently: log it, go on
+            text = f"unexpected {type(e).__name__}"
+            log.debug("%s failed", what, exc_info=True)
+        failures += 1
+        delay = backoff_delay(
+            failures, min(settings.backoff_base, 1.0), min(settings.backoff_max, WAIT_MAX)
+        )
+        log.warning("%s: %s; retrying in %.1fs", what, text, delay)
+        await asyncio.sleep(delay)
 
 
 def acts_as_writer(writer: str, pod: str, latest: SecretState | None) -> bool:
@@ -231,9 +323,11 @@ class RwSecret:
         clock: Clock,
         apply_hook: ApplyHook | None,
         reloader: Reloader | None,
+        store_factory: StoreFactory = vault_store,
     ) -> None:
         self.ref = ref
         self.env = env
+        self.store_factory = store_factory
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
@@ -279,7 +373,10 @@ class RwSecret:
                     log.error("RotatingSecret %s has an invalid spec: %s", self.ref, e)
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}
                 self.store.rotate_now = str(annotations.get(ROTATE_NOW, ""))
+            old = self.spec.external_stores if self.spec is not None else ()
             self.spec, self.writer = spec, writer_of(obj)
+            if spec is not None and self.writing and spec.external_stores != old:
+                await self._stop_engine()  # started again below, with the new stores
             if spec is not None and self.rotator is not None:
                 self.rotator.spec = spec
             await self._set_role()
@@ -305,12 +402,6 @@ class RwSecret:
                 log.info("writer of %s: this pod (%s)", self.ref, self.env.pod_name)
             else:
                 log.info("no writer named for %s and no value yet: making the first one", self.ref)
-            if self.spec.external_stores:
-                log.warning(
-                    "RotatingSecret %s lists externalStores; this agent build does not write "
-                    "them (the controller holds the fan-out until they hold the value)",
-                    self.ref,
-                )
             if self.rotator is None:
                 self.rotator = SecretRotator(
                     self.ref.name,
@@ -326,15 +417,27 @@ class RwSecret:
                 )
                 self.store.on_request = self.rotator.request_rotation
             self.mirror.forget()
-            rotator = self.rotator
             self._engine = asyncio.ensure_future(
-                _retrying(f"rotate {self.ref}", rotator.run, self.settings)
+                _retrying(f"rotate {self.ref}", self._run_engine, self.settings)
             )
         elif not (me and self.spec is not None) and self.writing:
             log.info("writer of %s: %s, not this pod", self.ref, self.writer or "none named")
             await self._stop_engine()
             if self.latest is not None:
                 self.mirror.show(self.latest)
+
+    async def _run_engine(self) -> None:
+        rotator = self.rotator
+        assert rotator is not None
+        refs = rotator.spec.external_stores
+        rotator.external = (
+            await ExternalStores.load(
+                self.kube, self.ref, refs, rotator.writer_id, self.store_factory
+            )
+            if refs
+            else None
+        )
+        await rotator.run()
 
     async def _stop_engine(self) -> None:
         task, self._engine = self._engine, None
@@ -392,6 +495,7 @@ class InClusterAgent:
         *,
         clock: Clock | None = None,
         reload_process: str = "",
+        store_factory: StoreFactory = vault_store,
     ) -> None:
         self.env = env
         self.kube = kube
@@ -418,6 +522,7 @@ class InClusterAgent:
                 clock=clock or SystemClock(),
                 apply_hook=self.apply_hook,
                 reloader=self.reloader,
+                store_factory=store_factory,
             )
         for ref in ro_refs:
             self.ro[ref.name] = RoSecret(ref, env, settings, kube, self.metrics, self.reloader)

@@ -56,9 +56,18 @@ ROTATING_SECRET_CRD: dict[str, Any] = {
 }
 """Only what the emulator needs to serve the resource (the chart's CRD has the schema)."""
 
+EXTERNAL_STORE_CRD: dict[str, Any] = {
+    "spec": {
+        "group": "rotor.dev",
+        "scope": "Namespaced",
+        "names": {"kind": "ExternalStore", "plural": "externalstores"},
+        "versions": [{"name": "v1alpha1", "served": True}],
+    },
+}
+
 
 @pytest.fixture
 def strict_api() -> Iterator[EmulatorThread]:
     """tests/kubeemu.py's strict emulator (resourceVersion, 409 on a stale one) in a thread."""
-    with EmulatorThread(crds=[ROTATING_SECRET_CRD]) as emu:
+    with EmulatorThread(crds=[ROTATING_SECRET_CRD, EXTERNAL_STORE_CRD]) as emu:
         yield emu

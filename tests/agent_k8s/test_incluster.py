@@ -34,6 +34,7 @@ from agent.kubestore import KubeSecretStore
 from agent.metrics import AgentMetrics
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
+from rotor.external import MemoryStore
 from rotor.layout import (
     ANN_CHECKSUM,
     ANN_PREVIOUS_EXPIRES,
@@ -575,3 +576,108 @@ async def test_pod_reloader_signals_those_processes(monkeypatch: pytest.MonkeyPa
         if app.returncode is None:
             app.kill()
             await app.wait()
+
+
+# -- external stores (rotation step 3), with rotor.external.MemoryStore (Vault's semantics) -------
+EXTERNAL_SPEC: dict[str, Any] = {
+    **SPEC,
+    "externalStores": [{"storeRef": {"name": "vault"}, "path": "shop/db"}],
+}
+
+
+async def seed_external(kube: KubeClient, state: SecretState | None = None) -> None:
+    await kube.create(
+        f"/apis/rotor.dev/v1alpha1/namespaces/{NS}/externalstores",
+        {
+            "apiVersion": "rotor.dev/v1alpha1",
+            "kind": "ExternalStore",
+            "metadata": {"name": "vault", "namespace": NS},
+            "spec": {
+                "vault": {"server": "http://vault:8200", "auth": {"kubernetes": {"role": "r"}}}
+            },
+        },
+    )
+    await seed(kube, writer="api-a", state=state)
+    await kube.patch(rotating_secret_path(NS, NAME), {"spec": EXTERNAL_SPEC})
+
+
+@contextlib.asynccontextmanager
+async def writer_with_store(
+    url: str, mount: Path, store: MemoryStore
+) -> AsyncIterator[InClusterAgent]:
+    built: list[str] = []
+
+    def factory(name: str, obj: Any) -> MemoryStore:
+        built.append(obj["spec"]["vault"]["server"])  # the ExternalStore object was read
+        return store
+
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        a = InClusterAgent(
+            env_of("api-a", "rw", mount), SETTINGS, kube, CollectorRegistry(), store_factory=factory
+        )
+        task = asyncio.create_task(a.run())
+        try:
+            yield a
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await a.close()
+    assert built == ["http://vault:8200"] * len(built)
+
+
+async def test_the_writer_puts_each_value_in_the_external_store_before_committing(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    store = MemoryStore()
+    store.unavailable = True  # first the store is down: nothing may be committed
+    await seed_external(api)
+    async with writer_with_store(strict_api.url, tmp_path, store) as a:
+        await until(lambda: a.rw[NAME].writing)
+
+        async def aborted_once() -> bool:
+            s = await source(api)
+            return any(decode(o).phase == "pending" for o in history(strict_api)) and (
+                s.phase == "committed" and s.version == 0
+            )
+
+        await until(aborted_once)
+        assert files(tmp_path) == {}
+        store.unavailable = False
+        await until(lambda: a.readiness()[NAME])
+    state = await source(api)
+    assert state.version == 1
+    held = await store.read_values("shop/db")
+    assert held.values == state.current  # the committed value is in the store
+    assert held.record is not None
+    assert held.record.rotor_version == 1
+
+
+@pytest.mark.parametrize("store_has_it", [True, False])
+async def test_recovery_commits_only_if_every_store_holds_the_pending_values(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path, store_has_it: bool
+) -> None:
+    import time
+
+    half = SecretState(
+        version=3,
+        phase="pending",
+        current={"password": b"old-value-000000"},
+        pending={"password": b"new-value-111111"},
+        rotated_at=time.time(),
+        pending_since=time.time(),
+    )
+    store = MemoryStore()
+    store.put("shop/db", {"password": b"old-value-000000"})
+    if store_has_it:  # the old writer got as far as step 3
+        store.put("shop/db", {"password": b"new-value-111111"})
+    await seed_external(api, state=half)
+    async with writer_with_store(strict_api.url, tmp_path, store) as a:
+        await until(lambda: a.readiness()[NAME])
+    state = await source(api)
+    assert (state.phase, state.pending) == ("committed", {})
+    if store_has_it:
+        assert (state.version, state.current) == (4, {"password": b"new-value-111111"})
+    else:
+        assert (state.version, state.current) == (3, {"password": b"old-value-000000"})
+    assert files(tmp_path)["password"] == state.current["password"]
