@@ -681,3 +681,50 @@ async def test_recovery_commits_only_if_every_store_holds_the_pending_values(
     else:
         assert (state.version, state.current) == (3, {"password": b"old-value-000000"})
     assert files(tmp_path)["password"] == state.current["password"]
+
+
+async def test_the_writer_writes_a_real_openbao_kv_v2_store(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default store factory (agent.vault.VaultStore from the ExternalStore object) against
+    a real OpenBao dev server; the token comes from the agent's env, as docs/external-stores.md
+    describes."""
+    import hvac
+
+    from tests.vault.conftest import start_bao
+
+    (tmp_path / "bao").mkdir()
+    server = start_bao(tmp_path / "bao")
+    try:
+        monkeypatch.setenv("ROTOR_VAULT_TOKEN", server.token)
+        await api.create(
+            f"/apis/rotor.dev/v1alpha1/namespaces/{NS}/externalstores",
+            {
+                "apiVersion": "rotor.dev/v1alpha1",
+                "kind": "ExternalStore",
+                "metadata": {"name": "vault", "namespace": NS},
+                "spec": {
+                    "vault": {
+                        "server": server.url,
+                        "mount": "secret",
+                        "auth": {"token": {"secretRef": {"name": "vault-token"}}},
+                    }
+                },
+            },
+        )
+        await seed(api, writer="api-a")
+        await api.patch(rotating_secret_path(NS, NAME), {"spec": EXTERNAL_SPEC})
+        async with agent(strict_api.url, "api-a", "rw", tmp_path / "mnt") as a:
+            await until(lambda: a.readiness()[NAME])
+        state = await source(api)
+        client = hvac.Client(url=server.url, token=server.token)
+        got = await asyncio.to_thread(
+            client.secrets.kv.v2.read_secret_version,
+            path="shop/db",
+            mount_point="secret",
+            raise_on_deleted_version=True,
+        )
+        assert got["data"]["data"] == {"password": state.current["password"].decode()}
+        assert state.version == 1
+    finally:
+        server.stop()
