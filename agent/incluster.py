@@ -92,12 +92,13 @@ class Mirror:
         self.metrics = metrics
         self.reloader = reloader
         self.version = 0
+        self.shown = False  # files of a committed value are in place (until remove())
         self._written: str | None = None
         metrics.ready.labels(name).set(0)
 
     @property
     def ready(self) -> bool:
-        return self._written is not None
+        return self.shown
 
     def show(self, state: SecretState) -> None:
         """Write the files of ``state`` if they differ from the last written ones."""
@@ -108,7 +109,7 @@ class Mirror:
         if digest == self._written:
             return
         self.files.write(files)
-        first, self._written = self._written is None, digest
+        first, self._written, self.shown = self._written is None, digest, True
         self.metrics.version.labels(self.name).set(state.version)
         self.metrics.last_rotation.labels(self.name).set(state.rotated_at or 0)
         self.metrics.ready.labels(self.name).set(1)
@@ -119,7 +120,7 @@ class Mirror:
                 _background(self.reloader.notify(self.name, state.version, sorted(files)))
 
     def forget(self) -> None:
-        """Another writer of these files (the engine) takes over."""
+        """Another writer of these files (the engine) takes over; the files stay in place."""
         self._written = None
 
     def remove(self) -> None:
@@ -127,7 +128,7 @@ class Mirror:
         self.files.remove()
         if self._written is not None:
             log.info("files removed secret=%s", self.name)
-        self._written, self.version = None, 0
+        self._written, self.version, self.shown = None, 0, False
         self.metrics.ready.labels(self.name).set(0)
         self.metrics.version.labels(self.name).set(0)
 
@@ -349,9 +350,8 @@ class RwSecret:
 
     @property
     def ready(self) -> bool:
-        if self.writing and self.rotator is not None:
-            return self.rotator.ready
-        return self.mirror.ready
+        """Files of a committed value are in place (written by the engine or the mirror)."""
+        return (self.rotator is not None and self.rotator.ready) or self.mirror.ready
 
     async def run(self) -> None:
         try:
