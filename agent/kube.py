@@ -1,8 +1,8 @@
 """A minimal async Kubernetes API client for the agent's in-cluster mode (aiohttp only).
 
-The agent needs five calls: get an object, list one object by name, watch it, patch it with a
-resourceVersion precondition, and (for the RotatingSecret) read spec and status. That is all
-this module does.
+The agent needs four kinds of call: get an object (a Secret, an ExternalStore), list one object
+by name, watch it (the source Secret, an RO view, the RotatingSecret), and patch a Secret with a
+resourceVersion precondition. That is all this module does.
 
 Why hand-written instead of the official ``kubernetes`` client: the agent runs as a sidecar in
 every annotated pod, so its memory and start-up time are paid once per pod. The official client
