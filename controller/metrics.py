@@ -15,7 +15,7 @@ class Metrics:
         self.registry = registry
         self.reconciles = Counter(
             "rotor_controller_reconciles_total",
-            "Reconciles of a RotatingSecret, by result.",
+            "Reconciles of a RotatingSecret, by result (ok, conflict: retried, error).",
             ["result"],
             registry=registry,
         )

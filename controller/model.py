@@ -8,6 +8,7 @@ side too (:func:`is_managed`), because the emulator the tests use ignores them.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from rotor import annotations as ann
 from rotor.errors import InvalidSpec
 from rotor.layout import (
     ANN_CHECKSUM,
+    ANN_ROTATE_REQUESTED,
     ANN_VERSION,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -72,6 +74,67 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
 
 # -- RotatingSecret ------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class StatusDigest:
+    """What the controller keeps of a RotatingSecret's status: enough to decide, to merge
+    conditions and to see "unchanged", not the whole document (thousands of them add up)."""
+
+    digest: str = ""
+    """sha256 of the status as a merge patch leaves it (no None values), canonical JSON."""
+    writer: str | None = None
+    phase: str = ""
+    version: int = 0
+    behind: int = 0
+    """Granted RO consumers not at ``version``."""
+    conditions: tuple[tuple[str, str, str, str], ...] = ()
+    """(type, status, reason, lastTransitionTime)."""
+
+    def condition_dicts(self) -> list[dict[str, str]]:
+        return [
+            {"type": t, "status": s, "reason": r, "lastTransitionTime": ltt}
+            for t, s, r, ltt in self.conditions
+        ]
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def status_digest(status: Mapping[str, Any] | None) -> StatusDigest:
+    status = _prune(status or {})
+    raw_version = status.get("version")
+    version = raw_version if isinstance(raw_version, int) else 0
+    behind = sum(
+        1
+        for c in status.get("consumers") or []
+        if isinstance(c, Mapping)
+        and c.get("access") == "ro"
+        and c.get("state") == "granted"
+        and (c.get("version") or 0) != version
+    )
+    return StatusDigest(
+        digest=hashlib.sha256(json.dumps(status, sort_keys=True).encode()).hexdigest(),
+        writer=(status.get("writer") or {}).get("pod") or None,
+        phase=str(status.get("phase") or ""),
+        version=version,
+        behind=behind,
+        conditions=tuple(
+            (
+                str(c.get("type", "")),
+                str(c.get("status", "")),
+                str(c.get("reason", "")),
+                str(c.get("lastTransitionTime", "")),
+            )
+            for c in status.get("conditions") or []
+            if isinstance(c, Mapping)
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class RotatingSecretObs:
     ref: SecretRef
     uid: str
@@ -82,7 +145,7 @@ class RotatingSecretObs:
     finalizers: tuple[str, ...]
     rotate_now: str
     resource_version: str
-    status: Mapping[str, Any]
+    status: StatusDigest
 
 
 def read_rotating_secret(obj: Mapping[str, Any]) -> RotatingSecretObs:
@@ -105,7 +168,7 @@ def read_rotating_secret(obj: Mapping[str, Any]) -> RotatingSecretObs:
         finalizers=tuple(m.get("finalizers") or ()),
         rotate_now=str((m.get("annotations") or {}).get(ann.ROTATE_NOW, "")),
         resource_version=str(m.get("resourceVersion", "")),
-        status=status if isinstance(status, Mapping) else {},
+        status=status_digest(status if isinstance(status, Mapping) else None),
     )
 
 
@@ -117,7 +180,7 @@ class SourceObs:
     ref: SecretRef
     state: SecretState | None
     checksum_annotation: str
-    annotations: Mapping[str, str]
+    rotate_requested: str
     owned: bool
     labelled: bool
 
@@ -134,7 +197,7 @@ def read_source(obj: Mapping[str, Any], owner_uid: str | None = None) -> SourceO
         ref=SecretRef(str(m.get("namespace", "")), str(m.get("name", ""))),
         state=state,
         checksum_annotation=annotations.get(ANN_CHECKSUM, ""),
-        annotations=annotations,
+        rotate_requested=annotations.get(ANN_ROTATE_REQUESTED, ""),
         owned=owner_uid is None or any(o.get("uid") == owner_uid for o in owners),
         labelled=bool(m.get("labels", {}).get("rotor.dev/secret")),
     )

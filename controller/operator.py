@@ -40,11 +40,12 @@ from controller.model import (
     read_view,
     requests_from_workload,
     source_label,
+    status_digest,
 )
 from rotor import API
 from rotor import status as st
 from rotor.acl import AclBackend, AclSnapshot, Grant
-from rotor.errors import InvalidSpec, NotFoundError, RetryableError, RotorError
+from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RetryableError, RotorError
 from rotor.layout import (
     ANN_PHASE,
     ANN_ROTATE_REQUESTED,
@@ -63,6 +64,7 @@ log = logging.getLogger("rotor.controller")
 
 RBAC = "rbac.authorization.k8s.io/v1"
 RETRY_DELAY = 2.0
+CONFLICT_DELAY = 0.5
 DEFAULT_CONCURRENCY = 64
 COMPONENT = "rotor-controller"
 
@@ -73,15 +75,6 @@ def _older(resource_version: str, than: RotatingSecretObs) -> bool:
     if resource_version.isdigit() and than.resource_version.isdigit():
         return int(resource_version) < int(than.resource_version)
     return False
-
-
-def prune_none(value: Any) -> Any:
-    """What a merge patch leaves behind: keys set to None are absent."""
-    if isinstance(value, Mapping):
-        return {k: prune_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [prune_none(v) for v in value]
-    return value
 
 
 @dataclass
@@ -288,6 +281,10 @@ class Controller:
             async with self._sem:
                 await self.reconcile(ref)
             self.metrics.reconciles.labels("ok").inc()
+        except ConflictError as e:  # read a stale copy: the watch brings the new one; retry
+            self.metrics.reconciles.labels("conflict").inc()
+            log.info("reconcile %s: %s (retrying)", ref, e)
+            self._retry_later(ref, CONFLICT_DELAY)
         except RotorError as e:
             self.metrics.reconciles.labels("error").inc()
             self.metrics.errors.labels("api").inc()
@@ -392,7 +389,8 @@ class Controller:
                 )
             return
         if FINALIZER not in obs.finalizers:
-            await self.kube.apatch(
+            # the whole list is replaced: the resourceVersion guards finalizers added meanwhile
+            result = await self.kube.apatch(
                 url,
                 {
                     "metadata": {
@@ -401,6 +399,8 @@ class Controller:
                     }
                 },
             )
+            self.on_rotating_secret("MODIFIED", result)
+            obs = self.index.rsecs.get(ref) or obs
         if obs.spec is None:
             self.metrics.errors.labels("spec").inc()
             status = decide.secret_status(
@@ -419,7 +419,7 @@ class Controller:
             ref,
             (p for p in self.index.pods.values() if p.namespace == ref.namespace),
             grants,
-            (obs.status.get("writer") or {}).get("pod"),
+            obs.status.writer,
         )
         plan: decide.FanoutPlan | None = None
         stores = await self.check_stores(obs, source)
@@ -535,7 +535,7 @@ class Controller:
         patch = {}
         if not source.owned or not source.labelled:
             patch["metadata"] = {"labels": labels, "ownerReferences": [owner]}
-        if obs.rotate_now and source.annotations.get(ANN_ROTATE_REQUESTED) != obs.rotate_now:
+        if obs.rotate_now and source.rotate_requested != obs.rotate_now:
             patch.setdefault("metadata", {})["annotations"] = {ANN_ROTATE_REQUESTED: obs.rotate_now}
         if patch:
             self.on_secret("MODIFIED", await self.kube.apatch(url, patch))
@@ -640,7 +640,7 @@ class Controller:
             views.pop(ns, None)
 
     async def write_status(self, obs: RotatingSecretObs, status: st.RotatingSecretStatus) -> None:
-        observed = obs.status.get("conditions") or []
+        observed = obs.status.condition_dicts()
         body = status.to_dict(observed, self.clock())
         reported = self.reported.setdefault(obs.ref, set())
         for c in decide.new_failures(observed, status.conditions):
@@ -651,7 +651,7 @@ class Controller:
                 await self.event(obs, c.reason, f"{c.type}: {c.message}")
         failing = {(obs.uid, c.type, c.reason) for c in status.conditions if c.status != "True"}
         reported &= failing  # a failure that clears may be reported again when it returns
-        if prune_none(body) == prune_none(dict(obs.status)):
+        if status_digest(body).digest == obs.status.digest:
             return
         url = path(API, "rotatingsecrets", obs.ref.namespace, obs.ref.name, "status")
         result = await self.kube.apatch(url, {"status": body})
@@ -660,7 +660,7 @@ class Controller:
         if current is not None and current.uid == obs.uid:
             self.index.rsecs[obs.ref] = replace(
                 current,
-                status=result.get("status") or prune_none(body),
+                status=status_digest(result.get("status") or body),
                 resource_version=str(meta(result).get("resourceVersion") or ""),
             )
 
@@ -735,13 +735,9 @@ class Controller:
         phases = {p: 0 for p in st.PHASES}
         behind = 0
         for obs in self.index.rsecs.values():
-            phase = obs.status.get("phase")
-            if phase in phases:
-                phases[phase] += 1
-            version = obs.status.get("version") or 0
-            for c in obs.status.get("consumers") or []:
-                if c.get("access") == "ro" and c.get("state") == "granted":
-                    behind += int((c.get("version") or 0) != version)
+            if obs.status.phase in phases:
+                phases[obs.status.phase] += 1
+            behind += obs.status.behind
         for p, n in phases.items():
             self.metrics.rotating_secrets.labels(p).set(n)
         self.metrics.consumers_behind.set(behind)

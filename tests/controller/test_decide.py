@@ -117,7 +117,7 @@ def test_rbac_rules_are_scoped_by_resource_names_and_subjects_merge():
 
 # -- fan-out ----------------------------------------------------------------------------------
 def _source(state, checksum=None):
-    return SourceObs(DB, state, state.checksum if checksum is None else checksum, {}, True, True)
+    return SourceObs(DB, state, state.checksum if checksum is None else checksum, "", True, True)
 
 
 V2 = SecretState(version=2, current={"password": b"v2"})
