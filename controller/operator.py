@@ -132,6 +132,7 @@ class Controller:
         self.last_restart: dict[tuple[str, str, str], float] = {}
         self.reported: dict[SecretRef, set[tuple[str, str, str]]] = {}
         """Failures already reported by an Event (watch events may lag behind our writes)."""
+        self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._acl_wake = asyncio.Event()
@@ -272,6 +273,8 @@ class Controller:
             for ref in list(self.dirty):
                 if ref in self.inflight:
                     continue
+                if len(self.inflight) >= self.concurrency:
+                    break  # a finishing reconcile wakes the worker again
                 self.dirty.discard(ref)
                 self.inflight.add(ref)
                 self._spawn(self._run_one(ref))
@@ -300,7 +303,7 @@ class Controller:
             self._retry_later(ref)
         finally:
             self.inflight.discard(ref)
-            if ref in self.dirty:
+            if self.dirty:
                 self._wake.set()
 
     async def acl_loop(self) -> None:

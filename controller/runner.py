@@ -40,6 +40,9 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
         settings.scanning.disabled = True  # fixed resources: no CRD or namespace scanning
         settings.posting.level = logging.WARNING
         settings.queueing.exit_timeout = 0.5  # per-object workers hold no state of ours
+        # Handlers only update the index: a per-object worker may exit at once; thousands of
+        # idle ones (one per object at the initial listing) would set the memory high-water mark.
+        settings.queueing.idle_timeout = 0.1
         settings.watching.client_timeout = 600  # a watch that never closes is restarted
         settings.watching.server_timeout = 540
 
