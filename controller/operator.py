@@ -139,6 +139,8 @@ class Controller:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._readers: dict[tuple[str, str], Any] = {}
+        self._rbac_grants: dict[SecretRef, frozenset[Grant]] = {}
+        """The grants whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
 
@@ -427,8 +429,11 @@ class Controller:
         plan: decide.FanoutPlan | None = None
         stores = await self.check_stores(obs, source)
         if self.acl is not None or stale.revoke:  # never act on an ACL not read yet
-            await self.apply_rbac(ref, decide.desired_rbac(ref, grants))
-            granted = decide.granted_ro_namespaces(ref, grants)
+            mine = frozenset(g for g in grants if g.secret == ref)
+            if self._rbac_grants.get(ref) != mine:  # RBAC is a function of these grants only
+                await self.apply_rbac(ref, decide.desired_rbac(ref, mine))
+                self._rbac_grants[ref] = mine
+            granted = decide.granted_ro_namespaces(ref, mine)
             plan = decide.plan_fanout(source, granted, views, stores.state)
             views = await self.fanout(ref, source, plan, views)
         consumers = decide.consumer_statuses(
@@ -637,6 +642,7 @@ class Controller:
         The source Secret goes with its owner (garbage collection)."""
         label = source_label(ref)
         await self.apply_rbac(ref, [])
+        self._rbac_grants.pop(ref, None)
         views = self.index.views.get(label, {})
         for ns, view in list(views.items()):
             await self.kube.adelete(path("v1", "secrets", ns, view.name))
