@@ -163,8 +163,9 @@ class LeaderElector:
 
     async def run(self, leading: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         """Campaign, then run ``leading(lost)`` while renewing; ``lost`` is set when the Lease
-        could not be renewed in time, and ``leading`` must then stop acting. Campaigns again
-        afterwards; returns only when cancelled."""
+        could not be renewed in time, and ``leading`` must then stop acting, after which this
+        campaigns again. Returns (releasing the Lease) when ``leading`` ends by itself, e.g. on
+        SIGTERM; when cancelled, stops ``leading``, releases the Lease and re-raises."""
         while True:
             while True:
                 if await self.try_acquire():
@@ -175,6 +176,7 @@ class LeaderElector:
             lost = asyncio.Event()
             task = asyncio.create_task(leading(lost))
             last_ok = self.clock()
+            lease_lost = False
             try:
                 while not task.done():
                     await asyncio.wait({task}, timeout=self.renew)
@@ -184,6 +186,7 @@ class LeaderElector:
                         last_ok = self.clock()
                     elif self.clock() - last_ok > self.duration - self.renew:
                         log.warning("lost the lease %s/%s; stopping", self.namespace, self.name)
+                        lease_lost = True
                         lost.set()
                         await task
             except asyncio.CancelledError:
@@ -194,5 +197,9 @@ class LeaderElector:
                 raise
             finally:
                 self.metrics.leader.set(0)
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = task.exception() if not task.cancelled() else None
+            if not lease_lost:  # leading ended by itself (shutdown) or failed
+                await self.release()
+                if error is not None:
+                    raise error
+                return
