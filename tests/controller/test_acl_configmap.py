@@ -140,3 +140,12 @@ def test_requests_already_granted_are_dropped():
     )
     assert snap.requests == ()
     assert snap.secrets == {SecretRef("a", "b")}
+
+
+def test_make_backend_defaults_to_the_configmap(core):
+    from controller.acl import make_backend
+    from rotor.settings.controller import ControllerSettings
+
+    backend = make_backend(ControllerSettings(namespace="ops", acl_configmap="acl"), core)
+    assert isinstance(backend, ConfigMapAclBackend)
+    assert (backend.namespace, backend.configmap) == ("ops", "acl")
