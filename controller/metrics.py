@@ -21,7 +21,7 @@ class Metrics:
         )
         self.errors = Counter(
             "rotor_controller_errors_total",
-            "Failures, by kind (acl, api, spec, fanout, store, restart, leader).",
+            "Failures, by kind (acl, api, spec, fanout, store, restart, leader, certs, audit).",
             ["kind"],
             registry=registry,
         )

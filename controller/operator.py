@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller import decide
+from controller.certsync import CERT_POLL, sync_certs
 from controller.kube import Kube, Obj, path
 from controller.metrics import Metrics
 from controller.model import (
@@ -750,6 +751,20 @@ class Controller:
         for p, n in phases.items():
             self.metrics.rotating_secrets.labels(p).set(n)
         self.metrics.consumers_behind.set(behind)
+
+    async def cert_loop(self, every: float = CERT_POLL) -> None:
+        """Keep the webhook's certificate and caBundle (``ROTOR_MANAGE_CERTS``; leader only)."""
+        waiting = ""
+        while True:
+            try:
+                done = await sync_certs(self.kube, self.settings, self.clock())
+                if done.waiting and done.waiting != waiting:
+                    log.info("webhook certificates: waiting for %s", done.waiting)
+                waiting = done.waiting
+            except Exception as e:  # retried at the next poll
+                self.metrics.errors.labels("certs").inc()
+                log.warning("webhook certificates: %s", e)
+            await asyncio.sleep(every)
 
     async def gauge_loop(self, every: float = 5.0) -> None:
         while True:

@@ -86,6 +86,8 @@ async def run_controller(
         asyncio.create_task(ctl.acl_loop(), name="acl"),
         asyncio.create_task(ctl.gauge_loop(), name="gauges"),
     ]
+    if ctl.settings.manage_certs:
+        loops.append(asyncio.create_task(ctl.cert_loop(), name="certs"))
     operator = asyncio.create_task(
         kopf.operator(
             registry=registry,
