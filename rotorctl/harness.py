@@ -1,0 +1,891 @@
+"""The whole of Rotor on one machine, as processes: used by ``rotor demo``, tests/system and
+bench/propagation.py.
+
+What runs for real: ``rotor-webhook`` (HTTPS, a certificate made here), ``rotor-controller``
+(kopf, the ConfigMap ACL), ``rotor-agent`` once per pod with the command, env and mounts of the
+container the webhook injected, and an OpenBao dev server (``bao``) when asked and installed.
+
+What is simulated, and how:
+
+* the Kubernetes API is :mod:`rotorctl.kubeemu` (kmock's emulator with resourceVersion/409), not
+  a kube-apiserver: no RBAC, no admission chain, no garbage collector;
+* admission: this module posts the AdmissionReview to the webhook and applies the returned
+  JSONPatch (``jsonpatch``) before creating the pod, as the API server would; with the webhook
+  down the pod is created unpatched (``failurePolicy: Ignore``);
+* the kubelet: a pod's agent container runs as a local process (``subprocess``, its own process
+  group); downward-API ``fieldRef`` env is resolved from the pod object; the agent's
+  memory-backed emptyDir is a folder ``<workdir>/<pod>/<volume>``; each agent gets its own
+  metrics port (pods have their own network namespace, processes here share one); the
+  service-account token is a file with a dummy token (the emulator checks none); the pod turns
+  Ready (status patched in the emulator) once the agent's ``/readyz`` answers 200, as the
+  startup probe of a native sidecar would make it. App containers are not run.
+* Deployments and ReplicaSets are plain objects; this harness plays the ReplicaSet controller
+  only for the pods it is told to create.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jsonpatch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from rotor import API
+from rotorctl.kubeemu import EmulatorThread
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+
+ROTOR_NAMESPACE = "rotor-system"
+ACL_CONFIGMAP = "rotor-acl"
+AGENT_CONTAINER = "rotor-agent"
+STOP_TIMEOUT = 10.0
+START_TIMEOUT = 60.0
+VAULT_TOKEN = "root"  # noqa: S105 - the dev server's root token id, local and throwaway
+
+
+class HarnessError(RuntimeError):
+    """Something the harness started did not come up (the message says what and where)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = START_TIMEOUT) -> T:
+    """Poll ``check`` (every 50 ms) until it returns something truthy; fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise HarnessError(f"not reached within {timeout:.0f}s: {what}")
+        time.sleep(0.05)
+
+
+# -- certificates -------------------------------------------------------------------------------
+def make_certs(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost: (ca, cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotor-demo-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotor-webhook")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+# -- a tiny JSON client for the emulator ----------------------------------------------------------
+def _plural_path(api: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    return base + (f"/{name}" if name else "")
+
+
+class Api:
+    """JSON over HTTP to the emulator (urllib: a handful of calls, no client library needed)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def request(
+        self, method: str, path: str, body: object = None, content_type: str = "application/json"
+    ) -> Obj | None:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(  # noqa: S310 - http to the local emulator
+            self.url + path, data=data, method=method, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+                out: Obj = json.loads(r.read() or b"{}")
+                return out
+        except urllib.error.HTTPError as e:
+            if e.code == 404 and method in ("GET", "DELETE"):
+                return None
+            raise HarnessError(f"{method} {path}: HTTP {e.code} {e.read()[:300]!r}") from None
+
+    def get(self, api: str, plural: str, namespace: str | None, name: str) -> Obj | None:
+        return self.request("GET", _plural_path(api, plural, namespace, name))
+
+    def create(self, obj: Obj) -> Obj:
+        m = obj["metadata"]
+        plural = obj["kind"].lower() + "s"
+        out = self.request("POST", _plural_path(obj["apiVersion"], plural, m.get("namespace")), obj)
+        assert out is not None
+        return out
+
+    def patch(
+        self,
+        api: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Obj,
+        subresource: str = "",
+    ) -> Obj | None:
+        path = _plural_path(api, plural, namespace, name) + (
+            f"/{subresource}" if subresource else ""
+        )
+        return self.request("PATCH", path, patch, "application/merge-patch+json")
+
+    def delete(self, api: str, plural: str, namespace: str | None, name: str) -> None:
+        self.request("DELETE", _plural_path(api, plural, namespace, name))
+
+
+# -- processes ----------------------------------------------------------------------------------
+@dataclass
+class Proc:
+    """A child process in its own process group, logging to a file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running and self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM the group, wait, then SIGKILL it: nothing is left behind."""
+        if self.popen is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.popen.wait(timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)  # stray grandchildren
+
+    def kill(self) -> None:
+        """SIGKILL, as a node or an OOM kill would: no clean-up runs."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(STOP_TIMEOUT)
+
+    def tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _script(name: str) -> str:
+    """A console script of this installation (next to this Python first)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+# -- pods ---------------------------------------------------------------------------------------
+def field_ref(pod: Mapping[str, Any], path: str) -> str:
+    """The downward API: a ``fieldRef.fieldPath`` of the pod object."""
+    m = pod.get("metadata") or {}
+    if path.startswith(("metadata.annotations['", "metadata.labels['")):
+        kind, _, rest = path.partition("['")
+        return str((m.get(kind.split(".")[1]) or {}).get(rest.rstrip("']"), ""))
+    node: Any = pod
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return "" if node is None else str(node)
+
+
+@dataclass
+class Pod:
+    """A pod created in the emulator and, if the webhook injected it, its agent process."""
+
+    namespace: str
+    name: str
+    obj: Obj
+    dir: Path
+    agent: Proc | None = None
+    metrics_port: int = 0
+    mount: Path | None = None
+    kubelet: threading.Thread | None = None
+
+    @property
+    def injected(self) -> bool:
+        return agent_container(self.obj) is not None
+
+    def files(self, secret: str) -> dict[str, str]:
+        """The visible files of one secret (what the app reads), ``{}`` when absent."""
+        if self.mount is None:
+            return {}
+        folder = self.mount / secret
+        out: dict[str, str] = {}
+        with contextlib.suppress(OSError):
+            for f in sorted(folder.iterdir()):
+                if not f.name.startswith(".."):
+                    with contextlib.suppress(OSError):
+                        out[f.name] = f.read_text()
+        return out
+
+    def data_link(self, secret: str) -> str:
+        """Where ``..data`` points (changes exactly when a new set of files is swapped in)."""
+        if self.mount is None:
+            return ""
+        try:
+            return os.readlink(self.mount / secret / "..data")
+        except OSError:
+            return ""
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+def agent_container(pod: Mapping[str, Any]) -> Obj | None:
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if c.get("name") == AGENT_CONTAINER:
+            return dict(c)
+    return None
+
+
+@dataclass
+class Workload:
+    namespace: str
+    name: str
+    service_account: str
+    annotations: dict[str, str]
+    replica_set: str = ""
+    pods: list[Pod] = field(default_factory=list)
+
+
+# -- the system ---------------------------------------------------------------------------------
+class System:
+    """Emulator + webhook + controller (+ OpenBao) + pods with agent processes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        vault: bool = False,
+        acl_poll: str = "1s",
+        log_level: str = "INFO",
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.want_vault = vault
+        self.acl_poll = acl_poll
+        self.log_level = log_level
+        self.progress = progress or (lambda _msg: None)
+        self.emulator: EmulatorThread | None = None
+        self.api = Api("")
+        self.webhook: Proc | None = None
+        self.webhook_port = 0
+        self.webhook_metrics_port = 0
+        self.controller: Proc | None = None
+        self.controller_metrics_port = 0
+        self.vault: Proc | None = None
+        self.vault_url = ""
+        self.ca = Path()
+        self.kubeconfig = Path()
+        self.pods: dict[str, Pod] = {}
+        self._stopping = threading.Event()
+
+    # -- start and stop ---------------------------------------------------------------------
+    def __enter__(self) -> System:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.progress("starting the Kubernetes API emulator (kmock, in this process)")
+        self.emulator = EmulatorThread().start()
+        self.api = Api(self.emulator.url)
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.emulator.url}}],
+                    "users": [{"name": "admin", "user": {"token": "admin"}}],
+                    "contexts": [
+                        {"name": "emulator", "context": {"cluster": "emulator", "user": "admin"}}
+                    ],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        for ns in (ROTOR_NAMESPACE,):
+            self.ensure_namespace(ns)
+        self.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": ACL_CONFIGMAP, "namespace": ROTOR_NAMESPACE},
+                "data": {},
+            }
+        )
+        self.progress("starting the webhook (rotor-webhook, HTTPS with a fresh certificate)")
+        self.start_webhook()
+        self.progress("starting the controller (rotor-controller, ConfigMap ACL)")
+        self.start_controller()
+        if self.want_vault:
+            bao = shutil.which("bao")
+            if bao is None:
+                self.progress("OpenBao (bao) is not installed: no external store")
+            else:
+                self.progress("starting OpenBao (bao server -dev)")
+                self.start_vault(bao)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        procs = [p.agent for p in self.pods.values() if p.agent is not None]
+        procs += [p for p in (self.controller, self.webhook, self.vault) if p is not None]
+        for p in procs:
+            p.signal(signal.SIGTERM)
+        for p in procs:
+            p.stop()
+        for pod in self.pods.values():
+            if pod.kubelet is not None:
+                pod.kubelet.join(STOP_TIMEOUT)
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url if self.emulator else ""
+
+    def ensure_namespace(self, ns: str) -> None:
+        """Namespaces need no object in the emulator (it does not check that they exist)."""
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTOR_", "KUBERNETES_"))}
+        env["ROTOR_LOG_LEVEL"] = self.log_level
+        return env
+
+    def start_webhook(self) -> None:
+        self.ca, cert, key = make_certs(self.workdir / "webhook-tls")
+        self.webhook_port = self.webhook_port or free_port()
+        self.webhook_metrics_port = self.webhook_metrics_port or free_port()
+        env = self._base_env() | {
+            "ROTOR_WEBHOOK_HOST": "127.0.0.1",
+            "ROTOR_WEBHOOK_PORT": str(self.webhook_port),
+            "ROTOR_WEBHOOK_METRICS_PORT": str(self.webhook_metrics_port),
+            "ROTOR_WEBHOOK_CERT_FILE": str(cert),
+            "ROTOR_WEBHOOK_KEY_FILE": str(key),
+            "ROTOR_NAMESPACE": ROTOR_NAMESPACE,
+        }
+        self.webhook = Proc(
+            "webhook", [_script("rotor-webhook")], env, self.workdir / "logs" / "webhook.log"
+        ).start()
+        wait_for(lambda: self._webhook_healthy(), "the webhook's /healthz over TLS")
+
+    def _webhook_healthy(self) -> bool:
+        if self.webhook is None or not self.webhook.running:
+            raise HarnessError(
+                "rotor-webhook exited:\n" + (self.webhook.tail() if self.webhook else "")
+            )
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        try:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{self.webhook_port}/healthz", context=ctx, timeout=2
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop_webhook(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop()
+
+    def start_controller(self) -> None:
+        self.controller_metrics_port = self.controller_metrics_port or free_port()
+        env = self._base_env() | {
+            "ROTOR_NAMESPACE": ROTOR_NAMESPACE,
+            "ROTOR_ACL_BACKEND": "configmap",
+            "ROTOR_ACL_CONFIGMAP": ACL_CONFIGMAP,
+            "ROTOR_ACL_POLL": self.acl_poll,
+            "ROTOR_CONTROLLER_METRICS_PORT": str(self.controller_metrics_port),
+            "ROTOR_MANAGE_CERTS": "false",
+            "ROTOR_RESTART_MIN_INTERVAL": "1s",
+            "POD_NAME": "rotor-controller-0",
+        }
+        self.controller = Proc(
+            "controller",
+            [_script("rotor-controller"), "--server", self.url],
+            env,
+            self.workdir / "logs" / "controller.log",
+        ).start()
+
+        def up() -> bool:
+            if self.controller is None or not self.controller.running:
+                raise HarnessError(
+                    "rotor-controller exited:\n"
+                    + (self.controller.tail() if self.controller else "")
+                )
+            return "rotor_controller_leader 1.0" in self.controller_metrics()
+
+        wait_for(up, "the controller leading (rotor_controller_leader 1)")
+
+    def controller_metrics(self) -> str:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.controller_metrics_port}/metrics", timeout=2
+            ) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def start_vault(self, bao: str) -> None:
+        port = free_port()
+        self.vault_url = f"http://127.0.0.1:{port}"
+        self.vault = Proc(
+            "openbao",
+            [
+                bao,
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{port}",
+                f"-dev-root-token-id={VAULT_TOKEN}",
+            ],
+            self._base_env(),
+            self.workdir / "logs" / "openbao.log",
+        ).start()
+
+        def up() -> bool:
+            if self.vault is None or not self.vault.running:
+                return False
+            try:
+                with urllib.request.urlopen(  # noqa: S310
+                    f"{self.vault_url}/v1/sys/health", timeout=2
+                ) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(up, "OpenBao's /v1/sys/health")
+
+    def stop_vault(self) -> None:
+        if self.vault is not None:
+            self.vault.stop()
+
+    def restart_vault(self) -> None:
+        """Start OpenBao again on the same address (a dev server starts empty: see callers)."""
+        assert self.vault is not None
+        self.vault = Proc(self.vault.name, self.vault.argv, self.vault.env, self.vault.log).start()
+        wait_for(lambda: self._vault_up(), "OpenBao back")
+
+    def _vault_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.vault_url}/v1/sys/health", timeout=2) as r:  # noqa: S310
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    # -- objects ----------------------------------------------------------------------------
+    def rotating_secret(
+        self,
+        namespace: str,
+        name: str,
+        keys: list[Obj],
+        interval: str = "24h",
+        overlap: str = "10s",
+        external: list[Obj] | None = None,
+    ) -> Obj:
+        self.ensure_namespace(namespace)
+        spec: Obj = {"keys": keys, "rotation": {"interval": interval, "overlap": overlap}}
+        if external:
+            spec["externalStores"] = external
+        return self.api.create(
+            {
+                "apiVersion": API,
+                "kind": "RotatingSecret",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        )
+
+    def vault_store(self, namespace: str, name: str = "vault") -> None:
+        """An ExternalStore for the OpenBao dev server and the Secret holding its token."""
+        self.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-token", "namespace": namespace},
+                "data": {"token": base64.b64encode(VAULT_TOKEN.encode()).decode()},
+            }
+        )
+        self.api.create(
+            {
+                "apiVersion": API,
+                "kind": "ExternalStore",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "vault": {
+                        "server": self.vault_url,
+                        "mount": "secret",
+                        "auth": {"token": {"secretRef": {"name": f"{name}-token", "key": "token"}}},
+                    }
+                },
+            }
+        )
+
+    def rotate_now(self, namespace: str, name: str) -> str:
+        value = uuid.uuid4().hex[:12]
+        self.api.patch(
+            API,
+            "rotatingsecrets",
+            namespace,
+            name,
+            {"metadata": {"annotations": {"rotor.dev/rotate-now": value}}},
+        )
+        return value
+
+    def source(self, namespace: str, name: str) -> Obj | None:
+        return self.api.get("v1", "secrets", namespace, name)
+
+    def version(self, namespace: str, name: str) -> int:
+        s = self.source(namespace, name) or {}
+        ann = (s.get("metadata") or {}).get("annotations") or {}
+        return int(ann.get("rotor.dev/version") or 0)
+
+    def current(self, namespace: str, name: str) -> dict[str, str]:
+        """The committed values of the source Secret (decoded)."""
+        s = self.source(namespace, name) or {}
+        return {
+            k: base64.b64decode(v).decode()
+            for k, v in (s.get("data") or {}).items()
+            if not k.endswith((".pending", ".previous"))
+        }
+
+    def status(self, namespace: str, name: str) -> Obj:
+        rs = self.api.get(API, "rotatingsecrets", namespace, name) or {}
+        return dict(rs.get("status") or {})
+
+    def acl(self, verb: str, secret: str, principal: str, mode: str) -> str:
+        """``rotor acl VERB SECRET PRINCIPAL MODE`` against the emulator's ACL ConfigMap."""
+        import io
+        from contextlib import redirect_stdout
+
+        from controller import cli
+
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = cli.main(
+                ["acl", verb, secret, principal, mode, "--kubeconfig", str(self.kubeconfig)]
+            )
+        if code != 0:
+            raise HarnessError(f"rotor acl {verb} {secret} {principal} {mode}: exit {code}")
+        return out.getvalue().strip()
+
+    # -- workloads and pods -----------------------------------------------------------------
+    def workload(
+        self,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str],
+        service_account: str | None = None,
+    ) -> Workload:
+        """A Deployment and its ReplicaSet (pods come from :meth:`add_pod`)."""
+        self.ensure_namespace(namespace)
+        sa = service_account or name
+        template = {
+            "metadata": {"labels": {"app": name}, "annotations": dict(annotations)},
+            "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "app:1"}]},
+        }
+        dep = self.api.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": template,
+                },
+            }
+        )
+        rs_name = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.api.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name,
+                    "namespace": namespace,
+                    "labels": {"app": name},
+                    "ownerReferences": [_owner(dep)],
+                },
+                "spec": {"selector": {"matchLabels": {"app": name}}, "template": template},
+            }
+        )
+        return Workload(namespace, name, sa, dict(annotations), rs_name)
+
+    def add_pod(
+        self, w: Workload, *, admit: bool = True, extra_env: Mapping[str, str] | None = None
+    ) -> Pod:
+        """A pod of ``w`` as its ReplicaSet would make it: admitted by the webhook (unless
+        ``admit`` is False: the webhook is down and failurePolicy is Ignore), created in the
+        emulator, its agent started, and marked Ready once the agent is ready."""
+        rs = self.api.get("apps/v1", "replicasets", w.namespace, w.replica_set)
+        assert rs is not None
+        name = f"{w.replica_set}-{uuid.uuid4().hex[:5]}"
+        tmpl = rs["spec"]["template"]
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": w.namespace,
+                "labels": dict(tmpl["metadata"].get("labels") or {}),
+                "annotations": dict(tmpl["metadata"].get("annotations") or {}),
+                "ownerReferences": [_owner(rs)],
+            },
+            "spec": json.loads(json.dumps(tmpl["spec"])),
+        }
+        if admit:
+            pod = self.admit(pod)
+        created = self.api.create(pod)
+        p = Pod(w.namespace, name, created, self.workdir / "pods" / name)
+        self.pods[name] = p
+        w.pods.append(p)
+        self._set_pod_status(p, ready=False)
+        if p.injected:
+            self.start_agent(p, extra_env)
+        else:
+            self._set_pod_status(p, ready=True)  # nothing holds the app back
+        return p
+
+    def admit(self, pod: Obj) -> Obj:
+        """POST an AdmissionReview to the webhook and apply its JSONPatch, as the API server."""
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": str(uuid.uuid4()),
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": pod["metadata"]["namespace"],
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod,
+            },
+        }
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.webhook_port}/mutate",
+            data=json.dumps(review).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:  # noqa: S310
+            answer = json.loads(r.read())
+        resp = answer["response"]
+        if not resp.get("allowed"):
+            raise HarnessError(f"denied at admission: {(resp.get('status') or {}).get('message')}")
+        if resp.get("patch"):
+            ops = json.loads(base64.b64decode(resp["patch"]))
+            pod = jsonpatch.apply_patch(pod, ops)
+        return pod
+
+    def _set_pod_status(self, p: Pod, ready: bool) -> None:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = "True" if ready else "False"
+        containers = [c["name"] for c in p.obj["spec"].get("containers") or []]
+        body = {
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "startTime": now,
+                "conditions": [
+                    {"type": t, "status": status, "lastTransitionTime": now}
+                    for t in ("Initialized", "ContainersReady", "Ready")
+                ]
+                + [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+                "containerStatuses": [
+                    {"name": c, "ready": ready, "started": ready, "restartCount": 0}
+                    for c in containers
+                ],
+            }
+        }
+        self.api.patch("v1", "pods", p.namespace, p.name, body, subresource="status")
+
+    def start_agent(self, p: Pod, extra_env: Mapping[str, str] | None = None) -> None:
+        """Run the injected agent container as a process (what the kubelet would run)."""
+        c = agent_container(p.obj)
+        assert c is not None
+        env: dict[str, str] = {}
+        for e in c.get("env") or []:
+            if "value" in e:
+                env[e["name"]] = str(e["value"])
+            elif ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
+                env[e["name"]] = field_ref(p.obj, e["valueFrom"]["fieldRef"]["fieldPath"])
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        mount_path = env.get("ROTOR_MOUNT_PATH", "/var/run/secrets/rotor")
+        volume = mounts.get(mount_path, "rotor-files")
+        p.mount = p.dir / volume  # the memory emptyDir, as a local folder
+        p.mount.mkdir(parents=True, exist_ok=True)
+        token = p.dir / "serviceaccount" / "token"
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text(f"token-of-{p.namespace}-{p.name}\n")
+        p.metrics_port = p.metrics_port or free_port()
+        env |= {
+            "ROTOR_MOUNT_PATH": str(p.mount),
+            "ROTOR_METRICS_PORT": str(p.metrics_port),
+            "ROTOR_KUBE_URL": self.url,
+            "ROTOR_KUBE_TOKEN_FILE": str(token),
+            "ROTOR_LOG_LEVEL": self.log_level,
+        }
+        env |= dict(extra_env or {})
+        argv = [*(c.get("command") or ["rotor-agent"]), *(c.get("args") or [])]
+        argv[0] = _script(argv[0])
+        p.agent = Proc(f"agent {p.name}", argv, self._base_env() | env, p.dir / "agent.log")
+        p.agent.start()
+        p.kubelet = threading.Thread(
+            target=self._kubelet, args=(p,), name=f"kubelet-{p.name}", daemon=True
+        )
+        p.kubelet.start()
+
+    def _kubelet(self, p: Pod) -> None:
+        """The part of a kubelet that matters here: Ready once the agent's /readyz says so."""
+        while not self._stopping.is_set() and p.agent is not None and p.agent.running:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{p.metrics_port}/readyz", timeout=2
+                ) as r:
+                    if r.status == 200:
+                        with contextlib.suppress(HarnessError, OSError):
+                            self._set_pod_status(p, ready=True)
+                        return
+            except OSError:
+                pass
+            self._stopping.wait(0.1)
+
+    def kill_agent(self, p: Pod) -> None:
+        assert p.agent is not None
+        p.agent.kill()
+
+    def restart_agent(self, p: Pod) -> None:
+        """The kubelet restarts the container (same pod, same folder, same port)."""
+        assert p.agent is not None
+        p.agent = Proc(p.agent.name, p.agent.argv, p.agent.env, p.agent.log).start()
+
+    def delete_pod(self, p: Pod) -> None:
+        if p.agent is not None:
+            p.agent.stop()
+        self.api.delete("v1", "pods", p.namespace, p.name)
+        self.pods.pop(p.name, None)
+
+    def agent_metrics(self, p: Pod) -> str:
+        try:
+            with urllib.request.urlopen(p.metrics_url, timeout=2) as r:  # noqa: S310
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+
+def _owner(obj: Mapping[str, Any]) -> Obj:
+    m = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": m["name"],
+        "uid": m.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+@contextlib.contextmanager
+def system(workdir: Path, **kwargs: Any) -> Iterator[System]:
+    with System(workdir, **kwargs) as s:
+        yield s
