@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine (Debian with python3 >= 3.11, node and npm):
-#   make demo   set up and run Rotor's main job on an embedded default (no cluster needed)
+#   make demo   set up and run the whole system on this machine (`rotor demo`; no cluster needed)
 #   make test   set up and run every check and test that CI runs
 PY ?= python3
 VENV ?= .venv
@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[demo]'
 
 setup-dev: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[dev]'
@@ -27,7 +27,7 @@ system-deps:
 	@if [ -f canister/package.json ]; then npm ci --prefix canister --no-audit --no-fund --loglevel=error; fi
 
 demo: setup
-	$(BIN)/rotor-agent standalone --demo
+	$(BIN)/rotor demo
 
 lint: setup-dev
 	$(BIN)/ruff check .

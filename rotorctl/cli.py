@@ -1,0 +1,95 @@
+"""The ``rotor`` command.
+
+::
+
+    rotor acl list|approve|deny|revoke ...   the access-control list (controller.cli, unchanged)
+    rotor demo [--rotate-every 20s] [--duration SECONDS] [--dir ./rotor-demo]
+                                              the whole system on this machine (docs/demo.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from controller import cli as acl_cli
+from rotor.durations import parse_duration
+from rotor.errors import InvalidSpec, RotorError
+from rotor.settings.controller import ControllerSettings
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text, "--rotate-every")
+    except InvalidSpec as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rotor", description="Rotor: generate, rotate and deliver secrets to Kubernetes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    acl_cli.add_acl_commands(sub, settings)  # `rotor acl ...` exactly as controller.cli has it
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole system on this machine (emulated Kubernetes API)",
+        description="Start a Kubernetes API emulator (kmock), the webhook, the controller, "
+        "OpenBao (when `bao` is installed) and two workloads whose injected agents run as local "
+        "processes; show rotations as they reach the readers. Ctrl-C stops everything.",
+    )
+    demo.add_argument(
+        "--rotate-every",
+        type=_seconds,
+        default=20.0,
+        metavar="DURATION",
+        help="rotation interval of the demo secret, e.g. 20s or 1m (default: 20s)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop by itself after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--dir", default="rotor-demo", help="where pods' files and logs go (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--no-vault", action="store_true", help="do not start OpenBao even if it is installed"
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rotorctl import demo
+
+    return demo.run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = ControllerSettings.from_env()
+    except InvalidSpec as e:
+        print(f"rotor: {e}", file=sys.stderr)
+        return acl_cli.EXIT_USAGE
+    args = build_parser(settings).parse_args(argv)
+    handler: acl_cli.Handler = args.handler
+    try:
+        return handler(args)
+    except (acl_cli.UsageError, InvalidSpec) as e:
+        print(f"rotor: {e}", file=sys.stderr)
+        return acl_cli.EXIT_USAGE
+    except RotorError as e:
+        print(f"rotor: {e}", file=sys.stderr)
+        return acl_cli.EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
