@@ -1,0 +1,215 @@
+"""Whole-system flows: emulator + webhook + controller + agent processes (rotorctl.harness).
+
+Every wait is a deadline (generous: a loaded 2-core machine), never a fixed sleep."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rotorctl.harness import Pod, System, Workload, wait_for
+
+NS, NAME, RO_NS = "shop", "db", "web"
+KEYS = [
+    {"name": "password", "generator": {"type": "password", "length": 20}},
+    {"name": "token", "generator": {"type": "uuid"}},
+]
+DEADLINE = 45.0
+
+
+def until(check: Any, what: str, timeout: float = DEADLINE) -> Any:
+    return wait_for(check, what, timeout)
+
+
+def pair(
+    system: System, rw_annotations: dict[str, str] | None = None, **rsec: Any
+) -> tuple[Workload, Workload]:
+    system.rotating_secret(NS, NAME, KEYS, **({"interval": "1h", "overlap": "30m"} | rsec))
+    api = system.workload(NS, "api", {"rotor.dev/rw": NAME, **(rw_annotations or {})})
+    web = system.workload(RO_NS, "web", {"rotor.dev/ro": f"{NS}/{NAME}"})
+    return api, web
+
+
+def approve(system: System) -> None:
+    system.acl("approve", f"{NS}/{NAME}", f"{NS}/api", "rw")
+    system.acl("approve", f"{NS}/{NAME}", f"{RO_NS}/web", "ro")
+
+
+def acl_requests(system: System) -> set[tuple[str, str, str]]:
+    import contextlib
+    import io
+
+    from controller import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["acl", "list", "-o", "json", "--kubeconfig", str(system.kubeconfig)]) == 0
+    snap = json.loads(out.getvalue())
+    return {(r["secret"], r["principal"], r["mode"]) for r in snap["requests"]}
+
+
+def current_files(system: System) -> dict[str, str]:
+    return system.current(NS, NAME)
+
+
+def holds(pod: Pod, values: dict[str, str]) -> bool:
+    files = pod.files(NAME)
+    return bool(values) and all(files.get(k) == v for k, v in values.items())
+
+
+def test_request_approve_first_value_rotate_revoke(system: System) -> None:
+    api, web = pair(system)
+    w, r = system.add_pod(api), system.add_pod(web)
+    assert w.injected and r.injected, "the webhook injected the agent into both pods"
+    until(
+        lambda: (
+            acl_requests(system)
+            >= {(f"{NS}/{NAME}", f"{NS}/api", "rw"), (f"{NS}/{NAME}", f"{RO_NS}/web", "ro")}
+        ),
+        "both requests in the ACL ConfigMap",
+    )
+    # The reader has nothing before an admin approves: the controller makes no view. (The
+    # writer is held back by RBAC in a cluster; the emulator enforces no RBAC, so it is not
+    # checked here.)
+    assert not r.files(NAME)
+    assert not system.api.get("v1", "secrets", RO_NS, f"rotor.{NS}.{NAME}")
+
+    approve(system)
+    first = until(lambda: holds(r, current_files(system)) and current_files(system), "v1 in RO")
+    assert system.version(NS, NAME) == 1
+    assert holds(w, first)
+    assert set(first) == {"password", "token"}
+
+    system.rotate_now(NS, NAME)
+    until(lambda: system.version(NS, NAME) == 2, "version 2 committed")
+    second = current_files(system)
+    assert second["password"] != first["password"]
+    until(lambda: holds(r, second), "version 2 in the RO pod's files")
+    assert r.files(NAME)["password.previous"] == first["password"]  # the overlap keeps it
+    status = system.status(NS, NAME)
+    assert status["writer"]["pod"] == w.name
+
+    system.acl("revoke", f"{NS}/{NAME}", f"{RO_NS}/web", "ro")
+    until(lambda: not r.files(NAME), "the RO files deleted after the revoke")
+    assert holds(w, second), "the writer keeps its files"
+
+
+class Hook:
+    """The app's apply hook: answers 200, or holds each request until released."""
+
+    def __init__(self) -> None:
+        self.block = threading.Event()  # set: requests wait for `release`
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+        self.posted: list[dict[str, Any]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.posted.append(body)
+                hook.arrived.set()
+                if hook.block.is_set():
+                    hook.release.wait(30)
+                with_answer = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(with_answer)))
+                self.end_headers()
+                self.wfile.write(with_answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/apply"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.close()
+
+
+def phase(system: System) -> str:
+    s = system.source(NS, NAME) or {}
+    return str(((s.get("metadata") or {}).get("annotations") or {}).get("rotor.dev/phase", ""))
+
+
+@pytest.mark.parametrize("step", ["after-prepare", "after-commit"])
+def test_writer_killed_at_a_protocol_step_recovers_and_loses_nothing(
+    system: System, hook: Hook, step: str
+) -> None:
+    """SIGKILL the writer's process right after it prepared (its apply hook holds the rotation
+    in phase=pending) or right after it committed; the restarted agent finishes the job: the
+    version goes up by exactly one, the committed value is the one that was pending, and the
+    reader ends up with it."""
+    api, web = pair(system, {"rotor.dev/apply-hook": hook.url})
+    approve(system)
+    w, r = system.add_pod(api), system.add_pod(web)
+    first = until(lambda: holds(r, current_files(system)) and current_files(system), "v1 in RO")
+    until(lambda: system.status(NS, NAME).get("writer"), "the controller names the writer")
+
+    hook.block.set()
+    hook.arrived.clear()
+    system.rotate_now(NS, NAME)
+    assert hook.arrived.wait(DEADLINE), "the writer called its apply hook"
+    assert phase(system) == "pending"
+    pending = {k: v for k, v in hook.posted[-1].items() if isinstance(v, str)}
+    if step == "after-commit":
+        hook.release.set()
+        until(lambda: system.version(NS, NAME) == 2, "version 2 committed")
+    system.kill_agent(w)  # SIGKILL: no clean-up
+    hook.block.clear()
+    hook.release.set()
+    system.restart_agent(w)
+
+    until(lambda: phase(system) == "committed" and system.version(NS, NAME) == 2, "recovered")
+    second = current_files(system)
+    assert second != first
+    if pending:  # the hook's body names the pending values: the committed ones are those
+        assert all(second.get(k) == v for k, v in pending.items() if k in second)
+    until(lambda: holds(r, second), "the reader holds the recovered version")
+    until(lambda: holds(w, second), "the restarted writer wrote its files")
+    assert r.files(NAME)["password.previous"] == first["password"]  # nothing lost
+    system.rotate_now(NS, NAME)
+    until(lambda: system.version(NS, NAME) == 3, "versions continue after the recovery")
+
+
+def test_webhook_down_pod_admitted_without_agent_is_restarted_through_its_owner(
+    system: System,
+) -> None:
+    """With the webhook down and failurePolicy Ignore the pod is created unpatched; the
+    controller notices and restarts it through its Deployment (restartedAt on the template);
+    the new pod, admitted with the webhook back, gets the agent and the files."""
+    api, web = pair(system)
+    approve(system)
+    system.stop_webhook()
+    bare = system.add_pod(web, admit=False)
+    assert not bare.injected
+    deployment = lambda: system.api.get("apps/v1", "deployments", RO_NS, "web") or {}  # noqa: E731
+    restarted = until(
+        lambda: (deployment()["spec"]["template"]["metadata"].get("annotations") or {}).get(
+            "kubectl.kubernetes.io/restartedAt"
+        ),
+        "the controller's restartedAt on the Deployment's template",
+    )
+    assert restarted
+    system.start_webhook()
+    system.delete_pod(bare)  # the Deployment controller's rollout replaces it
+    w = system.add_pod(api)
+    r = system.add_pod(web)
+    assert r.injected
+    until(lambda: holds(r, current_files(system)), "the new pod's files")
+    assert w.files(NAME)
