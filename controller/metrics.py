@@ -74,6 +74,12 @@ class Metrics:
             "1 while this replica holds the leader Lease.",
             registry=registry,
         )
+        self.store_ready = Gauge(
+            "rotor_controller_external_store_ready",
+            "1 while an ExternalStore's last check passed (login and a KV v2 mount), else 0.",
+            ["namespace", "name"],
+            registry=registry,
+        )
         self.rotating_secrets = Gauge(
             "rotor_controller_rotating_secrets",
             "RotatingSecrets known, by phase.",

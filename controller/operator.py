@@ -47,6 +47,7 @@ from rotor import API
 from rotor import status as st
 from rotor.acl import AclBackend, AclSnapshot, Grant
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RetryableError, RotorError
+from rotor.external import StoreCheck
 from rotor.layout import (
     ANN_PHASE,
     ANN_ROTATE_REQUESTED,
@@ -66,6 +67,8 @@ log = logging.getLogger("rotor.controller")
 RBAC = "rbac.authorization.k8s.io/v1"
 RETRY_DELAY = 2.0
 CONFLICT_DELAY = 0.5
+HOLD_RETRY_MIN = 1.0
+HOLD_RETRY_MAX = 60.0
 DEFAULT_CONCURRENCY = 64
 COMPONENT = "rotor-controller"
 
@@ -144,6 +147,14 @@ class Controller:
         """The grants whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
+        self._hold_backoff: dict[SecretRef, float] = {}
+        """The next retry delay of a fan-out held by an external store (doubles up to a cap)."""
+        self._store_meta: dict[tuple[str, str], tuple[str, str, list[Any]]] = {}
+        """ExternalStore -> (uid, spec digest, observed conditions)."""
+        self._store_checked: dict[tuple[str, str], tuple[str, float]] = {}
+        """ExternalStore -> (spec digest checked, when)."""
+        self._store_ready: dict[tuple[str, str], StoreCheck] = {}
+        self._store_wake = asyncio.Event()
 
     # -- intake (kopf event handlers call these; no I/O) -----------------------------------------
     def mark(self, refs: Iterable[SecretRef]) -> None:
@@ -169,10 +180,27 @@ class Controller:
     def on_external_store(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         m = meta(obj)
         key = (str(m.get("namespace", "")), str(m.get("name", "")))
-        self._readers.pop(key, None)
         if kind == "DELETED":
+            self._readers.pop(key, None)
             self.index.stores.pop(key, None)
+            self._store_meta.pop(key, None)
+            self._store_checked.pop(key, None)
+            self._store_ready.pop(key, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.store_ready.remove(*key)
         else:
+            spec_digest = json.dumps(obj.get("spec"), sort_keys=True)
+            status = obj.get("status") or {}
+            before = self._store_meta.get(key)
+            if before is not None and before[1] != spec_digest:
+                self._readers.pop(key, None)  # a changed spec; our status writes keep it
+            self._store_meta[key] = (
+                str(m.get("uid") or ""),
+                spec_digest,
+                list(status.get("conditions") or []),
+            )
+            if self._store_checked.get(key, ("", 0.0))[0] != spec_digest:
+                self._store_wake.set()  # a new or changed store: check it now
             try:
                 self.index.stores[key] = ExternalStoreSpec.from_dict(obj.get("spec"))
             except InvalidSpec as e:
@@ -437,6 +465,15 @@ class Controller:
             granted = decide.granted_ro_namespaces(ref, mine)
             plan = decide.plan_fanout(source, granted, views, stores.state)
             views = await self.fanout(ref, source, plan, views)
+        if stores.state in ("behind", "unavailable") or (
+            stores.state == "unverified" and decide.publishable(source)
+        ):
+            # held until the store holds the version: retry with backoff (1 s doubling to 60 s)
+            delay = self._hold_backoff.get(ref, HOLD_RETRY_MIN)
+            self._hold_backoff[ref] = min(delay * 2, HOLD_RETRY_MAX)
+            self._retry_later(ref, delay)
+        else:
+            self._hold_backoff.pop(ref, None)
         consumers = decide.consumer_statuses(
             ref, self.index.wants_for(ref), grants, self.acl, source, views
         )
@@ -444,6 +481,76 @@ class Controller:
             obs, source, writer, consumers, plan, stale, acl_known, stores
         )
         await self.write_status(obs, status)
+
+    # -- ExternalStore Ready ---------------------------------------------------------------------
+    async def store_loop(self) -> None:
+        """Check each ExternalStore when it appears or its spec changes, and every
+        ``store_check_interval``; the result is its ``Ready`` condition."""
+        while True:
+            now = self.clock()
+            due = [
+                key
+                for key, (_uid, digest, _c) in list(self._store_meta.items())
+                if self._store_checked.get(key, ("", 0.0))[0] != digest
+                or now - self._store_checked[key][1] >= self.settings.store_check_interval
+            ]
+            if due:
+                await asyncio.gather(*(self.check_store(k) for k in due), return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._store_wake.wait(), timeout=min(self.settings.store_check_interval, 5.0)
+                )
+            self._store_wake.clear()
+
+    async def check_store(self, key: tuple[str, str]) -> StoreCheck:
+        meta_ = self._store_meta.get(key)
+        found = self.index.stores.get(key)
+        if meta_ is None or found is None:
+            return StoreCheck(False, "Invalid", "the ExternalStore is gone")
+        uid, digest, observed = meta_
+        if isinstance(found, InvalidSpec):
+            check = StoreCheck(False, "Invalid", str(found))
+        else:
+            try:
+                reader = await self._new_reader(key, found)
+                check = await reader.check()
+            except RotorError as e:  # AuthFailed (no token), or the token Secret unreadable
+                auth = type(e).__name__ == "AuthFailed"
+                check = StoreCheck(False, "AuthFailed" if auth else "Unreachable", str(e))
+            else:
+                if check.ready:  # the fresh token serves the fan-out checks too
+                    self._readers[key] = reader
+        self._store_checked[key] = (digest, self.clock())
+        previous = self._store_ready.get(key)
+        self._store_ready[key] = check
+        self.metrics.store_ready.labels(*key).set(1 if check.ready else 0)
+        if not check.ready:
+            self.metrics.errors.labels("store").inc()
+            if previous is None or (previous.ready, previous.reason) != (False, check.reason):
+                log.warning("ExternalStore %s/%s: %s: %s", *key, check.reason, check.message)
+                with contextlib.suppress(RotorError):
+                    await self._post_event(
+                        key[0], "ExternalStore", key[1], uid, check.reason, check.message
+                    )
+        cond = st.Condition(
+            "Ready", "True" if check.ready else "False", check.reason, check.message
+        )
+        conditions = st.merge_conditions(observed, [cond], self.clock())
+        if conditions != observed:
+            url = path(API, "externalstores", key[0], key[1], "status")
+            with contextlib.suppress(NotFoundError):
+                await self.kube.apatch(url, {"status": {"conditions": conditions}})
+                self._store_meta[key] = (uid, digest, conditions)
+        if previous is None or previous.ready != check.ready:
+            self.mark(self._secrets_using(key))
+        return check
+
+    def _secrets_using(self, key: tuple[str, str]) -> list[SecretRef]:
+        return [
+            r
+            for r, o in self.index.rsecs.items()
+            if o.spec and any((r.namespace, x.store) == key for x in o.spec.external_stores)
+        ]
 
     async def check_stores(
         self, obs: RotatingSecretObs, source: SourceObs | None
@@ -486,10 +593,17 @@ class Controller:
         return decide.StoreSync("synced", f"{where} hold version {source.state.version}")
 
     async def _reader(self, key: tuple[str, str], spec: ExternalStoreSpec) -> Any:
-        """A Vault reader per ExternalStore (imported lazily: hvac is only needed here)."""
+        """A Vault reader per ExternalStore, kept until the store or its check changes."""
         reader = self._readers.get(key)
-        if reader is not None:
-            return reader
+        if reader is None:
+            reader = await self._new_reader(key, spec)
+            self._readers[key] = reader
+        return reader
+
+    async def _new_reader(self, key: tuple[str, str], spec: ExternalStoreSpec) -> Any:
+        """A reader with the token read now from the ExternalStore's Secret (its namespace), or
+        Kubernetes auth with the controller's own service-account token (hvac is imported
+        lazily: it is only needed here)."""
         from controller.vault import VaultReader
 
         token = None
@@ -498,9 +612,7 @@ class Controller:
             secret = await self.kube.aget(path("v1", "secrets", key[0], ref.name)) or {}
             raw = (secret.get("data") or {}).get(ref.key)
             token = base64.b64decode(raw).decode().strip() if raw else None
-        reader = VaultReader.from_spec(spec.vault, token=token)
-        self._readers[key] = reader
-        return reader
+        return VaultReader.from_spec(spec.vault, token=token)
 
     async def ensure_source(self, obs: RotatingSecretObs) -> SourceObs | None:
         """Create the source Secret (owned, labelled, no value yet) or repair its metadata, and
@@ -678,20 +790,31 @@ class Controller:
         self, obs: RotatingSecretObs, reason: str, message: str, type_: str = "Warning"
     ) -> None:
         """A core/v1 Event on the RotatingSecret (names and reasons only, never a value)."""
+        await self._post_event(
+            obs.ref.namespace, "RotatingSecret", obs.ref.name, obs.uid, reason, message, type_
+        )
+
+    async def _post_event(
+        self,
+        namespace: str,
+        kind: str,
+        name: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type_: str = "Warning",
+    ) -> None:
         ts = format_time(self.clock())
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {
-                "name": f"{obs.ref.name}.{uuid.uuid4().hex[:16]}",
-                "namespace": obs.ref.namespace,
-            },
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": API,
-                "kind": "RotatingSecret",
-                "name": obs.ref.name,
-                "namespace": obs.ref.namespace,
-                "uid": obs.uid,
+                "kind": kind,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
             },
             "reason": reason,
             "message": message[:1024],
@@ -702,7 +825,7 @@ class Controller:
             "lastTimestamp": ts,
             "count": 1,
         }
-        await self.kube.acreate(path("v1", "events", obs.ref.namespace), body)
+        await self.kube.acreate(path("v1", "events", namespace), body)
 
     # -- restarts --------------------------------------------------------------------------------
     async def restart_uninjected(self, pod: PodInfo) -> None:

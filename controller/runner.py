@@ -85,6 +85,7 @@ async def run_controller(
         asyncio.create_task(ctl.worker(), name="reconcile"),
         asyncio.create_task(ctl.acl_loop(), name="acl"),
         asyncio.create_task(ctl.gauge_loop(), name="gauges"),
+        asyncio.create_task(ctl.store_loop(), name="stores"),
     ]
     if ctl.settings.manage_certs:
         loops.append(asyncio.create_task(ctl.cert_loop(), name="certs"))

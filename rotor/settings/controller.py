@@ -14,6 +14,8 @@ DEFAULT_MAX_STALENESS = 600.0
 DEFAULT_METRICS_PORT = 9755
 DEFAULT_RESTART_INTERVAL = 10.0
 DEFAULT_CANISTER_CERT_MAX_AGE = 300.0
+DEFAULT_STORE_CHECK_INTERVAL = 60.0
+DEFAULT_AUDIT_RECHECK = 300.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class ControllerSettings:
     webhook_cert_secret: str = "rotor-webhook-tls"  # noqa: S105 - a name
     webhook_config_name: str = "rotor-webhook"
     manage_certs: bool = True
+    store_check_interval: float = DEFAULT_STORE_CHECK_INTERVAL  # ExternalStore Ready re-check
+    audit_receiver_url: str = ""  # the audit receiver's events API; empty: Vault is no source
+    audit_receiver_token_file: str = ""  # its bearer token, if it requires one
+    audit_configmap: str = "rotor-audit-receiver"  # in ``namespace``: the receiver's config
+    audit_recheck: float = DEFAULT_AUDIT_RECHECK  # re-read every referenced path this often
     log_level: str = "INFO"
 
     @classmethod
@@ -84,6 +91,15 @@ class ControllerSettings:
             webhook_cert_secret=env_str(e, "ROTOR_WEBHOOK_CERT_SECRET", d.webhook_cert_secret),
             webhook_config_name=env_str(e, "ROTOR_WEBHOOK_CONFIG_NAME", d.webhook_config_name),
             manage_certs=env_bool(e, "ROTOR_MANAGE_CERTS", d.manage_certs),
+            store_check_interval=env_duration(
+                e, "ROTOR_STORE_CHECK_INTERVAL", d.store_check_interval
+            ),
+            audit_receiver_url=env_str(e, "ROTOR_AUDIT_RECEIVER_URL", d.audit_receiver_url),
+            audit_receiver_token_file=env_str(
+                e, "ROTOR_AUDIT_RECEIVER_TOKEN_FILE", d.audit_receiver_token_file
+            ),
+            audit_configmap=env_str(e, "ROTOR_AUDIT_CONFIGMAP", d.audit_configmap),
+            audit_recheck=env_duration(e, "ROTOR_AUDIT_RECHECK", d.audit_recheck),
             log_level=env_choice(
                 e, "ROTOR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
