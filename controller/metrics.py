@@ -80,6 +80,13 @@ class Metrics:
             ["namespace", "name"],
             registry=registry,
         )
+        self.propagations = Counter(
+            "rotor_controller_propagations_total",
+            "Decisions on a value changed in an external store (Vault as a source), by reason "
+            "(Propagate, InSync, RotorWrite, KeysMismatch, ...).",
+            ["reason"],
+            registry=registry,
+        )
         self.rotating_secrets = Gauge(
             "rotor_controller_rotating_secrets",
             "RotatingSecrets known, by phase.",

@@ -155,6 +155,8 @@ class Controller:
         """ExternalStore -> (spec digest checked, when)."""
         self._store_ready: dict[tuple[str, str], StoreCheck] = {}
         self._store_wake = asyncio.Event()
+        self.vault_source: Any = None
+        """The audit-receiver client (:class:`controller.vaultsource.VaultSource`), if on."""
 
     # -- intake (kopf event handlers call these; no I/O) -----------------------------------------
     def mark(self, refs: Iterable[SecretRef]) -> None:

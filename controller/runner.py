@@ -87,6 +87,13 @@ async def run_controller(
         asyncio.create_task(ctl.gauge_loop(), name="gauges"),
         asyncio.create_task(ctl.store_loop(), name="stores"),
     ]
+    if ctl.settings.audit_receiver_url:
+        from controller.vaultsource import VaultSource
+
+        source = VaultSource(ctl)
+        ctl.vault_source = source
+        loops.append(asyncio.create_task(source.config_loop(), name="audit-config"))
+        loops.append(asyncio.create_task(source.loop(), name="audit-events"))
     if ctl.settings.manage_certs:
         loops.append(asyncio.create_task(ctl.cert_loop(), name="certs"))
     operator = asyncio.create_task(

@@ -4,23 +4,32 @@ committed version."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
+from dataclasses import replace
 from typing import Any
 
+import aiohttp.web
+import hvac
 import pytest
+from prometheus_client import CollectorRegistry
 
 from agent.vault import TokenLogin, VaultStore
+from controller.audit import Receiver, make_events_app, render_config
 from controller.kube import path
 from rotor import API
 from rotor.external import RotorMetadata
-from rotor.layout import view_name
+from rotor.layout import ANN_VERSION, view_name
 from rotor.names import Principal, SecretRef
+from rotor.settings.audit import AuditSettings
 from rotor.settings.controller import ControllerSettings
+from tests.conftest import free_port
 from tests.controller.conftest import Harness, eventually, running_controller
 from tests.controller.test_controller import _pending as pending
 from tests.controller.test_controller import commit_value, create, pod_body
 from tests.kubeemu import kube_emulator
+from tests.vault.conftest import start_bao
 
 __all__ = ["kube_emulator"]
 
@@ -149,3 +158,108 @@ async def test_fanout_held_until_the_store_holds_the_version(rotor, bao):
     )
     assert base64.b64decode(view["data"]["password"]) == b"value-in-kubernetes-only"
     assert (await eventually(lambda: synced("InSync")))["status"] == "True"
+
+
+# -- Vault as a source: a person's write -> audit receiver -> controller -> RO view --------------
+AUDIT_HCL = """
+audit "socket" "rotor" {{
+  options {{
+    address     = "127.0.0.1:{port}"
+    socket_type = "tcp"
+  }}
+}}
+"""
+
+
+@pytest.fixture
+async def audit_setup(tmp_path, kube_emulator):
+    """A receiver (socket listener and events API, config file as the kubelet projects the
+    ConfigMap), OpenBao sending its socket audit device there, and the controller consuming the
+    receiver."""
+    sock, events = free_port(), free_port()
+    config = tmp_path / "config.json"
+    config.write_text(render_config([]))
+    settings = AuditSettings(
+        host="127.0.0.1",
+        socket_port=sock,
+        events_port=events,
+        config_file=str(config),
+        config_poll=0.1,
+    )
+    receiver = Receiver.create(settings, CollectorRegistry())
+    # the controller's long-poll may still be open at the end: do not wait it out
+    runner = aiohttp.web.AppRunner(
+        make_events_app(receiver, serve_socket=True), shutdown_timeout=0.5
+    )
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", events).start()
+    bao = await asyncio.to_thread(start_bao, tmp_path, AUDIT_HCL.format(port=sock))
+    ctl_settings = replace(SETTINGS, audit_receiver_url=f"http://127.0.0.1:{events}")
+    try:
+        async for h in running_controller(kube_emulator, ctl_settings):
+            yield h, bao, receiver, config
+    finally:
+        await asyncio.to_thread(bao.stop)
+        await runner.cleanup()
+
+
+async def test_a_persons_write_in_vault_reaches_the_ro_view(audit_setup):
+    rotor, bao, receiver, config_file = audit_setup
+    kv_path = "shop/db-audit"
+    db = SecretRef("shop", "db")
+    await token_secret(rotor, "good-token", bao.token)
+    await external_store(rotor, "vault", bao.url, "good-token")
+    spec = {
+        "keys": [{"name": "password", "generator": {"type": "password"}}],
+        "externalStores": [{"storeRef": {"name": "vault"}, "path": kv_path}],
+    }
+    await rotor.rsec("shop", "db", spec)
+    await create(rotor, "v1", "pods", pod_body("shop", "api-0", "api", {"rotor.dev/rw": "db"}))
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: pending(rotor, db, API_SA, "rw"), what="the RW request")
+    await rotor.backend.approve(db, API_SA, "rw")
+    await eventually(lambda: pending(rotor, db, WEB, "ro"), what="the RO request")
+    await rotor.backend.approve(db, WEB, "ro")
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"), what="the source")
+
+    # the writer commits version 1 and its agent wrote the store first (step 3)
+    state = await commit_value(rotor, db, b"rotor-generated")
+    agent = VaultStore(bao.url, "secret", TokenLogin(bao.token))
+    meta = RotorMetadata(state.version, state.checksum, "shop/api-0", 0.0, "shop/db")
+    await agent.write_pending(kv_path, {"password": b"rotor-generated"}, None, meta)
+    view_of = view_name("shop", "db")
+
+    async def view_value() -> bytes | None:
+        view = await rotor.get("v1", "secrets", "web", view_of)
+        return base64.b64decode(view["data"]["password"]) if view else None
+
+    assert await eventually(view_value, what="version 1 published") == b"rotor-generated"
+
+    # the controller tells the receiver which paths to watch (the kubelet projects the ConfigMap)
+    async def configmap() -> str | None:
+        cm = await rotor.get("v1", "configmaps", "rotor-system", "rotor-audit-receiver")
+        text = ((cm or {}).get("data") or {}).get("config.json", "")
+        return text if f"secret/{kv_path}" in text else None
+
+    config_file.write_text(await eventually(configmap, what="the receiver's ConfigMap"))
+    await eventually(lambda: f"secret/{kv_path}" in receiver.config.paths, what="reloaded")
+
+    # a person changes the value in OpenBao
+    kv = hvac.Client(url=bao.url, token=bao.token).secrets.kv.v2
+    await asyncio.to_thread(kv.create_or_update_secret, kv_path, {"password": "typed-by-a-person"})
+
+    async def person_value() -> bool:
+        return await view_value() == b"typed-by-a-person"
+
+    await eventually(person_value, what="the person's value in the RO view")
+    source = await rotor.get("v1", "secrets", "shop", "db")
+    assert source["metadata"]["annotations"][ANN_VERSION] == str(state.version + 1)
+    data = {k: base64.b64decode(v) for k, v in source["data"].items()}
+    assert data["password"] == b"typed-by-a-person"
+    assert data["password.previous"] == b"rotor-generated"  # kept for the overlap
+    reasons = [e["reason"] for e in await events_for(rotor, "db")]
+    assert "Propagated" in reasons
+    propagated = rotor.metrics.registry.get_sample_value(
+        "rotor_controller_propagations_total", {"reason": "Propagate"}
+    )
+    assert propagated == 1
