@@ -118,15 +118,19 @@ def _labels(secret: SecretRef) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SOURCE: source_label(secret)}
 
 
-def desired_rbac(secret: SecretRef, grants: Iterable[Grant]) -> list[Obj]:
+def desired_rbac(
+    secret: SecretRef, grants: Iterable[Grant], external_stores: Iterable[str] = ()
+) -> list[Obj]:
     """Roles and RoleBindings, every rule scoped by ``resourceNames``.
 
-    RW principals (the secret's namespace): get/list/watch/patch/update of the source Secret and
-    get/list/watch of the RotatingSecret. RO principals: get/list/watch of the view
-    ``rotor.<ns>.<name>`` in their own namespace - only when some principal holds the RW grant
-    (an RO consumer depends on a writer). ``list``/``watch`` scoped by ``resourceNames`` are
-    authorized only for requests with ``fieldSelector=metadata.name=<name>``, which is how the
-    agent watches one object.
+    RW principals (the secret's namespace): get/list/watch/patch/update of the source Secret,
+    get/list/watch of the RotatingSecret (the agent follows its spec and ``status.writer`` with a
+    list+watch by name), and get of each ExternalStore the secret references (the writer reads
+    the store's spec to write it; ``external_stores``: their names). RO principals:
+    get/list/watch of the view ``rotor.<ns>.<name>`` in their own namespace - only when some
+    principal holds the RW grant (an RO consumer depends on a writer). ``list``/``watch``
+    scoped by ``resourceNames`` are authorized only for requests with
+    ``fieldSelector=metadata.name=<name>``, which is how the agent watches one object.
     """
     mine = sorted(g for g in grants if g.secret == secret)
     out: list[Obj] = []
@@ -156,6 +160,16 @@ def desired_rbac(secret: SecretRef, grants: Iterable[Grant]) -> list[Obj]:
                     "verbs": ["get", "list", "watch"],
                 },
             ]
+            stores = sorted(set(external_stores))
+            if stores:
+                rules.append(
+                    {
+                        "apiGroups": [API_GROUP],
+                        "resources": ["externalstores"],
+                        "resourceNames": stores,
+                        "verbs": ["get"],
+                    }
+                )
         else:
             rules = [
                 {

@@ -143,8 +143,8 @@ class Controller:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._readers: dict[tuple[str, str], Any] = {}
-        self._rbac_grants: dict[SecretRef, frozenset[Grant]] = {}
-        """The grants whose RBAC was last applied, per secret."""
+        self._rbac_grants: dict[SecretRef, tuple[frozenset[Grant], frozenset[str]]] = {}
+        """The grants and external store names whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
         self._hold_backoff: dict[SecretRef, float] = {}
@@ -461,9 +461,10 @@ class Controller:
         stores = await self.check_stores(obs, source)
         if self.acl is not None or stale.revoke:  # never act on an ACL not read yet
             mine = frozenset(g for g in grants if g.secret == ref)
-            if self._rbac_grants.get(ref) != mine:  # RBAC is a function of these grants only
-                await self.apply_rbac(ref, decide.desired_rbac(ref, mine))
-                self._rbac_grants[ref] = mine
+            names = frozenset(x.store for x in obs.spec.external_stores)
+            if self._rbac_grants.get(ref) != (mine, names):  # RBAC depends on these only
+                await self.apply_rbac(ref, decide.desired_rbac(ref, mine, names))
+                self._rbac_grants[ref] = (mine, names)
             granted = decide.granted_ro_namespaces(ref, mine)
             plan = decide.plan_fanout(source, granted, views, stores.state)
             views = await self.fanout(ref, source, plan, views)

@@ -115,6 +115,32 @@ def test_rbac_rules_are_scoped_by_resource_names_and_subjects_merge():
             assert "delete" not in rule["verbs"]
 
 
+@pytest.mark.parametrize(
+    ("stores", "expected"),
+    [
+        ((), None),  # no external store: no ExternalStore rule
+        (("vault", "backup", "vault"), ["backup", "vault"]),
+    ],
+)
+def test_rw_role_reads_exactly_its_external_stores_and_its_rotating_secret(stores, expected):
+    objs = decide.desired_rbac(DB, {RW, Grant(DB, WEB, "ro")}, stores)
+    rw_role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "shop")
+    by_resource = {r["resources"][0]: r for r in rw_role["rules"]}
+    assert by_resource["rotatingsecrets"]["resourceNames"] == ["db"]
+    assert "get" in by_resource["rotatingsecrets"]["verbs"]  # spec and status.writer
+    if expected is None:
+        assert "externalstores" not in by_resource
+    else:
+        assert by_resource["externalstores"] == {
+            "apiGroups": ["rotor.dev"],
+            "resources": ["externalstores"],
+            "resourceNames": expected,
+            "verbs": ["get"],
+        }
+    ro_role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "web")
+    assert [r["resources"] for r in ro_role["rules"]] == [["secrets"]]  # RO: the view only
+
+
 # -- fan-out ----------------------------------------------------------------------------------
 def _source(state, checksum=None):
     return SourceObs(DB, state, state.checksum if checksum is None else checksum, "", True, True)
