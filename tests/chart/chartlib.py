@@ -85,6 +85,16 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         },
         "logLevel": "DEBUG",
     },
+    "audit-receiver": {
+        "auditReceiver": {
+            "enabled": True,
+            "socket": {"allowedSources": ["10.42.0.0/16"]},
+            "ingest": {"enabled": True, "tokenSecret": "rotor-audit-ingest"},
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vault"}}}
+            ],
+        }
+    },
 }
 
 

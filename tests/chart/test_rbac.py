@@ -170,7 +170,7 @@ def test_controller_holds_every_right_it_grants() -> None:
         Grant(secret, Principal.parse("shop/api"), "rw"),
         Grant(secret, Principal.parse("web/frontend"), "ro"),
     ]
-    objects = desired_rbac(secret, grants)
+    objects = desired_rbac(secret, grants, ["vault"])  # with an ExternalStore rule
     roles = [o for o in objects if o["kind"] == "Role"]
     assert len(roles) == 2
     held = rights(render({}), CONTROLLER_SA)

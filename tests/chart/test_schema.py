@@ -51,6 +51,17 @@ def test_schema_accepts_every_documented_combination(combo: str) -> None:
     [
         ({"acl": {"backend": "canister"}}, "acl.canister.id is required"),
         ({"controller": {"replicas": 2, "leaderElection": False}}, "controller.leaderElection"),
+        ({"auditReceiver": {"enabled": True}}, "auditReceiver.socket.allowedSources"),
+        (
+            {
+                "auditReceiver": {
+                    "enabled": True,
+                    "socket": {"enabled": False},
+                    "ingest": {"enabled": True},
+                }
+            },
+            "auditReceiver.ingest.tokenSecret",
+        ),
     ],
 )
 def test_template_checks_explain_the_fix(values: dict[str, Any], message: str) -> None:

@@ -19,6 +19,7 @@
 
 {{- define "rotor.controller.fullname" -}}{{ include "rotor.fullname" . }}-controller{{- end -}}
 {{- define "rotor.webhook.fullname" -}}{{ include "rotor.fullname" . }}-webhook{{- end -}}
+{{- define "rotor.auditReceiver.fullname" -}}{{ include "rotor.fullname" . }}-audit-receiver{{- end -}}
 {{/* The MutatingWebhookConfiguration (cluster-scoped) and the webhook Service share this name. */}}
 {{- define "rotor.webhookConfigName" -}}{{ include "rotor.fullname" . }}-webhook{{- end -}}
 {{- define "rotor.certSecret" -}}{{ default (printf "%s-webhook-tls" (include "rotor.fullname" .)) .Values.certs.secretName }}{{- end -}}
