@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import shutil
+import signal
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -15,6 +19,7 @@ import hvac
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agent.files import AtomicWriter
 from agent.vault import TokenLogin, VaultStore
 from controller.audit import Receiver, make_events_app, render_config
 from controller.kube import path
@@ -203,7 +208,7 @@ async def audit_setup(tmp_path, kube_emulator):
         await runner.cleanup()
 
 
-async def test_a_persons_write_in_vault_reaches_the_ro_view(audit_setup):
+async def test_a_persons_write_in_vault_reaches_the_ro_agents_files(audit_setup, tmp_path):
     rotor, bao, receiver, config_file = audit_setup
     kv_path = "shop/db-audit"
     db = SecretRef("shop", "db")
@@ -235,31 +240,84 @@ async def test_a_persons_write_in_vault_reaches_the_ro_view(audit_setup):
 
     assert await eventually(view_value, what="version 1 published") == b"rotor-generated"
 
-    # the controller tells the receiver which paths to watch (the kubelet projects the ConfigMap)
-    async def configmap() -> str | None:
-        cm = await rotor.get("v1", "configmaps", "rotor-system", "rotor-audit-receiver")
-        text = ((cm or {}).get("data") or {}).get("config.json", "")
-        return text if f"secret/{kv_path}" in text else None
+    # an RO consumer's agent (the `rotor-agent` command, in-cluster mode, as the webhook
+    # configures it) writes the view's values to its files
+    agent_proc = await start_ro_agent(rotor, tmp_path)
+    mount = tmp_path / "ro-mount"
 
-    config_file.write_text(await eventually(configmap, what="the receiver's ConfigMap"))
-    await eventually(lambda: f"secret/{kv_path}" in receiver.config.paths, what="reloaded")
+    def ro_files() -> dict[str, bytes]:
+        assert agent_proc.returncode is None, "the RO agent exited"
+        try:
+            return AtomicWriter(mount / "db").read()
+        except OSError:
+            return {}
 
-    # a person changes the value in OpenBao
-    kv = hvac.Client(url=bao.url, token=bao.token).secrets.kv.v2
-    await asyncio.to_thread(kv.create_or_update_secret, kv_path, {"password": "typed-by-a-person"})
+    async def ro_file_is(value: bytes) -> bool:
+        return ro_files().get("password") == value
 
-    async def person_value() -> bool:
-        return await view_value() == b"typed-by-a-person"
+    try:
+        await eventually(lambda: ro_file_is(b"rotor-generated"), what="the RO agent's file")
 
-    await eventually(person_value, what="the person's value in the RO view")
-    source = await rotor.get("v1", "secrets", "shop", "db")
-    assert source["metadata"]["annotations"][ANN_VERSION] == str(state.version + 1)
-    data = {k: base64.b64decode(v) for k, v in source["data"].items()}
-    assert data["password"] == b"typed-by-a-person"
-    assert data["password.previous"] == b"rotor-generated"  # kept for the overlap
-    reasons = [e["reason"] for e in await events_for(rotor, "db")]
-    assert "Propagated" in reasons
-    propagated = rotor.metrics.registry.get_sample_value(
-        "rotor_controller_propagations_total", {"reason": "Propagate"}
+        # the controller tells the receiver what to watch (the kubelet projects the ConfigMap)
+        async def configmap() -> str | None:
+            cm = await rotor.get("v1", "configmaps", "rotor-system", "rotor-audit-receiver")
+            text = ((cm or {}).get("data") or {}).get("config.json", "")
+            return text if f"secret/{kv_path}" in text else None
+
+        config_file.write_text(await eventually(configmap, what="the receiver's ConfigMap"))
+        await eventually(lambda: f"secret/{kv_path}" in receiver.config.paths, what="reloaded")
+
+        # a person changes the value in OpenBao
+        kv = hvac.Client(url=bao.url, token=bao.token).secrets.kv.v2
+        await asyncio.to_thread(
+            kv.create_or_update_secret, kv_path, {"password": "typed-by-a-person"}
+        )
+
+        async def person_value() -> bool:
+            return await view_value() == b"typed-by-a-person"
+
+        await eventually(person_value, what="the person's value in the RO view")
+        source = await rotor.get("v1", "secrets", "shop", "db")
+        assert source["metadata"]["annotations"][ANN_VERSION] == str(state.version + 1)
+        data = {k: base64.b64decode(v) for k, v in source["data"].items()}
+        assert data["password"] == b"typed-by-a-person"
+        assert data["password.previous"] == b"rotor-generated"  # kept for the overlap
+        reasons = [e["reason"] for e in await events_for(rotor, "db")]
+        assert "Propagated" in reasons
+        propagated = rotor.metrics.registry.get_sample_value(
+            "rotor_controller_propagations_total", {"reason": "Propagate"}
+        )
+        assert propagated == 1
+        # ... and the consumer's files change: an audit event -> propagation -> RO files
+        await eventually(lambda: ro_file_is(b"typed-by-a-person"), what="the RO file changed")
+        assert ro_files().get("password.previous") == b"rotor-generated"
+    finally:
+        if agent_proc.returncode is None:
+            agent_proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(agent_proc.wait(), 20)
+            except TimeoutError:
+                agent_proc.kill()
+                await agent_proc.wait()
+
+
+async def start_ro_agent(h: Harness, tmp_path: Path) -> asyncio.subprocess.Process:
+    exe = shutil.which("rotor-agent")
+    assert exe, "the package is installed with its console scripts (pip install -e .)"
+    token = tmp_path / "sa-token"
+    token.write_text("sa-token\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "ROTOR_MODE": "ro",
+        "ROTOR_SECRETS": "shop/db",
+        "ROTOR_POD_NAME": "web-0",
+        "ROTOR_POD_NAMESPACE": "web",
+        "ROTOR_SERVICE_ACCOUNT": "web",
+        "ROTOR_MOUNT_PATH": str(tmp_path / "ro-mount"),
+        "ROTOR_METRICS_PORT": str(free_port()),
+        "ROTOR_KUBE_URL": h.emu.url,
+        "ROTOR_KUBE_TOKEN_FILE": str(token),
+    }
+    return await asyncio.create_subprocess_exec(
+        exe, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    assert propagated == 1
