@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.files import AtomicWriter
 from agent.vault import TokenLogin, VaultStore
+from controller import vaultsource
 from controller.audit import Receiver, make_events_app, render_config
 from controller.kube import path
 from rotor import API
@@ -176,40 +177,114 @@ audit "socket" "rotor" {{
 """
 
 
+class AuditRig:
+    """A receiver (socket listener and events API, its config file written as the kubelet
+    projects the ConfigMap) that can be restarted on the same ports."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.sock, self.events = free_port(), free_port()
+        self.config = tmp_path / "config.json"
+        self.config.write_text(render_config([]))
+        self.settings = AuditSettings(
+            host="127.0.0.1",
+            socket_port=self.sock,
+            events_port=self.events,
+            config_file=str(self.config),
+            config_poll=0.1,
+        )
+        self.receiver: Receiver | None = None
+        self.runner: aiohttp.web.AppRunner | None = None
+
+    async def start(self) -> Receiver:
+        self.receiver = Receiver.create(self.settings, CollectorRegistry())
+        # the controller's long-poll may still be open at the end: do not wait it out
+        self.runner = aiohttp.web.AppRunner(
+            make_events_app(self.receiver, serve_socket=True), shutdown_timeout=0.5
+        )
+        await self.runner.setup()
+        await aiohttp.web.TCPSite(self.runner, "127.0.0.1", self.events).start()
+        return self.receiver
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
 @pytest.fixture
-async def audit_setup(tmp_path, kube_emulator):
-    """A receiver (socket listener and events API, config file as the kubelet projects the
-    ConfigMap), OpenBao sending its socket audit device there, and the controller consuming the
-    receiver."""
-    sock, events = free_port(), free_port()
-    config = tmp_path / "config.json"
-    config.write_text(render_config([]))
-    settings = AuditSettings(
-        host="127.0.0.1",
-        socket_port=sock,
-        events_port=events,
-        config_file=str(config),
-        config_poll=0.1,
-    )
-    receiver = Receiver.create(settings, CollectorRegistry())
-    # the controller's long-poll may still be open at the end: do not wait it out
-    runner = aiohttp.web.AppRunner(
-        make_events_app(receiver, serve_socket=True), shutdown_timeout=0.5
-    )
-    await runner.setup()
-    await aiohttp.web.TCPSite(runner, "127.0.0.1", events).start()
-    bao = await asyncio.to_thread(start_bao, tmp_path, AUDIT_HCL.format(port=sock))
-    ctl_settings = replace(SETTINGS, audit_receiver_url=f"http://127.0.0.1:{events}")
+async def audit_setup(tmp_path, kube_emulator, monkeypatch):
+    """The rig, OpenBao sending its socket audit device there, and the controller consuming the
+    receiver (long-polls of 1 s, so that a restart of the in-process receiver, whose open
+    long-poll is not cut as a dying process's would be, is seen by its new epoch at once)."""
+    monkeypatch.setattr(vaultsource, "POLL_WAIT", 1.0)
+    rig = AuditRig(tmp_path)
+    await rig.start()
+    bao = await asyncio.to_thread(start_bao, tmp_path, AUDIT_HCL.format(port=rig.sock))
+    ctl_settings = replace(SETTINGS, audit_receiver_url=f"http://127.0.0.1:{rig.events}")
     try:
         async for h in running_controller(kube_emulator, ctl_settings):
-            yield h, bao, receiver, config
+            yield h, bao, rig
     finally:
         await asyncio.to_thread(bao.stop)
-        await runner.cleanup()
+        await rig.stop()
+
+
+async def secret_in_vault(rotor: Harness, bao: Any, kv_path: str) -> Any:
+    """shop/db with an OpenBao store, a granted writer and RO consumer, version 1 committed and
+    in the store (as the writer's agent leaves it)."""
+    db = SecretRef("shop", "db")
+    await token_secret(rotor, "good-token", bao.token)
+    await external_store(rotor, "vault", bao.url, "good-token")
+    spec = {
+        "keys": [{"name": "password", "generator": {"type": "password"}}],
+        "externalStores": [{"storeRef": {"name": "vault"}, "path": kv_path}],
+    }
+    await rotor.rsec("shop", "db", spec)
+    await create(rotor, "v1", "pods", pod_body("shop", "api-0", "api", {"rotor.dev/rw": "db"}))
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: pending(rotor, db, API_SA, "rw"), what="the RW request")
+    await rotor.backend.approve(db, API_SA, "rw")
+    await eventually(lambda: pending(rotor, db, WEB, "ro"), what="the RO request")
+    await rotor.backend.approve(db, WEB, "ro")
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"), what="the source")
+    state = await commit_value(rotor, db, b"rotor-generated")
+    agent = VaultStore(bao.url, "secret", TokenLogin(bao.token))
+    meta = RotorMetadata(state.version, state.checksum, "shop/api-0", 0.0, "shop/db")
+    await agent.write_pending(kv_path, {"password": b"rotor-generated"}, None, meta)
+    return state
+
+
+async def view_value(rotor: Harness) -> bytes | None:
+    view = await rotor.get("v1", "secrets", "web", view_name("shop", "db"))
+    return base64.b64decode(view["data"]["password"]) if view else None
+
+
+async def test_a_receiver_restart_rechecks_every_path(audit_setup):
+    rotor, bao, rig = audit_setup
+    kv_path = "shop/db-restart"
+    await secret_in_vault(rotor, bao, kv_path)
+    assert await eventually(lambda: view_value(rotor)) == b"rotor-generated"
+    # the receiver does not watch the path yet (its config is empty), so this write is no event
+    kv = hvac.Client(url=bao.url, token=bao.token).secrets.kv.v2
+    await asyncio.to_thread(kv.create_or_update_secret, kv_path, {"password": "missed"})
+    receiver = rig.receiver
+    assert receiver is not None
+    unreferenced = receiver.metrics.entries.labels("unreferenced")
+    await eventually(lambda: unreferenced._value.get() >= 1, what="the write seen and ignored")
+    assert await view_value(rotor) == b"rotor-generated"
+    # the receiver restarts (a new epoch): the controller re-reads every referenced path
+    await rig.stop()
+    await rig.start()
+
+    async def propagated() -> bool:
+        return await view_value(rotor) == b"missed"
+
+    await eventually(propagated, what="the missed write propagated after the restart")
 
 
 async def test_a_persons_write_in_vault_reaches_the_ro_agents_files(audit_setup, tmp_path):
-    rotor, bao, receiver, config_file = audit_setup
+    rotor, bao, rig = audit_setup
+    receiver, config_file = rig.receiver, rig.config
     kv_path = "shop/db-audit"
     db = SecretRef("shop", "db")
     await token_secret(rotor, "good-token", bao.token)
