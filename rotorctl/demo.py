@@ -83,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.dir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)  # a fresh run: files of an old one would mislead
-    interval = f"{max(1, round(args.rotate_every))}s"
+    seconds = max(2, round(args.rotate_every))
+    interval = f"{seconds}s"
+    overlap = f"{max(1, seconds // 4)}s"  # shorter than the interval, as the spec requires
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     out.line(f"Rotor demo in {workdir} (rotation every {interval}; Ctrl-C stops it)", bold=True)
     with stop_on_signals(stop):
         try:
             with System(workdir, vault=not args.no_vault, progress=out.line) as system:
-                return _show(system, out, stop, interval, deadline)
+                return _show(system, out, stop, interval, overlap, deadline)
         except HarnessError as e:
             out.done()
             print(f"rotor demo: {e}", file=sys.stderr)
@@ -100,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(
-    system: System, out: Out, stop: threading.Event, interval: str, deadline: float | None
+    system: System,
+    out: Out,
+    stop: threading.Event,
+    interval: str,
+    overlap: str,
+    deadline: float | None,
 ) -> int:
     assert system.emulator is not None
     out.line(
@@ -124,7 +131,7 @@ def _show(
             {"name": "api-token", "generator": {"type": "token", "bytes": 24}},
         ],
         interval=interval,
-        overlap="5s",
+        overlap=overlap,
         external=external,
     )
     out.line(f"RotatingSecret {NS}/{NAME}: keys password, api-token, every {interval}")
