@@ -1,0 +1,69 @@
+"""``rotor demo`` as a user runs it: plain output off a terminal, live rotations, SIGTERM stops
+every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEADLINE = 90.0
+
+
+def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotorctl.cli",
+            "demo",
+            "--rotate-every",
+            "4s",
+            "--no-vault",
+            "--dir",
+            str(tmp_path / "demo"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        end = time.monotonic() + DEADLINE
+        assert proc.stdout is not None
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "version 2 committed" in line:
+                break
+        out = "".join(lines)
+        assert "kmock's KubernetesEmulator (an emulator" in out
+        assert "\x1b[" not in out, "no terminal escapes when stdout is not a terminal"
+        assert re.search(
+            r"version 2 committed by the writer -> web/web's files changed \d+ ms", out
+        )
+        pids = [int(p) for p in re.findall(r"agent pid (\d+)", out)]
+        assert len(pids) == 2
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out + rest
+        assert "stopped: every process is gone" in rest
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"agent {pid} left behind"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
