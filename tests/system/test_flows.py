@@ -264,3 +264,38 @@ def test_openbao_down_during_a_rotation_loses_nothing_and_completes_when_back(
             ),
             "OpenBao and the reader hold the committed version",
         )
+
+
+def test_acl_unreadable_keeps_the_last_good_acl_and_says_so(system: System) -> None:
+    """The ACL ConfigMap turned unreadable (corrupt YAML: the closest the emulator comes to an
+    unreachable backend) while rotations go on: the controller keeps the last good ACL, the
+    reader gets the new value, and the status says the ACL is stale; fixed, it clears."""
+    from rotor import status as st
+
+    api, web = pair(system)
+    approve(system)
+    system.add_pod(api)
+    r = system.add_pod(web)
+    until(lambda: holds(r, current_files(system)), "v1 in RO")
+    cm = system.api.get("v1", "configmaps", "rotor-system", "rotor-acl")
+    assert cm is not None
+    good = cm["data"]["acl.yaml"]
+    system.api.patch(
+        "v1", "configmaps", "rotor-system", "rotor-acl", {"data": {"acl.yaml": "grants: [oops"}}
+    )
+    until(lambda: "rotor_controller_acl_stale 1.0" in system.controller_metrics(), "stale")
+
+    def access() -> dict[str, Any]:
+        conds = system.status(NS, NAME).get("conditions") or []
+        return next((c for c in conds if c["type"] == "AccessGranted"), {})
+
+    until(lambda: access().get("reason") == st.R_ACL_STALE, "AccessGranted says the ACL is stale")
+    assert "keeping the last good ACL" in access()["message"]
+
+    system.rotate_now(NS, NAME)
+    until(lambda: system.version(NS, NAME) == 2, "version 2 committed")
+    until(lambda: holds(r, current_files(system)), "the reader gets it: grants kept")
+
+    system.api.patch("v1", "configmaps", "rotor-system", "rotor-acl", {"data": {"acl.yaml": good}})
+    until(lambda: "rotor_controller_acl_stale 0.0" in system.controller_metrics(), "fresh")
+    until(lambda: access().get("reason") != st.R_ACL_STALE, "the condition clears")
