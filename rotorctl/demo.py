@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from rotorctl.harness import VAULT_TOKEN, HarnessError, PropagationProbe, System, wait_for
+from rotorctl.harness import (
+    VAULT_TOKEN,
+    Cancelled,
+    HarnessError,
+    PropagationProbe,
+    System,
+    wait_for,
+)
 
 NS, NAME = "shop", "db-password"
 RO_NS = "web"
@@ -90,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
     out.line(f"Rotor demo in {workdir} (rotation every {interval}; Ctrl-C stops it)", bold=True)
     with stop_on_signals(stop):
         try:
-            with System(workdir, vault=not args.no_vault, progress=out.line) as system:
+            with System(workdir, vault=not args.no_vault, progress=out.line, cancel=stop) as system:
                 return _show(system, out, stop, interval, overlap, deadline)
+        except Cancelled:
+            return 0  # Ctrl-C or SIGTERM while starting: everything started is stopped
         except HarnessError as e:
             out.done()
             print(f"rotor demo: {e}", file=sys.stderr)

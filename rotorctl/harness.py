@@ -77,13 +77,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = START_TIMEOUT) -> T:
-    """Poll ``check`` (every 50 ms) until it returns something truthy; fail after ``timeout``."""
+class Cancelled(HarnessError):
+    """The wait was cancelled (Ctrl-C or SIGTERM while starting)."""
+
+
+def wait_for(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float = START_TIMEOUT,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Poll ``check`` (every 50 ms) until it returns something truthy; fail after ``timeout``,
+    or at once when ``cancel`` is set."""
     end = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"stopped while waiting for {what}")
         if time.monotonic() > end:
             raise HarnessError(f"not reached within {timeout:.0f}s: {what}")
         time.sleep(0.05)
@@ -351,7 +363,9 @@ class System:
         acl_poll: str = "1s",
         log_level: str = "INFO",
         progress: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
+        """``cancel``: when set (e.g. by a signal handler), waits while starting stop at once."""
         self.workdir = workdir
         self.want_vault = vault
         self.acl_poll = acl_poll
@@ -370,6 +384,7 @@ class System:
         self.kubeconfig = Path()
         self.pods: dict[str, Pod] = {}
         self._stopping = threading.Event()
+        self.cancel = cancel or threading.Event()
 
     # -- start and stop ---------------------------------------------------------------------
     def __enter__(self) -> System:
@@ -467,7 +482,9 @@ class System:
         self.webhook = Proc(
             "webhook", [_script("rotor-webhook")], env, self.workdir / "logs" / "webhook.log"
         ).start()
-        wait_for(lambda: self._webhook_healthy(), "the webhook's /healthz over TLS")
+        wait_for(
+            lambda: self._webhook_healthy(), "the webhook's /healthz over TLS", cancel=self.cancel
+        )
 
     def _webhook_healthy(self) -> bool:
         if self.webhook is None or not self.webhook.running:
@@ -514,7 +531,7 @@ class System:
                 )
             return "rotor_controller_leader 1.0" in self.controller_metrics()
 
-        wait_for(up, "the controller leading (rotor_controller_leader 1)")
+        wait_for(up, "the controller leading (rotor_controller_leader 1)", cancel=self.cancel)
 
     def controller_metrics(self) -> str:
         try:
@@ -552,7 +569,7 @@ class System:
             except OSError:
                 return False
 
-        wait_for(up, "OpenBao's /v1/sys/health")
+        wait_for(up, "OpenBao's /v1/sys/health", cancel=self.cancel)
 
     def stop_vault(self) -> None:
         if self.vault is not None:
