@@ -17,71 +17,36 @@ ExternalStore's role. After a permission error the agent logs in again once and 
 tokens expire and projected service-account tokens rotate.
 
 hvac is synchronous (requests); each call runs in a worker thread so the agent's event loop
-never blocks.
+never blocks. The login, the error mapping and the reads are the hvac core shared with the
+controller, :class:`rotor.vaultkv.VaultKV`; this module adds the write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import hvac
-import hvac.exceptions
-import requests
-import requests.adapters
-
-from rotor.errors import (
-    ConflictError,
-    InvalidSpec,
-    NotFoundError,
-    PermanentError,
-    RotorError,
-    UnavailableError,
-)
-from rotor.external import (
-    RotorMetadata,
-    StoreRecord,
-    StoreValues,
-    kv_data,
-    record_from_kv,
-    ssl_context,
-    vault_error,
-)
+from rotor.errors import ConflictError, InvalidSpec, PermanentError, UnavailableError
+from rotor.external import RotorMetadata, kv_data
 from rotor.layout import checksum
 from rotor.spec import VaultSpec
+from rotor.vaultkv import DEFAULT_SA_TOKEN, DEFAULT_TIMEOUT, KubernetesLogin, VaultKV
+
+__all__ = ["KubernetesLogin", "Login", "TokenLogin", "VaultStore", "login_from_spec"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
-DEFAULT_TIMEOUT = 10.0
 ENV_TOKEN = "ROTOR_VAULT_TOKEN"  # noqa: S105 - a variable name
 ENV_TOKEN_FILE = "ROTOR_VAULT_TOKEN_FILE"  # noqa: S105 - a variable name
 ENV_JWT_FILE = "ROTOR_VAULT_JWT_FILE"
 ENV_TIMEOUT = "ROTOR_VAULT_TIMEOUT"
 
 CAP_WRITE = '["create", "update"]'
-CAP_READ = '["read"]'
 CAP_META = '["patch"]'
-
-_STATUS = {
-    hvac.exceptions.InvalidRequest: 400,
-    hvac.exceptions.Unauthorized: 401,
-    hvac.exceptions.Forbidden: 403,
-    hvac.exceptions.InvalidPath: 404,
-    hvac.exceptions.PreconditionFailed: 412,
-    hvac.exceptions.RateLimitExceeded: 429,
-    hvac.exceptions.InternalServerError: 500,
-    hvac.exceptions.VaultNotInitialized: 501,
-    hvac.exceptions.BadGateway: 502,
-    hvac.exceptions.VaultDown: 503,
-}
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,15 +78,6 @@ class TokenLogin:
         )
 
 
-@dataclass(frozen=True)
-class KubernetesLogin:
-    """Vault's Kubernetes auth: the pod's service-account token and a Vault role."""
-
-    role: str
-    mount: str = "kubernetes"
-    jwt_file: str = DEFAULT_SA_TOKEN
-
-
 Login = TokenLogin | KubernetesLogin
 
 
@@ -140,59 +96,10 @@ def login_from_spec(spec: VaultSpec, env: Mapping[str, str] | None = None) -> Lo
     )
 
 
-class _CAAdapter(requests.adapters.HTTPAdapter):
-    """Trust exactly the spec's CA bundle, from memory (requests itself takes only a path)."""
-
-    def __init__(self, ca_bundle: str) -> None:
-        self._ctx = ssl_context(ca_bundle)
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._ctx
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _session(ca_bundle: str | None) -> requests.Session | None:
-    if not ca_bundle:
-        return None
-    session = requests.Session()
-    session.mount("https://", _CAAdapter(ca_bundle))
-    return session
-
-
-def map_exception(exc: Exception, *, action: str, path: str, capability: str) -> RotorError:
-    """hvac/requests exceptions to Rotor's errors; other exceptions are bugs and not mapped."""
-    if isinstance(exc, hvac.exceptions.VaultError):
-        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 0)
-        detail = ", ".join(str(e) for e in exc.errors or []) or str(exc.args[0] if exc.args else "")
-        return vault_error(status, detail, action=action, path=path, capability=capability)
-    if isinstance(exc, requests.exceptions.RequestException):
-        return vault_error(
-            None, type(exc).__name__, action=action, path=path, capability=capability
-        )
-    raise exc
-
-
-class VaultStore:
+class VaultStore(VaultKV):
     """One Vault/OpenBao KV v2 mount, as the agent uses it (an ``ExternalStoreWriter``)."""
 
-    def __init__(
-        self,
-        server: str,
-        mount: str,
-        login: Login,
-        *,
-        ca_bundle: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.server = server.rstrip("/")
-        self.mount = mount.strip("/")
-        self.login_method = login
-        self._client = hvac.Client(url=self.server, timeout=timeout, session=_session(ca_bundle))
-        self._logged_in = False
-
-    def __repr__(self) -> str:
-        return f"VaultStore({self.server!r}, mount={self.mount!r}, {self.login_method!r})"
+    account = "this pod's"
 
     @classmethod
     def from_spec(
@@ -212,103 +119,6 @@ class VaultStore:
             ca_bundle=spec.ca_bundle,
             timeout=timeout,
         )
-
-    def data_path(self, path: str) -> str:
-        return f"{self.mount}/data/{path.strip('/')}"
-
-    def metadata_path(self, path: str) -> str:
-        return f"{self.mount}/metadata/{path.strip('/')}"
-
-    # -- login --------------------------------------------------------------------------------
-    def _login_sync(self) -> None:
-        how = self.login_method
-        if isinstance(how, TokenLogin):
-            self._client.token = how.read()
-        else:
-            try:
-                jwt = Path(how.jwt_file).read_text().strip()
-            except OSError as exc:
-                raise PermanentError(
-                    f"cannot read the service-account token {how.jwt_file} for Vault "
-                    f"Kubernetes auth: {exc.strerror}"
-                ) from None
-            where = f"auth/{how.mount}/login"
-            try:
-                self._client.auth.kubernetes.login(how.role, jwt, mount_point=how.mount)
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-                err = map_exception(
-                    exc, action=f"logging in as role {how.role!r} at", path=where, capability=""
-                )
-                if isinstance(err, PermanentError) and isinstance(exc, hvac.exceptions.VaultError):
-                    raise PermanentError(
-                        f"Vault Kubernetes login at {where} as role {how.role!r} was refused; "
-                        "check that the role exists and binds this pod's service account and "
-                        "namespace"
-                    ) from None
-                raise err from None
-        self._logged_in = True
-
-    async def login(self) -> None:
-        await asyncio.to_thread(self._login_sync)
-
-    async def _run(
-        self, action: str, api_path: str, capability: str, fn: Callable[[], T], retry: bool = True
-    ) -> T:
-        """Run one hvac call in a thread, logging in first; map errors in one place."""
-
-        def call() -> T:
-            if not self._logged_in:
-                self._login_sync()
-            try:
-                return fn()
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-                raise map_exception(
-                    exc, action=action, path=api_path, capability=capability
-                ) from None
-
-        try:
-            return await asyncio.to_thread(call)
-        except PermanentError as exc:
-            if not retry or "permission denied" not in str(exc):
-                raise
-            # the token may have expired or rotated: log in again once, then retry
-            self._logged_in = False
-            return await self._run(action, api_path, capability, fn, retry=False)
-
-    # -- reads --------------------------------------------------------------------------------
-    def _read_sync(self, path: str, version: int | None) -> StoreValues | None:
-        try:
-            resp: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
-                path, version=version, mount_point=self.mount, raise_on_deleted_version=False
-            )
-        except hvac.exceptions.InvalidPath:
-            return None
-        body = resp.get("data") or {}
-        meta = body.get("metadata") or {}
-        deleted = bool(meta.get("deletion_time")) or bool(meta.get("destroyed"))
-        return record_from_kv(
-            int(meta["version"]),
-            body.get("data"),
-            meta.get("custom_metadata"),
-            self.data_path(path),
-            deleted=deleted,
-        )
-
-    async def read_values(self, path: str, version: int | None = None) -> StoreValues:
-        got = await self._run(
-            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, version)
-        )
-        if got is None:
-            raise NotFoundError(
-                f"reading {self.data_path(path)}: no version {version or 'at all'} is stored"
-            )
-        return got
-
-    async def read_version(self, path: str) -> StoreRecord | None:
-        got = await self._run(
-            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, None)
-        )
-        return got.record if got is not None else None
 
     # -- write --------------------------------------------------------------------------------
     def _write_sync(self, path: str, data: dict[str, str], cas: int) -> int:

@@ -15,71 +15,51 @@ Auth: a token (the controller reads the ExternalStore's token Secret and passes 
 Kubernetes auth with the controller's own service-account token and a role. The controller's
 policy needs ``read`` on ``<mount>/data/<path>`` for every referenced path.
 
-hvac is synchronous; each call runs in a worker thread. The mapping of errors is the same table
-as the agent's (``agent.vault``): the two may not import each other, and the decision itself is
-shared in :func:`rotor.external.vault_error`.
+hvac is synchronous; each call runs in a worker thread. The login, the mapping of errors and the
+reads are the hvac core shared with the agent's writer, :class:`rotor.vaultkv.VaultKV` (the two
+may not import each other); this module adds the Ready check, ``whoami`` and the hold.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import hvac
 import hvac.exceptions
 import requests
-import requests.adapters
 
-from rotor.errors import NotFoundError, PermanentError, RotorError, UnavailableError
-from rotor.external import (
-    StoreCheck,
-    StoreRecord,
-    StoreValues,
-    holds,
-    record_from_kv,
-    ssl_context,
-    vault_error,
-)
+from rotor.errors import UnavailableError
+from rotor.external import StoreCheck, holds
 from rotor.spec import VaultSpec
+from rotor.vaultkv import (
+    CAP_READ,
+    DEFAULT_SA_TOKEN,
+    DEFAULT_TIMEOUT,
+    KubernetesLogin,
+    LoginFailed,
+    VaultKV,
+    detail_of,
+    status_of,
+)
 
-DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
-DEFAULT_TIMEOUT = 10.0
-CAP_READ = '["read"]'
-
-_STATUS = {
-    hvac.exceptions.InvalidRequest: 400,
-    hvac.exceptions.Unauthorized: 401,
-    hvac.exceptions.Forbidden: 403,
-    hvac.exceptions.InvalidPath: 404,
-    hvac.exceptions.PreconditionFailed: 412,
-    hvac.exceptions.RateLimitExceeded: 429,
-    hvac.exceptions.InternalServerError: 500,
-    hvac.exceptions.VaultNotInitialized: 501,
-    hvac.exceptions.BadGateway: 502,
-    hvac.exceptions.VaultDown: 503,
-}
-
-T = TypeVar("T")
+__all__ = ["Auth", "AuthFailed", "Identity", "KubernetesAuth", "TokenAuth", "VaultReader"]
 
 
 @dataclass(frozen=True)
 class TokenAuth:
+    """A token the caller read from the ExternalStore's token Secret."""
+
     token: str
 
     def __repr__(self) -> str:  # never show the token
         return "TokenAuth(***)"
 
-
-@dataclass(frozen=True)
-class KubernetesAuth:
-    role: str
-    mount: str = "kubernetes"
-    jwt_file: str = DEFAULT_SA_TOKEN
+    def read(self) -> str:
+        return self.token
 
 
+KubernetesAuth = KubernetesLogin
 Auth = TokenAuth | KubernetesAuth
 
 
@@ -92,70 +72,15 @@ class Identity:
     role: str
 
 
-class _CAAdapter(requests.adapters.HTTPAdapter):
-    """Trust exactly the spec's CA bundle, from memory (requests itself takes only a path)."""
-
-    def __init__(self, ca_bundle: str) -> None:
-        self._ctx = ssl_context(ca_bundle)
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._ctx
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _session(ca_bundle: str | None) -> requests.Session | None:
-    if not ca_bundle:
-        return None
-    session = requests.Session()
-    session.mount("https://", _CAAdapter(ca_bundle))
-    return session
-
-
-def _status(exc: hvac.exceptions.VaultError) -> int:
-    return next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 0)
-
-
-def _detail(exc: hvac.exceptions.VaultError) -> str:
-    return ", ".join(str(e) for e in exc.errors or []) or str(exc.args[0] if exc.args else "")
-
-
-def _map(exc: Exception, action: str, path: str, capability: str) -> RotorError:
-    if isinstance(exc, hvac.exceptions.VaultError):
-        return vault_error(
-            _status(exc), _detail(exc), action=action, path=path, capability=capability
-        )
-    if isinstance(exc, requests.exceptions.RequestException):
-        return vault_error(
-            None, type(exc).__name__, action=action, path=path, capability=capability
-        )
-    raise exc
-
-
-class AuthFailed(PermanentError):
+class AuthFailed(LoginFailed):
     """The store refused the login or the token."""
 
 
-class VaultReader:
+class VaultReader(VaultKV):
     """One Vault/OpenBao KV v2 mount, as the controller uses it (an ``ExternalStoreReader``)."""
 
-    def __init__(
-        self,
-        server: str,
-        mount: str,
-        auth: Auth,
-        *,
-        ca_bundle: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.server = server.rstrip("/")
-        self.mount = mount.strip("/")
-        self.auth = auth
-        self._client = hvac.Client(url=self.server, timeout=timeout, session=_session(ca_bundle))
-        self._logged_in = False
-
-    def __repr__(self) -> str:
-        return f"VaultReader({self.server!r}, mount={self.mount!r}, {self.auth!r})"
+    login_error = AuthFailed
+    account = "the controller's"
 
     @classmethod
     def from_spec(
@@ -178,53 +103,6 @@ class VaultReader:
             raise AuthFailed(f"no token: the Secret key {where} is missing or empty")
         return cls(spec.server, spec.mount, auth, ca_bundle=spec.ca_bundle, timeout=timeout)
 
-    def data_path(self, path: str) -> str:
-        return f"{self.mount}/data/{path.strip('/')}"
-
-    # -- login --------------------------------------------------------------------------------
-    def _login_sync(self) -> None:
-        auth = self.auth
-        if isinstance(auth, TokenAuth):
-            self._client.token = auth.token
-        else:
-            where = f"auth/{auth.mount}/login"
-            try:
-                jwt = Path(auth.jwt_file).read_text().strip()
-            except OSError as exc:
-                raise AuthFailed(
-                    f"cannot read the service-account token {auth.jwt_file}: {exc.strerror}"
-                ) from None
-            try:
-                self._client.auth.kubernetes.login(auth.role, jwt, mount_point=auth.mount)
-            except hvac.exceptions.VaultError as exc:  # it answered (no answer propagates)
-                err = _map(exc, f"logging in as role {auth.role!r} at", where, "")
-                if isinstance(err, UnavailableError):
-                    raise err from None
-                raise AuthFailed(
-                    f"Kubernetes login at {where} as role {auth.role!r} was refused; check that "
-                    "the role exists and binds the controller's service account and namespace"
-                ) from None
-        self._logged_in = True
-
-    async def _run(
-        self, action: str, api_path: str, capability: str, fn: Callable[[], T], retry: bool = True
-    ) -> T:
-        def call() -> T:
-            try:
-                if not self._logged_in:
-                    self._login_sync()
-                return fn()
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-                raise _map(exc, action, api_path, capability) from None
-
-        try:
-            return await asyncio.to_thread(call)
-        except PermanentError as exc:
-            if not retry or isinstance(exc, AuthFailed) or "permission denied" not in str(exc):
-                raise
-            self._logged_in = False  # an expired token: log in again once
-            return await self._run(action, api_path, capability, fn, retry=False)
-
     # -- Ready --------------------------------------------------------------------------------
     def _mount_sync(self) -> dict[str, Any]:
         # hvac's JSON adapter returns the decoded body
@@ -234,7 +112,7 @@ class VaultReader:
     def _check_sync(self) -> StoreCheck:
         where = f"{self.server} mount {self.mount!r}"
         try:
-            self._login_sync()
+            self._login_sync(map_unanswered=False)
             info = self._mount_sync()
         except AuthFailed as exc:
             return StoreCheck(False, "AuthFailed", str(exc))
@@ -252,7 +130,7 @@ class VaultReader:
         except UnavailableError as exc:  # the Kubernetes login answered 5xx
             return StoreCheck(False, "Unreachable", str(exc))
         except hvac.exceptions.VaultError as exc:
-            status, detail = _status(exc), _detail(exc)
+            status, detail = status_of(exc), detail_of(exc)
             if status in (401, 403) and "preflight" in detail:
                 return StoreCheck(
                     False,
@@ -297,41 +175,6 @@ class VaultReader:
             str(data.get("entity_id") or ""),
             str(meta.get("role") or ""),
         )
-
-    # -- reads --------------------------------------------------------------------------------
-    def _read_sync(self, path: str, version: int | None) -> StoreValues | None:
-        try:
-            resp: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
-                path, version=version, mount_point=self.mount, raise_on_deleted_version=False
-            )
-        except hvac.exceptions.InvalidPath:
-            return None
-        body = resp.get("data") or {}
-        meta = body.get("metadata") or {}
-        deleted = bool(meta.get("deletion_time")) or bool(meta.get("destroyed"))
-        return record_from_kv(
-            int(meta["version"]),
-            body.get("data"),
-            meta.get("custom_metadata"),
-            self.data_path(path),
-            deleted=deleted,
-        )
-
-    async def read_values(self, path: str, version: int | None = None) -> StoreValues:
-        got = await self._run(
-            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, version)
-        )
-        if got is None:
-            raise NotFoundError(
-                f"reading {self.data_path(path)}: no version {version or 'at all'} is stored"
-            )
-        return got
-
-    async def read_version(self, path: str) -> StoreRecord | None:
-        got = await self._run(
-            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, None)
-        )
-        return got.record if got is not None else None
 
     async def store_holds(self, path: str, rotor_version: int, checksum: str) -> bool:
         """Whether the current version at ``path`` holds the values of ``checksum``.

@@ -1,7 +1,8 @@
 """Rotor's shared contract: the names, types and rules that agent, webhook and controller share.
 
-Nothing in this package does I/O beyond reading the environment it is handed; it imports none of
-``agent``, ``webhook`` or ``controller`` (an import-linter contract checks that in CI).
+Nothing in this package does I/O beyond reading the environment it is handed, except
+:mod:`rotor.vaultkv` (the hvac client core, imported only by the processes that talk to Vault); it
+imports none of ``agent``, ``webhook`` or ``controller`` (an import-linter contract checks that).
 """
 
 API_GROUP = "rotor.dev"

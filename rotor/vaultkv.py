@@ -1,0 +1,244 @@
+"""The hvac client core that the agent's writer and the controller's reader share.
+
+:class:`VaultKV` is one Vault/OpenBao KV v2 mount reached through hvac: the CA bundle trusted
+from memory, the login (a token, or Kubernetes auth with a service-account token), each hvac call
+run in a worker thread with its errors mapped to Rotor's (:func:`rotor.external.vault_error`
+decides; :func:`map_exception` reads hvac's and requests' exceptions for it), one login again
+after a permission error, and the reads of a version. ``agent.vault.VaultStore`` adds the write;
+``controller.vault.VaultReader`` adds the Ready check, ``whoami`` and the fan-out hold.
+
+This is the one module of :mod:`rotor` that does network I/O and imports hvac: only the processes
+that talk to a store import it (through ``agent.vault`` or ``controller.vault``, both imported
+lazily); the webhook never does (an import-linter contract checks that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+import requests.adapters
+
+from rotor.errors import NotFoundError, PermanentError, RotorError, UnavailableError
+from rotor.external import StoreRecord, StoreValues, record_from_kv, ssl_context, vault_error
+
+DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
+DEFAULT_TIMEOUT = 10.0
+CAP_READ = '["read"]'
+
+_STATUS = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.PreconditionFailed: 412,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+
+T = TypeVar("T")
+
+
+class TokenSource(Protocol):
+    """A Vault token login: whatever yields the token to use at each (re-)login."""
+
+    def read(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class KubernetesLogin:
+    """Vault's Kubernetes auth: the process's service-account token and a Vault role."""
+
+    role: str
+    mount: str = "kubernetes"
+    jwt_file: str = DEFAULT_SA_TOKEN
+
+
+Login = TokenSource | KubernetesLogin
+
+
+class LoginFailed(PermanentError):
+    """The store refused the login, or the service-account token could not be read."""
+
+
+class _CAAdapter(requests.adapters.HTTPAdapter):
+    """Trust exactly the spec's CA bundle, from memory (requests itself takes only a path)."""
+
+    def __init__(self, ca_bundle: str) -> None:
+        self._ctx = ssl_context(ca_bundle)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._ctx
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(ca_bundle: str | None) -> requests.Session | None:
+    if not ca_bundle:
+        return None
+    session = requests.Session()
+    session.mount("https://", _CAAdapter(ca_bundle))
+    return session
+
+
+def status_of(exc: hvac.exceptions.VaultError) -> int:
+    """The HTTP status behind an hvac exception (0 when hvac did not say)."""
+    return next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 0)
+
+
+def detail_of(exc: hvac.exceptions.VaultError) -> str:
+    """The store's own error text (it names no value)."""
+    return ", ".join(str(e) for e in exc.errors or []) or str(exc.args[0] if exc.args else "")
+
+
+def map_exception(exc: Exception, *, action: str, path: str, capability: str) -> RotorError:
+    """hvac/requests exceptions to Rotor's errors; other exceptions are bugs and not mapped."""
+    if isinstance(exc, hvac.exceptions.VaultError):
+        return vault_error(
+            status_of(exc), detail_of(exc), action=action, path=path, capability=capability
+        )
+    if isinstance(exc, requests.exceptions.RequestException):
+        return vault_error(
+            None, type(exc).__name__, action=action, path=path, capability=capability
+        )
+    raise exc
+
+
+class VaultKV:
+    """One Vault/OpenBao KV v2 mount through hvac: login, mapped calls, reads."""
+
+    login_error: ClassVar[type[LoginFailed]] = LoginFailed
+    """What a refused login raises (the controller names it ``AuthFailed``)."""
+    account: ClassVar[str] = "this process's"
+    """Whose service account a Kubernetes login uses, for the refused-login message."""
+
+    def __init__(
+        self,
+        server: str,
+        mount: str,
+        login: Login,
+        *,
+        ca_bundle: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.mount = mount.strip("/")
+        self.login_method = login
+        self._client = hvac.Client(url=self.server, timeout=timeout, session=_session(ca_bundle))
+        self._logged_in = False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.server!r}, mount={self.mount!r}, {self.login_method!r})"
+        )
+
+    def data_path(self, path: str) -> str:
+        return f"{self.mount}/data/{path.strip('/')}"
+
+    def metadata_path(self, path: str) -> str:
+        return f"{self.mount}/metadata/{path.strip('/')}"
+
+    # -- login --------------------------------------------------------------------------------
+    def _login_sync(self, *, map_unanswered: bool = True) -> None:
+        """Log in. ``map_unanswered`` False: a store that does not answer raises requests' own
+        exception (the Ready check tells a TLS failure from silence by it)."""
+        how = self.login_method
+        if not isinstance(how, KubernetesLogin):
+            self._client.token = how.read()
+            self._logged_in = True
+            return
+        try:
+            jwt = Path(how.jwt_file).read_text().strip()
+        except OSError as exc:
+            raise self.login_error(
+                f"cannot read the service-account token {how.jwt_file} for Vault "
+                f"Kubernetes auth: {exc.strerror}"
+            ) from None
+        where = f"auth/{how.mount}/login"
+        action = f"logging in as role {how.role!r} at"
+        try:
+            self._client.auth.kubernetes.login(how.role, jwt, mount_point=how.mount)
+        except hvac.exceptions.VaultError as exc:  # it answered
+            err = map_exception(exc, action=action, path=where, capability="")
+            if isinstance(err, UnavailableError):
+                raise err from None
+            raise self.login_error(
+                f"Vault Kubernetes login at {where} as role {how.role!r} was refused; check that "
+                f"the role exists and binds {self.account} service account and namespace"
+            ) from None
+        except requests.exceptions.RequestException as exc:  # no answer
+            if not map_unanswered:
+                raise
+            raise map_exception(exc, action=action, path=where, capability="") from None
+        self._logged_in = True
+
+    async def login(self) -> None:
+        await asyncio.to_thread(self._login_sync)
+
+    async def _run(
+        self, action: str, api_path: str, capability: str, fn: Callable[[], T], retry: bool = True
+    ) -> T:
+        """Run one hvac call in a thread, logging in first; map errors in one place."""
+
+        def call() -> T:
+            if not self._logged_in:
+                self._login_sync()
+            try:
+                return fn()
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+                raise map_exception(
+                    exc, action=action, path=api_path, capability=capability
+                ) from None
+
+        try:
+            return await asyncio.to_thread(call)
+        except PermanentError as exc:
+            if not retry or isinstance(exc, LoginFailed) or "permission denied" not in str(exc):
+                raise
+            # the token may have expired or rotated: log in again once, then retry
+            self._logged_in = False
+            return await self._run(action, api_path, capability, fn, retry=False)
+
+    # -- reads --------------------------------------------------------------------------------
+    def _read_sync(self, path: str, version: int | None) -> StoreValues | None:
+        try:
+            resp: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+                path, version=version, mount_point=self.mount, raise_on_deleted_version=False
+            )
+        except hvac.exceptions.InvalidPath:
+            return None
+        body = resp.get("data") or {}
+        meta = body.get("metadata") or {}
+        deleted = bool(meta.get("deletion_time")) or bool(meta.get("destroyed"))
+        return record_from_kv(
+            int(meta["version"]),
+            body.get("data"),
+            meta.get("custom_metadata"),
+            self.data_path(path),
+            deleted=deleted,
+        )
+
+    async def read_values(self, path: str, version: int | None = None) -> StoreValues:
+        got = await self._run(
+            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, version)
+        )
+        if got is None:
+            raise NotFoundError(
+                f"reading {self.data_path(path)}: no version {version or 'at all'} is stored"
+            )
+        return got
+
+    async def read_version(self, path: str) -> StoreRecord | None:
+        got = await self._run(
+            "reading", self.data_path(path), CAP_READ, lambda: self._read_sync(path, None)
+        )
+        return got.record if got is not None else None
