@@ -138,6 +138,17 @@ class Reloader:
     def method(self) -> str:
         return self.reload.kind
 
+    def signal_pids(self, secret: str, pids: list[int]) -> bool:
+        """Send the reload signal to every one of ``pids``; False if any could not be signalled."""
+        ok = True
+        for pid in pids:
+            try:
+                os.kill(pid, self.reload.signum)
+            except OSError as e:
+                log.warning("reload secret=%s: signal to pid %d failed: %s", secret, pid, e)
+                ok = False
+        return ok
+
     async def notify(self, secret: str, version: int, files: list[str]) -> bool:
         if self.reload.kind == "none":
             return True
@@ -146,14 +157,7 @@ class Reloader:
             if not pids:
                 log.warning("reload secret=%s: no process named %r", secret, self.process)
                 return False
-            ok = True
-            for pid in pids:
-                try:
-                    os.kill(pid, self.reload.signum)
-                except OSError as e:
-                    log.warning("reload secret=%s: signal to pid %d failed: %s", secret, pid, e)
-                    ok = False
-            return ok
+            return self.signal_pids(secret, pids)
         import aiohttp
 
         try:

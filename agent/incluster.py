@@ -172,14 +172,7 @@ class PodReloader(Reloader):
         if not pids:
             log.warning("reload secret=%s: no other container's process is visible", secret)
             return False
-        ok = True
-        for pid in pids:
-            try:
-                os.kill(pid, self.reload.signum)
-            except OSError as e:
-                log.warning("reload secret=%s: signal to pid %d failed: %s", secret, pid, e)
-                ok = False
-        return ok
+        return self.signal_pids(secret, pids)
 
 
 StoreFactory = Callable[[str, Mapping[str, Any]], ExternalStoreWriter]
