@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,41 +231,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotorError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    import asyncio
-
-    from prometheus_client import disable_created_metrics
-
-    from rotor.logs import setup
-
-    setup(opts.settings.log_level)
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: a process-wide switch, so set here only
-    try:
-        return asyncio.run(_standalone(opts))
-    except InvalidSpec as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except RotorError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return _serve(lambda: opts.settings.log_level, lambda: _standalone(opts))
 
 
 def _incluster() -> int:
     """In-cluster mode (no subcommand, or ``run``): configured by ``ROTOR_*`` env vars."""
-    import asyncio
     import os
+
+    from agent.incluster import run
+    from rotor.settings.agent import AgentSettings
+
+    return _serve(lambda: AgentSettings.from_env(os.environ).log_level, lambda: run(os.environ))
+
+
+def _serve(log_level: Callable[[], str], start: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Set up logging and metrics, then run ``start()`` to its end. Rotor's errors become one
+    line on stderr and an exit code: 2 for invalid input, 1 otherwise; 130 when interrupted."""
+    import asyncio
 
     from prometheus_client import disable_created_metrics
 
-    from agent.incluster import run
     from rotor.logs import setup
-    from rotor.settings.agent import AgentSettings
 
     try:
-        setup(AgentSettings.from_env(os.environ).log_level)
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        return asyncio.run(run(os.environ))
+        setup(log_level())
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: a process-wide switch, so set here only
+        return asyncio.run(start())
     except InvalidSpec as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
