@@ -116,23 +116,9 @@ def render_snapshot(snap: AclSnapshot, origin: str) -> str:
 
 
 def snapshot_json(snap: AclSnapshot) -> dict[str, Any]:
-    return {
-        "version": snap.version,
-        "secrets": sorted(str(s) for s in snap.secrets),
-        "grants": [
-            {"secret": str(g.secret), "principal": str(g.principal), "mode": g.mode}
-            for g in sorted(snap.grants)
-        ],
-        "requests": [
-            {
-                "secret": str(r.secret),
-                "principal": str(r.principal),
-                "mode": r.mode,
-                "state": r.state,
-            }
-            for r in snap.requests
-        ],
-    }
+    from controller.acl.configmap import snapshot_document  # the same document, as JSON
+
+    return snapshot_document(snap)
 
 
 def _origin(args: argparse.Namespace) -> str:

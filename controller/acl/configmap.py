@@ -137,9 +137,10 @@ def parse_document(text: str | None, origin: str) -> AclSnapshot:
     )
 
 
-def render_document(snap: AclSnapshot) -> str:
-    """The YAML an admin reads and edits: sorted, one flow mapping per entry."""
-    doc: Document = {
+def snapshot_document(snap: AclSnapshot) -> Document:
+    """The ACL as plain data, sorted: the ConfigMap's document and ``rotor-controller acl list
+    --json``."""
+    return {
         "version": snap.version,
         "secrets": sorted(str(s) for s in snap.secrets),
         "grants": [
@@ -156,6 +157,11 @@ def render_document(snap: AclSnapshot) -> str:
             for r in sorted(snap.requests)
         ],
     }
+
+
+def render_document(snap: AclSnapshot) -> str:
+    """The YAML an admin reads and edits: sorted, one flow mapping per entry."""
+    doc = snapshot_document(snap)
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
 
 
