@@ -33,7 +33,7 @@ from rotor.annotations import Reload
 from rotor.errors import InvalidSpec, RotorError
 from rotor.names import check_name, check_namespace
 from rotor.settings.agent import AgentSettings
-from rotor.spec import RotatingSecretSpec
+from rotor.spec import RotatingSecretSpec, reject_unknown
 
 log = logging.getLogger("rotor.agent")
 
@@ -106,13 +106,7 @@ def _secret(item: object, where: str) -> StandaloneSecret:
         name = check_name(item.get("name"), f"{where}.name")
         ns = item.get("namespace")
         ns_field = f"{where}.namespace"
-    extra = sorted(set(item) - allowed)
-    if extra:
-        raise InvalidSpec(
-            f"{where}.{extra[0]}",
-            "unknown field",
-            f"remove it; allowed here: {', '.join(sorted(allowed))}",
-        )
+    reject_unknown(item, allowed, where)
     if "spec" not in item:
         raise InvalidSpec(f"{where}.spec", "spec is required", "add spec: {keys: [...]}")
     namespace = check_namespace(ns, ns_field) if ns is not None else None

@@ -49,7 +49,8 @@ def _mapping(value: object, field: str) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], value)
 
 
-def _unknown(obj: Mapping[str, Any], allowed: set[str], field: str) -> None:
+def reject_unknown(obj: Mapping[str, Any], allowed: set[str], field: str) -> None:
+    """Refuse the first field of ``obj`` not in ``allowed``, naming it and the allowed ones."""
     extra = sorted(set(obj) - allowed)
     if extra:
         raise InvalidSpec(
@@ -109,7 +110,7 @@ class GeneratorSpec:
                 f"use one of {', '.join(GENERATOR_TYPES)}",
             )
         if gtype == "password":
-            _unknown(obj, {"type", "length", "classes", "symbols"}, field)
+            reject_unknown(obj, {"type", "length", "classes", "symbols"}, field)
             length = _int(
                 obj,
                 "length",
@@ -160,7 +161,7 @@ class GeneratorSpec:
                 symbols=symbols,
             )
         if gtype == "token":
-            _unknown(obj, {"type", "bytes", "encoding"}, field)
+            reject_unknown(obj, {"type", "bytes", "encoding"}, field)
             return cls(
                 "token",
                 bytes=_int(
@@ -169,7 +170,7 @@ class GeneratorSpec:
                 encoding=_choice(obj, "encoding", "base64url", TOKEN_ENCODINGS, field),
             )
         if gtype == "hex":
-            _unknown(obj, {"type", "length"}, field)
+            reject_unknown(obj, {"type", "length"}, field)
             return cls(
                 "hex",
                 length=_int(
@@ -177,14 +178,14 @@ class GeneratorSpec:
                 ),
             )
         if gtype == "rsa":
-            _unknown(obj, {"type", "bits"}, field)
+            reject_unknown(obj, {"type", "bits"}, field)
             return cls("rsa", bits=_choice(obj, "bits", DEFAULT_RSA_BITS, RSA_BITS, field))
         if gtype == "ecdsa":
-            _unknown(obj, {"type", "curve"}, field)
+            reject_unknown(obj, {"type", "curve"}, field)
             return cls(
                 "ecdsa", curve=_choice(obj, "curve", DEFAULT_ECDSA_CURVE, ECDSA_CURVES, field)
             )
-        _unknown(obj, {"type"}, field)
+        reject_unknown(obj, {"type"}, field)
         return cls(cast(GeneratorType, gtype))
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +220,7 @@ class KeySpec:
     @classmethod
     def from_dict(cls, value: object, field: str) -> KeySpec:
         obj = _mapping(value, field)
-        _unknown(obj, {"name", "generator"}, field)
+        reject_unknown(obj, {"name", "generator"}, field)
         name = check_key_name(obj.get("name"), f"{field}.name")
         if "generator" not in obj:
             raise InvalidSpec(
@@ -241,7 +242,7 @@ class RotationSpec:
     @classmethod
     def from_dict(cls, value: object, field: str) -> RotationSpec:
         obj = _mapping(value if value is not None else {}, field)
-        _unknown(obj, {"interval", "overlap"}, field)
+        reject_unknown(obj, {"interval", "overlap"}, field)
         interval = (
             parse_duration(obj["interval"], f"{field}.interval")
             if "interval" in obj
@@ -282,9 +283,9 @@ class ExternalStoreRef:
     @classmethod
     def from_dict(cls, value: object, field: str) -> ExternalStoreRef:
         obj = _mapping(value, field)
-        _unknown(obj, {"storeRef", "path"}, field)
+        reject_unknown(obj, {"storeRef", "path"}, field)
         ref = _mapping(obj.get("storeRef"), f"{field}.storeRef")
-        _unknown(ref, {"name"}, f"{field}.storeRef")
+        reject_unknown(ref, {"name"}, f"{field}.storeRef")
         name = check_name(ref.get("name"), f"{field}.storeRef.name")
         path = obj.get("path")
         if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
@@ -313,7 +314,7 @@ class RotatingSecretSpec:
     @classmethod
     def from_dict(cls, value: object, field: str = "spec") -> RotatingSecretSpec:
         obj = _mapping(value, field)
-        _unknown(obj, {"keys", "rotation", "externalStores", "suspend"}, field)
+        reject_unknown(obj, {"keys", "rotation", "externalStores", "suspend"}, field)
         raw_keys = obj.get("keys")
         if not isinstance(raw_keys, list) or not raw_keys:
             raise InvalidSpec(
@@ -381,7 +382,7 @@ class VaultSpec:
     @classmethod
     def from_dict(cls, value: object, field: str) -> VaultSpec:
         obj = _mapping(value, field)
-        _unknown(obj, {"server", "mount", "caBundle", "auth"}, field)
+        reject_unknown(obj, {"server", "mount", "caBundle", "auth"}, field)
         server = obj.get("server")
         if not isinstance(server, str) or not server.startswith(("https://", "http://")):
             raise InvalidSpec(
@@ -405,7 +406,7 @@ class VaultSpec:
             )
         auth_f = f"{field}.auth"
         auth = _mapping(obj.get("auth"), auth_f)
-        _unknown(auth, {"token", "kubernetes"}, auth_f)
+        reject_unknown(auth, {"token", "kubernetes"}, auth_f)
         if ("token" in auth) == ("kubernetes" in auth):
             raise InvalidSpec(
                 auth_f,
@@ -447,7 +448,7 @@ class ExternalStoreSpec:
     @classmethod
     def from_dict(cls, value: object, field: str = "spec") -> ExternalStoreSpec:
         obj = _mapping(value, field)
-        _unknown(obj, {"vault"}, field)
+        reject_unknown(obj, {"vault"}, field)
         if "vault" not in obj:
             raise InvalidSpec(f"{field}.vault", "vault is required", "add spec.vault")
         return cls(VaultSpec.from_dict(obj["vault"], f"{field}.vault"))
