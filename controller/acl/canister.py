@@ -181,24 +181,22 @@ def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
         cast(SecretRef, parse(f"acl.secrets[{i}]", "secret", s))
         for i, s in enumerate(acl["secrets"])
     }
-    grants: set[Grant] = set()
-    for i, g in enumerate(acl["grants"]):
-        where = f"acl.grants[{i}]"
-        grants.add(
-            Grant(
-                cast(SecretRef, parse(f"{where}.secret", "secret", g["secret"])),
-                cast(Principal, parse(f"{where}.principal", "principal", g["principal"])),
-                cast(Mode, _variant(g["mode"], ("rw", "ro"), f"{origin}: {where}.mode")),
-            )
+
+    def entry(where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode]:
+        """The secret, principal and mode that a grant and a request both carry."""
+        return (
+            cast(SecretRef, parse(f"{where}.secret", "secret", e["secret"])),
+            cast(Principal, parse(f"{where}.principal", "principal", e["principal"])),
+            cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{origin}: {where}.mode")),
         )
+
+    grants = {Grant(*entry(f"acl.grants[{i}]", g)) for i, g in enumerate(acl["grants"])}
     requests: list[AccessRequest] = []
     for i, r in enumerate(acl["requests"]):
         where = f"acl.requests[{i}]"
         requests.append(
             AccessRequest(
-                cast(SecretRef, parse(f"{where}.secret", "secret", r["secret"])),
-                cast(Principal, parse(f"{where}.principal", "principal", r["principal"])),
-                cast(Mode, _variant(r["mode"], ("rw", "ro"), f"{origin}: {where}.mode")),
+                *entry(where, r),
                 cast(
                     RequestState,
                     _variant(r["state"], ("pending", "denied"), f"{origin}: {where}.state"),
