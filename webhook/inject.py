@@ -23,7 +23,7 @@ subclass :class:`~rotor.errors.AnnotationError`) naming the field and the fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,18 +144,20 @@ def _bad(field: str, what: str) -> InvalidSpec:
     return InvalidSpec(field, f"is not {what}", "send a valid Pod")
 
 
+def _objects(value: object, field: str) -> Iterator[Mapping[str, Any]]:
+    """The entries of a list of objects (none when absent), each checked as it is reached; a
+    clear error names a bad one."""
+    for i, item in enumerate(_list(value, field)):
+        if not isinstance(item, dict):
+            raise _bad(f"{field}[{i}]", "an object")
+        yield item
+
+
 def _containers(spec: Mapping[str, Any]) -> list[tuple[str, int, Mapping[str, Any]]]:
     """``(list key, index, container)`` for every init and regular container of the pod."""
     out: list[tuple[str, int, Mapping[str, Any]]] = []
     for key in ("initContainers", "containers"):
-        items = spec.get(key)
-        if items is None:
-            continue
-        if not isinstance(items, list):
-            raise _bad(f"spec.{key}", "a list")
-        for i, c in enumerate(items):
-            if not isinstance(c, dict):
-                raise _bad(f"spec.{key}[{i}]", "an object")
+        for i, c in enumerate(_objects(spec.get(key), f"spec.{key}")):
             out.append((key, i, c))
     return out
 
@@ -167,9 +169,7 @@ def _check_free(
     mounts: Sequence[str],
 ) -> None:
     """Fail with a clear message where the pod already uses a name or path Rotor adds."""
-    for i, v in enumerate(_list(spec.get("volumes"), "spec.volumes")):
-        if not isinstance(v, dict):
-            raise _bad(f"spec.volumes[{i}]", "an object")
+    for i, v in enumerate(_objects(spec.get("volumes"), "spec.volumes")):
         name = v.get("name")
         if name in volumes:
             raise InvalidSpec(
@@ -184,14 +184,7 @@ def _check_free(
                 f"{AGENT_CONTAINER!r} is the name of Rotor's agent container",
                 "rename the container",
             )
-        vms = c.get("volumeMounts")
-        if vms is None:
-            continue
-        if not isinstance(vms, list):
-            raise _bad(f"spec.{key}[{i}].volumeMounts", "a list")
-        for j, m in enumerate(vms):
-            if not isinstance(m, dict):
-                raise _bad(f"spec.{key}[{i}].volumeMounts[{j}]", "an object")
+        for m in _objects(c.get("volumeMounts"), f"spec.{key}[{i}].volumeMounts"):
             path = m.get("mountPath")
             if isinstance(path, str) and path.rstrip("/") in mounts:
                 raise AnnotationError(
