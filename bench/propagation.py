@@ -224,7 +224,7 @@ def plot(rows: list[tuple[str, list[float]]], path: Path, args: argparse.Namespa
     ax.set_title(
         f"Propagation: {args.rotations} rotations, 1 RW + {args.ro} RO pods (rotorctl harness)"
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
