@@ -46,7 +46,14 @@ from controller.model import (
 from rotor import API
 from rotor import status as st
 from rotor.acl import AclBackend, AclSnapshot, Grant
-from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RetryableError, RotorError
+from rotor.errors import (
+    ConflictError,
+    InvalidSpec,
+    LoginFailed,
+    NotFoundError,
+    RetryableError,
+    RotorError,
+)
 from rotor.external import StoreCheck
 from rotor.layout import (
     ANN_PHASE,
@@ -517,8 +524,8 @@ class Controller:
             try:
                 reader = await self._new_reader(key, found)
                 check = await reader.check()
-            except RotorError as e:  # AuthFailed (no token), or the token Secret unreadable
-                auth = type(e).__name__ == "AuthFailed"
+            except RotorError as e:  # login refused (or no token), or the token Secret unreadable
+                auth = isinstance(e, LoginFailed)
                 check = StoreCheck(False, "AuthFailed" if auth else "Unreachable", str(e))
             else:
                 if check.ready:  # the fresh token serves the fan-out checks too

@@ -29,7 +29,7 @@ from typing import Any
 import hvac.exceptions
 import requests
 
-from rotor.errors import UnavailableError
+from rotor.errors import LoginFailed, UnavailableError
 from rotor.external import StoreCheck, holds
 from rotor.spec import VaultSpec
 from rotor.vaultkv import (
@@ -37,7 +37,6 @@ from rotor.vaultkv import (
     DEFAULT_SA_TOKEN,
     DEFAULT_TIMEOUT,
     KubernetesLogin,
-    LoginFailed,
     VaultKV,
     detail_of,
     status_of,

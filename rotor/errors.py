@@ -6,7 +6,8 @@
     ├── InvalidSpec                 user input is wrong: names the field and the fix (permanent)
     │   └── AnnotationError         ... and the field is a pod annotation
     ├── PermanentError              retrying will not help (e.g. access denied)
-    │   └── NotFoundError           the thing asked for does not exist
+    │   ├── NotFoundError           the thing asked for does not exist
+    │   └── LoginFailed             an external store refused the login (or no token to give)
     └── RetryableError              try again later, with backoff
         ├── ConflictError           someone else moved first (stale resourceVersion, CAS)
         └── UnavailableError        a backend (API server, ACL, external store) did not answer
@@ -47,6 +48,10 @@ class PermanentError(RotorError):
 
 class NotFoundError(PermanentError):
     """The object asked for does not exist."""
+
+
+class LoginFailed(PermanentError):
+    """An external store refused the login, or the service-account token could not be read."""
 
 
 class RetryableError(RotorError):

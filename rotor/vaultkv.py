@@ -25,7 +25,13 @@ import hvac.exceptions
 import requests
 import requests.adapters
 
-from rotor.errors import NotFoundError, PermanentError, RotorError, UnavailableError
+from rotor.errors import (
+    LoginFailed,
+    NotFoundError,
+    PermanentError,
+    RotorError,
+    UnavailableError,
+)
 from rotor.external import StoreRecord, StoreValues, record_from_kv, ssl_context, vault_error
 
 DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
@@ -64,10 +70,6 @@ class KubernetesLogin:
 
 
 Login = TokenSource | KubernetesLogin
-
-
-class LoginFailed(PermanentError):
-    """The store refused the login, or the service-account token could not be read."""
 
 
 class _CAAdapter(requests.adapters.HTTPAdapter):
