@@ -119,6 +119,7 @@ class SecretRotator:
         self.failures = 0
         self.retry_at: float | None = None
         self._requested = False
+        self._request_open = False  # a requested rotation has not committed yet: retry it
         self._woken = False
         self._wake: asyncio.Event | None = None
         self._written: str | None = None  # digest of the files last written
@@ -159,6 +160,9 @@ class SecretRotator:
             due = self.retry_at if self.retry_at is not None else self.clock.time()
         elif due is not None and self.retry_at is not None:
             due = max(due, self.retry_at)
+        if self._request_open:  # a requested rotation failed: retry it when the backoff ends
+            retry = self.retry_at if self.retry_at is not None else self.clock.time()
+            due = retry if due is None else min(due, retry)
         return next_wakeup(due, state.previous_expires if state.previous else None)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -195,17 +199,21 @@ class SecretRotator:
             if expired is not stored.state:
                 stored = Stored(expired, await self.store.write(expired, stored.token))
                 log.info("previous value dropped secret=%s version=%d", self.name, expired.version)
-            requested, self._requested = self._requested, False
+            fresh, self._requested = self._requested, False
             reason = needs_rotation(
                 stored.state,
                 self.spec,
                 now,
                 jitter_draw(stored.state),
                 self.settings.jitter,
-                requested=requested,
+                requested=fresh or self._request_open,
             )
             backing_off = self.retry_at is not None and now < self.retry_at
-            if reason is not None and (reason == "requested" or not backing_off):
+            # A new request goes at once, even while backing off; a request whose rotation
+            # failed stays open and is retried like any failure, after the backoff.
+            if reason is not None and ((fresh and reason == "requested") or not backing_off):
+                if reason == "requested":
+                    self._request_open = True  # until a commit (an abort keeps it open)
                 stored = await self._rotate(stored, reason, now)
         except ConflictError as e:
             self.metrics.rotations.labels(self.name, "conflict").inc()
@@ -273,6 +281,7 @@ class SecretRotator:
         committed = commit(stored.state, self.clock.time(), self.spec.rotation.overlap)
         token = await self.store.write(committed, stored.token)
         self.failures, self.retry_at = 0, None
+        self._request_open = False
         log.info("rotated secret=%s version=%d reason=%s", self.name, committed.version, reason)
         return Stored(committed, token)
 

@@ -4,11 +4,13 @@ recovery and conflicts. Hooks and reloads go to a real aiohttp server on 127.0.0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,47 @@ async def test_apply_hook_failure_aborts_backs_off_and_counts(tmp_path: Path) ->
             assert r.failures == 0
             assert read(tmp_path, "password.previous") == first
         finally:
+            await hook.close()
+
+
+async def test_rotate_now_that_fails_is_retried_after_the_backoff(tmp_path: Path) -> None:
+    """A rotate-now whose rotation aborts is not lost: the run loop retries it once the backoff
+    ends (not at once, not only at the next interval), and stops asking once it commits."""
+    clock = FakeClock()
+    async with app_server() as app:
+        hook = ApplyHook(app.url + "/apply", timeout=5)
+        r, _ = make(tmp_path, clock, hook=hook)
+        await r.step()
+        assert r.state.version == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+
+        async def until(cond: Callable[[], bool]) -> None:
+            while not cond() and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert cond()
+
+        task = asyncio.create_task(r.run())
+        try:
+            await until(lambda: clock.sleeping > 0)
+            app.status = 503
+            r.request_rotation()
+            await until(lambda: len(app.applied) == 2 and clock.sleeping > 0)
+            assert r.state.version == 1  # the refused rotate-now was aborted
+            assert r.wakeup_at() == r.retry_at == clock.now + 2  # not the 1 h interval
+            await clock.advance(1)
+            await asyncio.sleep(0.05)
+            assert len(app.applied) == 2  # still backing off: no hot loop
+            app.status = 204
+            await clock.advance(1)
+            await until(lambda: r.state.version == 2)
+            assert len(app.applied) == 3
+            # the request is done: the next wake-up drops .previous, no retry is scheduled
+            assert r.wakeup_at() == r.state.previous_expires == clock.now + 600
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             await hook.close()
 
 
