@@ -201,6 +201,18 @@ def parse_pod(annotations: Mapping[str, str] | None, namespace: str) -> PodReque
             f"{sorted(map(str, both))[0]} is also in {RW}",
             f"a writer reads its own secrets: remove it from {RO}",
         )
+    # Files go to <mount>/<name>/, for every delivery: two secrets of one name would collide.
+    by_name: dict[str, SecretRef] = {}
+    for ref in rw + ro:
+        if ref.name in by_name:
+            raise AnnotationError(
+                RO,
+                f"{by_name[ref.name]} and {ref} have the same name (both would be <mount>/"
+                f"{ref.name})",
+                "read at most one secret of a name per pod (split the workload, or give one "
+                "RotatingSecret another name)",
+            )
+        by_name[ref.name] = ref
 
     mount = ann.get(MOUNT_PATH, DEFAULT_MOUNT_PATH).strip().rstrip("/") or "/"
     if (

@@ -31,7 +31,6 @@ from rotor import annotations as ann
 from rotor import env as agent_env
 from rotor.errors import AnnotationError, InvalidSpec
 from rotor.layout import view_name
-from rotor.names import SecretRef
 from rotor.settings.webhook import WebhookSettings
 from webhook.patch import Op, Patch, escape
 
@@ -382,21 +381,8 @@ def _token_volume() -> dict[str, Any]:
     }
 
 
-def _by_name(refs: Sequence[SecretRef]) -> None:
-    seen: dict[str, SecretRef] = {}
-    for r in refs:
-        if r.name in seen:
-            raise AnnotationError(
-                ann.RO,
-                f"{seen[r.name]} and {r} have the same name",
-                f"deliver one of them with {ann.DELIVERY}: agent (it keeps them apart)",
-            )
-        seen[r.name] = r
-
-
 def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> None:
     """``volume`` and ``env`` delivery: the kubelet reads the RO views, no agent."""
-    _by_name(req.ro)
     views = [view_name(r.namespace, r.name) for r in req.ro]
     if req.delivery == "volume":
         names = [f"{VIEW_VOLUME_PREFIX}{i}" for i in range(len(views))]

@@ -58,6 +58,8 @@ def test_nothing_asked_or_opted_out(ann):
         ({a.RW: "other/db"}, a.RW, "another namespace"),
         ({a.RO: "a/b/c"}, a.RO, "more than one '/'"),
         ({a.RW: "db", a.RO: "db"}, a.RO, "also in"),
+        ({a.RW: "db", a.RO: "other/db"}, a.RO, "have the same name"),
+        ({a.RO: "one/db,two/db"}, a.RO, "have the same name"),
         ({a.RO: "db", a.MOUNT_PATH: "relative/path"}, a.MOUNT_PATH, "not a usable mount path"),
         ({a.RO: "db", a.MOUNT_PATH: "/etc/app"}, a.MOUNT_PATH, "not a usable mount path"),
         ({a.RO: "db", a.MOUNT_PATH: "/a/../b"}, a.MOUNT_PATH, "not a usable mount path"),
