@@ -27,3 +27,23 @@ def require_tool(name: str, how: str) -> str:
     if IN_CI:
         pytest.fail(message + "; CI installs it through `make setup-dev`")
     pytest.skip(message)
+
+
+# The slow tiers: whole processes, compilers and real servers (each over a few seconds, see
+# `pytest --durations`). `pytest -m "not slow"` is the fast loop for iterations (about a minute);
+# CI runs everything. A test may also carry @pytest.mark.slow itself.
+SLOW_PATHS = (
+    "tests/system/",
+    "tests/canister/test_motoko.py",
+    "tests/vault/test_controller_running.py",
+    "tests/controller/test_main.py",
+)
+SLOW_TESTS = frozenset({"test_reader_process_never_sees_a_torn_empty_or_mixed_read"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = str(config.rootpath) + os.sep
+    for item in items:
+        where = str(item.path).removeprefix(root)
+        if where.startswith(SLOW_PATHS) or getattr(item, "originalname", item.name) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
