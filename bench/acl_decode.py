@@ -30,16 +30,14 @@ from ic.candid import encode
 from pyblst import BlstP1Element, BlstP2Element
 
 from controller.acl.canister import (
-    BLS_DST,
     CERTIFIED_ACL,
-    G2_GENERATOR,
-    ROOT_KEY_DER_PREFIX,
     acl_hash,
     decode_one,
     to_snapshot,
     tree_digest,
     verify_certificate,
 )
+from controller.acl.canister.certificate import BLS_DST, G2_GENERATOR, ROOT_KEY_DER_PREFIX
 from controller.acl.configmap import parse_document, render_document
 from controller.decide import Staleness, desired_rbac, effective_grants
 from rotor.acl import Grant
