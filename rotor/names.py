@@ -12,6 +12,8 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 KEY_NAME = r"^[A-Za-z0-9]([-_A-Za-z0-9]*[A-Za-z0-9])?$"
 """A key is one file and one Secret data entry; dots are kept for the suffixes Rotor adds."""
 
+# Matched with fullmatch: `$` also matches before a final newline ("db\n"). The ACL canister
+# (canister/src/State.mo, validRef) applies the same rule; tests/canister checks both on one list.
 _SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
 _LABEL = re.compile(DNS1123_LABEL)
 _KEY = re.compile(KEY_NAME)
@@ -21,7 +23,7 @@ def check_name(value: object, field: str) -> str:
     """A RotatingSecret name: a DNS-1123 subdomain of at most 253 characters."""
     if not isinstance(value, str) or not value:
         raise InvalidSpec(field, "a name is required", "give a lower-case name like db-password")
-    if len(value) > 253 or not _SUBDOMAIN.match(value):
+    if len(value) > 253 or not _SUBDOMAIN.fullmatch(value):
         raise InvalidSpec(
             field,
             f"{value!r} is not a valid name",
@@ -34,7 +36,7 @@ def check_name(value: object, field: str) -> str:
 def check_namespace(value: object, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidSpec(field, "a namespace is required", "give a namespace like shop")
-    if len(value) > 63 or not _LABEL.match(value):
+    if len(value) > 63 or not _LABEL.fullmatch(value):
         raise InvalidSpec(
             field,
             f"{value!r} is not a valid namespace",
@@ -46,7 +48,7 @@ def check_namespace(value: object, field: str) -> str:
 def check_key_name(value: object, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidSpec(field, "a key name is required", "give a name like password")
-    if len(value) > 200 or not _KEY.match(value):
+    if len(value) > 200 or not _KEY.fullmatch(value):
         raise InvalidSpec(
             field,
             f"{value!r} is not a valid key name",

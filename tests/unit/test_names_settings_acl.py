@@ -6,7 +6,7 @@ import pytest
 
 from rotor.acl import AclSnapshot, Grant
 from rotor.errors import InvalidSpec
-from rotor.names import Principal, SecretRef, check_key_name, check_name
+from rotor.names import Principal, SecretRef, check_key_name, check_name, check_namespace
 from rotor.settings.agent import AgentSettings
 from rotor.settings.controller import ControllerSettings
 from rotor.settings.webhook import WebhookSettings
@@ -34,6 +34,26 @@ def test_good_key_names(name):
 def test_bad_key_names(name):
     with pytest.raises(InvalidSpec):
         check_key_name(name, "spec.keys[0].name")
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (check_name, "db\n"),
+        (check_namespace, "shop\n"),
+        (check_key_name, "password\n"),
+    ],
+    ids=["name", "namespace", "key"],
+)
+def test_a_trailing_newline_is_not_a_name(check, value):
+    """`$` also matches before a final newline; names are matched whole (fullmatch)."""
+    with pytest.raises(InvalidSpec, match="is not a valid"):
+        check(value, "field")
+
+
+def test_a_principal_namespace_with_a_newline_is_refused():
+    with pytest.raises(InvalidSpec, match="is not a valid namespace"):
+        Principal.parse("shop\n/web")
 
 
 def test_refs():
