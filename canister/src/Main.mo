@@ -52,6 +52,10 @@ shared ({ caller = installer }) persistent actor class RotorAcl() {
     updated(State.revoke(state, caller, secret, principal, mode));
   };
 
+  public shared ({ caller }) func retire_secret(secret : Text) : async Types.Result {
+    updated(State.retireSecret(state, caller, secret));
+  };
+
   public shared ({ caller }) func add_admin(p : Principal) : async Types.Result {
     updated(State.addAdmin(state, caller, p));
   };

@@ -62,17 +62,36 @@ module {
     (c >= 'a' and c <= 'z') or (c >= '0' and c <= '9');
   };
 
-  /// A DNS-1123 label (namespace) or subdomain (name): lower-case letters, digits, '-'
-  /// (and '.' for subdomains), starting and ending with a letter or digit.
-  func validPart(t : Text, max : Nat, dots : Bool) : Bool {
-    let n = t.size();
-    if (n == 0 or n > max) return false;
-    let cs = Text.toArray(t);
-    if (not isAlnum(cs[0]) or not isAlnum(cs[n - 1])) return false;
-    for (c in cs.values()) {
-      if (not (isAlnum(c) or c == '-' or (dots and c == '.'))) return false;
+  /// The Kubernetes naming rule (DNS-1123), the same as rotor/names.py: a namespace is a label
+  /// (at most 63 of lower-case letters, digits and '-', starting and ending with a letter or
+  /// digit); a name is a subdomain (at most 253; labels like that joined by single dots, so
+  /// "a..b", "a.-b" and "a-.b" are refused). tests/canister checks both sides on one list.
+  func validLabel(cs : [Char], from : Nat, to : Nat) : Bool {
+    // cs[from..to) is one label
+    if (to <= from) return false;
+    if (not isAlnum(cs[from]) or not isAlnum(cs[to - 1])) return false;
+    var i = from;
+    while (i < to) {
+      if (not (isAlnum(cs[i]) or cs[i] == '-')) return false;
+      i += 1;
     };
     true;
+  };
+
+  func validPart(t : Text, max : Nat, dots : Bool) : Bool {
+    let cs = Text.toArray(t);
+    let n = cs.size();
+    if (n == 0 or n > max) return false;
+    var start = 0;
+    var i = 0;
+    while (i < n) {
+      if (cs[i] == '.') {
+        if (not dots or not validLabel(cs, start, i)) return false;
+        start := i + 1;
+      };
+      i += 1;
+    };
+    validLabel(cs, start, n);
   };
 
   /// "namespace/name": what a secret reference or a principal must look like.
@@ -178,13 +197,34 @@ module {
     bump(s);
   };
 
-  /// Remove a grant (idempotent).
+  /// Remove a grant (idempotent). The names are not checked: whatever is stored can be removed,
+  /// also an entry an older canister accepted under a looser naming rule.
   public func revoke(s : State, caller : Principal, secret : Text, principal : Text, mode : Mode) : Result {
     if (not isAdmin(s, caller)) return denied(caller, #admin);
-    switch (checkTriple(secret, principal, mode)) { case (?e) return #err(e); case null {} };
     if (not Map.delete(s.grants, Text.compare, key(secret, principal, mode))) {
       return #ok(s.version);
     };
+    bump(s);
+  };
+
+  /// Retire a secret: it leaves the registry with every grant and request on it (idempotent).
+  /// The name is not checked, so a name an older canister accepted can be retired too.
+  public func retireSecret(s : State, caller : Principal, secret : Text) : Result {
+    if (not isAdmin(s, caller)) return denied(caller, #admin);
+    var changed = Set.delete(s.secrets, Text.compare, secret);
+    for (k in Iter.toArray(Map.keys(s.grants)).values()) {
+      switch (Map.get(s.grants, Text.compare, k)) {
+        case (?g) { if (g.secret == secret) { ignore Map.delete(s.grants, Text.compare, k); changed := true } };
+        case null {};
+      };
+    };
+    for (k in Iter.toArray(Map.keys(s.requests)).values()) {
+      switch (Map.get(s.requests, Text.compare, k)) {
+        case (?r) { if (r.secret == secret) { ignore Map.delete(s.requests, Text.compare, k); changed := true } };
+        case null {};
+      };
+    };
+    if (not changed) return #ok(s.version);
     bump(s);
   };
 

@@ -127,3 +127,30 @@ assert State.aclHash(h) != before_hash; // every change changes the certified ha
 Debug.print("ENCODING " # debug_show (State.encode(State.view(h))));
 Debug.print("HASH " # hex(State.aclHash(h)));
 pass "certified_hash";
+
+// -- names: the Kubernetes rule (DNS-1123) at create_secret and request_access -------------------
+let n = State.init(installer);
+for (bad in ["shop/a..b", "shop/a.-b", "shop/a-.b", "shop/.a", "shop/a.", "Shop/a", "shop/a\n"].values()) {
+  switch (State.createSecret(n, installer, bad)) { case (#err(#invalid(_))) {}; case _ assert false };
+};
+assert isOk(State.createSecret(n, installer, "shop/a.b-c.d"));
+switch (State.requestAccess(n, installer, "shop/a.b-c.d", "shop/a..b", #ro)) { case (#err(#invalid(_))) {}; case _ assert false };
+assert State.view(n).secrets == ["shop/a.b-c.d"];
+pass "dns1123_names";
+
+// -- retire_secret: admins only; the secret leaves with its grants and requests --------------------
+let r = State.init(installer);
+assert isOk(State.addOperator(r, installer, controller));
+assert isOk(State.createSecret(r, controller, "shop/db"));
+assert isOk(State.createSecret(r, controller, "shop/keep"));
+assert isOk(State.approve(r, installer, "shop/db", "shop/web", #ro));
+assert isOk(State.requestAccess(r, controller, "shop/db", "shop/api", #rw));
+assert isOk(State.approve(r, installer, "shop/keep", "shop/web", #ro));
+assert notAuthorized(State.retireSecret(r, controller, "shop/db"));
+let vRetire = r.version;
+assert State.retireSecret(r, installer, "shop/db") == #ok(vRetire + 1);
+assert State.view(r).secrets == ["shop/keep"];
+assert State.view(r).grants == [{ secret = "shop/keep"; principal = "shop/web"; mode = #ro }];
+assert State.view(r).requests == [];
+assert State.retireSecret(r, installer, "shop/db") == #ok(vRetire + 1); // idempotent
+pass "retire_secret";

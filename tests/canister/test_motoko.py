@@ -21,6 +21,8 @@ INTERPRETER_CHECKS = [
     "admins_manage_admins",
     "remove_operator",
     "certified_hash",
+    "dns1123_names",
+    "retire_secret",
 ]
 
 
@@ -122,3 +124,66 @@ def test_actor_shell_in_the_interpreter(moc: Moc) -> None:
     assert len(certified) == 4
     assert certified[0] == acl_hash(empty).hex()
     assert certified[-1] == expected
+
+
+# One naming rule for the canister and the controller (DNS-1123, rotor/names.py): both sides judge
+# the same list. "a..b", "a.-b" and "a-.b" were accepted by the canister and refused by the
+# controller, which then could decode no ACL at all.
+NAMES = [
+    "shop/db",
+    "shop/a.b-c.d",
+    "a-b/x.y",
+    "0/9",
+    "shop/a..b",
+    "shop/a.-b",
+    "shop/a-.b",
+    "shop/.a",
+    "shop/a.",
+    "shop/-a",
+    "shop/a-",
+    "Shop/db",
+    "shop/DB",
+    "sh.op/db",
+    "shop/a_b",
+    "shop/a b",
+    "shop/a\n",
+    "shop\n/a",
+    "shop/",
+    "/a",
+    "shop/a/b",
+    "a" * 63 + "/x",
+    "a" * 64 + "/x",
+    "shop/" + "a" * 253,
+    "shop/" + "a" * 254,
+    "shop/" + ".".join(["a" * 63] * 4)[:253],
+]
+
+
+def _controller_accepts(text: str) -> bool:
+    from rotor.errors import InvalidSpec
+    from rotor.names import Principal, SecretRef
+
+    try:
+        secret = SecretRef.parse(text, None, "secret")
+        principal = Principal.parse(text)
+    except InvalidSpec:
+        return False
+    return str(secret) == text and str(principal) == text
+
+
+def test_canister_and_controller_share_one_naming_rule(moc: Moc, tmp_path: Path) -> None:
+    lines = ['import Debug "mo:core/Debug";', 'import State "../src/State";']
+    for i, text in enumerate(NAMES):
+        literal = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'Debug.print("NAME {i} " # debug_show State.validRef("{literal}"));')
+    probe = tmp_path / "ProbeNames.mo"
+    probe.write_text("\n".join(lines) + "\n")
+    run = moc("run", str(probe))
+    assert run.returncode == 0, run.stderr
+    canister = {int(i): v == "true" for i, v in re.findall(r"^NAME (\d+) (\w+)$", run.stdout, re.M)}
+    assert len(canister) == len(NAMES)
+    disagree = [
+        (text, canister[i]) for i, text in enumerate(NAMES) if canister[i] != _controller_accepts(text)
+    ]
+    assert disagree == []
+    assert canister[NAMES.index("shop/a.b-c.d")] and not canister[NAMES.index("shop/a..b")]
