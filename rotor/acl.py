@@ -39,6 +39,9 @@ class AclSnapshot:
     requests: tuple[AccessRequest, ...] = ()
     secrets: frozenset[SecretRef] = field(default_factory=frozenset)
     """Secrets the backend knows (a request for an unknown secret is refused)."""
+    skipped: tuple[str, ...] = ()
+    """Entries the backend could not use (each says where it is and why, e.g. a name that is not
+    a Kubernetes name); they are left out and the rest of the ACL applies."""
 
     def allows(self, secret: SecretRef, principal: Principal, mode: Mode) -> bool:
         if Grant(secret, principal, mode) in self.grants:

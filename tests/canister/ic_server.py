@@ -58,14 +58,32 @@ FAULTS = (
     "missing-field",  # acl answers without requests
     "bad-name",  # a grant names a secret that is not namespace/name (certified nonetheless)
     "stale",  # the certificate's /time is an hour old
+    "future",  # the certificate's /time is an hour ahead
+    "stale-delegation",  # the delegation's own /time is 31 days old (its signature is valid)
     "mismatch",  # certified_data is not the hash of the ACL in the answer
     "bad-signature",  # signed with another key
     "no-certificate",  # certificate = null
+    "no-certificate-field",  # CertifiedAcl without its opt field (an older or newer canister)
     "http-500",  # every request answers 500
     "hang",  # every request waits 30 s
     "reject",  # queries and calls are rejected (canister error)
-    "refuse-call",  # a call is refused at once (200 with a CBOR non_replicated_rejection)
+    "refuse-call",  # a call is refused at once (200 and a CBOR rejection, in its endpoint's form)
+    "call-pending",  # a v3/v4 call answers 202 (not done in time): the client polls read_state
 )
+
+# The endpoints of the IC interface specification ("HTTPS Interface") this server answers. A real
+# replica answers v2 query and read_state (deprecated) with a delegation whose canister ranges are
+# at /subnet/<id>/canister_ranges ("flat"), and v3 query, v3 read_state and v4 call with them at
+# /canister_ranges/<subnet id>/<lowest canister id of the shard> ("tree").
+ENDPOINTS = {
+    ("v2", "query"): "flat",
+    ("v2", "call"): "flat",
+    ("v2", "read_state"): "flat",
+    ("v3", "query"): "tree",
+    ("v3", "read_state"): "tree",
+    ("v3", "call"): "flat",
+    ("v4", "call"): "tree",
+}
 
 
 # -- Candid types from the committed acl.did ------------------------------------------------------
@@ -290,7 +308,13 @@ class BlsKey:
 class IcServer:
     """An IC HTTP endpoint for one ACL canister (run it with :class:`IcServerThread`)."""
 
-    def __init__(self, installer: bytes, *, delegated: bool = False) -> None:
+    def __init__(
+        self,
+        installer: bytes,
+        *,
+        delegated: bool = False,
+        apis: tuple[str, ...] = ("v2", "v3", "v4"),
+    ) -> None:
         self.canister_id = CANISTER_ID
         self.canister = IcPrincipal.from_str(CANISTER_ID).bytes
         self.methods = load_interface()
@@ -300,45 +324,56 @@ class IcServer:
         self.fault: str | None = None
         self.fail_next = 0  # answer 503 to this many requests first
         self.replies: dict[bytes, tuple[str, bytes]] = {}
-        self.calls: list[str] = []
+        self.calls: list[str] = []  # "<api> <endpoint> <method>"
+        self.apis = apis  # an older replica: ("v2",)
         self.url = ""
 
     # certificates
     def _sign(self, tree: list[Any], key: BlsKey) -> bytes:
         return key.sign(b"\x0dic-state-root" + digest(tree))
 
-    def certificate(self, tree_part: list[Any], *, time_ns: int | None = None) -> bytes:
+    def certificate(
+        self, tree_part: list[Any], *, time_ns: int | None = None, ranges: str = "flat"
+    ) -> bytes:
+        """Spec "Certificate": /time and ``tree_part`` signed by the root key, or by a subnet key
+        that a delegation ("Delegation") certifies, its canister ranges in the ``ranges`` form."""
         now = time_ns if time_ns is not None else time.time_ns()
         if self.fault == "stale":
             now -= 3600 * 10**9
+        if self.fault == "future":
+            now += 3600 * 10**9
         tree = fork(tree_part, labeled(b"time", leb128(now)))
         signer = self.subnet or self.root
         if self.fault == "bad-signature":
             signer = BlsKey()
         cert: dict[str, Any] = {"tree": tree, "signature": self._sign(tree, signer)}
         if self.subnet is not None:
-            ranges = cbor2.dumps([[self.canister, self.canister]])
-            # /subnet/<id>/{canister_ranges, public_key} and /time
-            inner_tree = fork(
-                [
-                    2,
-                    b"subnet",
-                    [
-                        2,
-                        SUBNET_ID,
-                        fork(
-                            labeled(b"canister_ranges", ranges),
-                            labeled(b"public_key", self.subnet.der),
-                        ),
-                    ],
-                ],
-                labeled(b"time", leb128(now)),
-            )
-            inner = {"tree": inner_tree, "signature": self._sign(inner_tree, self.root)}
-            cert["delegation"] = {"subnet_id": SUBNET_ID, "certificate": cbor2.dumps(inner)}
+            cert["delegation"] = self.delegation(now, ranges)
         return bytes(cbor2.dumps(cert))
 
-    def acl_answer(self) -> bytes:
+    def delegation(self, now: int, ranges: str) -> dict[str, Any]:
+        """The root key's certificate of the subnet's public key and canister ranges."""
+        if self.fault == "stale-delegation":
+            now -= 31 * 86400 * 10**9
+        blob = cbor2.dumps(cbor2.CBORTag(55799, [[self.canister, self.canister]]))
+        below = IcPrincipal.from_str("aaaaa-aa").bytes  # another shard, before this canister's
+        subnet_fields = [labeled(b"public_key", self.subnet.der)] if self.subnet else []
+        if ranges == "flat":
+            subnet_fields.insert(0, labeled(b"canister_ranges", blob))
+        parts: list[list[Any]] = []
+        if ranges == "tree":
+            shards = fork(
+                labeled(below, cbor2.dumps(cbor2.CBORTag(55799, [[below, below]]))),
+                labeled(self.canister, blob),
+            )
+            parts.append([2, b"canister_ranges", [2, SUBNET_ID, shards]])
+        parts.append([2, b"subnet", [2, SUBNET_ID, fork(*subnet_fields)]])
+        parts.append(labeled(b"time", leb128(now)))
+        inner_tree = fork(*parts)
+        inner = {"tree": inner_tree, "signature": self._sign(inner_tree, self.root)}
+        return {"subnet_id": SUBNET_ID, "certificate": cbor2.dumps(inner)}
+
+    def acl_answer(self, ranges: str = "flat") -> bytes:
         acl = self.model.view()
         data = hashlib.sha256(encode_acl(acl)).digest()
         if self.fault == "mismatch":
@@ -349,7 +384,9 @@ class IcServer:
                 {"secret": "Not A/Name", "principal": "shop/x", "mode": {"ro": None}},
             ]
             data = hashlib.sha256(encode_acl(acl)).digest()
-        cert = self.certificate(labeled(b"canister", self.canister, b"certified_data", data))
+        cert = self.certificate(
+            labeled(b"canister", self.canister, b"certified_data", data), ranges=ranges
+        )
         value: dict[str, Any] = {
             "acl": acl,
             "certificate": [] if self.fault == "no-certificate" else [cert],
@@ -369,6 +406,9 @@ class IcServer:
                 "acl": {**acl, "version": str(acl["version"]), "grants": [], "requests": []},
                 "certificate": [],
             }
+        if self.fault == "no-certificate-field":
+            rtype = Types.Record({"acl": self.methods["acl"].retTypes[0].getType()._fields["acl"]})
+            value = {"acl": acl}
         if self.fault == "missing-field":
             acl_t = Types.Record({"version": Types.Nat64, "secrets": Types.Vec(Types.Text)})
             rtype = Types.Record({"acl": acl_t, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
@@ -417,18 +457,28 @@ class IcServer:
         }
         return web.Response(body=cbor2.dumps(body), content_type="application/cbor")
 
+    def _api(self, request: web.Request, endpoint: str) -> tuple[str, str]:
+        """The API version of the request and the delegation format its answer carries."""
+        api = request.match_info["api"]
+        if api not in self.apis or (api, endpoint) not in ENDPOINTS:
+            raise web.HTTPNotFound(text=f"no such endpoint /api/{api}/.../{endpoint}")
+        return api, ENDPOINTS[(api, endpoint)]
+
     async def query(self, request: web.Request) -> web.Response:
+        """Spec "Request: Query call": 200 and {status: replied, reply} or {status: rejected}."""
+        api, ranges = self._api(request, "query")
         content = await self._envelope(request)
         method = content["method_name"]
-        self.calls.append(f"query {method}")
+        self.calls.append(f"{api} query {method}")
         if self.fault == "reject":
             answer: dict[str, Any] = {
                 "status": "rejected",
                 "reject_code": 5,
                 "reject_message": "canister trapped",
+                "error_code": "IC0503",
             }
         elif method == "acl":
-            answer = {"status": "replied", "reply": {"arg": self.acl_answer()}}
+            answer = {"status": "replied", "reply": {"arg": self.acl_answer(ranges)}}
         elif method == "members":
             value = {
                 "admins": [IcPrincipal(bytes=p).to_str() for p in sorted(self.model.admins)],
@@ -441,21 +491,48 @@ class IcServer:
                 "status": "rejected",
                 "reject_code": 3,
                 "reject_message": f"no query {method}",
+                "error_code": "IC0302",
             }
         return web.Response(body=cbor2.dumps(answer), content_type="application/cbor")
 
+    def _refusal(self, api: str) -> dict[str, Any]:
+        """A call refused before it is accepted. Spec "Request: Call" (v2): 200 and
+        {reject_code, reject_message, error_code}, no status; "Request: Synchronous call"
+        (v3, v4): the same with status non_replicated_rejection."""
+        answer: dict[str, Any] = {
+            "reject_code": 4,
+            "reject_message": "caller is not allowed",
+            "error_code": "IC0406",
+        }
+        if api != "v2":
+            answer["status"] = "non_replicated_rejection"
+        return answer
+
+    def _status_node(self, request_id: bytes) -> list[Any]:
+        state, payload = self.replies.get(request_id, ("unknown", b""))
+        if state == "replied":
+            return fork(labeled(b"reply", payload), labeled(b"status", b"replied"))
+        if state == "rejected":
+            return fork(
+                labeled(b"error_code", b"IC0503"),
+                labeled(b"reject_code", leb128(5)),
+                labeled(b"reject_message", payload),
+                labeled(b"status", b"rejected"),
+            )
+        return [0]
+
     async def call(self, request: web.Request) -> web.Response:
+        """v2: 202 and read_state for the reply; v3/v4 ("Synchronous call"): 200 and
+        {status: replied, certificate} holding /request_status/<id>, or 202 when not done."""
+        api, ranges = self._api(request, "call")
         content = await self._envelope(request)
         method = content["method_name"]
-        self.calls.append(f"call {method}")
+        self.calls.append(f"{api} call {method}")
         request_id = to_request_id(content)
         if self.fault == "refuse-call":
-            answer = {
-                "status": "non_replicated_rejection",
-                "reject_code": 4,
-                "reject_message": "caller is not allowed",
-            }
-            return web.Response(body=cbor2.dumps(answer), content_type="application/cbor")
+            return web.Response(
+                body=cbor2.dumps(self._refusal(api)), content_type="application/cbor"
+            )
         if self.fault == "reject":
             self.replies[request_id] = ("rejected", b"canister trapped")
         else:
@@ -464,24 +541,21 @@ class IcServer:
             )
             reply = encode([{"type": self.methods[method].retTypes[0], "value": result}])
             self.replies[request_id] = ("replied", bytes(reply))
-        return web.Response(status=202)
+        if api == "v2" or self.fault == "call-pending":
+            return web.Response(status=202)
+        tree = [2, b"request_status", [2, request_id, self._status_node(request_id)]]
+        answer = {"status": "replied", "certificate": self.certificate(tree, ranges=ranges)}
+        return web.Response(body=cbor2.dumps(answer), content_type="application/cbor")
 
     async def read_state(self, request: web.Request) -> web.Response:
+        """Spec "Request: Read state": 200 and {certificate}."""
+        api, ranges = self._api(request, "read_state")
         content = await self._envelope(request)
         (path,) = content["paths"]
         request_id = bytes(path[1])
-        state, payload = self.replies.get(request_id, ("unknown", b""))
-        if state == "replied":
-            node = fork(labeled(b"reply", payload), labeled(b"status", b"replied"))
-        elif state == "rejected":
-            node = fork(
-                labeled(b"reject_code", leb128(5)),
-                labeled(b"reject_message", payload),
-                labeled(b"status", b"rejected"),
-            )
-        else:
-            node = [0]
-        cert = self.certificate([2, b"request_status", [2, request_id, node]])
+        self.calls.append(f"{api} read_state")
+        tree = [2, b"request_status", [2, request_id, self._status_node(request_id)]]
+        cert = self.certificate(tree, ranges=ranges)
         return web.Response(
             body=cbor2.dumps({"certificate": cert}), content_type="application/cbor"
         )
@@ -489,9 +563,9 @@ class IcServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/v2/status", self.status)
-        app.router.add_post("/api/v2/canister/{canister}/query", self.query)
-        app.router.add_post("/api/v2/canister/{canister}/call", self.call)
-        app.router.add_post("/api/v2/canister/{canister}/read_state", self.read_state)
+        app.router.add_post("/api/{api}/canister/{canister}/query", self.query)
+        app.router.add_post("/api/{api}/canister/{canister}/call", self.call)
+        app.router.add_post("/api/{api}/canister/{canister}/read_state", self.read_state)
         return app
 
 

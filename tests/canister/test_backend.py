@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -103,8 +105,8 @@ async def seeded(server: IcServer, controller_identity: Any, admin_identity: Any
     [
         ("wrong-type", CanisterAnswerError, "type on the wire text, expect type nat64"),
         ("missing-field", CanisterAnswerError, "Cannot find field"),
-        ("bad-name", CanisterAnswerError, r"acl.grants\[1\].secret"),
         ("stale", CanisterAnswerError, "3600s old"),
+        ("future", CanisterAnswerError, "3600s in the future"),
         ("mismatch", CanisterAnswerError, "certified hash does not match"),
         ("bad-signature", CanisterAnswerError, "BLS signature does not verify"),
         ("no-certificate", CanisterAnswerError, "without a certificate"),
@@ -219,7 +221,10 @@ async def test_error_variants(
 
 @pytest.mark.parametrize(
     ("fault", "message"),
-    [("reject", "code 5: canister trapped"), ("refuse-call", "code 4: caller is not allowed")],
+    [
+        ("reject", "code 5: canister trapped"),
+        ("refuse-call", "code 4, IC0406: caller is not allowed"),
+    ],
 )
 async def test_rejected_call(
     ic_server: IcServer, admin_identity: Any, fault: str, message: str
@@ -299,3 +304,172 @@ def test_settings_errors(core: Any, kw: dict[str, Any], message: str) -> None:
     options = {"canister_id": "rrkah-fqaaa-aaaaa-aaaaq-cai", **kw}
     with pytest.raises(InvalidSpec, match=message):
         CanisterAclBackend.from_settings(settings(**options), core)
+
+
+# -- the current IC interface (issue 14) ----------------------------------------------------------
+async def test_the_current_endpoints_are_used(
+    ic_server: IcServer, controller_identity: Any
+) -> None:
+    """v3 query and read_state, v4 call: the interface specification deprecates v2 query and
+    read_state, and a v4 call answers with its certificate at once."""
+    backend = backend_for(ic_server, controller_identity)
+    await backend.register_secret(DB)
+    assert DB in (await backend.snapshot()).secrets
+    assert ic_server.calls == ["v4 call create_secret", "v3 query acl"]
+
+
+async def test_an_accepted_call_is_polled_on_v3_read_state(
+    ic_server: IcServer, controller_identity: Any
+) -> None:
+    ic_server.fault = "call-pending"  # v4 answers 202: accepted, not done within its wait
+    await backend_for(ic_server, controller_identity).register_secret(DB)
+    assert ic_server.calls[:2] == ["v4 call create_secret", "v3 read_state"]
+    ic_server.fault = None
+    assert DB in (await backend_for(ic_server, controller_identity).snapshot()).secrets
+
+
+@pytest.mark.parametrize("delegated", [False, True], ids=["root", "delegated"])
+async def test_a_v2_only_host_is_still_understood(admin_identity: Any, delegated: bool) -> None:
+    with IcServerThread(
+        IcServer(admin_identity.sender().bytes, delegated=delegated, apis=("v2",))
+    ) as server:
+        backend = backend_for(server, admin_identity)
+        await backend.register_secret(DB)
+        await backend.approve(DB, WEB, "ro")
+        assert (await backend.snapshot()).grants == frozenset({Grant(DB, WEB, "ro")})
+        assert server.calls[:2] == ["v2 call create_secret", "v2 read_state"]
+        assert "v2 query acl" in server.calls
+
+
+async def test_a_v2_refusal_is_a_rejection_at_once(admin_identity: Any) -> None:
+    """Spec "Request: Call" (v2): a refused call is 200 {reject_code, reject_message,
+    error_code} with no status; it was taken for a call in flight and timed out."""
+    with IcServerThread(IcServer(admin_identity.sender().bytes, apis=("v2",))) as server:
+        server.fault = "refuse-call"
+        backend = backend_for(server, admin_identity, call_timeout=3.0)
+        with pytest.raises(PermanentError, match=r"code 4, IC0406: caller is not allowed"):
+            await backend.register_secret(DB)
+        assert server.calls == ["v2 call create_secret"]  # no read_state polling
+
+
+@pytest.mark.parametrize("ranges", ["tree", "flat"])
+def test_both_delegation_formats_verify(admin_identity: Any, ranges: str) -> None:
+    """The delegation's canister ranges at /canister_ranges/<subnet>/<shard> (v3 query,
+    v3 read_state, v4 call) or /subnet/<subnet>/canister_ranges (v2)."""
+    server = IcServer(admin_identity.sender().bytes, delegated=True)
+    data = b"\x01" * 32
+    cert = server.certificate(
+        labeled(b"canister", server.canister, b"certified_data", data), ranges=ranges
+    )
+    options: dict[str, Any] = {
+        "canister_id": server.canister,
+        "certified_data": data,
+        "verify": "strict",
+        "root_key_der": server.root.der,
+        "now": time.time(),
+        "max_age": 60.0,
+    }
+    verify_certificate(cert, **options)
+    other = IcPrincipal.from_str("ryjl3-tyaaa-aaaaa-aaaba-cai").bytes  # outside both shards
+    with pytest.raises(CanisterAnswerError, match="outside the delegated subnet"):
+        verify_certificate(cert, **{**options, "canister_id": other, "certified_data": None})
+
+
+async def test_delegated_answers_on_the_current_endpoints_verify(
+    admin_identity: Any,
+) -> None:
+    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+        backend = backend_for(server, admin_identity)
+        await backend.register_secret(DB)
+        await backend.approve(DB, WEB, "ro")
+        assert (await backend.snapshot()).grants == frozenset({Grant(DB, WEB, "ro")})
+        assert "v3 query acl" in server.calls
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("stale-delegation", "delegation is 31 days old"), ("stale", "3600s old")],
+)
+async def test_a_stale_delegation_is_refused(admin_identity: Any, fault: str, message: str) -> None:
+    """DFINITY's verifiers refuse a delegation older than 30 days, however fresh the
+    certificate it signs."""
+    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+        backend = backend_for(server, admin_identity)
+        await backend.register_secret(DB)
+        server.fault = fault
+        with pytest.raises(CanisterAnswerError, match=message):
+            await backend.snapshot()
+        with pytest.raises(CanisterAnswerError, match=message):  # a call's certificate too
+            await backend.register_secret(SecretRef("shop", "other"))
+
+
+@pytest.mark.parametrize("verify", ["none", "strict"])
+async def test_a_missing_opt_field_decodes_as_null(
+    ic_server: IcServer, controller_identity: Any, verify: str
+) -> None:
+    """Candid: a record may lack an opt field (a canister that dropped it or has not added it
+    yet); it decodes as null, not as "Cannot find field"."""
+    backend = backend_for(ic_server, controller_identity, verify=verify)
+    await backend.register_secret(DB)
+    ic_server.fault = "no-certificate-field"
+    if verify == "none":
+        assert DB in (await backend.snapshot()).secrets
+    else:
+        with pytest.raises(CanisterAnswerError, match="acl came without a certificate"):
+            await backend.snapshot()
+
+
+def test_opt_fields_follow_the_candid_rules() -> None:
+    from ic.candid import Types, encode
+
+    from controller.acl.canister.candid import ACL, CERTIFIED_ACL, Record, decode_one
+
+    acl = {"version": 3, "secrets": ["shop/db"], "grants": [], "requests": []}
+    older = Record({"acl": ACL})
+    newer = Record({"acl": ACL, "note": Types.Text, "certificate": Types.Opt(Types.Nat8)})
+    got = decode_one(bytes(encode([{"type": older, "value": {"acl": acl}}])), CERTIFIED_ACL, "x")
+    assert got == {"acl": acl, "certificate": []}
+    wire = {"acl": acl, "note": "extra", "certificate": []}
+    newer = Record(
+        {"acl": ACL, "note": Types.Text, "certificate": Types.Opt(Types.Vec(Types.Nat8))}
+    )
+    got = decode_one(bytes(encode([{"type": newer, "value": wire}])), CERTIFIED_ACL, "x")
+    assert got == {"acl": acl, "certificate": []}
+    with pytest.raises(CanisterAnswerError, match="Cannot find field acl"):
+        decode_one(bytes(encode([{"type": Record({}), "value": {}}])), CERTIFIED_ACL, "x")
+
+
+# -- the ACL version only grows (issue 13, item 4) -------------------------------------------------
+async def test_a_replayed_older_acl_is_refused(
+    ic_server: IcServer, controller_identity: Any, admin_identity: Any
+) -> None:
+    """A valid, fresh certificate of an older ACL (a replayed answer, a lagging node) would
+    bring a revoked grant back; the version may only grow."""
+    backend = await seeded(ic_server, controller_identity, admin_identity)
+    granted = await backend.snapshot()
+    assert Grant(DB, WEB, "ro") in granted.grants
+    before = copy.deepcopy(ic_server.model)
+    await backend_for(ic_server, admin_identity).revoke(DB, WEB, "ro")
+    revoked = await backend.snapshot()
+    assert revoked.grants == frozenset()
+    assert revoked.version > granted.version
+    ic_server.model = before  # the canister's older state, certified afresh
+    with pytest.raises(CanisterAnswerError, match=r"version \d+ is older than version \d+"):
+        await backend.snapshot()
+    ic_server.model.version = revoked.version  # same version, other content
+    with pytest.raises(CanisterAnswerError, match="another ACL of version"):
+        await backend.snapshot()
+
+
+# -- entries the controller cannot use -------------------------------------------------------------
+async def test_an_entry_with_a_bad_name_is_skipped_and_named(
+    ic_server: IcServer, controller_identity: Any, admin_identity: Any
+) -> None:
+    backend = await seeded(ic_server, controller_identity, admin_identity)
+    ic_server.fault = "bad-name"  # a grant for "Not A/Name", certified with the rest
+    snap = await backend.snapshot()
+    assert snap.grants == frozenset({Grant(DB, WEB, "ro")})
+    assert snap.skipped == (
+        "acl.grants[1].secret: 'Not A/Name' is not a secret (namespace/name): "
+        "'Not A' is not a valid namespace",
+    )

@@ -183,7 +183,10 @@ def test_canister_and_controller_share_one_naming_rule(moc: Moc, tmp_path: Path)
     canister = {int(i): v == "true" for i, v in re.findall(r"^NAME (\d+) (\w+)$", run.stdout, re.M)}
     assert len(canister) == len(NAMES)
     disagree = [
-        (text, canister[i]) for i, text in enumerate(NAMES) if canister[i] != _controller_accepts(text)
+        (text, canister[i])
+        for i, text in enumerate(NAMES)
+        if canister[i] != _controller_accepts(text)
     ]
     assert disagree == []
-    assert canister[NAMES.index("shop/a.b-c.d")] and not canister[NAMES.index("shop/a..b")]
+    assert canister[NAMES.index("shop/a.b-c.d")]
+    assert not canister[NAMES.index("shop/a..b")]

@@ -46,6 +46,7 @@ class CanisterAclBackend:
     def __init__(self, client: IcClient, *, fetch_root_key: bool = False) -> None:
         self.client = client
         self._fetch_root_key = fetch_root_key
+        self._last: tuple[int, bytes] | None = None  # version and hash of the last ACL read
 
     @classmethod
     def from_settings(cls, settings: ControllerSettings, core_v1: Any) -> CanisterAclBackend:
@@ -131,6 +132,7 @@ class CanisterAclBackend:
         value = decode_one(data, CERTIFIED_ACL, f"{self.client.origin}: acl")
         acl = value["acl"]
         snap = to_snapshot(acl, self.client.origin)
+        digest = acl_hash(acl)
         if self.client.verify != "none":
             cert = value["certificate"]
             if not cert:
@@ -138,8 +140,28 @@ class CanisterAclBackend:
                     f"{self.client.origin}: acl came without a certificate "
                     "(ROTOR_CANISTER_VERIFY=none skips the check)"
                 )
-            self.client.check_certificate(bytes(cert[0]), acl_hash(acl))
+            self.client.check_certificate(bytes(cert[0]), digest)
+        self._check_version(snap.version, digest)
         return snap
+
+    def _check_version(self, version: int, digest: bytes) -> None:
+        """The ACL version only grows: an older one, even validly certified within
+        ROTOR_CANISTER_CERT_MAX_AGE, is a replayed or lagging answer and would bring back
+        revoked grants; another ACL of the same version is a forged or forked one."""
+        last = self._last
+        if last is not None:
+            if version < last[0]:
+                raise CanisterAnswerError(
+                    f"{self.client.origin}: acl: version {version} is older than version "
+                    f"{last[0]} read before (a replayed or lagging answer); the last good ACL "
+                    "stays"
+                )
+            if version == last[0] and digest != last[1]:
+                raise CanisterAnswerError(
+                    f"{self.client.origin}: acl: another ACL of version {version} than the one "
+                    "read before; the last good ACL stays"
+                )
+        self._last = (version, digest)
 
     async def _update(self, method: str, arg: bytes) -> int:
         await self._ready()

@@ -7,23 +7,62 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, cast
 
-from ic.candid import Types, decode, encode
+from ic.candid import NullClass, OptClass, RecordClass, ReservedClass, Types, decode, encode
+from ic.utils import labelHash
 
 from controller.acl.canister.errors import CanisterAnswerError
 from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode, RequestState
-from rotor.errors import (
-    InvalidSpec,
-)
+from rotor.errors import InvalidSpec
 from rotor.names import Principal, SecretRef
+
+
+# -- Candid records that follow the subtyping rules -----------------------------------------------
+class Record(RecordClass):  # type: ignore[misc]  # ic-py is untyped
+    """``Types.Record`` whose decoding follows the Candid rules for a field missing on the wire:
+    an ``opt`` field is null (``[]``), a ``null`` or ``reserved`` one None (Candid spec,
+    "Records": a record type may gain optional fields). ic-py 1.0.1 (the last release, 2022)
+    raises "Cannot find field" instead, so a canister that drops an optional field, or has not
+    added it yet, could not be read. Fields are merged by label hash, the order on the wire."""
+
+    def decodeValue(self, b: Any, t: Any) -> dict[str, Any]:  # ic-py's name
+        wire = self.checkType(t)
+        if not isinstance(wire, RecordClass):
+            raise ValueError("Not a record type")
+        expected = list(self._fields.items())  # ic-py keeps fields sorted by label hash
+        out: dict[str, Any] = {}
+        i = 0
+        for key, wire_type in wire._fields.items():
+            h = labelHash(key)
+            while i < len(expected) and labelHash(expected[i][0]) < h:
+                out[expected[i][0]] = _absent(*expected[i])
+                i += 1
+            if i < len(expected) and labelHash(expected[i][0]) == h:
+                name, typ = expected[i]
+                out[name] = typ.decodeValue(b, wire_type)
+                i += 1
+            else:  # a field this side does not know: read past it
+                wire_type.decodeValue(b, wire_type)
+        for name, typ in expected[i:]:
+            out[name] = _absent(name, typ)
+        return out
+
+
+def _absent(name: str, typ: Any) -> Any:
+    if isinstance(typ, OptClass):
+        return []
+    if isinstance(typ, NullClass | ReservedClass):
+        return None
+    raise ValueError(f"Cannot find field {name}")
+
 
 # -- Candid types of canister/acl.did -------------------------------------------------------------
 MODE = Types.Variant({"rw": Types.Null, "ro": Types.Null})
 REQUEST_STATE = Types.Variant({"pending": Types.Null, "denied": Types.Null})
-GRANT = Types.Record({"secret": Types.Text, "principal": Types.Text, "mode": MODE})
-REQUEST = Types.Record(
+GRANT = Record({"secret": Types.Text, "principal": Types.Text, "mode": MODE})
+REQUEST = Record(
     {"secret": Types.Text, "principal": Types.Text, "mode": MODE, "state": REQUEST_STATE}
 )
-ACL = Types.Record(
+ACL = Record(
     {
         "version": Types.Nat64,
         "secrets": Types.Vec(Types.Text),
@@ -31,11 +70,11 @@ ACL = Types.Record(
         "requests": Types.Vec(REQUEST),
     }
 )
-CERTIFIED_ACL = Types.Record({"acl": ACL, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
+CERTIFIED_ACL = Record({"acl": ACL, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
 ROLE = Types.Variant({"admin": Types.Null, "operator": Types.Null})
 ERROR = Types.Variant(
     {
-        "not_authorized": Types.Record({"caller": Types.Text, "needs": ROLE}),
+        "not_authorized": Record({"caller": Types.Text, "needs": ROLE}),
         "unknown_secret": Types.Text,
         "invalid": Types.Text,
         "last_admin": Types.Null,
@@ -95,53 +134,64 @@ def acl_hash(acl: dict[str, Any]) -> bytes:
 
 
 def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
-    """A decoded ``Acl`` record as an :class:`AclSnapshot`; names are validated."""
+    """A decoded ``Acl`` record as an :class:`AclSnapshot`. An entry whose name is not a
+    Kubernetes name (rotor.names) is left out and listed in ``skipped``; the rest applies."""
 
-    seen: dict[tuple[str, str], SecretRef | Principal] = {}  # names repeat: parse each once
+    seen: dict[tuple[str, str], SecretRef | Principal | str] = {}  # names repeat: parse once
+    skipped: list[str] = []
 
-    def parse(where: str, kind: str, text: str) -> SecretRef | Principal:
+    def parse(where: str, kind: str, text: str) -> SecretRef | Principal | None:
         found = seen.get((kind, text))
-        if found is not None:
-            return found
-        try:
-            if kind == "secret":
-                value: SecretRef | Principal = SecretRef.parse(text, None, where)
-            else:
-                value = Principal.parse(text, where)
-        except InvalidSpec as e:
-            raise CanisterAnswerError(f"{origin}: {e}") from None
-        seen[(kind, text)] = value
-        return value
+        if found is None:
+            value: SecretRef | Principal
+            try:
+                if kind == "secret":
+                    value = SecretRef.parse(text, None, "name")
+                else:
+                    value = Principal.parse(text, "name")
+                # SecretRef.parse strips spaces: the stored name must be the one that parsed
+                found = value if str(value) == text else "spaces around it"
+            except InvalidSpec as e:
+                found = e.problem.removeprefix(f"{text!r} ")
+            seen[(kind, text)] = found
+        if isinstance(found, str):
+            skipped.append(f"{where}: {text!r} is not a {kind} (namespace/name): {found}")
+            return None
+        return found
 
-    secrets = {
-        cast(SecretRef, parse(f"acl.secrets[{i}]", "secret", s))
-        for i, s in enumerate(acl["secrets"])
-    }
+    secrets: set[SecretRef] = set()
+    for i, s in enumerate(acl["secrets"]):
+        ref = parse(f"acl.secrets[{i}]", "secret", s)
+        if isinstance(ref, SecretRef):
+            secrets.add(ref)
 
-    def entry(where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode]:
+    def entry(where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode] | None:
         """The secret, principal and mode that a grant and a request both carry."""
-        return (
-            cast(SecretRef, parse(f"{where}.secret", "secret", e["secret"])),
-            cast(Principal, parse(f"{where}.principal", "principal", e["principal"])),
-            cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{origin}: {where}.mode")),
-        )
+        secret = parse(f"{where}.secret", "secret", e["secret"])
+        principal = parse(f"{where}.principal", "principal", e["principal"])
+        mode = cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{origin}: {where}.mode"))
+        if not isinstance(secret, SecretRef) or not isinstance(principal, Principal):
+            return None
+        return secret, principal, mode
 
-    grants = {Grant(*entry(f"acl.grants[{i}]", g)) for i, g in enumerate(acl["grants"])}
+    grants: set[Grant] = set()
+    for i, g in enumerate(acl["grants"]):
+        triple = entry(f"acl.grants[{i}]", g)
+        if triple is not None:
+            grants.add(Grant(*triple))
     requests: list[AccessRequest] = []
     for i, r in enumerate(acl["requests"]):
         where = f"acl.requests[{i}]"
-        requests.append(
-            AccessRequest(
-                *entry(where, r),
-                cast(
-                    RequestState,
-                    _variant(r["state"], ("pending", "denied"), f"{origin}: {where}.state"),
-                ),
-            )
+        triple = entry(where, r)
+        state = cast(
+            RequestState, _variant(r["state"], ("pending", "denied"), f"{origin}: {where}.state")
         )
+        if triple is not None:
+            requests.append(AccessRequest(*triple, state))
     return AclSnapshot(
         version=int(acl["version"]),
         grants=frozenset(grants),
         requests=tuple(sorted(requests)),
         secrets=frozenset(secrets),
+        skipped=tuple(skipped),
     )

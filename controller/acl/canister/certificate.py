@@ -18,6 +18,7 @@ Verify = Literal["strict", "hash-tree", "none"]
 ROOT_KEY_DER_PREFIX = bytes.fromhex(
     "308182301d060d2b0601040182dc7c0503010201060c2b0601040182dc7c05030201036100"
 )
+DELEGATION_MAX_AGE = 30 * 86400  # seconds; as DFINITY's certificate verifiers
 BLS_DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_"
 # The BLS12-381 G2 generator (compressed), the base point of IC public keys.
 G2_GENERATOR = bytes.fromhex(
@@ -155,24 +156,72 @@ def parse_certificate(data: bytes) -> Certificate:
     )
 
 
+def _ranges(raw: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    try:
+        ranges = cbor2.loads(raw)
+        return [(bytes(lo), bytes(hi)) for lo, hi in ranges]
+    except Exception:  # cbor2 raises several types; a malformed list is a malformed delegation
+        raise CanisterAnswerError(f"certificate: the delegation's {where} is malformed") from None
+
+
+def delegated_ranges(tree: Any, subnet_id: bytes) -> list[tuple[bytes, bytes]]:
+    """The canister ranges a delegation certifies for ``subnet_id``, in either format: the
+    sharded /canister_ranges/<subnet>/<lowest id of the shard> (v3 query and read_state, v4
+    call) or the flat /subnet/<subnet>/canister_ranges (v2, deprecated). Every shard the tree
+    holds is read; a pruned one is unknown and proves nothing."""
+    found: list[tuple[bytes, bytes]] = []
+    seen = False
+    shards = subtree(tree, [b"canister_ranges", subnet_id])
+    if shards is not None:
+        for node in _flatten(shards):
+            if node[0] == 2 and isinstance(node[2], list | tuple) and node[2][0] == 3:
+                seen = True
+                found.extend(_ranges(bytes(node[2][1]), "canister_ranges shard"))
+    flat = lookup(tree, [b"subnet", subnet_id, b"canister_ranges"])
+    if flat is not None:
+        seen = True
+        found.extend(_ranges(flat, "canister_ranges"))
+    if not seen:
+        raise CanisterAnswerError("certificate: the delegation has no canister ranges")
+    return found
+
+
 def _check_signature(
-    cert: Certificate, canister_id: bytes, root_key_der: bytes, nested: bool = False
+    cert: Certificate,
+    canister_id: bytes,
+    root_key_der: bytes,
+    now: float,
+    max_age: float,
+    nested: bool = False,
 ) -> None:
     key_der = root_key_der
     if cert.delegation is not None:
         if nested:
             raise CanisterAnswerError("certificate: a delegation may not have a delegation")
-        subnet_id = bytes(cert.delegation["subnet_id"])
-        inner = parse_certificate(bytes(cert.delegation["certificate"]))
-        _check_signature(inner, canister_id, root_key_der, nested=True)
+        try:
+            subnet_id = bytes(cert.delegation["subnet_id"])
+            inner = parse_certificate(bytes(cert.delegation["certificate"]))
+        except (KeyError, TypeError):
+            raise CanisterAnswerError("certificate: malformed delegation") from None
+        _check_signature(inner, canister_id, root_key_der, now, max_age, nested=True)
+        # DFINITY's verifiers refuse a delegation older than 30 days: a subnet key that has
+        # since been rotated out (or leaked) would otherwise sign for ever.
+        age = now - inner.time_ns / 1e9
+        if age > DELEGATION_MAX_AGE:
+            raise CanisterAnswerError(
+                f"certificate: the subnet delegation is {age / 86400:.0f} days old "
+                f"(limit {DELEGATION_MAX_AGE // 86400} days)"
+            )
+        if -age > max_age:
+            raise CanisterAnswerError(
+                f"certificate: the subnet delegation is {-age:.0f}s in the future "
+                f"(limit {max_age:.0f}s)"
+            )
         found = lookup(inner.tree, [b"subnet", subnet_id, b"public_key"])
         if found is None:
             raise CanisterAnswerError("certificate: the delegation has no subnet public key")
-        ranges_raw = lookup(inner.tree, [b"subnet", subnet_id, b"canister_ranges"])
-        if ranges_raw is None:
-            raise CanisterAnswerError("certificate: the delegation has no canister ranges")
-        ranges = cbor2.loads(ranges_raw)
-        if not any(bytes(lo) <= canister_id <= bytes(hi) for lo, hi in ranges):
+        ranges = delegated_ranges(inner.tree, subnet_id)
+        if not any(lo <= canister_id <= hi for lo, hi in ranges):
             raise CanisterAnswerError("certificate: the canister is outside the delegated subnet")
         key_der = found
     message = IC_STATE_ROOT_DOMAIN_SEPARATOR + cert.root_hash
@@ -214,5 +263,5 @@ def verify_certificate(
             "the answer may come from a lagging or replayed source"
         )
     if verify == "strict":
-        _check_signature(cert, canister_id, root_key_der)
+        _check_signature(cert, canister_id, root_key_der, now, max_age)
     return cert

@@ -44,6 +44,9 @@ DEFAULT_CALL_TIMEOUT = 60.0  # an update call, until its reply is certified
 DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.5
 INGRESS_EXPIRY = 240.0  # the IC accepts at most 5 minutes ahead
+# The endpoints the interface specification prefers (v2 query and read_state are deprecated; v4
+# call answers synchronously, with a certificate whose delegation has the sharded ranges).
+CURRENT_API = {"query": "v3", "read_state": "v3", "call": "v4"}
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -62,7 +65,8 @@ def load_identity(pem: bytes, origin: str = IDENTITY_KEY) -> Identity:
 
 # -- the transport --------------------------------------------------------------------------------
 class IcClient:
-    """Signed queries and update calls to one canister over the IC HTTP interface (v2)."""
+    """Signed queries and update calls to one canister over the IC HTTP interface (v3 query and
+    read_state, v4 call; the v2 forms when the host has no newer ones)."""
 
     def __init__(
         self,
@@ -102,6 +106,7 @@ class IcClient:
         self.call_timeout = call_timeout
         self.attempts = attempts
         self.backoff = backoff
+        self.legacy = False  # True once the host answered only the v2 endpoints
 
     @property
     def origin(self) -> str:
@@ -119,8 +124,25 @@ class IcClient:
     async def _post(
         self, session: aiohttp.ClientSession, endpoint: str, body: bytes
     ) -> tuple[int, bytes]:
+        """POST to the preferred version of ``endpoint`` (v3 query and read_state, v4 call); a
+        host without it (404) is asked the v2 form, which is then kept for this client."""
+        if self.legacy or endpoint not in CURRENT_API:
+            return await self._post_to(session, "v2", endpoint, body)
+        status, data = await self._post_to(session, CURRENT_API[endpoint], endpoint, body)
+        if status != 404:
+            return status, data
+        status2, data2 = await self._post_to(session, "v2", endpoint, body)
+        if status2 == 404:
+            return status, data
+        log.info("%s: no /api/%s endpoints; using the v2 ones", self.origin, CURRENT_API[endpoint])
+        self.legacy = True
+        return status2, data2
+
+    async def _post_to(
+        self, session: aiohttp.ClientSession, api: str, endpoint: str, body: bytes
+    ) -> tuple[int, bytes]:
         """POST with retries on connection errors, timeouts, 429 and 5xx."""
-        url = f"{self.host}/api/v2/canister/{self.canister_id}/{endpoint}"
+        url = f"{self.host}/api/{api}/canister/{self.canister_id}/{endpoint}"
         last = ""
         for attempt in range(self.attempts):
             if attempt:
@@ -155,7 +177,9 @@ class IcClient:
     def _rejected(self, method: str, answer: dict[str, Any]) -> RotorError:
         code = answer.get("reject_code")
         message = str(answer.get("reject_message", ""))[:300]
-        text = f"{self.origin}: {method} was rejected (code {code}: {message})"
+        error = answer.get("error_code")
+        detail = f"code {code}, {error}" if isinstance(error, str) and error else f"code {code}"
+        text = f"{self.origin}: {method} was rejected ({detail}: {message})"
         # 2 SYS_TRANSIENT: try again; the rest (destination invalid, canister error) is permanent.
         return UnavailableError(text) if code == 2 else PermanentError(text)
 
@@ -202,16 +226,11 @@ class IcClient:
             status, data = await self._post(session, "call", body)
             if status not in (200, 202):
                 raise self._http_error("call", status, data)
-            if status == 200 and data:  # newer replicas refuse a v2 call at once, in CBOR
-                try:
-                    answer = cbor2.loads(data)
-                except Exception:  # cbor2 raises several types; not a refusal then
-                    answer = None
-                if (
-                    isinstance(answer, Mapping)
-                    and answer.get("status") == "non_replicated_rejection"
-                ):
-                    raise self._rejected(method, dict(answer))
+            if status == 200:
+                reply = self._call_answer(method, request_id, data)
+                if reply is not None:
+                    return reply
+            # 202: accepted but not done yet (v2 always): poll read_state for the reply
             delay = 0.05
             while True:
                 reply = await self._request_status(session, method, request_id)
@@ -224,6 +243,27 @@ class IcClient:
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _call_answer(self, method: str, request_id: bytes, data: bytes) -> bytes | None:
+        """A 200 answer to a call (interface spec, "Request: Call" and "Synchronous call"):
+        a refusal, in the v2 form ({reject_code, reject_message, error_code}, no status) or the
+        v3/v4 form (status non_replicated_rejection), or {status: replied, certificate} with
+        /request_status/<id>. None: nothing to read here, poll read_state."""
+        try:
+            answer = cbor2.loads(data) if data else None
+        except Exception:  # cbor2 raises several types on bad input
+            raise CanisterAnswerError(f"{self.origin}: call {method}: not CBOR") from None
+        if not isinstance(answer, Mapping):
+            return None
+        state = answer.get("status")
+        if state == "non_replicated_rejection" or (state is None and "reject_code" in answer):
+            raise self._rejected(method, dict(answer))
+        if state == "replied" and "certificate" in answer:
+            cert = self.check_certificate(bytes(answer["certificate"]), None)
+            return self._reply_from(cert, method, request_id)
+        if state is None:
+            return None
+        raise CanisterAnswerError(f"{self.origin}: call {method}: status {state!r}")
 
     async def _request_status(
         self, session: aiohttp.ClientSession, method: str, request_id: bytes
@@ -238,6 +278,11 @@ class IcClient:
         except Exception:  # cbor2 and a missing key
             raise CanisterAnswerError(f"{self.origin}: read_state: malformed answer") from None
         cert = self.check_certificate(bytes(raw), None)
+        return self._reply_from(cert, method, request_id)
+
+    def _reply_from(self, cert: Certificate, method: str, request_id: bytes) -> bytes | None:
+        """The reply at /request_status/<id> of a checked certificate; None while unknown."""
+        path = [b"request_status", request_id]
         state = lookup(cert.tree, [*path, b"status"])
         if state in (None, b"received", b"processing"):
             return None
