@@ -1,4 +1,4 @@
-"""The ``rotor`` command: ``rotor acl list|approve|deny|revoke`` for admins.
+"""The ``rotor`` command: ``rotor acl list|approve|deny|revoke|retire`` for admins.
 
 ::
 
@@ -6,6 +6,9 @@
     rotor acl approve shop/db-password shop/web ro   grant (with or without a pending request)
     rotor acl deny    shop/db-password shop/web ro   deny a request (and drop the grant, if any)
     rotor acl revoke  shop/db-password shop/web ro   take a grant back
+    rotor acl retire  shop/db-password               retire a secret, its grants and requests
+                                                     (canister; also a name the controller
+                                                     skips as unusable)
 
 ``--backend configmap`` (default; ROTOR_ACL_BACKEND) edits the ConfigMap through the current
 kubeconfig context; ``--backend canister`` calls the ACL canister with an admin's identity PEM
@@ -112,6 +115,9 @@ def render_snapshot(snap: AclSnapshot, origin: str) -> str:
     out.append(_table(("SECRET", "PRINCIPAL", "MODE", "STATE"), requests) if requests else "(none)")
     secrets = sorted(str(s) for s in snap.secrets)
     out += ["", "SECRETS", "\n".join(secrets) if secrets else "(none)"]
+    if snap.skipped:
+        out += ["", "SKIPPED (unusable entries, not applied; `rotor acl retire` removes them)"]
+        out += list(snap.skipped)
     return "\n".join(out)
 
 
@@ -160,6 +166,24 @@ def _change(verb: str, past: str) -> Handler:
         return EXIT_OK
 
     return run
+
+
+def cmd_acl_retire(args: argparse.Namespace) -> int:
+    from controller.acl.canister import CanisterAclBackend
+
+    secret = args.secret
+    if not secret or secret != secret.strip():
+        raise UsageError("SECRET: give the secret exactly as `rotor acl list` shows it")
+    if args.backend != "canister":
+        raise UsageError(
+            "retire: only the canister backend has it; with the ConfigMap, delete the secret's "
+            f"lines: kubectl -n {args.namespace} edit configmap {args.configmap}"
+        )
+    backend = make_cli_backend(args)
+    assert isinstance(backend, CanisterAclBackend)
+    asyncio.run(backend.retire_secret(secret))
+    print(f"retired: {secret} with its grants and requests ({_origin(args)})")
+    return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -229,6 +253,17 @@ def add_acl_commands(
         p.add_argument("principal", metavar="PRINCIPAL", help="namespace/serviceaccount")
         p.add_argument("mode", metavar="MODE", choices=("rw", "ro"), help="rw or ro")
         p.set_defaults(handler=_change(verb, past))
+    retire = acl_sub.add_parser(
+        "retire",
+        parents=[common],
+        help="retire a secret with its grants and requests (canister backend, admins)",
+    )
+    retire.add_argument(
+        "secret",
+        metavar="SECRET",
+        help="the secret as stored (also a name the controller skips as unusable)",
+    )
+    retire.set_defaults(handler=cmd_acl_retire)
 
 
 def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:

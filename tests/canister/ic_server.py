@@ -125,7 +125,7 @@ def load_interface(path: Path = DID) -> dict[str, Any]:
 
 # -- the ACL model (canister/src/State.mo) --------------------------------------------------------
 _PART = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_REF = re.compile(rf"^{_PART}/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+_REF = re.compile(rf"{_PART}/{_PART}(\.{_PART})*")  # DNS-1123, as Kubernetes (fullmatch)
 
 
 def _ok(v: int) -> dict[str, Any]:
@@ -154,9 +154,9 @@ class AclModel:
         return _err("not_authorized", {"caller": text, "needs": {needs: None}})
 
     def _check(self, secret: str, principal: str, mode: str) -> dict[str, Any] | None:
-        if not _REF.match(secret) or len(secret) > 317:
+        if not _REF.fullmatch(secret) or len(secret.split("/")[1]) > 253:
             return _err("invalid", f"secret {secret!r} is not namespace/name")
-        if not _REF.match(principal):
+        if not _REF.fullmatch(principal) or len(principal.split("/")[1]) > 253:
             return _err("invalid", f"principal {principal!r} is not namespace/serviceaccount")
         if mode == "rw" and secret.split("/")[0] != principal.split("/")[0]:
             return _err("invalid", f"principal {principal} cannot write {secret}")
@@ -169,11 +169,25 @@ class AclModel:
             (secret,) = args
             if not operator:
                 return self._denied(caller, "operator")
-            if not _REF.match(secret):
+            if self._check(secret, "x/y", "ro"):
                 return _err("invalid", f"secret {secret!r} is not namespace/name")
             if secret in self.secrets:
                 return _ok(self.version)
             self.secrets.add(secret)
+            return self._bump()
+        if method == "retire_secret":
+            (secret,) = args
+            if not admin:
+                return self._denied(caller, "admin")
+            keys = [k for k, g in self.grants.items() if g["secret"] == secret]
+            rkeys = [k for k, r in self.requests.items() if r["secret"] == secret]
+            if secret not in self.secrets and not keys and not rkeys:
+                return _ok(self.version)
+            self.secrets.discard(secret)
+            for k in keys:
+                del self.grants[k]
+            for k in rkeys:
+                del self.requests[k]
             return self._bump()
         if method in ("add_admin", "remove_admin", "add_operator", "remove_operator"):
             if not admin:
@@ -197,15 +211,15 @@ class AclModel:
         needs = "operator" if method == "request_access" else "admin"
         if not (operator if needs == "operator" else admin):
             return self._denied(caller, needs)
-        bad = self._check(secret, principal, mode)
-        if bad:
-            return bad
         key = f"{secret} {principal} {mode}"
         entry = {"secret": secret, "principal": principal, "mode": {mode: None}}
-        if method == "revoke":
+        if method == "revoke":  # whatever is stored can be removed: names are not checked
             if self.grants.pop(key, None) is None:
                 return _ok(self.version)
             return self._bump()
+        bad = self._check(secret, principal, mode)
+        if bad:
+            return bad
         if secret not in self.secrets:
             return _err("unknown_secret", secret)
         if method == "request_access":

@@ -179,3 +179,60 @@ def test_console_entry_point() -> None:
     )
     assert result.returncode == 2
     assert "SECRET: 'x' has no namespace" in result.stderr
+
+
+def test_retire_removes_a_name_the_controller_cannot_use(
+    ic_server: IcServer,
+    controller_identity: Any,
+    flags: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An older canister accepted "shop/a..b"; the controller skips it and names it, and an
+    admin retires it with its grants and requests, leaving the rest."""
+    controller = backend_for(ic_server, controller_identity)
+    asyncio.run(controller.register_secret(DB))
+    ic_server.model.secrets.add("shop/a..b")  # stored under the old, looser rule
+    ic_server.model.grants["shop/a..b shop/web ro"] = {
+        "secret": "shop/a..b",
+        "principal": "shop/web",
+        "mode": {"ro": None},
+    }
+    snap = asyncio.run(controller.snapshot())
+    assert snap.secrets == frozenset({DB})
+    assert [s.split(":")[0] for s in snap.skipped] == ["acl.secrets[0]", "acl.grants[0].secret"]
+    code, out, _ = rotor(capsys, "acl", "list", *flags)
+    assert code == 0
+    assert "SKIPPED" in out
+    assert "'shop/a..b'" in out
+
+    code, out, err = rotor(capsys, "acl", "retire", "shop/a..b", *flags)
+    assert (code, err) == (0, "")
+    assert "retired: shop/a..b" in out
+    snap = asyncio.run(controller.snapshot())
+    assert snap.skipped == ()
+    assert snap.secrets == frozenset({DB})
+    assert ic_server.model.grants == {}
+
+
+def test_retire_needs_an_admin(
+    ic_server: IcServer,
+    controller_identity: Any,
+    tmp_path: Path,
+    flags: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asyncio.run(backend_for(ic_server, controller_identity).register_secret(DB))
+    operator = [
+        *(f for f in flags if not f.startswith("--identity")),
+        f"--identity={pem_file(tmp_path, controller_identity, 'operator')}",
+    ]
+    code, _, err = rotor(capsys, "acl", "retire", "shop/db", *operator)
+    assert code == 1
+    assert "is not an admin" in err
+    assert "shop/db" in ic_server.model.secrets
+
+
+def test_retire_with_the_configmap_backend_says_how(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = rotor(capsys, "acl", "retire", "shop/db", "--backend=configmap")
+    assert code == 2
+    assert "only the canister backend" in err

@@ -202,3 +202,8 @@ class CanisterAclBackend:
 
     async def revoke(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         await self._update("revoke", triple_args(secret, principal, mode))
+
+    async def retire_secret(self, secret: str) -> int:
+        """Retire a secret with its grants and requests (admins; idempotent). ``secret`` is the
+        stored text, not checked here: a name the controller cannot use can be retired too."""
+        return await self._update("retire_secret", candid_args((Types.Text, secret)))
