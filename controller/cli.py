@@ -117,7 +117,7 @@ def render_snapshot(snap: AclSnapshot, origin: str) -> str:
     out += ["", "SECRETS", "\n".join(secrets) if secrets else "(none)"]
     if snap.skipped:
         out += ["", "SKIPPED (unusable entries, not applied; `rotor acl retire` removes them)"]
-        out += list(snap.skipped)
+        out += [str(e) for e in snap.skipped]
     return "\n".join(out)
 
 

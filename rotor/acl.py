@@ -30,6 +30,19 @@ class AccessRequest:
     state: RequestState = "pending"
 
 
+@dataclass(frozen=True, order=True)
+class SkippedEntry:
+    """An ACL entry a backend left out: where it is (``acl.grants[1]``), the secret it names as
+    stored (maybe not a valid name) and why."""
+
+    where: str
+    secret: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where} (secret {self.secret!r}): {self.problem}"
+
+
 @dataclass(frozen=True)
 class AclSnapshot:
     """One consistent reading of the ACL. ``version`` only grows."""
@@ -39,9 +52,9 @@ class AclSnapshot:
     requests: tuple[AccessRequest, ...] = ()
     secrets: frozenset[SecretRef] = field(default_factory=frozenset)
     """Secrets the backend knows (a request for an unknown secret is refused)."""
-    skipped: tuple[str, ...] = ()
-    """Entries the backend could not use (each says where it is and why, e.g. a name that is not
-    a Kubernetes name); they are left out and the rest of the ACL applies."""
+    skipped: tuple[SkippedEntry, ...] = ()
+    """Entries the backend could not use (e.g. a name that is not a Kubernetes name); they are
+    left out and the rest of the ACL applies."""
 
     def allows(self, secret: SecretRef, principal: Principal, mode: Mode) -> bool:
         if Grant(secret, principal, mode) in self.grants:

@@ -469,7 +469,8 @@ async def test_an_entry_with_a_bad_name_is_skipped_and_named(
     ic_server.fault = "bad-name"  # a grant for "Not A/Name", certified with the rest
     snap = await backend.snapshot()
     assert snap.grants == frozenset({Grant(DB, WEB, "ro")})
-    assert snap.skipped == (
-        "acl.grants[1].secret: 'Not A/Name' is not a secret (namespace/name): "
-        "'Not A' is not a valid namespace",
+    (entry,) = snap.skipped
+    assert (entry.where, entry.secret) == ("acl.grants[1]", "Not A/Name")
+    assert str(entry) == (
+        "acl.grants[1] (secret 'Not A/Name'): secret 'Not A/Name': 'Not A' is not a valid namespace"
     )

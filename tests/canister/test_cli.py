@@ -199,7 +199,10 @@ def test_retire_removes_a_name_the_controller_cannot_use(
     }
     snap = asyncio.run(controller.snapshot())
     assert snap.secrets == frozenset({DB})
-    assert [s.split(":")[0] for s in snap.skipped] == ["acl.secrets[0]", "acl.grants[0].secret"]
+    assert [(e.where, e.secret) for e in snap.skipped] == [
+        ("acl.secrets[0]", "shop/a..b"),
+        ("acl.grants[0]", "shop/a..b"),
+    ]
     code, out, _ = rotor(capsys, "acl", "list", *flags)
     assert code == 0
     assert "SKIPPED" in out

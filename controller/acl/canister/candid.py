@@ -11,7 +11,7 @@ from ic.candid import NullClass, OptClass, RecordClass, ReservedClass, Types, de
 from ic.utils import labelHash
 
 from controller.acl.canister.errors import CanisterAnswerError
-from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode, RequestState
+from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode, RequestState, SkippedEntry
 from rotor.errors import InvalidSpec
 from rotor.names import Principal, SecretRef
 
@@ -134,13 +134,14 @@ def acl_hash(acl: dict[str, Any]) -> bytes:
 
 
 def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
-    """A decoded ``Acl`` record as an :class:`AclSnapshot`. An entry whose name is not a
-    Kubernetes name (rotor.names) is left out and listed in ``skipped``; the rest applies."""
+    """A decoded ``Acl`` record as an :class:`AclSnapshot`. An entry whose names are not
+    Kubernetes names (rotor.names) is left out and listed in ``skipped``; the rest applies."""
 
     seen: dict[tuple[str, str], SecretRef | Principal | str] = {}  # names repeat: parse once
-    skipped: list[str] = []
+    skipped: list[SkippedEntry] = []
 
-    def parse(where: str, kind: str, text: str) -> SecretRef | Principal | None:
+    def parse(kind: str, text: str) -> SecretRef | Principal | str:
+        """The name, or why it is not one."""
         found = seen.get((kind, text))
         if found is None:
             value: SecretRef | Principal
@@ -150,29 +151,30 @@ def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
                 else:
                     value = Principal.parse(text, "name")
                 # SecretRef.parse strips spaces: the stored name must be the one that parsed
-                found = value if str(value) == text else "spaces around it"
+                found = value if str(value) == text else f"{kind} {text!r}: spaces around it"
             except InvalidSpec as e:
-                found = e.problem.removeprefix(f"{text!r} ")
+                found = f"{kind} {text!r}: {e.problem}"
             seen[(kind, text)] = found
-        if isinstance(found, str):
-            skipped.append(f"{where}: {text!r} is not a {kind} (namespace/name): {found}")
-            return None
         return found
 
     secrets: set[SecretRef] = set()
     for i, s in enumerate(acl["secrets"]):
-        ref = parse(f"acl.secrets[{i}]", "secret", s)
+        ref = parse("secret", s)
         if isinstance(ref, SecretRef):
             secrets.add(ref)
+        else:
+            skipped.append(SkippedEntry(f"acl.secrets[{i}]", s, str(ref)))
 
     def entry(where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode] | None:
         """The secret, principal and mode that a grant and a request both carry."""
-        secret = parse(f"{where}.secret", "secret", e["secret"])
-        principal = parse(f"{where}.principal", "principal", e["principal"])
+        secret = parse("secret", e["secret"])
+        principal = parse("principal", e["principal"])
         mode = cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{origin}: {where}.mode"))
-        if not isinstance(secret, SecretRef) or not isinstance(principal, Principal):
-            return None
-        return secret, principal, mode
+        if isinstance(secret, SecretRef) and isinstance(principal, Principal):
+            return secret, principal, mode
+        problems = [p for p in (secret, principal) if isinstance(p, str)]
+        skipped.append(SkippedEntry(where, e["secret"], "; ".join(problems)))
+        return None
 
     grants: set[Grant] = set()
     for i, g in enumerate(acl["grants"]):
