@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from controller.model import (
@@ -29,7 +29,7 @@ from controller.model import (
 )
 from rotor import API_GROUP
 from rotor import status as st
-from rotor.acl import AclSnapshot, Grant
+from rotor.acl import AclSnapshot, Grant, SkippedEntry
 from rotor.layout import (
     ANN_CHECKSUM,
     ANN_PREVIOUS_EXPIRES,
@@ -367,6 +367,7 @@ def secret_status(
     stale: Staleness,
     acl_known: bool,
     stores: StoreSync | None = None,
+    skipped: Sequence[SkippedEntry] = (),
 ) -> st.RotatingSecretStatus:
     """Phase, version, writer, rotation times, consumers and the four conditions."""
     state = source.state if source else None
@@ -422,6 +423,15 @@ def secret_status(
             st.R_NO_REQUESTS,
             "no workload asks to write this secret (annotate one with rotor.dev/rw)",
         )
+    if skipped and not stale.stale:
+        what = "; ".join(str(e) for e in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        text = f"{len(skipped)} unusable ACL entries for this secret left out: {what}"
+        if access.status == "True":
+            access = replace(access, message=f"{access.message}; {text}")
+        else:
+            access = _cond(
+                st.ACCESS_GRANTED, False, st.R_ACL_ENTRY_SKIPPED, f"{text}; {access.message}"
+            )
     conds.append(access)
 
     # Published

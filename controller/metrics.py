@@ -41,6 +41,14 @@ class Metrics:
             "1 while the ACL in use is the last good one because the backend failed.",
             registry=registry,
         )
+        self.acl_skipped = Gauge(
+            "rotor_controller_acl_skipped_entries",
+            "1 for each ACL entry left out as unusable (e.g. a name that is not a Kubernetes "
+            "name), by where it is in the ACL and the secret it names; `rotor acl retire` or "
+            "`rotor acl revoke` removes it.",
+            ["entry", "secret"],
+            registry=registry,
+        )
         self.grants = Gauge(
             "rotor_controller_grants",
             "ACL entries by state (granted, pending, denied) and mode.",

@@ -45,7 +45,7 @@ from controller.model import (
 )
 from rotor import API
 from rotor import status as st
-from rotor.acl import AclBackend, AclSnapshot, Grant
+from rotor.acl import AclBackend, AclSnapshot, Grant, SkippedEntry
 from rotor.errors import (
     ConflictError,
     InvalidSpec,
@@ -136,6 +136,7 @@ class Controller:
         self.acl_ok_at: float | None = None
         self.acl_failing = False
         self.acl_error = ""
+        self._skipped_reported: set[SkippedEntry] = set()  # warned about and Evented once
         self.rbac: dict[str, dict[tuple[str, str, str], str]] = {}
         """source label -> (kind, namespace, name) -> digest of what was applied."""
         self.dirty: set[SecretRef] = set()
@@ -380,6 +381,7 @@ class Controller:
                     continue
             if changed:
                 snap = await self.backend.snapshot()
+            await self._report_skipped(snap)
             self.acl = snap
             self.acl_ok_at = self.clock()
             self.acl_failing = False
@@ -396,6 +398,24 @@ class Controller:
         self.metrics.acl_staleness.set(0 if stale.age == float("inf") else stale.age)
         self._grant_metrics()
         self.mark(self.index.rsecs)
+
+    async def _report_skipped(self, snap: AclSnapshot) -> None:
+        """Entries the backend left out as unusable: a metric for each, and once each a
+        warning and an Event on the RotatingSecret it names (when there is one); the
+        AccessGranted condition of that secret names them too (decide.secret_status)."""
+        self.metrics.acl_skipped.clear()
+        for e in snap.skipped:
+            self.metrics.acl_skipped.labels(e.where, e.secret).set(1)
+        for e in sorted(set(snap.skipped) - self._skipped_reported):
+            log.warning("ACL entry left out (the rest of the ACL applies): %s", e)
+            try:
+                obs = self.index.rsecs.get(SecretRef.parse(e.secret, None, "secret"))
+            except InvalidSpec:
+                obs = None
+            if obs is not None:
+                with contextlib.suppress(RotorError):
+                    await self.event(obs, st.R_ACL_ENTRY_SKIPPED, str(e))
+        self._skipped_reported = set(snap.skipped)
 
     def _grant_metrics(self) -> None:
         acl = self.acl
@@ -487,8 +507,9 @@ class Controller:
         consumers = decide.consumer_statuses(
             ref, self.index.wants_for(ref), grants, self.acl, source, views
         )
+        skipped = [e for e in (self.acl.skipped if self.acl else ()) if e.secret == str(ref)]
         status = decide.secret_status(
-            obs, source, writer, consumers, plan, stale, acl_known, stores
+            obs, source, writer, consumers, plan, stale, acl_known, stores, skipped
         )
         await self.write_status(obs, status)
 

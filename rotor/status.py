@@ -51,6 +51,7 @@ R_NO_REQUESTS = "NoRequests"
 R_ACL_STALE = "AclStale"
 R_ACL_REVOKED_STALE = "AclRevokedStale"
 R_ACL_UNAVAILABLE = "AclUnavailable"
+R_ACL_ENTRY_SKIPPED = "AclEntrySkipped"  # an ACL entry for this secret is unusable and left out
 R_UP_TO_DATE = "UpToDate"
 R_PUBLISHING = "Publishing"
 R_NO_CONSUMERS = "NoConsumers"
