@@ -1,5 +1,6 @@
 """Both ACL backends pass the conformance suite (tests/acl/conformance.py): the ConfigMap on the
-strict Kubernetes emulator, the canister on the local IC server (tests/canister/ic_server.py)."""
+strict Kubernetes emulator, the compiled canister on wasmtime behind the local IC server
+(tests/canister/ic_server.py, wasm_host.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from controller.acl.configmap import ConfigMapAclBackend
 from tests.acl.conformance import CHECKS, AclHarness
 from tests.canister.conftest import ADMIN_KEY, CONTROLLER_KEY, backend_for, identity
 from tests.canister.ic_server import IcServer, IcServerThread
+from tests.canister.wasm_host import wasm_or_skip
 from tests.kubeemu import EmulatorThread
 
 
@@ -23,8 +25,9 @@ def harness(request: pytest.FixtureRequest) -> Iterator[AclHarness]:
             yield AclHarness(operator=backend, admin=backend)
         return
     admin, controller = identity(ADMIN_KEY), identity(CONTROLLER_KEY, "ed25519")
-    with IcServerThread(IcServer(admin.sender().bytes, delegated=True)) as server:
-        server.model.operators.add(controller.sender().bytes)
+    wasm = wasm_or_skip()  # the compiled canister, on wasmtime
+    with IcServerThread(IcServer(admin.sender().bytes, delegated=True, wasm=wasm)) as server:
+        server.add_operator(controller.sender().bytes)
         yield AclHarness(operator=backend_for(server, controller), admin=backend_for(server, admin))
 
 

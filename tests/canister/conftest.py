@@ -11,6 +11,7 @@ import pytest
 
 from controller.acl.canister import CanisterAclBackend
 from tests.canister.ic_server import IcServer, IcServerThread
+from tests.canister.wasm_host import wasm_or_skip
 from tests.conftest import IN_CI, require_tool
 
 CANISTER = Path(__file__).resolve().parents[2] / "canister"
@@ -80,11 +81,29 @@ def controller_identity() -> Any:
     return identity(CONTROLLER_KEY, "ed25519")
 
 
+@pytest.fixture(scope="session")
+def canister_wasm() -> Path:
+    """canister/build/acl.wasm, rebuilt when canister/src changed."""
+    return wasm_or_skip()
+
+
 @pytest.fixture
-def ic_server(admin_identity: Any, controller_identity: Any) -> Iterator[IcServer]:
-    """The local IC server; the admin installed the canister and made the controller an operator."""
+def ic_server(
+    admin_identity: Any, controller_identity: Any, canister_wasm: Path
+) -> Iterator[IcServer]:
+    """The local IC server running the compiled canister; the admin installed it and made the
+    controller an operator."""
+    with IcServerThread(IcServer(admin_identity.sender().bytes, wasm=canister_wasm)) as server:
+        server.add_operator(controller_identity.sender().bytes)
+        yield server
+
+
+@pytest.fixture
+def model_server(admin_identity: Any, controller_identity: Any) -> Iterator[IcServer]:
+    """The local IC server with the Python model of State.mo instead of the wasm: for state the
+    current canister cannot hold (names stored under an older rule, an older state replayed)."""
     with IcServerThread(IcServer(admin_identity.sender().bytes)) as server:
-        server.model.operators.add(controller_identity.sender().bytes)
+        server.add_operator(controller_identity.sender().bytes)
         yield server
 
 

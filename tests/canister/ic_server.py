@@ -38,6 +38,7 @@ from ic.principal import Principal as IcPrincipal
 from ic.utils import labelHash, to_request_id
 from pyblst import BlstP1Element, BlstP2Element
 
+from tests.canister.wasm_host import EMPTY_ARGS, CanisterReject, CanisterTrap, WasmCanister
 from tests.conftest import free_port
 
 DID = Path(__file__).resolve().parents[2] / "canister" / "acl.did"
@@ -69,6 +70,14 @@ FAULTS = (
     "reject",  # queries and calls are rejected (canister error)
     "refuse-call",  # a call is refused at once (200 and a CBOR rejection, in its endpoint's form)
     "call-pending",  # a v3/v4 call answers 202 (not done in time): the client polls read_state
+)
+# Faults that change the acl() answer itself: the server builds it (from the canister's ACL).
+ANSWER_FAULTS = (
+    "wrong-type",
+    "missing-field",
+    "bad-name",
+    "no-certificate",
+    "no-certificate-field",
 )
 
 # The endpoints of the IC interface specification ("HTTPS Interface") this server answers. A real
@@ -328,11 +337,17 @@ class IcServer:
         *,
         delegated: bool = False,
         apis: tuple[str, ...] = ("v2", "v3", "v4"),
+        wasm: Path | None = None,
     ) -> None:
+        """``wasm``: run that compiled canister (canister/build/acl.wasm, see wasm_host.py);
+        None: the Python model of State.mo, for state only an older canister could hold (names
+        under the old rule) or that tests set directly (a replayed older state)."""
         self.canister_id = CANISTER_ID
         self.canister = IcPrincipal.from_str(CANISTER_ID).bytes
         self.methods = load_interface()
         self.model = AclModel(admins={installer})
+        self.wasm = WasmCanister(wasm, self.canister, installer) if wasm else None
+        self.installer = installer
         self.root = BlsKey()
         self.subnet = BlsKey() if delegated else None
         self.fault: str | None = None
@@ -387,11 +402,39 @@ class IcServer:
         inner = {"tree": inner_tree, "signature": self._sign(inner_tree, self.root)}
         return {"subnet_id": SUBNET_ID, "certificate": cbor2.dumps(inner)}
 
-    def acl_answer(self, ranges: str = "flat") -> bytes:
+    def add_operator(self, principal: bytes) -> None:
+        """As the installer (the first admin) would: add_operator through the canister."""
+        if self.wasm is None:
+            self.model.operators.add(principal)
+            return
+        arg = encode([{"type": Types.Principal, "value": IcPrincipal(bytes=principal).to_str()}])
+        result = decode(
+            self.wasm.update("add_operator", self.installer, arg),
+            Types.Variant({"ok": Types.Nat64, "err": Types.Reserved}),
+        )
+        assert "ok" in result[0]["value"], result
+
+    def acl_answer(self, ranges: str = "flat", caller: bytes = b"") -> bytes:
+        if self.wasm is not None:
+            data = self.wasm.certified_data
+            if self.fault == "mismatch":
+                data = hashlib.sha256(b"another ACL").digest()
+            if self.fault not in ANSWER_FAULTS:  # the canister's own answer, byte for byte
+                cert = self.certificate(
+                    labeled(b"canister", self.canister, b"certified_data", data), ranges=ranges
+                )
+                return self.wasm.query("acl", caller, EMPTY_ARGS, cert)
+            reply = self.wasm.query("acl", caller, EMPTY_ARGS, None)
+            acl = decode(reply, self.methods["acl"].retTypes)[0]["value"]["acl"]
+            return self._answer(acl, data, ranges)
         acl = self.model.view()
         data = hashlib.sha256(encode_acl(acl)).digest()
         if self.fault == "mismatch":
             data = hashlib.sha256(b"another ACL").digest()
+        return self._answer(acl, data, ranges)
+
+    def _answer(self, acl: dict[str, Any], data: bytes, ranges: str) -> bytes:
+        """An acl() answer built here, the faults applied."""
         if self.fault == "bad-name":
             acl["grants"] = [
                 *acl["grants"],
@@ -491,6 +534,8 @@ class IcServer:
                 "reject_message": "canister trapped",
                 "error_code": "IC0503",
             }
+        elif self.wasm is not None:
+            answer = self._wasm_query(method, content, ranges)
         elif method == "acl":
             answer = {"status": "replied", "reply": {"arg": self.acl_answer(ranges)}}
         elif method == "members":
@@ -508,6 +553,29 @@ class IcServer:
                 "error_code": "IC0302",
             }
         return web.Response(body=cbor2.dumps(answer), content_type="application/cbor")
+
+    def _wasm_query(self, method: str, content: dict[str, Any], ranges: str) -> dict[str, Any]:
+        caller = bytes(content["sender"])
+        try:
+            if method == "acl":
+                reply = self.acl_answer(ranges, caller)
+            else:
+                reply = self.wasm.query(method, caller, bytes(content["arg"]), None)  # type: ignore[union-attr]
+        except CanisterTrap as e:
+            return {
+                "status": "rejected",
+                "reject_code": 5,
+                "reject_message": f"canister trapped: {e}",
+                "error_code": "IC0503",
+            }
+        except CanisterReject as e:
+            return {
+                "status": "rejected",
+                "reject_code": 4,
+                "reject_message": str(e),
+                "error_code": "IC0406",
+            }
+        return {"status": "replied", "reply": {"arg": reply}}
 
     def _refusal(self, api: str) -> dict[str, Any]:
         """A call refused before it is accepted. Spec "Request: Call" (v2): 200 and
@@ -549,6 +617,12 @@ class IcServer:
             )
         if self.fault == "reject":
             self.replies[request_id] = ("rejected", b"canister trapped")
+        elif self.wasm is not None:
+            try:
+                reply = self.wasm.update(method, bytes(content["sender"]), bytes(content["arg"]))
+                self.replies[request_id] = ("replied", reply)
+            except (CanisterTrap, CanisterReject) as e:
+                self.replies[request_id] = ("rejected", f"canister trapped: {e}".encode())
         else:
             result = self.model.call(
                 method, bytes(content["sender"]), self._args(method, bytes(content["arg"]))

@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -148,7 +149,7 @@ async def test_weaker_verify_levels_accept(
 ) -> None:
     ic_server.fault = fault
     snap = await backend_for(ic_server, controller_identity, verify=verify).snapshot()
-    assert snap.version == 0
+    assert snap.version == 1  # add_operator by the installer
 
 
 async def test_timeout_is_unavailable(ic_server: IcServer, controller_identity: Any) -> None:
@@ -168,8 +169,12 @@ async def test_retries_with_backoff(ic_server: IcServer, controller_identity: An
         await backend.snapshot()
 
 
-async def test_delegated_certificates_verify(admin_identity: Any, controller_identity: Any) -> None:
-    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+async def test_delegated_certificates_verify(
+    canister_wasm: Path, admin_identity: Any, controller_identity: Any
+) -> None:
+    with IcServerThread(
+        IcServer(admin_identity.sender().bytes, delegated=True, wasm=canister_wasm)
+    ) as server:
         backend = backend_for(server, admin_identity)
         await backend.register_secret(DB)
         await backend.approve(DB, WEB, "ro")
@@ -185,7 +190,7 @@ async def test_root_key_fetched_from_a_local_replica(
         identity=controller_identity,
         root_key="fetch",
     )
-    assert (await backend.snapshot()).version == 0
+    assert (await backend.snapshot()).version == 1  # add_operator by the installer
     assert backend.client.root_key_der == ic_server.root.der
 
 
@@ -329,9 +334,13 @@ async def test_an_accepted_call_is_polled_on_v3_read_state(
 
 
 @pytest.mark.parametrize("delegated", [False, True], ids=["root", "delegated"])
-async def test_a_v2_only_host_is_still_understood(admin_identity: Any, delegated: bool) -> None:
+async def test_a_v2_only_host_is_still_understood(
+    canister_wasm: Path, admin_identity: Any, delegated: bool
+) -> None:
     with IcServerThread(
-        IcServer(admin_identity.sender().bytes, delegated=delegated, apis=("v2",))
+        IcServer(
+            admin_identity.sender().bytes, delegated=delegated, apis=("v2",), wasm=canister_wasm
+        )
     ) as server:
         backend = backend_for(server, admin_identity)
         await backend.register_secret(DB)
@@ -341,10 +350,14 @@ async def test_a_v2_only_host_is_still_understood(admin_identity: Any, delegated
         assert "v2 query acl" in server.calls
 
 
-async def test_a_v2_refusal_is_a_rejection_at_once(admin_identity: Any) -> None:
+async def test_a_v2_refusal_is_a_rejection_at_once(
+    canister_wasm: Path, admin_identity: Any
+) -> None:
     """Spec "Request: Call" (v2): a refused call is 200 {reject_code, reject_message,
     error_code} with no status; it was taken for a call in flight and timed out."""
-    with IcServerThread(IcServer(admin_identity.sender().bytes, apis=("v2",))) as server:
+    with IcServerThread(
+        IcServer(admin_identity.sender().bytes, apis=("v2",), wasm=canister_wasm)
+    ) as server:
         server.fault = "refuse-call"
         backend = backend_for(server, admin_identity, call_timeout=3.0)
         with pytest.raises(PermanentError, match=r"code 4, IC0406: caller is not allowed"):
@@ -353,10 +366,12 @@ async def test_a_v2_refusal_is_a_rejection_at_once(admin_identity: Any) -> None:
 
 
 @pytest.mark.parametrize("ranges", ["tree", "flat"])
-def test_both_delegation_formats_verify(admin_identity: Any, ranges: str) -> None:
+def test_both_delegation_formats_verify(
+    canister_wasm: Path, admin_identity: Any, ranges: str
+) -> None:
     """The delegation's canister ranges at /canister_ranges/<subnet>/<shard> (v3 query,
     v3 read_state, v4 call) or /subnet/<subnet>/canister_ranges (v2)."""
-    server = IcServer(admin_identity.sender().bytes, delegated=True)
+    server = IcServer(admin_identity.sender().bytes, delegated=True, wasm=canister_wasm)
     data = b"\x01" * 32
     cert = server.certificate(
         labeled(b"canister", server.canister, b"certified_data", data), ranges=ranges
@@ -376,9 +391,12 @@ def test_both_delegation_formats_verify(admin_identity: Any, ranges: str) -> Non
 
 
 async def test_delegated_answers_on_the_current_endpoints_verify(
+    canister_wasm: Path,
     admin_identity: Any,
 ) -> None:
-    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+    with IcServerThread(
+        IcServer(admin_identity.sender().bytes, delegated=True, wasm=canister_wasm)
+    ) as server:
         backend = backend_for(server, admin_identity)
         await backend.register_secret(DB)
         await backend.approve(DB, WEB, "ro")
@@ -390,10 +408,14 @@ async def test_delegated_answers_on_the_current_endpoints_verify(
     ("fault", "message"),
     [("stale-delegation", "delegation is 31 days old"), ("stale", "3600s old")],
 )
-async def test_a_stale_delegation_is_refused(admin_identity: Any, fault: str, message: str) -> None:
+async def test_a_stale_delegation_is_refused(
+    canister_wasm: Path, admin_identity: Any, fault: str, message: str
+) -> None:
     """DFINITY's verifiers refuse a delegation older than 30 days, however fresh the
     certificate it signs."""
-    with IcServerThread(IcServer(admin_identity.sender().bytes, delegated=True)) as server:
+    with IcServerThread(
+        IcServer(admin_identity.sender().bytes, delegated=True, wasm=canister_wasm)
+    ) as server:
         backend = backend_for(server, admin_identity)
         await backend.register_secret(DB)
         server.fault = fault
@@ -441,22 +463,22 @@ def test_opt_fields_follow_the_candid_rules() -> None:
 
 # -- the ACL version only grows (issue 13, item 4) -------------------------------------------------
 async def test_a_replayed_older_acl_is_refused(
-    ic_server: IcServer, controller_identity: Any, admin_identity: Any
+    model_server: IcServer, controller_identity: Any, admin_identity: Any
 ) -> None:
     """A valid, fresh certificate of an older ACL (a replayed answer, a lagging node) would
     bring a revoked grant back; the version may only grow."""
-    backend = await seeded(ic_server, controller_identity, admin_identity)
+    backend = await seeded(model_server, controller_identity, admin_identity)
     granted = await backend.snapshot()
     assert Grant(DB, WEB, "ro") in granted.grants
-    before = copy.deepcopy(ic_server.model)
-    await backend_for(ic_server, admin_identity).revoke(DB, WEB, "ro")
+    before = copy.deepcopy(model_server.model)
+    await backend_for(model_server, admin_identity).revoke(DB, WEB, "ro")
     revoked = await backend.snapshot()
     assert revoked.grants == frozenset()
     assert revoked.version > granted.version
-    ic_server.model = before  # the canister's older state, certified afresh
+    model_server.model = before  # the canister's older state, certified afresh
     with pytest.raises(CanisterAnswerError, match=r"version \d+ is older than version \d+"):
         await backend.snapshot()
-    ic_server.model.version = revoked.version  # same version, other content
+    model_server.model.version = revoked.version  # same version, other content
     with pytest.raises(CanisterAnswerError, match="another ACL of version"):
         await backend.snapshot()
 

@@ -56,7 +56,7 @@ def test_list_approve_revoke(
 
     code, out, _ = rotor(capsys, "acl", "list", *flags)
     assert code == 0
-    assert "ACL version 2" in out
+    assert "ACL version 3" in out
     assert "shop/db  shop/web   ro    pending" in out
 
     code, out, _ = rotor(capsys, "acl", "approve", "shop/db", "shop/web", "ro", *flags)
@@ -182,21 +182,30 @@ def test_console_entry_point() -> None:
 
 
 def test_retire_removes_a_name_the_controller_cannot_use(
-    ic_server: IcServer,
+    model_server: IcServer,
     controller_identity: Any,
-    flags: list[str],
+    admin_identity: Any,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An older canister accepted "shop/a..b"; the controller skips it and names it, and an
     admin retires it with its grants and requests, leaving the rest."""
-    controller = backend_for(ic_server, controller_identity)
+    controller = backend_for(model_server, controller_identity)
     asyncio.run(controller.register_secret(DB))
-    ic_server.model.secrets.add("shop/a..b")  # stored under the old, looser rule
-    ic_server.model.grants["shop/a..b shop/web ro"] = {
+    model_server.model.secrets.add("shop/a..b")  # stored under the old, looser rule
+    model_server.model.grants["shop/a..b shop/web ro"] = {
         "secret": "shop/a..b",
         "principal": "shop/web",
         "mode": {"ro": None},
     }
+    flags = [
+        "--backend=canister",
+        f"--host={model_server.url}",
+        f"--canister-id={model_server.canister_id}",
+        f"--identity={pem_file(tmp_path, admin_identity, 'admin')}",
+        f"--root-key={model_server.root.der.hex()}",
+    ]
+    model_server.model.version += 1
     snap = asyncio.run(controller.snapshot())
     assert snap.secrets == frozenset({DB})
     assert [(e.where, e.secret) for e in snap.skipped] == [
@@ -214,7 +223,7 @@ def test_retire_removes_a_name_the_controller_cannot_use(
     snap = asyncio.run(controller.snapshot())
     assert snap.skipped == ()
     assert snap.secrets == frozenset({DB})
-    assert ic_server.model.grants == {}
+    assert model_server.model.grants == {}
 
 
 def test_retire_needs_an_admin(
@@ -232,7 +241,8 @@ def test_retire_needs_an_admin(
     code, _, err = rotor(capsys, "acl", "retire", "shop/db", *operator)
     assert code == 1
     assert "is not an admin" in err
-    assert "shop/db" in ic_server.model.secrets
+    snap = asyncio.run(backend_for(ic_server, controller_identity).snapshot())
+    assert DB in snap.secrets
 
 
 def test_retire_with_the_configmap_backend_says_how(capsys: pytest.CaptureFixture[str]) -> None:

@@ -93,7 +93,7 @@ async def test_bad_answer_keeps_the_last_good_acl(
 
 
 async def test_an_unusable_entry_is_left_out_and_reported(
-    ic_server: IcServer, controller_identity: Any, admin_identity: Any
+    model_server: IcServer, controller_identity: Any, admin_identity: Any
 ) -> None:
     """A grant an older canister accepted with a principal that is not a Kubernetes name is
     left out; the rest of the ACL applies (it used to fail every decode and leave the controller
@@ -103,10 +103,10 @@ async def test_an_unusable_entry_is_left_out_and_reported(
     from rotor import status as st
     from tests.kubeemu import EmulatorThread
 
-    backend = backend_for(ic_server, controller_identity, timeout=2.0, attempts=1)
+    backend = backend_for(model_server, controller_identity, timeout=2.0, attempts=1)
     await backend.register_secret(DB)
-    await backend_for(ic_server, admin_identity).approve(DB, WEB, "ro")
-    ic_server.model.grants["shop/db shop/Web..x ro"] = {  # stored under the old, looser rule
+    await backend_for(model_server, admin_identity).approve(DB, WEB, "ro")
+    model_server.model.grants["shop/db shop/Web..x ro"] = {  # stored under the old, looser rule
         "secret": "shop/db",
         "principal": "shop/Web..x",
         "mode": {"ro": None},
@@ -154,9 +154,9 @@ async def test_an_unusable_entry_is_left_out_and_reported(
             assert len(skipped_events) == 1
 
             # an admin revokes it (names are not checked on revoke: whatever is stored goes)
-            admin = backend_for(ic_server, admin_identity)
+            admin = backend_for(model_server, admin_identity)
             await admin._update("revoke", triple_args_raw("shop/db", "shop/Web..x", "ro"))
-            assert ic_server.model.grants.keys() == {"shop/db shop/web ro"}
+            assert model_server.model.grants.keys() == {"shop/db shop/web ro"}
             await ctl.sync_acl()
             assert (
                 metrics.registry.get_sample_value("rotor_controller_acl_skipped_entries", labels)
