@@ -11,7 +11,7 @@ import pytest
 
 from controller.acl.canister import CanisterAclBackend
 from tests.canister.ic_server import IcServer, IcServerThread
-from tests.canister.wasm_host import wasm_or_skip
+from tests.canister.wasm_host import compiled_wasm, wasm_or_skip
 from tests.conftest import IN_CI, require_tool
 
 CANISTER = Path(__file__).resolve().parents[2] / "canister"
@@ -44,12 +44,10 @@ def moc() -> Moc:
 
 
 @pytest.fixture(scope="session")
-def built(moc: Moc, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """canister/src compiled once per session: acl.wasm, acl.did, acl.most."""
-    out = tmp_path_factory.mktemp("canister-build")
-    result = moc("build", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+def built(moc: Moc) -> Path:
+    """canister/src compiled (acl.wasm, acl.did, acl.most in canister/build), once for all the
+    tests that run it; rebuilt when the sources changed (wasm_host.compiled_wasm)."""
+    return compiled_wasm(require_tool("node", "apt-get install nodejs npm")).parent
 
 
 @pytest.fixture(scope="session")
