@@ -52,7 +52,8 @@ def compiled_wasm(node: str = "node") -> Path:
     the sources changed since the last build (the digest is kept beside it)."""
     wasm, stamp = BUILD / "acl.wasm", BUILD / "acl.wasm.sources"
     digest = source_digest()
-    if wasm.is_file() and stamp.is_file() and stamp.read_text() == digest:
+    outputs = [wasm, BUILD / "acl.did", BUILD / "acl.most"]
+    if all(p.is_file() for p in outputs) and stamp.is_file() and stamp.read_text() == digest:
         return wasm
     result = subprocess.run(
         [node, str(CANISTER / "scripts" / "moc.mjs"), "build", str(BUILD)],
