@@ -61,6 +61,7 @@ FAULTS = (
     "stale",  # the certificate's /time is an hour old
     "future",  # the certificate's /time is an hour ahead
     "stale-delegation",  # the delegation's own /time is 31 days old (its signature is valid)
+    "future-delegation",  # the delegation's own /time is an hour ahead
     "mismatch",  # certified_data is not the hash of the ACL in the answer
     "bad-signature",  # signed with another key
     "no-certificate",  # certificate = null
@@ -384,6 +385,8 @@ class IcServer:
         """The root key's certificate of the subnet's public key and canister ranges."""
         if self.fault == "stale-delegation":
             now -= 31 * 86400 * 10**9
+        if self.fault == "future-delegation":
+            now += 3600 * 10**9
         blob = cbor2.dumps(cbor2.CBORTag(55799, [[self.canister, self.canister]]))
         below = IcPrincipal.from_str("aaaaa-aa").bytes  # another shard, before this canister's
         subnet_fields = [labeled(b"public_key", self.subnet.der)] if self.subnet else []

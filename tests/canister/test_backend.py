@@ -406,7 +406,11 @@ async def test_delegated_answers_on_the_current_endpoints_verify(
 
 @pytest.mark.parametrize(
     ("fault", "message"),
-    [("stale-delegation", "delegation is 31 days old"), ("stale", "3600s old")],
+    [
+        ("stale-delegation", "delegation is 31 days old"),
+        ("future-delegation", "delegation is 3600s in the future"),
+        ("stale", "3600s old"),
+    ],
 )
 async def test_a_stale_delegation_is_refused(
     canister_wasm: Path, admin_identity: Any, fault: str, message: str
