@@ -1,16 +1,22 @@
 """A small local server that speaks the Internet Computer HTTP interface for one ACL canister.
 
 No IC replica runs here (PocketIC and dfx download their binaries), so tests of the canister
-client use this: aiohttp, ``/api/v2/status``, ``/api/v2/canister/<id>/query``, ``.../call`` and
-``.../read_state`` (the endpoints ic-py 1.0.1 and controller.acl.canister use), CBOR envelopes whose
-sender signature is checked, Candid bodies typed from the committed ``canister/acl.did`` (parsed
-with ic-py's DID parser, not the client's types), an in-memory ACL model with the semantics of
-canister/src/State.mo, and certificates: a hash tree holding ``/canister/<id>/certified_data``
-(sha256 of the ACL's canonical encoding) and ``/time``, signed with a test BLS12-381 key (pyblst),
-optionally through a subnet delegation, as the IC does.
+client use this: aiohttp, ``/api/v2/status`` and the query, call and read_state endpoints in
+their v2, v3 and v4 forms (``ENDPOINTS``; ``apis=("v2",)`` plays an older replica), CBOR
+envelopes whose sender signature is checked, and certificates: a hash tree holding
+``/canister/<id>/certified_data`` and ``/time``, signed with a test BLS12-381 key (pyblst),
+optionally through a subnet delegation whose canister ranges take the format of the endpoint
+(flat for v2, sharded for v3 and v4), as a replica does. Each answer's docstring names the part
+of the interface specification it follows.
+
+Behind it runs the compiled canister (``wasm=``: canister/build/acl.wasm on wasmtime, see
+wasm_host.py), so the certified data is what the canister itself set; or, for state the current
+canister cannot hold, an in-memory model of canister/src/State.mo (``AclModel``) with Candid
+typed from the committed ``canister/acl.did`` (parsed with ic-py's DID parser, not the client's
+types).
 
 ``server.fault`` makes it answer badly (wrong Candid, missing field, stale or mismatching
-certificate, bad signature, HTTP 500, a hang, a rejection) to test the client's checks.
+certificate, bad signature, HTTP 500, a hang, a rejection, a refusal...) to test the client.
 """
 
 from __future__ import annotations
