@@ -565,6 +565,13 @@ class IcServer:
 
     def _wasm_query(self, method: str, content: dict[str, Any], ranges: str) -> dict[str, Any]:
         caller = bytes(content["sender"])
+        if not self.wasm.has(f"canister_query {method}"):  # type: ignore[union-attr]
+            return {
+                "status": "rejected",
+                "reject_code": 3,
+                "reject_message": f"the canister has no query method {method!r}",
+                "error_code": "IC0536",
+            }
         try:
             if method == "acl":
                 reply = self.acl_answer(ranges, caller)

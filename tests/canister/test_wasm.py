@@ -128,3 +128,12 @@ async def test_retire_on_the_compiled_canister(
     assert snap.grants == frozenset({Grant(other, WEB, "ro")})
     assert snap.requests == ()
     assert await admin.retire_secret(str(DB)) == version  # idempotent
+
+
+async def test_an_unknown_query_is_rejected_as_a_replica_does(
+    ic_server: IcServer, controller_identity: Any
+) -> None:
+    client = backend_for(ic_server, controller_identity).client
+    with pytest.raises(PermanentError, match=r"code 3, IC0536: the canister has no query"):
+        await client.query("nope", EMPTY_ARGS)
+    assert decode_one(await client.query("acl", EMPTY_ARGS), CERTIFIED_ACL, "acl")["certificate"]

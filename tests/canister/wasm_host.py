@@ -167,6 +167,9 @@ class WasmCanister:
             raise CanisterTrap(f"{export} did not reply")
         return msg
 
+    def has(self, export: str) -> bool:
+        return isinstance(self.instance.exports(self.store).get(export), wasmtime.Func)
+
     def update(self, method: str, caller: bytes, arg: bytes) -> bytes:
         try:
             msg = self._run(f"canister_update {method}", _Message("update", arg, caller))
