@@ -19,46 +19,46 @@ Reload (``rotor.dev/reload``, ``--reload``):
   (names only, no value); 2xx is success.
 * ``none``: the app watches its files.
 
-aiohttp is imported only when a hook or an HTTP reload is configured.
+The POSTs go through :mod:`agent.http` (asyncio streams and h11, kept alive between calls);
+the agent loads no aiohttp (see that module for why).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent.http import Pool, post_json
 from rotor.annotations import Reload
-
-if TYPE_CHECKING:
-    import aiohttp
 
 log = logging.getLogger("rotor.agent.hooks")
 
 
 class _Http:
-    """One lazily created aiohttp client session shared by the hooks of an agent."""
+    """Kept-alive connections to the app's URL, shared by the calls of one hook.
+
+    Raises TimeoutError after ``timeout`` seconds, another OSError when the app cannot be
+    reached or breaks HTTP. Redirects are not followed (the answer's status is the result).
+    """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def post(self, url: str, body: Mapping[str, Any]) -> int:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        async with self._session.post(url, json=body, allow_redirects=False) as resp:
-            await resp.read()
-            return resp.status
+        if self._pool is None:
+            self._pool = Pool(url)
+        return await post_json(url, json.dumps(body).encode(), self.timeout, self._pool)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,11 @@ class ApplyHook:
             "values": {k: v.decode() for k, v in values.items()},
             "current": {k: v.decode() for k, v in current.items()},
         }
-        import aiohttp
-
         try:
             status = await self._http.post(self.url, body)
         except TimeoutError:
             return HookResult(False, "timeout")
-        except aiohttp.ClientError:
+        except OSError:
             return HookResult(False, "connection")
         if 200 <= status < 300:
             return HookResult(True, str(status))
@@ -158,13 +156,11 @@ class Reloader:
                 log.warning("reload secret=%s: no process named %r", secret, self.process)
                 return False
             return self.signal_pids(secret, pids)
-        import aiohttp
-
         try:
             status = await self._http.post(
                 self.reload.url, {"secret": secret, "version": version, "files": files}
             )
-        except (TimeoutError, aiohttp.ClientError) as e:
+        except OSError as e:  # TimeoutError included
             log.warning("reload secret=%s: POST failed: %s", secret, type(e).__name__)
             return False
         if not 200 <= status < 300:

@@ -47,8 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
+from agent.http import Pool
 from rotor import API_GROUP, API_VERSION
 from rotor.errors import (
     ConflictError,
@@ -78,6 +77,7 @@ WATCH_MARGIN = 10.0
 RETRY_MIN, RETRY_MAX = 0.2, 30.0
 
 MERGE_PATCH = "application/merge-patch+json"
+BASE_HEADERS = {"Accept": "application/json", "User-Agent": "rotor-agent"}
 Obj = dict[str, Any]
 
 
@@ -226,12 +226,12 @@ def _error(status: int, body: bytes, what: str, retry_after: str | None = None) 
 
 # -- the client ------------------------------------------------------------------------------------
 class KubeClient:
-    """An aiohttp session to one API server. Use as ``async with KubeClient(cfg) as kube``."""
+    """Keep-alive connections to one API server. Use as ``async with KubeClient(cfg) as kube``."""
 
     def __init__(self, config: KubeConfig) -> None:
         self.config = config
         self._token = _Token(config.token_file)
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -240,25 +240,32 @@ class KubeClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
-    def _ssl(self) -> ssl.SSLContext | bool:
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.config.url.startswith("https://"):
+            return None
         if self.config.insecure:
-            return False
-        if self.config.ca_file:
-            return ssl.create_default_context(cafile=self.config.ca_file)
-        return True
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        # The service-account CA when there is one, else the system's trust store.
+        return ssl.create_default_context(cafile=self.config.ca_file)
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                base_url=self.config.url,
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=8),
-                headers={"Accept": "application/json", "User-Agent": "rotor-agent"},
-            )
-        return self._session
+    def _http(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self.config.url, self._ssl())
+        return self._pool
+
+    def _headers(self, force_token: bool = False) -> dict[str, str]:
+        headers = dict(BASE_HEADERS)
+        auth = self._token.header(force=force_token)
+        if auth:
+            headers["Authorization"] = auth
+        return headers
 
     async def request(
         self,
@@ -272,28 +279,24 @@ class KubeClient:
         """One API call; returns the decoded JSON object or raises a :mod:`rotor.errors` error."""
         data = None if body is None else json.dumps(body).encode()
         what = f"{method} {path}"
+        http = self._http()
+        target = http.target(path, params)
         for attempt in (0, 1):
-            headers = {"Content-Type": content_type} if data is not None else {}
-            auth = self._token.header(force=attempt > 0)
-            if auth:
-                headers["Authorization"] = auth
+            headers = self._headers(force_token=attempt > 0)
+            if data is not None:
+                headers["Content-Type"] = content_type
             try:
-                async with self._http().request(
-                    method,
-                    path,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                ) as resp:
-                    raw = await resp.read()
-                    if resp.status == 401 and attempt == 0 and self._token.path:
-                        continue  # the token may have just been rotated: re-read it once
-                    if resp.status >= 300:
-                        raise _error(resp.status, raw, what, resp.headers.get("Retry-After"))
-                    doc = json.loads(raw) if raw else {}
-            except (aiohttp.ClientError, TimeoutError) as e:
+                resp = await http.request(
+                    method, target, headers=headers, body=data, timeout=self.config.timeout
+                )
+            except OSError as e:  # HttpError, TimeoutError, refused, unreachable, TLS
                 raise UnavailableError(f"{what}: {type(e).__name__}: {e}") from None
+            if resp.status == 401 and attempt == 0 and self._token.path:
+                continue  # the token may have just been rotated: re-read it once
+            if resp.status >= 300:
+                raise _error(resp.status, resp.body, what, resp.headers.get("retry-after"))
+            try:
+                doc = json.loads(resp.body) if resp.body else {}
             except ValueError:
                 raise UnavailableError(f"{what}: the answer is not JSON") from None
             if not isinstance(doc, dict):
@@ -342,32 +345,27 @@ class KubeClient:
         if resource_version:
             params["resourceVersion"] = resource_version
         what = f"watch {collection}/{name}"
-        timeout = aiohttp.ClientTimeout(
-            total=self.config.watch_timeout + min(WATCH_MARGIN, self.config.watch_timeout / 2),
-            sock_connect=self.config.timeout,
-        )
-        headers = {}
-        auth = self._token.header()
-        if auth:
-            headers["Authorization"] = auth
+        http = self._http()
+        margin = min(WATCH_MARGIN, self.config.watch_timeout / 2)
+        deadline = asyncio.get_running_loop().time() + self.config.watch_timeout + margin
         try:
-            async with self._http().get(
-                collection, params=params, headers=headers, timeout=timeout
-            ) as resp:
-                if resp.status >= 300:
-                    raw = await resp.read()
-                    if resp.status == 401:
+            async with http.stream(
+                "GET",
+                http.target(collection, params),
+                headers=self._headers(),
+                connect_timeout=self.config.timeout,
+                deadline=deadline,
+            ) as (status, headers, chunks):
+                if status >= 300:
+                    raw = b"".join([c async for c in chunks])
+                    if status == 401:
                         self._token.header(force=True)
-                    raise _error(resp.status, raw, what, resp.headers.get("Retry-After"))
-                buf = b""
-                async for chunk in resp.content.iter_any():
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        event = _event(line, what)
-                        if event is not None:
-                            yield event
-        except (aiohttp.ClientError, TimeoutError) as e:
+                    raise _error(status, raw, what, headers.get("retry-after"))
+                async for line in _lines(chunks):
+                    event = _event(line, what)
+                    if event is not None:
+                        yield event
+        except OSError as e:  # closed, reset, timed out (resume from the last version)
             log.debug("%s ended: %s", what, type(e).__name__)
 
     async def follow(self, collection: str, name: str) -> AsyncIterator[Obj | None]:
@@ -436,6 +434,21 @@ def _same(a: Obj | None, b: object) -> bool:
 
 def _jittered(delay: float) -> float:
     return delay * (0.5 + random.random() / 2)  # noqa: S311  (not cryptographic)
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of a stream (a watch sends one JSON event per line; a line may be long and
+    arrive in many chunks, or many lines in one)."""
+    pending: list[bytes] = []
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end])
+            yield b"".join(pending)
+            pending.clear()
+            start = end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
 
 
 def _event(line: bytes, what: str) -> tuple[str, Obj] | None:
