@@ -22,8 +22,9 @@ again. That keeps every valid password equally likely (placing one character of 
 and shuffling would favour passwords with few characters of each class). With at least 8
 characters and the default alphabet a draw succeeds about 40 % of the time, so a few draws suffice.
 
-``cryptography`` is imported only when a key pair is asked for: it costs about 8 MiB and 50 ms,
-which an agent that only makes passwords should not pay.
+Key pairs are made by a short-lived child process (:mod:`agent.keygen`), so ``cryptography``
+(about 18 MiB once its ed25519 part is loaded) is never resident in the long-running agent; the
+PEM comes back on a pipe and never touches a disk or a log.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import base64
 import secrets
 import string
 import uuid
-from typing import TYPE_CHECKING
 
+from agent.keygen import key_pairs, spec_arg
 from rotor.spec import (
     DEFAULT_ECDSA_CURVE,
     DEFAULT_HEX_LENGTH,
@@ -47,9 +48,6 @@ from rotor.spec import (
     KeySpec,
     RotatingSecretSpec,
 )
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 CLASS_ALPHABETS: dict[str, str] = {
     "lower": string.ascii_lowercase,
@@ -97,39 +95,13 @@ def uuid_value(_gen: GeneratorSpec) -> bytes:
     return str(uuid.uuid4()).encode()
 
 
-def _private_key(gen: GeneratorSpec) -> PrivateKeyTypes:
-    if gen.type == "rsa":
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        return rsa.generate_private_key(
-            public_exponent=65537, key_size=gen.bits or DEFAULT_RSA_BITS
-        )
-    if gen.type == "ecdsa":
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        curve = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}[gen.curve or DEFAULT_ECDSA_CURVE]
-        return ec.generate_private_key(curve())
-    if gen.type == "ed25519":
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"{gen.type!r} is not a key pair type")
-
-
 def key_pair(gen: GeneratorSpec) -> tuple[bytes, bytes]:
-    """``(private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)``."""
-    from cryptography.hazmat.primitives import serialization
+    """``(private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)``, made in a child process."""
+    return key_pairs([_keygen_arg(gen)])[0]
 
-    key = _private_key(gen)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+
+def _keygen_arg(gen: GeneratorSpec) -> str:
+    return spec_arg(gen.type, gen.bits or DEFAULT_RSA_BITS, gen.curve or DEFAULT_ECDSA_CURVE)
 
 
 _SINGLE = {"password": password, "token": token, "hex": hex_value, "uuid": uuid_value}
@@ -145,8 +117,21 @@ def generate_key(key: KeySpec) -> dict[str, bytes]:
 
 
 def generate(spec: RotatingSecretSpec) -> dict[str, bytes]:
-    """New values for every file of a secret (all keys rotate together)."""
+    """New values for every file of a secret (all keys rotate together); every key pair of the
+    secret is made by one child process."""
+    pairs = [k for k in spec.keys if k.generator.is_key_pair]
+    made = dict(
+        zip(
+            (k.name for k in pairs),
+            key_pairs([_keygen_arg(k.generator) for k in pairs]),
+            strict=True,
+        )
+    )
     out: dict[str, bytes] = {}
     for key in spec.keys:
-        out.update(generate_key(key))
+        if key.name in made:
+            private, public = made[key.name]
+            out.update({key.name: private, key.name + PUB_SUFFIX: public})
+        else:
+            out.update(generate_key(key))
     return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -45,7 +45,7 @@ class Response:
     body: bytes
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
 
 
@@ -60,10 +60,10 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, ssl_context: ssl.SSLContext | None, timeout: float
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None, seconds: float
     ) -> Connection:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 reader, writer = await asyncio.open_connection(
                     host,
                     port,
@@ -103,13 +103,15 @@ class Connection:
         except h11.ProtocolError as e:
             raise HttpError(f"cannot send the request: {e}") from None
 
-    async def _event(self, deadline: float | None) -> h11.Event | type[h11.NEED_DATA]:
+    async def _event(self, deadline: float | None) -> h11.Event:
         while True:
             try:
                 event = self.h11.next_event()
             except h11.ProtocolError as e:
                 raise HttpError(f"bad answer: {e}") from None
-            if event is not h11.NEED_DATA:
+            if event is h11.PAUSED:
+                raise HttpError("the connection is paused (an answer after the answer?)")
+            if isinstance(event, h11.Event):
                 return event
             try:
                 async with asyncio.timeout_at(deadline):
@@ -226,7 +228,9 @@ class Pool:
                 conn.close()
                 if reused and not conn.received and attempt == 0:
                     continue
-                raise e if isinstance(e, HttpError) else HttpError(str(e) or type(e).__name__)
+                if isinstance(e, HttpError):
+                    raise
+                raise HttpError(str(e) or type(e).__name__) from None
             except BaseException:
                 self._busy.discard(conn)
                 conn.close()
@@ -241,15 +245,15 @@ class Pool:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
-        timeout: float,
+        seconds: float,
     ) -> Response:
-        """One request and its whole answer within ``timeout`` seconds (connecting included)."""
+        """One request and its whole answer within ``seconds`` (connecting included)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + seconds
         try:
             async with asyncio.timeout_at(deadline):
                 conn, status, head = await self._start(
-                    method, target, headers or {}, body, timeout, deadline
+                    method, target, headers or {}, body, seconds, deadline
                 )
                 try:
                     data = await conn.read_body(deadline)
@@ -258,7 +262,7 @@ class Pool:
                     self._busy.discard(conn)
                     raise
         except TimeoutError:
-            raise TimeoutError(f"no answer in {timeout:g} s") from None
+            raise TimeoutError(f"no answer in {seconds:g} s") from None
         except ConnectionError as e:
             raise HttpError(str(e) or type(e).__name__) from None
         self._release(conn)
@@ -307,7 +311,7 @@ class Pool:
                 await conn.writer.wait_closed()
 
 
-async def post_json(url: str, body: bytes, timeout: float, pool: Pool | None = None) -> int:
+async def post_json(url: str, body: bytes, seconds: float, pool: Pool | None = None) -> int:
     """POST a JSON body to ``url``; the answer's status (the body is read and dropped)."""
     pool = pool or Pool(url)
     parts = urlsplit(url)
@@ -317,6 +321,6 @@ async def post_json(url: str, body: bytes, timeout: float, pool: Pool | None = N
         target,
         headers={"Content-Type": "application/json"},
         body=body,
-        timeout=timeout,
+        seconds=seconds,
     )
     return resp.status

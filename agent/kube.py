@@ -287,7 +287,7 @@ class KubeClient:
                 headers["Content-Type"] = content_type
             try:
                 resp = await http.request(
-                    method, target, headers=headers, body=data, timeout=self.config.timeout
+                    method, target, headers=headers, body=data, seconds=self.config.timeout
                 )
             except OSError as e:  # HttpError, TimeoutError, refused, unreachable, TLS
                 raise UnavailableError(f"{what}: {type(e).__name__}: {e}") from None

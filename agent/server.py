@@ -148,15 +148,15 @@ class _Closed(Exception):
     """The client went away or broke the protocol; the connection is dropped."""
 
 
-async def _read_event(
-    conn: h11.Connection, reader: asyncio.StreamReader, timeout: float
-) -> h11.Event | type[h11.PAUSED]:
+async def _read_event(conn: h11.Connection, reader: asyncio.StreamReader, idle: float) -> h11.Event:
     while True:
         event = conn.next_event()
-        if event is not h11.NEED_DATA:
+        if isinstance(event, h11.Event):
             return event
+        if event is h11.PAUSED:
+            raise _Closed("paused")  # pipelined requests are read one cycle at a time
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(idle):
                 data = await reader.read(READ_SIZE)
         except (TimeoutError, ConnectionError) as e:
             raise _Closed(type(e).__name__) from None
@@ -233,11 +233,11 @@ class Runner:
             task.cancel()
         await asyncio.gather(*self.connections, return_exceptions=True)
         await self.server.wait_closed()
-        task, self.app.task = self.app.task, None
-        if task is not None:
-            task.cancel()
+        background, self.app.task = self.app.task, None
+        if background is not None:
+            background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await background
 
 
 async def serve(app: App, host: str, port: int) -> Runner:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import string
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from agent import keygen
 from agent.generators import generate, generate_key, password_alphabets
+from agent.keygen import KeygenError, key_pairs
 from rotor.spec import DEFAULT_SYMBOLS, GeneratorSpec, KeySpec, RotatingSecretSpec
 
 
@@ -143,3 +149,67 @@ def test_generate_makes_every_file_of_a_secret() -> None:
     values = generate(spec)
     assert sorted(values) == sorted(spec.files) == ["password", "signing-key", "signing-key.pub"]
     assert len(values["password"]) == 32
+
+
+PROBE = """
+import json, subprocess, sys
+from agent.generators import generate
+from rotor.spec import RotatingSecretSpec
+runs = []
+real = subprocess.run
+def counting(*a, **kw):
+    runs.append(a[0][:3])
+    return real(*a, **kw)
+subprocess.run = counting
+spec = RotatingSecretSpec.from_dict({"keys": [
+    {"name": "ed", "generator": {"type": "ed25519"}},
+    {"name": "pw", "generator": {"type": "password"}},
+    {"name": "rsa", "generator": {"type": "rsa", "bits": 2048}},
+]})
+values = generate(spec)
+print(json.dumps({
+    "files": {k: v.decode() for k, v in values.items()},
+    "children": len(runs),
+    "resident": sorted(m for m in sys.modules if m.split(".")[0] == "cryptography"),
+}))
+"""
+
+
+def test_key_pairs_are_made_by_one_child_and_cryptography_never_loads_in_the_agent(
+    tmp_path: Path,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    doc = json.loads(out.stdout)
+    assert doc["resident"] == []  # the agent process never imported cryptography
+    assert doc["children"] == 1  # both key pairs of the secret from one child
+    files = {k: v.encode() for k, v in doc["files"].items()}
+    assert sorted(files) == ["ed", "ed.pub", "pw", "rsa", "rsa.pub"]
+    ed = serialization.load_pem_private_key(files["ed"], password=None)
+    assert isinstance(ed, ed25519.Ed25519PrivateKey)
+    pub = serialization.load_pem_public_key(files["ed.pub"])
+    pub.verify(ed.sign(b"m"), b"m")  # type: ignore[call-arg,union-attr]
+    key = serialization.load_pem_private_key(files["rsa"], password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    assert key.key_size == 2048
+    assert list(tmp_path.iterdir()) == []  # nothing was written to the working folder
+
+
+def test_a_failing_key_generator_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(KeygenError, match="exit 1"):
+        key_pairs(["ed25519"], timeout=30)
+
+
+def test_a_key_generator_error_names_the_error_type_only() -> None:
+    with pytest.raises(KeygenError) as e:
+        key_pairs(["ed25519", "rsa:many"], timeout=30)
+    assert "ValueError" in str(e.value)
+    assert "PRIVATE KEY" not in str(e.value)
+
+
+def test_a_key_generator_that_prints_garbage_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keygen, "_CHILD", "print('-----BEGIN PRIVATE KEY-----')")
+    with pytest.raises(KeygenError, match="not a pair per key"):
+        key_pairs(["ed25519"], timeout=30)
