@@ -120,3 +120,125 @@ async def test_rotate_is_absent_unless_allowed_and_background_runs(tmp_path: Pat
             assert r.status in (404, 405)
     finally:
         await runner.cleanup()
+
+
+async def _exchange(port: int, *requests: bytes) -> list[bytes]:
+    """Send ``requests`` one after another on ONE connection, each once the answer to the one
+    before is complete; ``status;headers\nbody`` of each answer (read by h11)."""
+    import h11
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = h11.Connection(our_role=h11.CLIENT)
+    out: list[bytes] = []
+    try:
+        async with asyncio.timeout(10):
+            for raw in requests:
+                # Move h11's client side past "request sent", then send the raw bytes instead.
+                method = raw.split(b" ", 1)[0]  # HEAD: h11 then expects no body
+                conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+                conn.send(h11.EndOfMessage())
+                writer.write(raw)
+                await writer.drain()
+                head, body = b"", b""
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await reader.read(65536))
+                    elif isinstance(event, h11.Response):
+                        head = f"{event.status_code} ".encode() + b";".join(
+                            k + b"=" + v for k, v in event.headers
+                        )
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        raise AssertionError(f"unexpected {event!r}")
+                out.append(head + b"\n" + body)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break  # the server closes this connection
+                conn.start_next_cycle()
+    finally:
+        writer.close()
+    return out
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection(
+    served: tuple[str, Agent, CollectorRegistry],
+) -> None:
+    url, _, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    ready = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await _exchange(port, get, ready, get)
+    assert [a.split(b" ", 1)[0] for a in answers] == [b"200", b"503", b"200"]
+    assert answers[0].endswith(b"\nok\n")
+
+
+async def test_unknown_paths_methods_and_bad_requests_get_clear_answers(
+    served: tuple[str, Agent, CollectorRegistry],
+) -> None:
+    url, _, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    [missing] = await _exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert missing.startswith(b"404 ")
+    [wrong] = await _exchange(port, b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wrong.startswith(b"405 ")
+    assert b"allow=GET, HEAD" in wrong
+    [head] = await _exchange(port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"200 ")
+    assert head.endswith(b"\n")  # headers only
+    [bad] = await _exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert bad.startswith(b"400 ")
+    big = b"POST /rotate HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000
+    [large] = await _exchange(port, big)
+    assert large.startswith(b"413 ")
+    [healthy] = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert healthy.startswith(b"200 ")  # the server still serves
+
+
+async def test_a_failing_handler_is_a_json_500_without_the_error_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def readiness(self) -> dict[str, bool]:
+            raise RuntimeError("s3cr3t-value")
+
+        def request_rotation(self, name: str | None = None) -> list[str]:
+            return []
+
+    port = free_port()
+    runner = await serve(make_app(CollectorRegistry(), Broken()), "127.0.0.1", port)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as r,
+        ):
+            assert r.status == 500
+            assert await r.json() == {"error": "internal error"}
+    finally:
+        await runner.cleanup()
+    assert "s3cr3t-value" not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+async def test_cleanup_stops_the_background_and_open_connections(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    agent = agent_for(tmp_path, registry, ["db"])
+    stopped = asyncio.Event()
+
+    async def background() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    runner = await serve(make_app(registry, agent, background=background), "127.0.0.1", 0)
+    port = int(runner.addresses[0][1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # an idle keep-alive
+    await asyncio.wait_for(runner.cleanup(), 10)
+    assert stopped.is_set()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # the server closed it
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)

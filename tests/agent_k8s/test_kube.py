@@ -4,6 +4,7 @@ API server (an in-process aiohttp app that answers what a real API server answer
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -307,3 +308,147 @@ async def test_a_stale_resource_version_is_a_conflict_and_nothing_is_overwritten
         with pytest.raises(ConflictError):  # a second writer that read the same version
             await kube.patch(secret_path(NS, "db"), {"data": {"a": "Mw=="}}, resource_version=rv)
         assert (await kube.get(secret_path(NS, "db")))["data"] == {"a": "Mg=="}
+
+
+# -- transport: keep-alive, TLS, many watches --------------------------------------------------
+async def test_calls_reuse_one_kept_alive_connection(scripted: tuple[Script, str]) -> None:
+    script, url = scripted
+    script.answers = [ok({"n": i}) for i in range(5)]
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        for i in range(5):
+            assert await kube.get("/x") == {"n": i}
+        # Read while the connection is still open (aiohttp forgets the transport on close).
+        peers = {r.transport.get_extra_info("peername") for r in script.requests}  # type: ignore[union-attr]
+    assert len(peers) == 1
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced() -> None:
+    # aiohttp closes an idle kept-alive connection after keepalive_timeout.
+    seen: list[object] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        return web.json_response({"n": len(seen)})
+
+    app = web.Application()
+    app.router.add_get("/x", handle)
+    runner = web.AppRunner(app, keepalive_timeout=0.05)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with KubeClient(KubeConfig(url=url)) as kube:
+            assert await kube.get("/x") == {"n": 1}
+            pool = kube._http()
+            await until(lambda: all(c.reader.at_eof() for c in pool._idle))
+            assert await kube.get("/x") == {"n": 2}
+    finally:
+        await runner.cleanup()
+    assert len(set(seen)) == 2
+
+
+def _tls_server_files(tmp_path: Path) -> tuple[Any, str]:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca_file = tmp_path / "ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ctx, str(ca_file)
+
+
+async def test_tls_to_the_api_with_the_service_account_ca(tmp_path: Path) -> None:
+    server_ctx, ca_file = _tls_server_files(tmp_path)
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/shop/secrets/db", _get_db)
+    app.router.add_get("/api/v1/namespaces/shop/secrets", _watch_once)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with KubeClient(KubeConfig(url=url, ca_file=ca_file)) as kube:
+            assert (await kube.get(secret_path(NS, "db")))["metadata"]["name"] == "db"
+            events = [e async for e in kube.watch(secrets_path(NS), "db", "1")]
+            assert [kind for kind, _ in events] == ["MODIFIED"]
+        # Without the CA the server is not trusted: a clear, retryable error, never a traceback.
+        async with KubeClient(KubeConfig(url=url, timeout=5)) as kube:
+            with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+                await kube.get(secret_path(NS, "db"))
+        async with KubeClient(KubeConfig(url=url, insecure=True)) as kube:  # emulators only
+            assert (await kube.get(secret_path(NS, "db")))["metadata"]["name"] == "db"
+    finally:
+        await runner.cleanup()
+
+
+async def _get_db(_request: web.Request) -> web.Response:
+    return web.json_response(secret("db", {}))
+
+
+async def _watch_once(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(json.dumps({"type": "MODIFIED", "object": secret("db", {}, "2")}).encode())
+    await resp.write(b"\n")
+    await resp.write_eof()
+    return resp
+
+
+async def test_watch_lines_split_across_chunks_and_many_per_chunk(
+    scripted: tuple[Script, str],
+) -> None:
+    script, url = scripted
+    lines = [json.dumps({"type": "MODIFIED", "object": secret("db", {}, str(i))}) for i in range(4)]
+    wire = ("\n".join(lines) + "\n").encode()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        cuts = [0, 7, len(lines[0]) + 3, len(wire) - 2, len(wire)]  # mid-line, across lines
+        for a, b in itertools.pairwise(cuts):
+            await resp.write(wire[a:b])
+            await asyncio.sleep(0.01)  # separate chunks on the wire
+        await resp.write_eof()
+        return resp
+
+    script.answers = [answer]
+    async with KubeClient(KubeConfig(url=url)) as kube:
+        events = [o["metadata"]["resourceVersion"] async for _, o in kube.watch("/w", "db", None)]
+    assert events == ["0", "1", "2", "3"]
+
+
+async def test_many_follows_at_once_each_get_their_object_and_changes(
+    kmock_api: Emulator,
+) -> None:
+    """An RW pod with 6 secrets holds 12 watches: none may wait for another to end (the
+    aiohttp client allowed 8 connections, so the 9th follow never got past its list)."""
+    names = [f"s{i}" for i in range(10)]
+    cfg = KubeConfig(url=kmock_api.url, timeout=5)  # kmock never ends a watch: 300 s each
+    async with KubeClient(cfg) as kube:
+        for n in names:
+            await kube.create(secrets_path(NS), secret(n, {"a": "MQ=="}))
+        seen: dict[str, list[Any]] = {n: [] for n in names}
+
+        async def consume(name: str) -> None:
+            async for obj in kube.follow(secrets_path(NS), name):
+                seen[name].append(obj)
+
+        tasks = [asyncio.create_task(consume(n)) for n in names]
+        try:
+            await until(lambda: all(len(v) == 1 for v in seen.values()))
+
+            def watching() -> int:
+                return sum(1 for r in kmock_api.requests() if r.params.get("watch") == "true")
+
+            await until(lambda: watching() >= len(names))
+            for n in names:
+                await kube.patch(secret_path(NS, n), {"data": {"a": "Mg=="}})
+            await until(lambda: all(len(v) == 2 for v in seen.values()))
+            assert all(v[1]["data"] == {"a": "Mg=="} for v in seen.values())
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
