@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import secrets
 import string
-import uuid
 
 from agent.keygen import key_pairs, spec_arg
 from rotor.spec import (
@@ -92,6 +91,8 @@ def hex_value(gen: GeneratorSpec) -> bytes:
 
 
 def uuid_value(_gen: GeneratorSpec) -> bytes:
+    import uuid  # only where a uuid key is configured
+
     return str(uuid.uuid4()).encode()
 
 
