@@ -1,25 +1,30 @@
-"""A minimal async Kubernetes API client for the agent's in-cluster mode (aiohttp only).
+"""A minimal async Kubernetes API client for the agent's in-cluster mode (asyncio + h11).
 
 The agent needs four kinds of call: get an object (a Secret, an ExternalStore), list one object
 by name, watch it (the source Secret, an RO view, the RotatingSecret), and patch a Secret with a
-resourceVersion precondition. That is all this module does.
+resourceVersion precondition. That is all this module does, over :mod:`agent.http` (asyncio
+streams and h11): kept-alive connections for calls (a kept connection the server closed is
+replaced), one connection per watch for as long as it streams (no cap, so any number of secrets
+can be watched at once), TLS with the service-account CA, a total timeout per call and a
+client-side deadline per watch.
 
-Why hand-written instead of the official ``kubernetes`` client: the agent runs as a sidecar in
-every annotated pod, so its memory and start-up time are paid once per pod. The official client
-is synchronous (an async agent would need ``kubernetes_asyncio``, another generated client, or a
-thread per watch), pulls in urllib3, requests-oauthlib, google-auth, websocket-client and
-durationpy, and loads hundreds of generated model modules. Measured on this machine by
-``bench/agent_kube_client.py`` (python 3.11, fresh interpreter per line, median of 5; VmHWM)::
+Why hand-written instead of the official ``kubernetes`` client, and why not aiohttp: the agent
+runs as a sidecar in every annotated pod, so its memory and start-up time are paid once per pod.
+The official client is synchronous (an async agent would need ``kubernetes_asyncio``, another
+generated client, or a thread per watch), pulls in urllib3, requests-oauthlib, google-auth,
+websocket-client and durationpy, and loads hundreds of generated model modules. Measured on this
+machine by ``bench/agent_kube_client.py`` (python 3.11, fresh interpreter per line, median of 5;
+VmHWM)::
 
-    what is imported                          peak RSS MiB   import CPU ms
-    aiohttp alone (the agent needs it anyway)         34.5             144
-    agent.kube (aiohttp + this module)                34.6             146
-    kubernetes (client, config, watch)                47.1             252
-    kubernetes + aiohttp (an agent built on it)       56.9             352
+    what is imported                                 peak RSS MiB   import CPU ms
+    asyncio + ssl + prometheus_client (the floor)            24.9              58
+    aiohttp alone (what this client used before)             33.8             147
+    agent.kube (h11 + this module)                           21.7              55
+    kubernetes (client, config, watch)                       46.1             219
 
-so this client costs ~0.1 MiB on top of aiohttp, where the official one would cost ~22 MiB and
-~200 ms more per pod. A whole in-cluster writer (``rotor-agent run``, one secret) peaks at about
-39 MiB and is ready ~0.4 s after start (docs/benchmarks.md, "Agent in-cluster client").
+A whole in-cluster writer (``rotor-agent run``, one secret, metrics server on) peaks at about
+28 MiB (39 MiB on aiohttp) and is ready about 0.15 s after start (docs/benchmarks.md, "Agent
+in-cluster client").
 
 Optimistic concurrency: a JSON merge patch that carries ``metadata.resourceVersion`` is a
 precondition on the real API server (the patched object keeps that resourceVersion and the
