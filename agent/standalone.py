@@ -317,7 +317,7 @@ async def _serve(opts: Options, agent: Any, registry: Any, out: TextIO, stop: as
     runner = None
     port: int | None = None
     if opts.metrics_port or opts.demo:
-        from agent.server import BACKGROUND, make_app, serve  # aiohttp: after the first files
+        from agent.server import BACKGROUND, make_app, serve  # after the first files
 
         allow_rotate = opts.metrics_host in ("127.0.0.1", "localhost", "::1")
         app = make_app(registry, agent, allow_rotate=allow_rotate, background=agent.run)
