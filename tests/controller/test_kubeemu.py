@@ -1,6 +1,9 @@
-"""The strict emulator's additions: uid, resourceVersion, creationTimestamp and 409s."""
+"""The strict emulator's additions: uid, resourceVersion, creationTimestamp, 409s, selectors."""
 
 from __future__ import annotations
+
+import json
+import urllib.request
 
 import pytest
 
@@ -48,3 +51,35 @@ def test_status_subresource_keeps_only_status(kube):
     obj = kube.get(url)
     assert obj["status"] == {"phase": "Active"}
     assert obj["spec"] == {"keys": []}
+
+
+def test_list_and_watch_filter_by_label_selector(kube_emulator, kube):
+    """The emulator answers a labelSelector as the API server does (equality, exists, sets), so
+    a watch that asks for Rotor's objects only is measured as it would be in a cluster."""
+    for name, labels in (("a", {"app": "x", "tier": "web"}), ("b", {"app": "y"}), ("c", {})):
+        kube.create(path("v1", "pods", "ns"), {"metadata": {"name": name, "labels": labels}})
+    names = lambda sel: sorted(o["metadata"]["name"] for o in kube.items(path("v1", "pods"), sel))  # noqa: E731
+    assert names("app=x") == ["a"]
+    assert names("app==y") == ["b"]
+    assert names("app") == ["a", "b"]
+    assert names("!app") == ["c"]
+    assert names("app!=x") == ["b", "c"]
+    assert names("app in (x, y),tier") == ["a"]
+    assert names("app notin (x)") == ["b", "c"]
+    assert names("") == ["a", "b", "c"]
+    with pytest.raises(Exception, match="400"):
+        kube.items(path("v1", "pods"), "app in x")
+
+    url = f"{kube_emulator.url}/api/v1/pods?watch=true&labelSelector=app%3Dy"
+    kube.patch(path("v1", "pods", "ns", "a"), {"metadata": {"annotations": {"n": "1"}}})
+    kube.patch(path("v1", "pods", "ns", "b"), {"metadata": {"annotations": {"n": "1"}}})
+    seen = []
+    with urllib.request.urlopen(url, timeout=5) as r:
+        seen.append(json.loads(r.readline()))  # the existing one
+        kube.patch(path("v1", "pods", "ns", "a"), {"metadata": {"annotations": {"n": "2"}}})
+        kube.patch(path("v1", "pods", "ns", "b"), {"metadata": {"annotations": {"n": "2"}}})
+        seen.append(json.loads(r.readline()))
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in seen] == [
+        ("ADDED", "b"),
+        ("MODIFIED", "b"),
+    ]
