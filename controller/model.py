@@ -28,7 +28,7 @@ from rotor.names import Principal, SecretRef
 from rotor.spec import RotatingSecretSpec
 
 Mode = Literal["rw", "ro"]
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Pod"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
 LABEL_SOURCE = "rotor.dev/source"
 """On Roles, RoleBindings and RO views the controller makes: the source, as a label value."""
 FINALIZER = "rotor.dev/cleanup"
@@ -293,6 +293,80 @@ def requests_from_workload(obj: Mapping[str, Any]) -> tuple[Want, ...]:
         template = (obj.get("spec") or {}).get("template") or {}
         pod_meta, pod_spec = meta(template), template.get("spec") or {}
     return _wants(pod_meta.get("annotations") or {}, namespace, _service_account(pod_spec))
+
+
+@dataclass(frozen=True)
+class WorkloadObs:
+    """What is kept of a Deployment, StatefulSet, DaemonSet or Job whose pod template asks for
+    Rotor: its requests and how to list its pods; nothing of an unannotated one."""
+
+    kind: str
+    namespace: str
+    name: str
+    selector: str | None
+    """Its ``spec.selector`` as a label selector string; None when empty or unreadable (then its
+    pods are not listed: an empty selector would select the whole namespace)."""
+    wants: tuple[Want, ...]
+    wants_rotor: bool
+    """The template asks for a secret (even in malformed annotations) and does not opt out."""
+    error: InvalidSpec | None = None
+    """Why its annotations ask for nothing (malformed)."""
+
+
+def label_selector(selector: object) -> str | None:
+    """A ``metav1.LabelSelector`` (matchLabels, matchExpressions) as the query string the API
+    server takes in ``labelSelector``; None when it is empty or not one."""
+    if not isinstance(selector, Mapping):
+        return None
+    parts: list[str] = []
+    labels = selector.get("matchLabels") or {}
+    if not isinstance(labels, Mapping):
+        return None
+    parts.extend(f"{k}={v}" for k, v in sorted(labels.items()))
+    for e in selector.get("matchExpressions") or []:
+        if not isinstance(e, Mapping) or not isinstance(e.get("key"), str):
+            return None
+        key, op = e["key"], e.get("operator")
+        values = ",".join(sorted(str(v) for v in e.get("values") or []))
+        if op == "In" and values:
+            parts.append(f"{key} in ({values})")
+        elif op == "NotIn" and values:
+            parts.append(f"{key} notin ({values})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            return None
+    return ",".join(parts) or None
+
+
+def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
+    """The record of a workload whose template asks for Rotor, else None (nothing is kept).
+    Malformed annotations ask for nothing (``error`` says why)."""
+    m = meta(obj)
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    annotations = meta(template).get("annotations") or {}
+    if not any(a in annotations for a in ann.REQUEST_ANNOTATIONS):
+        return None  # the common case, decided before any parsing
+    error: InvalidSpec | None = None
+    try:
+        wants = requests_from_workload(obj)
+    except InvalidSpec as e:
+        wants, error = (), e
+    wants_rotor = ann.wants_rotor(annotations)
+    if not wants and not wants_rotor:
+        return None
+    return WorkloadObs(
+        kind=str(obj.get("kind", "")),
+        namespace=str(m.get("namespace", "")),
+        name=str(m.get("name", "")),
+        selector=label_selector(spec.get("selector")),
+        wants=wants,
+        wants_rotor=wants_rotor,
+        error=error,
+    )
 
 
 def controller_owner(m: Mapping[str, Any]) -> OwnerRef | None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller import decide
 from controller.certsync import CERT_POLL, sync_certs
@@ -35,11 +35,9 @@ from controller.model import (
     controller_owner,
     is_managed,
     meta,
-    read_pod,
     read_rotating_secret,
     read_source,
     read_view,
-    requests_from_workload,
     source_label,
     status_digest,
 )
@@ -68,6 +66,9 @@ from rotor.layout import (
 from rotor.names import SecretRef
 from rotor.settings.controller import ControllerSettings
 from rotor.spec import ExternalStoreSpec
+
+if TYPE_CHECKING:
+    from controller.intake import Intake
 
 log = logging.getLogger("rotor.controller")
 
@@ -165,6 +166,8 @@ class Controller:
         self._store_wake = asyncio.Event()
         self.vault_source: Any = None
         """The audit-receiver client (:class:`controller.vaultsource.VaultSource`), if on."""
+        self.intake: Intake | None = None
+        """Pods and workloads in, and the finder of uninjected pods (set by the runner)."""
 
     # -- intake (kopf event handlers call these; no I/O) -----------------------------------------
     def mark(self, refs: Iterable[SecretRef]) -> None:
@@ -248,7 +251,9 @@ class Controller:
                 self.index.source_keys[ref] = tuple((obj.get("data") or {}).keys())
             self.mark([ref])
 
-    def _set_wants(self, key: tuple[str, str, str], wants: tuple[Want, ...]) -> None:
+    def set_wants(self, key: tuple[str, str, str], wants: tuple[Want, ...]) -> None:
+        """What a workload or pod asks for (pods and workloads come in through
+        :class:`controller.intake.Intake`)."""
         old = self.index.wants.get(key, ())
         if wants:
             self.index.wants[key] = wants
@@ -261,39 +266,6 @@ class Controller:
         if set(wants) - set(old):
             self._acl_wake.set()  # record the new request soon
         self.mark({w.secret for w in (*old, *wants)})
-
-    def on_workload(self, kind: str | None, obj: Mapping[str, Any]) -> None:
-        m = meta(obj)
-        key = (str(obj.get("kind", "")), str(m.get("namespace", "")), str(m.get("name", "")))
-        wants: tuple[Want, ...] = ()
-        if kind != "DELETED":
-            try:
-                wants = requests_from_workload(obj)
-            except InvalidSpec as e:
-                log.info("%s %s/%s: %s", key[0], key[1], key[2], e)
-        self._set_wants(key, wants)
-
-    def on_pod(self, kind: str | None, obj: Mapping[str, Any]) -> None:
-        m = meta(obj)
-        key = (str(m.get("namespace", "")), str(m.get("name", "")))
-        old = self.index.pods.get(key)
-        if kind == "DELETED":
-            self.index.pods.pop(key, None)
-            pod = None
-        else:
-            pod = read_pod(obj)
-            if pod.wants_rotor:
-                self.index.pods[key] = pod
-            else:
-                self.index.pods.pop(key, None)
-        self.on_workload(kind, {"kind": "Pod", **obj})
-        self.mark({s for p in (old, pod) if p for s in p.rw})
-        if (
-            pod is not None
-            and self.settings.restart_uninjected
-            and decide.needs_injection(pod, self.settings.namespace)
-        ):
-            self._spawn(self.restart_uninjected(pod))
 
     # -- loops -----------------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

@@ -1,10 +1,16 @@
-"""Wiring: kopf watches feed the :class:`~controller.operator.Controller`; the loops run while
-this replica leads.
+"""Wiring: kopf watches feed the :class:`~controller.operator.Controller` (pods and workloads
+through :class:`~controller.intake.Intake`); the loops run while this replica leads.
 
 kopf is used for what it is good at - resilient list+watch streams with reconnects, per-object
 serialisation and its login machinery - through ``on.event`` handlers only, so kopf itself never
 writes to the watched objects (no progress annotations on thousands of Secrets and Pods); the
 controller owns its finalizer and its status.
+
+Pods and Secrets are watched through server-side label selectors (kopf's
+``settings.watching.label_selectors``, kopf >= 1.45): the API server sends only the pods the
+webhook injected and the Secrets Rotor manages. The handlers' ``labels=`` filters repeat them on
+the client side; on their own they would not help (kopf applies them after every object was
+sent and parsed).
 """
 
 from __future__ import annotations
@@ -16,16 +22,30 @@ from typing import Any
 
 import kopf
 
+from controller.intake import Intake
 from controller.operator import Controller
 from rotor import API_GROUP, API_VERSION
+from rotor.annotations import INJECTED_LABEL
 from rotor.layout import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("rotor.controller")
+
+WORKLOADS = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("apps", "v1", "daemonsets"),
+    ("batch", "v1", "jobs"),
+)
+"""Watched cluster-wide: a pod template's annotations cannot be selected on the server."""
+LIST_CHUNK = 500
+"""Initial listings are read in pages of this many objects (``limit``/``continue``), so the
+listing of every workload of a large cluster is never held in memory at once."""
 
 
 def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorRegistry:
     """A kopf registry of this controller's watches (one per controller; tests make several)."""
     registry = kopf.OperatorRegistry()
+    intake = ctl.intake = Intake(ctl)
     # Handlers are coroutines: kopf runs sync handlers in threads, and the index is not
     # thread-safe (it lives on the event loop).
 
@@ -45,6 +65,9 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
         settings.queueing.idle_timeout = 0.1
         settings.watching.client_timeout = 600  # a watch that never closes is restarted
         settings.watching.server_timeout = 540
+        settings.watching.chunk_size = LIST_CHUNK
+        settings.watching.label_selectors["v1", "pods"] = INJECTED_LABEL
+        settings.watching.label_selectors["v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
     @kopf.on.event(API_GROUP, API_VERSION, "rotatingsecrets", registry=registry)
     async def rotating_secret(event: kopf.RawEvent, **_: Any) -> None:
@@ -58,15 +81,15 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
     async def secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_secret(event.get("type"), event["object"])
 
-    @kopf.on.event("v1", "pods", registry=registry)
+    @kopf.on.event("v1", "pods", labels={INJECTED_LABEL: kopf.PRESENT}, registry=registry)
     async def pod(event: kopf.RawEvent, **_: Any) -> None:
-        ctl.on_pod(event.get("type"), event["object"])
+        intake.on_pod(event.get("type"), event["object"])
 
-    for plural in ("deployments", "statefulsets", "daemonsets"):
+    for group, version, plural in WORKLOADS:
 
-        @kopf.on.event("apps", "v1", plural, registry=registry, id=f"workload-{plural}")
+        @kopf.on.event(group, version, plural, registry=registry, id=f"workload-{plural}")
         async def workload(event: kopf.RawEvent, **_: Any) -> None:
-            ctl.on_workload(event.get("type"), event["object"])
+            intake.on_workload(event.get("type"), event["object"])
 
     return registry
 
@@ -96,6 +119,8 @@ async def run_controller(
         loops.append(asyncio.create_task(source.loop(), name="audit-events"))
     if ctl.settings.manage_certs:
         loops.append(asyncio.create_task(ctl.cert_loop(), name="certs"))
+    if ctl.intake is not None:
+        loops.append(asyncio.create_task(ctl.intake.loop(), name="uninjected"))
     operator = asyncio.create_task(
         kopf.operator(
             registry=registry,

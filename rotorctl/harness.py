@@ -514,6 +514,9 @@ class System:
             "ROTOR_CONTROLLER_METRICS_PORT": str(self.controller_metrics_port),
             "ROTOR_MANAGE_CERTS": "false",
             "ROTOR_RESTART_MIN_INTERVAL": "1s",
+            # no Deployment controller here moves a workload's status as its pods come: list
+            # every annotated workload's uninjected pods each second instead
+            "ROTOR_UNINJECTED_SWEEP": "1s",
             "POD_NAME": "rotor-controller-0",
         }
         self.controller = Proc(

@@ -13,6 +13,7 @@ DEFAULT_ACL_POLL = 30.0
 DEFAULT_MAX_STALENESS = 600.0
 DEFAULT_METRICS_PORT = 9755
 DEFAULT_RESTART_INTERVAL = 10.0
+DEFAULT_UNINJECTED_SWEEP = 60.0
 DEFAULT_CANISTER_CERT_MAX_AGE = 300.0
 DEFAULT_STORE_CHECK_INTERVAL = 60.0
 DEFAULT_AUDIT_RECHECK = 300.0
@@ -35,6 +36,8 @@ class ControllerSettings:
     metrics_port: int = DEFAULT_METRICS_PORT
     restart_uninjected: bool = True
     restart_min_interval: float = DEFAULT_RESTART_INTERVAL
+    uninjected_sweep: float = DEFAULT_UNINJECTED_SWEEP  # list every annotated workload's
+    # uninjected pods this often (and about 1 s after each of its events)
     leader_election: bool = True
     webhook_cert_secret: str = "rotor-webhook-tls"  # noqa: S105 - a name
     webhook_config_name: str = "rotor-webhook"
@@ -87,6 +90,7 @@ class ControllerSettings:
             restart_min_interval=env_duration(
                 e, "ROTOR_RESTART_MIN_INTERVAL", d.restart_min_interval
             ),
+            uninjected_sweep=env_duration(e, "ROTOR_UNINJECTED_SWEEP", d.uninjected_sweep),
             leader_election=env_bool(e, "ROTOR_LEADER_ELECTION", d.leader_election),
             webhook_cert_secret=env_str(e, "ROTOR_WEBHOOK_CERT_SECRET", d.webhook_cert_secret),
             webhook_config_name=env_str(e, "ROTOR_WEBHOOK_CONFIG_NAME", d.webhook_config_name),

@@ -77,7 +77,9 @@ class Harness:
 
 @pytest.fixture
 def controller_settings() -> ControllerSettings:
-    return ControllerSettings(acl_poll=0.3, restart_min_interval=60.0, max_staleness=600.0)
+    return ControllerSettings(
+        acl_poll=0.3, restart_min_interval=60.0, max_staleness=600.0, uninjected_sweep=0.5
+    )
 
 
 class ControllerThread:
@@ -153,5 +155,6 @@ async def rotor(kube_emulator, controller_settings) -> AsyncIterator[Harness]:
 
 def with_settings(**changes: Any) -> Any:
     return pytest.mark.parametrize(
-        "controller_settings", [replace(ControllerSettings(acl_poll=0.3), **changes)]
+        "controller_settings",
+        [replace(ControllerSettings(acl_poll=0.3, uninjected_sweep=0.5), **changes)],
     )

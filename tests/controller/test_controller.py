@@ -6,8 +6,10 @@ import base64
 import time
 from typing import Any
 
+from kmock import action as k8s_action
+
 from controller.decide import rbac_name
-from controller.kube import path
+from controller.kube import Kube, path
 from controller.model import FINALIZER, RESTARTED_AT
 from rotor import API
 from rotor.errors import UnavailableError
@@ -21,7 +23,7 @@ from rotor.layout import (
     view_name,
 )
 from rotor.names import Principal, SecretRef
-from tests.controller.conftest import Harness, eventually, with_settings
+from tests.controller.conftest import Harness, eventually, running_controller, with_settings
 
 DB = SecretRef("shop", "db")
 API_SA = Principal("shop", "api")
@@ -39,13 +41,19 @@ def pod_body(
     created: str = "2026-01-01T00:00:00Z",
     owner: dict[str, Any] | None = None,
     injected: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A pod as the API server stores it; ``injected``: as the webhook patched it (the status
+    annotation and the ``rotor.dev/injected`` label)."""
     ann = dict(annotations)
+    lab = dict(labels or {})
     if injected:
         ann["rotor.dev/status"] = "injected"
+        lab["rotor.dev/injected"] = "true"
     meta: dict[str, Any] = {
         "name": name,
         "namespace": ns,
+        "labels": lab,
         "annotations": ann,
         "creationTimestamp": created,
     }
@@ -395,11 +403,11 @@ async def test_deletion_removes_views_and_bindings(rotor):
 
 
 async def test_pods_admitted_without_injection_are_restarted_through_their_owner(rotor):
+    """Pods the webhook never saw carry no ``rotor.dev/injected`` label (the controller does not
+    watch them); they are found through the annotated workloads' own selectors."""
+    annotations = {"rotor.dev/rw": "db"}
     await create(
-        rotor,
-        "apps/v1",
-        "deployments",
-        deployment_body("shop", "api", "api", {"rotor.dev/rw": "db"}),
+        rotor, "apps/v1", "deployments", deployment_body("shop", "api", "api", annotations)
     )
     rs = {
         "apiVersion": "apps/v1",
@@ -413,22 +421,31 @@ async def test_pods_admitted_without_injection_are_restarted_through_their_owner
         },
     }
     await create(rotor, "apps/v1", "replicasets", rs)
-    annotations = {"rotor.dev/rw": "db"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "migrate", "namespace": "shop"},
+        "spec": {
+            "selector": {"matchLabels": {"job-name": "migrate"}},
+            "template": {
+                "metadata": {"labels": {"job-name": "migrate"}, "annotations": annotations},
+                "spec": {"serviceAccountName": "api", "containers": [{"name": "m", "image": "m"}]},
+            },
+        },
+    }
+    await create(rotor, "batch/v1", "jobs", job)
     rs_owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f"}
     job_owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "migrate"}
-    await create(
-        rotor,
-        "v1",
-        "pods",
-        pod_body("shop", "api-x", "api", annotations, owner=rs_owner, injected=False),
-    )
-    await create(
-        rotor,
-        "v1",
-        "pods",
-        pod_body("shop", "job-x", "api", annotations, owner=job_owner, injected=False),
-    )
-    await create(rotor, "v1", "pods", pod_body("shop", "bare", "api", annotations, injected=False))
+    app, job_pod = {"app": "api"}, {"job-name": "migrate"}
+    for body in (
+        pod_body("shop", "api-x", "api", annotations, owner=rs_owner, injected=False, labels=app),
+        pod_body("shop", "api-0", "api", annotations, owner=rs_owner, labels=app),  # injected
+        pod_body(
+            "shop", "job-x", "api", annotations, owner=job_owner, injected=False, labels=job_pod
+        ),
+        pod_body("shop", "bare", "api", annotations, injected=False, labels=app),
+    ):
+        await create(rotor, "v1", "pods", body)
 
     async def restarted() -> Any:
         dep = await rotor.get("apps/v1", "deployments", "shop", "api")
@@ -438,14 +455,42 @@ async def test_pods_admitted_without_injection_are_restarted_through_their_owner
     await eventually(lambda: _gone(rotor, "job-x"), what="pod of another controller deleted")
     assert await rotor.get("v1", "pods", "shop", "bare") is not None
     assert await rotor.get("v1", "pods", "shop", "api-x") is not None  # the Deployment rolls it
-    assert (
-        _sample(
-            rotor,
-            "rotor_controller_restarts_total",
-        )
-        is None
-        or True
-    )
+    assert await rotor.get("v1", "pods", "shop", "api-0") is not None
+    restarts = "rotor_controller_restarts_total"
+    assert _sample(rotor, restarts, {"action": "patch-template"}) == 1
+    assert _sample(rotor, restarts, {"action": "delete-pod"}) == 1
+
+
+async def test_the_controller_asks_the_api_server_only_for_rotors_pods(
+    kube_emulator, controller_settings
+):
+    """Pods that have nothing to do with Rotor are never sent to the controller: every list and
+    watch of pods it makes selects ``rotor.dev/injected`` on the server (a client-side filter
+    would still have every pod sent and parsed). Secrets likewise select Rotor's own."""
+    assert kube_emulator.k8s is not None
+    kube_emulator.k8s.keep_requests = True
+    kube = Kube(kube_emulator.api_client())
+    for i in range(20):
+        body = pod_body("other", f"unrelated-{i}", "default", {}, injected=False)
+        kube.create(path("v1", "pods", "other"), body)
+    kube.create(path("v1", "secrets", "other"), {"metadata": {"name": "unrelated"}})
+    kube.close()
+    async for h in running_controller(kube_emulator, controller_settings):
+        await writer_setup(h)  # an injected writer is still seen and chosen
+        assert set(h.ctl.index.pods) == {("shop", "api-0")}
+        requests = [
+            r
+            for r in list(kube_emulator.k8s._requests)
+            if r.resource is not None
+            and r.resource.plural in ("pods", "secrets")
+            and r.action in (k8s_action.LIST, k8s_action.WATCH)
+            and r.name is None
+        ]
+        selectors = {(r.resource.plural, r.params.get("labelSelector", "")) for r in requests}
+        assert {p for p, _ in selectors} == {"pods", "secrets"}
+        assert all(
+            "rotor.dev/injected" in sel if plural == "pods" else sel for plural, sel in selectors
+        ), selectors
 
 
 async def _gone(h: Harness, pod: str) -> bool:

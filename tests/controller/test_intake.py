@@ -1,0 +1,96 @@
+"""What the controller keeps of workloads (pure readers), and the finder's event-driven path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.kube import path
+from controller.model import RESTARTED_AT, label_selector, read_workload
+from rotor.names import Principal, SecretRef
+from tests.controller.conftest import eventually, with_settings
+from tests.controller.test_controller import create, deployment_body, pod_body
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ({"matchLabels": {"app": "api", "tier": "web"}}, "app=api,tier=web"),
+        (
+            {
+                "matchLabels": {"app": "api"},
+                "matchExpressions": [
+                    {"key": "track", "operator": "In", "values": ["stable", "canary"]},
+                    {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                    {"key": "team", "operator": "Exists"},
+                    {"key": "legacy", "operator": "DoesNotExist"},
+                ],
+            },
+            "app=api,track in (canary,stable),env notin (dev),team,!legacy",
+        ),
+        ({}, None),  # empty: would select every pod of the namespace
+        (None, None),
+        ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}, None),
+        ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}, None),
+        ({"matchLabels": ["app"]}, None),
+    ],
+)
+def test_label_selector_as_the_api_server_takes_it(selector: Any, expected: str | None) -> None:
+    assert label_selector(selector) == expected
+
+
+def test_an_unannotated_workload_keeps_nothing_an_annotated_one_a_small_record() -> None:
+    assert read_workload(deployment_body("shop", "plain", "api", {"team": "x"})) is None
+    assert (
+        read_workload(deployment_body("shop", "out", "api", {"rotor.dev/inject": "false"})) is None
+    )
+    obs = read_workload(deployment_body("shop", "api", "api", {"rotor.dev/rw": "db"}))
+    assert obs is not None
+    assert (obs.kind, obs.namespace, obs.name, obs.selector) == (
+        "Deployment",
+        "shop",
+        "api",
+        "app=api",
+    )
+    assert obs.wants_rotor
+    assert [(w.secret, w.principal, w.mode) for w in obs.wants] == [
+        (SecretRef("shop", "db"), Principal("shop", "api"), "rw")
+    ]
+    bad = read_workload(deployment_body("shop", "bad", "api", {"rotor.dev/rw": "Not_A_Name"}))
+    assert bad is not None
+    assert bad.wants == ()
+    assert bad.wants_rotor  # its pods, admitted without the webhook, are still restarted
+    assert bad.error is not None
+    assert "rotor.dev/rw" in str(bad.error)
+
+
+@with_settings(uninjected_sweep=600.0, restart_min_interval=60.0)
+async def test_an_uninjected_pod_is_found_at_its_workloads_next_event(rotor):
+    """Between the full sweeps (here 10 minutes) each event of an annotated workload - created,
+    changed, its status moving as its pods are created and become ready - brings a listing of
+    its uninjected pods about a second later."""
+    sts_owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    body = pod_body(
+        "shop",
+        "db-0",
+        "db",
+        {"rotor.dev/rw": "db"},
+        owner=sts_owner,
+        injected=False,
+        labels={"app": "db", "rotor.dev/other": "x"},
+    )
+    await create(rotor, "v1", "pods", body)
+    sts = deployment_body("shop", "db", "db", {"rotor.dev/rw": "db"})
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["selector"] = {
+        "matchLabels": {"app": "db"},
+        "matchExpressions": [{"key": "rotor.dev/other", "operator": "Exists"}],
+    }
+    await create(rotor, "apps/v1", "statefulsets", sts)
+
+    async def restarted() -> Any:
+        obj = await rotor.kube.aget(path("apps/v1", "statefulsets", "shop", "db"))
+        return obj["spec"]["template"]["metadata"]["annotations"].get(RESTARTED_AT)
+
+    await eventually(restarted, timeout=10, what="restartedAt after the StatefulSet appeared")
