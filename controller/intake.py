@@ -123,8 +123,8 @@ class Intake:
                     del self._due[k]
             for key in due:
                 await self.sweep(key)
+            self._wake.clear()  # before reading _due: an event from now on wakes the wait
             wait = min([next_full, *self._due.values()]) - time.monotonic()
-            self._wake.clear()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
