@@ -79,10 +79,15 @@ class Intake:
         self.ctl.set_wants(key, obs.wants)
 
     def on_pod(self, kind: str | None, obj: Mapping[str, Any]) -> None:
-        """A pod the webhook injected (the watch selects ``rotor.dev/injected``)."""
+        """A pod the webhook injected (the watch selects ``rotor.dev/injected``).
+
+        A pod seen without the label is taken as gone: a watch with a label selector reports an
+        object that stops matching with its new state, as a DELETED event."""
         ctl = self.ctl
         m = meta(obj)
         key = (str(m.get("namespace", "")), str(m.get("name", "")))
+        if INJECTED_LABEL not in (m.get("labels") or {}):
+            kind = "DELETED"
         old = ctl.index.pods.get(key)
         pod = None
         wants: tuple[Any, ...] = ()

@@ -8,9 +8,10 @@ controller owns its finalizer and its status.
 
 Pods and Secrets are watched through server-side label selectors (kopf's
 ``settings.watching.label_selectors``, kopf >= 1.45): the API server sends only the pods the
-webhook injected and the Secrets Rotor manages. The handlers' ``labels=`` filters repeat them on
-the client side; on their own they would not help (kopf applies them after every object was
-sent and parsed).
+webhook injected and the Secrets Rotor manages. Both are checked on the client side too
+(:meth:`~controller.intake.Intake.on_pod`, :meth:`~controller.operator.Controller.on_secret`).
+kopf's ``labels=`` handler filter alone would not help: it is applied after every object was
+sent and parsed.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
     async def secret(event: kopf.RawEvent, **_: Any) -> None:
         ctl.on_secret(event.get("type"), event["object"])
 
-    @kopf.on.event("v1", "pods", labels={INJECTED_LABEL: kopf.PRESENT}, registry=registry)
+    # no labels= filter: a pod that loses the label must still reach intake (and leave the index)
+    @kopf.on.event("v1", "pods", registry=registry)
     async def pod(event: kopf.RawEvent, **_: Any) -> None:
         intake.on_pod(event.get("type"), event["object"])
 

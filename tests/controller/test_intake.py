@@ -94,3 +94,37 @@ async def test_an_uninjected_pod_is_found_at_its_workloads_next_event(rotor):
         return obj["spec"]["template"]["metadata"]["annotations"].get(RESTARTED_AT)
 
     await eventually(restarted, timeout=10, what="restartedAt after the StatefulSet appeared")
+
+
+def test_a_pod_that_loses_the_injected_label_leaves_the_index() -> None:
+    """A watch with a label selector reports a pod that stops matching with its new state (as
+    DELETED); the pod is no writer candidate from then on, whatever the event's type."""
+    from controller.intake import Intake
+
+    class Ctl:  # what Intake reads of the controller
+        def __init__(self) -> None:
+            from controller.operator import Index
+            from rotor.settings.controller import ControllerSettings
+
+            self.index = Index()
+            self.settings = ControllerSettings()
+            self.marked: set[SecretRef] = set()
+            self.wants: dict[Any, Any] = {}
+
+        def set_wants(self, key: Any, wants: Any) -> None:
+            self.wants[key] = wants
+
+        def mark(self, refs: Any) -> None:
+            self.marked |= set(refs)
+
+    ctl = Ctl()
+    intake = Intake(ctl)  # type: ignore[arg-type]
+    pod = pod_body("shop", "api-0", "api", {"rotor.dev/rw": "db"})
+    intake.on_pod("ADDED", pod)
+    assert set(ctl.index.pods) == {("shop", "api-0")}
+    assert ctl.wants[("Pod", "shop", "api-0")]
+    del pod["metadata"]["labels"]["rotor.dev/injected"]
+    intake.on_pod("MODIFIED", pod)
+    assert ctl.index.pods == {}
+    assert ctl.wants[("Pod", "shop", "api-0")] == ()
+    assert SecretRef("shop", "db") in ctl.marked
