@@ -85,9 +85,22 @@ def format_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_precise_time(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds when the time has a fraction (``...T12:00:00.250Z``).
+
+    The state's own times (rotated-at, previous-expires, pending-since) keep the fraction: cut
+    to whole seconds, a value rotated at 12:00:00.9 was read back as rotated at 12:00:00, and
+    fell due up to a second early (10 s intervals came 8.9-9.1 s apart with a 5 % jitter)."""
+    ms = round(ts * 1000)
+    whole, frac = divmod(ms, 1000)
+    text = format_time(whole)
+    return text if not frac else f"{text[:-1]}.{frac:03d}Z"
+
+
 def parse_time(text: str, field: str) -> float:
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in text else "%Y-%m-%dT%H:%M:%SZ"
+        return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
     except ValueError:
         raise InvalidSpec(
             field, f"{text!r} is not an RFC 3339 UTC time", "write e.g. 2026-01-31T12:00:00Z"
@@ -192,14 +205,13 @@ class SecretState:
 
     def annotations(self) -> dict[str, str]:
         out = {ANN_VERSION: str(self.version), ANN_PHASE: self.phase, ANN_CHECKSUM: self.checksum}
-        out[ANN_ROTATED_AT] = format_time(self.rotated_at) if self.rotated_at is not None else ""
+        at = format_precise_time
+        out[ANN_ROTATED_AT] = at(self.rotated_at) if self.rotated_at is not None else ""
         out[ANN_PREVIOUS_EXPIRES] = (
-            format_time(self.previous_expires) if self.previous_expires is not None else ""
+            at(self.previous_expires) if self.previous_expires is not None else ""
         )
         out[ANN_WRITER] = self.writer or ""
-        out[ANN_PENDING_SINCE] = (
-            format_time(self.pending_since) if self.pending_since is not None else ""
-        )
+        out[ANN_PENDING_SINCE] = at(self.pending_since) if self.pending_since is not None else ""
         return out
 
 

@@ -439,3 +439,27 @@ async def test_file_store_cas_mode_and_bad_file(tmp_path: Path) -> None:
     (tmp_path / "s" / "db.json").write_text("{not json")
     with pytest.raises(Exception, match=r"db.json: is not a Rotor agent state file; remove"):
         await store.read()
+
+
+async def test_jitter_never_shortens_an_interval_by_more_than_it_says(tmp_path: Path) -> None:
+    """Rotations at a 10 s interval with the default 5 % jitter come 9.5-10 s apart, also when
+    the state goes through the file store and rotations fall at fractions of a second (they
+    were 8.9-9.1 s apart when the stored rotated-at was cut to whole seconds)."""
+    spec = RotatingSecretSpec.from_dict(
+        {
+            "keys": [{"name": "password", "generator": {"type": "password", "length": 16}}],
+            "rotation": {"interval": "10s", "overlap": "2s"},
+        }
+    )
+    clock = FakeClock(1_700_000_000.9)
+    r, _ = make(tmp_path, clock, store=FileStore(tmp_path / "state.json"), spec=spec)
+    r.settings = AgentSettings()  # the default jitter, 0.05
+    committed: dict[int, float] = {}
+    step = 0.05
+    while len(committed) < 8:
+        await r.step()
+        committed.setdefault(r.state.version, clock.now)
+        await clock.advance(step)
+    gaps = [committed[v + 1] - committed[v] for v in sorted(committed)[:-1]]
+    assert min(gaps) >= 10 * 0.95 - 1e-6, gaps
+    assert max(gaps) <= 10 + step + 1e-6, gaps
