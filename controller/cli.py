@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from rotor.acl import AclBackend, AclSnapshot, Mode
+from rotor.durations import duration_arg, format_duration
 from rotor.errors import InvalidSpec, RotorError
 from rotor.names import Principal, SecretRef
 from rotor.settings.controller import ControllerSettings
@@ -42,6 +43,25 @@ Handler = Callable[[argparse.Namespace], int]
 
 class UsageError(Exception):
     """Bad input on the command line: exit 2."""
+
+
+INSTALL_HINT = "pip install 'kube-rotor[cli]' (from a checkout: pip install '.[cli]')"
+_EXTRA_OF = {
+    "kubernetes": "the Kubernetes client (the configmap backend)",
+    "ic": "ic-py (the canister backend)",
+    "pyblst": "pyblst (the canister backend)",
+    "cbor2": "cbor2 (the canister backend)",
+    "kmock": "kmock (the demo's Kubernetes API emulator)",
+    "jsonpatch": "jsonpatch (the demo)",
+    "hvac": "hvac (Vault stores)",
+}
+
+
+def missing_part(e: ModuleNotFoundError, command: str) -> str:
+    """One line for an optional dependency that is not installed, naming the fix."""
+    top = (e.name or "?").split(".")[0]
+    what = _EXTRA_OF.get(top, f"the Python package {top!r}")
+    return f"{command} needs {what}, which is not installed; {INSTALL_HINT}"
 
 
 # -- backends -------------------------------------------------------------------------------------
@@ -227,9 +247,11 @@ def _backend_options(settings: ControllerSettings) -> argparse.ArgumentParser:
     )
     ic.add_argument(
         "--cert-max-age",
-        type=float,
+        type=duration_arg("--cert-max-age"),
         default=settings.canister_cert_max_age,
-        help="oldest certificate accepted, seconds (default: %(default)s)",
+        metavar="DURATION",
+        help="oldest certificate accepted, e.g. 5m "
+        f"(default: {format_duration(settings.canister_cert_max_age)})",
     )
     return p
 
@@ -286,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except ModuleNotFoundError as e:
+        print(f"rotor: {missing_part(e, 'rotor ' + args.command)}", file=sys.stderr)
+        return EXIT_FAILED
     except (UsageError, InvalidSpec) as e:
         print(f"rotor: {e}", file=sys.stderr)
         return EXIT_USAGE

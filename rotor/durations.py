@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Callable
 
 from rotor.errors import InvalidSpec
 
@@ -12,6 +14,13 @@ PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 """The same grammar as a regular expression, for CRD schemas and values.schema.json."""
 
 _FIX = "write a number with a unit, e.g. 90s, 15m, 24h or 1h30m"
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _no_unit(field: str, text: object) -> InvalidSpec:
+    # A bare number means nothing anywhere (flags, ROTOR_* variables, specs, config files):
+    # seconds to one reader and hours to another is how a 24 h rotation becomes 24 s.
+    return InvalidSpec(field, f"{text!r} has no unit", _FIX)
 
 
 def parse_duration(text: object, field: str) -> float:
@@ -19,8 +28,10 @@ def parse_duration(text: object, field: str) -> float:
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise InvalidSpec(field, f"expected a duration string, got {type(text).__name__}", _FIX)
     if isinstance(text, int | float):
-        raise InvalidSpec(field, f"{text!r} has no unit", _FIX)
+        raise _no_unit(field, text)
     s = text.strip()
+    if _NUMBER.fullmatch(s):
+        raise _no_unit(field, text)
     pos = 0
     total = 0.0
     for m in _PART.finditer(s):
@@ -44,3 +55,22 @@ def format_duration(seconds: float) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out) or "0s"
+
+
+def duration_arg(flag: str, minimum: float = 0.0) -> Callable[[str], float]:
+    """An argparse ``type=`` for a duration flag: the same grammar as every other duration,
+    and a clear message for one below ``minimum`` (never silently raised to it)."""
+
+    def parse(text: str) -> float:
+        try:
+            seconds = parse_duration(text, flag)
+        except InvalidSpec as e:
+            raise argparse.ArgumentTypeError(f"{e.problem}; {e.fix}") from None
+        if seconds < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is too short; use at least {format_duration(minimum)}"
+            )
+        return seconds
+
+    parse.__name__ = "duration"  # argparse names the type in its messages
+    return parse

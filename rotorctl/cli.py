@@ -3,7 +3,7 @@
 ::
 
     rotor acl list|approve|deny|revoke ...   the access-control list (controller.cli, unchanged)
-    rotor demo [--rotate-every 20s] [--duration SECONDS] [--dir ./rotor-demo]
+    rotor demo [--rotate-every 20s] [--duration 5m] [--dir DIR]
                                               the whole system on this machine (docs/demo.md)
 """
 
@@ -14,20 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from controller import cli as acl_cli
-from rotor.durations import parse_duration
+from rotor.durations import duration_arg
 from rotor.errors import InvalidSpec, RotorError
 from rotor.settings.controller import ControllerSettings
 
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return parse_duration(text, "--rotate-every")
-    except InvalidSpec as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+DEFAULT_DEMO_DIR = "rotor-demo-cluster"  # rotor-agent standalone --demo keeps ./rotor-demo
+DEMO_MIN_INTERVAL = 2.0
+"""The demo's shortest rotation interval: each rotation must reach the reader before the next."""
 
 
 def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:
@@ -45,20 +38,23 @@ def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--rotate-every",
-        type=_seconds,
+        type=duration_arg("--rotate-every", minimum=DEMO_MIN_INTERVAL),
         default=20.0,
         metavar="DURATION",
-        help="rotation interval of the demo secret, e.g. 20s or 1m (default: 20s)",
+        help="rotation interval of the demo secret, e.g. 20s or 1m (default: 20s; at least 2s)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=duration_arg("--duration"),
         default=0.0,
-        metavar="SECONDS",
-        help="stop by itself after this many seconds (default: run until Ctrl-C)",
+        metavar="DURATION",
+        help="stop by itself after this long, e.g. 90s or 5m (default: run until Ctrl-C)",
     )
     demo.add_argument(
-        "--dir", default="rotor-demo", help="where pods' files and logs go (default: %(default)s)"
+        "--dir",
+        default=DEFAULT_DEMO_DIR,
+        help="a folder of the demo's own for pods' files and logs; an earlier `rotor demo`'s "
+        "folder is emptied, any other non-empty folder is refused (default: ./%(default)s)",
     )
     demo.add_argument(
         "--no-vault", action="store_true", help="do not start OpenBao even if it is installed"
@@ -83,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: acl_cli.Handler = args.handler
     try:
         return handler(args)
+    except ModuleNotFoundError as e:  # an optional part (an extra) is not installed
+        print(f"rotor: {acl_cli.missing_part(e, 'rotor ' + args.command)}", file=sys.stderr)
+        return acl_cli.EXIT_FAILED
     except (acl_cli.UsageError, InvalidSpec) as e:
         print(f"rotor: {e}", file=sys.stderr)
         return acl_cli.EXIT_USAGE

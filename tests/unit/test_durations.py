@@ -34,7 +34,8 @@ def test_parse(text: str, seconds: float) -> None:
     [
         ("", "'' is not a duration"),
         ("soon", "'soon' is not a duration"),
-        ("10", "'10' is not a duration"),
+        ("10", "'10' has no unit"),
+        (" 2.5 ", "' 2.5 ' has no unit"),
         ("10x", "'10x' is not a duration"),
         ("h1", "'h1' is not a duration"),
         ("1h 30m", "'1h 30m' is not a duration"),
@@ -73,3 +74,37 @@ def test_pattern_rejects_what_the_parser_rejects(text: str) -> None:
     assert not re.match(PATTERN, text)
     with pytest.raises(InvalidSpec):
         parse_duration(text, "f")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--rotate-every", "5"],
+        ["demo", "--duration", "60"],
+        ["acl", "list", "--cert-max-age", "300"],
+    ],
+)
+def test_a_bare_number_is_refused_by_every_command(argv: list[str]) -> None:
+    """Every duration flag reads like a spec's interval: a bare number is refused, naming it."""
+    from rotor.settings.controller import ControllerSettings
+    from rotorctl.cli import build_parser
+
+    parser = build_parser(ControllerSettings())
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(argv)
+    assert e.value.code == 2
+
+
+def test_duration_flags_take_units_and_refuse_too_short(capsys: pytest.CaptureFixture[str]) -> None:
+    from rotor.settings.controller import ControllerSettings
+    from rotorctl.cli import build_parser
+
+    parser = build_parser(ControllerSettings())
+    args = parser.parse_args(["demo", "--rotate-every", "1m", "--duration", "1m30s"])
+    assert (args.rotate_every, args.duration) == (60.0, 90.0)
+    assert parser.parse_args(["acl", "list", "--cert-max-age", "5m"]).cert_max_age == 300.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--rotate-every", "0s"])
+    err = capsys.readouterr().err
+    assert "--rotate-every" in err
+    assert "'0s' is too short; use at least 2s" in err
