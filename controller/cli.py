@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +66,11 @@ def missing_part(e: ModuleNotFoundError, command: str) -> str:
     return f"{command} needs {what}, which is not installed; {INSTALL_HINT}"
 
 
+def quiet_urllib3() -> None:
+    """urllib3 logs a warning for each retry of a connection; the command prints one line."""
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
 # -- backends -------------------------------------------------------------------------------------
 def _configmap_backend(args: argparse.Namespace) -> AclBackend:
     from kubernetes import client, config
@@ -71,16 +78,36 @@ def _configmap_backend(args: argparse.Namespace) -> AclBackend:
 
     from controller.acl.configmap import ConfigMapAclBackend
 
+    path = args.kubeconfig
+    if not path and not _in_cluster():
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser(
+            config.KUBE_CONFIG_DEFAULT_LOCATION
+        )
+    if path:
+        flag = "--kubeconfig" if args.kubeconfig else "KUBECONFIG or ~/.kube/config"
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise UsageError(
+                f"{flag}: cannot read {path} ({e.strerror}); pass --kubeconfig FILE "
+                "(e.g. the kubeconfig `rotor demo` prints)"
+            ) from None
     try:
-        if args.kubeconfig or not _in_cluster():
+        if path:
             api = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=args.kubeconfig, context=args.context
+                config_file=path, context=args.context
             )
         else:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             api = client.ApiClient()
-    except (ConfigException, OSError) as e:
-        raise UsageError(f"--kubeconfig: cannot load a Kubernetes configuration ({e})") from None
+    except (ConfigException, OSError, ValueError, TypeError) as e:
+        raise UsageError(
+            f"--kubeconfig: cannot load {path or 'the in-cluster config'} ({e})"
+        ) from None
+    # One retry, not urllib3's three with a warning each: a stopped server is reported once
+    # (controller.kube.mapped_errors names it and the cause).
+    api.configuration.retries = 1
     return ConfigMapAclBackend(client.CoreV1Api(api), args.namespace, args.configmap)
 
 
@@ -305,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(settings)
     args = parser.parse_args(argv)  # exits 2 on bad usage
+    quiet_urllib3()
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -18,7 +18,10 @@ pool), so fan-out to many namespaces runs in parallel without starving ``asyncio
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import re
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +54,34 @@ def api_error(status: int, reason: str, what: str) -> Exception:
     return PermanentError(text)
 
 
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def connection_problem(e: BaseException) -> str:
+    """``the API server at https://10.0.0.1:6443 did not answer (Connection refused)``: the
+    server and the cause, from urllib3's nested exceptions (never its object reprs)."""
+    pool = e.pool if isinstance(e, urllib3.exceptions.MaxRetryError) else None
+    conn = getattr(e, "conn", None)  # a bare NewConnectionError (no urllib3 retries)
+    if pool is not None:
+        server = f"{pool.scheme}://{pool.host}:{pool.port}"
+    elif conn is not None:
+        scheme = "https" if isinstance(conn, urllib3.connection.HTTPSConnection) else "http"
+        server = f"{scheme}://{conn.host}:{conn.port}"
+    else:
+        server = "?"
+    reason = getattr(e, "reason", None) or e
+    text = str(reason)
+    if m := _ERRNO.search(text):
+        cause = m.group(1).strip()
+    elif isinstance(reason, urllib3.exceptions.SSLError) or "SSL" in text:
+        cause = "TLS: " + text.rsplit(":", 1)[-1].strip(" )'\"")
+    elif isinstance(reason, TimeoutError | urllib3.exceptions.TimeoutError) or "timed out" in text:
+        cause = "timed out"
+    else:
+        cause = type(reason).__name__
+    return f"the API server at {server} did not answer ({cause})"
+
+
 @contextmanager
 def mapped_errors(what: str) -> Iterator[None]:
     """Turn ``ApiException`` and connection errors raised inside into rotor errors."""
@@ -59,7 +90,45 @@ def mapped_errors(what: str) -> Iterator[None]:
     except ApiException as e:
         raise api_error(int(e.status or 0), str(e.reason or ""), what) from None
     except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, reset, timed out
-        raise UnavailableError(f"{what}: {type(e).__name__}") from None
+        raise UnavailableError(f"{what}: {connection_problem(e)}") from None
+
+
+def check_connection(api_client: client.ApiClient, attempts: int = 5, delay: float = 2.0) -> str:
+    """Ask the API server for its version, up to ``attempts`` times ``delay`` apart; return its
+    ``gitVersion``. Raises :class:`UnavailableError` (no answer: the server and the cause) or
+    :class:`PermanentError` (401/403: the credentials were refused) with one line to print.
+    urllib3's own retries are turned off for this, so nothing else is logged meanwhile."""
+    cfg = copy.deepcopy(api_client.configuration)
+    cfg.retries = False  # read when the pool is made, so on a client of its own
+    host = cfg.host
+    last = ""
+    with client.ApiClient(cfg) as probe:
+        for attempt in range(max(1, attempts)):
+            try:
+                with mapped_errors(f"GET {host}/version"):
+                    _, url, hdrs, _, _ = probe.param_serialize(
+                        method="GET",
+                        resource_path="/version",
+                        header_params={"Accept": "application/json"},
+                        auth_settings=["BearerToken"],
+                    )
+                    resp = probe.call_api("GET", url, header_params=hdrs, _request_timeout=10)
+                    raw: bytes = resp.read()
+            except UnavailableError as e:
+                last = str(e).split(": ", 1)[-1]
+                if attempt + 1 < attempts:
+                    time.sleep(delay)
+                continue
+            if resp.status in (401, 403):
+                raise PermanentError(
+                    f"the API server at {host} refused the credentials (HTTP {resp.status}); "
+                    "check the kubeconfig's user or the service account token"
+                )
+            with suppress(ValueError, AttributeError):
+                return str(json.loads(raw).get("gitVersion") or "")
+            return ""
+    tries = f"{attempts} attempts {delay:g}s apart" if attempts > 1 else "1 attempt"
+    raise UnavailableError(f"{last}; gave up after {tries}")
 
 
 def path(

@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rotor: {e}", file=sys.stderr)
         return acl_cli.EXIT_USAGE
     args = build_parser(settings).parse_args(argv)
+    acl_cli.quiet_urllib3()
     handler: acl_cli.Handler = args.handler
     try:
         return handler(args)
