@@ -6,7 +6,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest
+.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image
+
+# Images (docs/install.md, "Building the images"): `make images` builds rotor-controller and
+# rotor-agent with podman or docker (whichever is installed) on the official Python image.
+# Without a registry, `make images LOCAL_BASE=1` first builds that base from Debian's packages
+# (debootstrap; root) and uses the podman settings in tests/images/containers.conf.
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+IMAGE_PREFIX ?= localhost/
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE ?=
+BASE_IMAGE ?= localhost/rotor-python:3.11-bookworm
+DEBIAN_MIRROR ?= $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+BUILD_FLAGS ?=
+ifneq ($(LOCAL_BASE),)
+PYTHON_IMAGE := $(BASE_IMAGE)
+# podman: never pull (nothing to pull from), host network for pip, the machine's CA bundle
+BUILD_FLAGS += --pull=never --network host --volume /etc/ssl/certs:/etc/ssl/certs:ro
+export CONTAINERS_CONF ?= $(CURDIR)/tests/images/containers.conf
+endif
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,8 +37,16 @@ setup: $(BIN)/python
 setup-dev: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[dev]'
 
-# Real servers and compilers the tests use: promtool and prometheus (Debian), moc (npm).
+# Real servers and compilers the tests use: promtool and prometheus (Debian), moc (npm),
+# podman, runc and debootstrap (Debian; tests/images builds and runs the images).
 system-deps:
+	@if command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "NOTE: podman, runc or debootstrap missing and not root: not installing them; tests/images will skip"; \
+	else \
+	  echo "installing Debian packages podman runc debootstrap"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc debootstrap >/dev/null) \
+	  || echo "WARNING: could not install podman/runc/debootstrap; tests/images will skip"; fi
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing Debian package prometheus"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
@@ -39,3 +66,24 @@ pytest: setup-dev
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
+
+images: $(if $(LOCAL_BASE),base-image)
+	@test -n "$(ENGINE)" || { echo "make images: neither podman nor docker is installed (apt-get install podman runc)"; exit 1; }
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	  -f Dockerfile.controller -t $(IMAGE_PREFIX)rotor-controller:$(IMAGE_TAG) .
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	  -f Dockerfile.agent -t $(IMAGE_PREFIX)rotor-agent:$(IMAGE_TAG) .
+	@echo "built $(IMAGE_PREFIX)rotor-controller:$(IMAGE_TAG) and $(IMAGE_PREFIX)rotor-agent:$(IMAGE_TAG)"
+
+# The official python:3.11-slim-bookworm rebuilt from Debian's packages: the same Debian release
+# and its Python 3.11 (/usr/bin/python3, with /usr/bin/python). Built once; `podman rmi` it to
+# rebuild. Needs root, debootstrap and podman (or docker).
+base-image:
+	@if $(ENGINE) image inspect $(BASE_IMAGE) >/dev/null 2>&1; then echo "base image $(BASE_IMAGE) exists"; else \
+	  test "$$(id -u)" = 0 || { echo "make base-image: debootstrap needs root"; exit 1; }; \
+	  command -v debootstrap >/dev/null || { echo "make base-image: apt-get install debootstrap podman runc"; exit 1; }; \
+	  root=$$(mktemp -d) && trap 'rm -rf "$$root"' EXIT && \
+	  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$$root" $(or $(DEBIAN_MIRROR),http://deb.debian.org/debian) >/dev/null && \
+	  ln -sf python3 "$$root/usr/bin/python" && rm -rf "$$root"/var/cache/apt/archives/*.deb "$$root"/var/lib/apt/lists/* && \
+	  tar -C "$$root" -c . | $(ENGINE) import --change 'CMD ["python3"]' - $(BASE_IMAGE) >/dev/null && \
+	  echo "built base image $(BASE_IMAGE)"; fi
