@@ -144,3 +144,35 @@ def test_acl_list_with_refused_credentials(tmp_path: Path, refusing_server: str)
     err = one_line(p)
     assert p.returncode == 1
     assert "HTTP 401" in err
+
+
+@pytest.mark.parametrize(
+    ("blocked", "argv", "needs"),
+    [
+        ("kubernetes", ["acl", "list"], "rotor acl needs the Kubernetes client"),
+        ("ic", ["acl", "list", "--backend", "canister", "--identity", "x"], "rotor acl needs"),
+        ("kmock", ["demo", "--duration", "1s"], "rotor demo needs kmock"),
+    ],
+)
+def test_rotor_without_an_optional_part_names_the_pip_command(
+    tmp_path: Path, blocked: str, argv: list[str], needs: str
+) -> None:
+    """`pip install .` (no extra) leaves these out; None in sys.modules makes the import fail
+    the way a missing package does."""
+    (tmp_path / "x").write_text("not a key")
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; from rotorctl.cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | {"HOME": str(tmp_path)},
+        timeout=60,
+    )
+    err = one_line(p)
+    assert p.returncode == 1
+    assert needs in err
+    assert "pip install 'kube-rotor[cli]'" in err
