@@ -21,10 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from rotor.durations import format_duration
+from rotor.errors import InvalidSpec
+from rotor.layout import parse_time
 from rotorctl.harness import (
+    ROTOR_NAMESPACE,
     VAULT_TOKEN,
     Cancelled,
     HarnessError,
+    Pod,
     PropagationProbe,
     System,
     wait_for,
@@ -33,6 +38,28 @@ from rotorctl.harness import (
 NS, NAME = "shop", "db-password"
 RO_NS = "web"
 FIRST_VALUE_TIMEOUT = 60.0
+MARKER = ".rotor-demo"
+"""A file that says `rotor demo` made the folder: only such a folder is ever emptied."""
+
+
+class FolderError(Exception):
+    """``--dir`` names a folder this demo did not create."""
+
+
+def prepare_dir(workdir: Path) -> None:
+    """Make ``workdir`` the demo's own: created here, or emptied when an earlier ``rotor demo``
+    created it (its marker file is there). Any other non-empty folder is left alone."""
+    if workdir.exists() and not workdir.is_dir():
+        raise FolderError(f"--dir {workdir}: is a file; choose another --dir")
+    if workdir.is_dir() and any(workdir.iterdir()):
+        if not (workdir / MARKER).is_file():
+            raise FolderError(
+                f"--dir {workdir}: exists and was not created by `rotor demo` (no {MARKER} "
+                "file in it), so it is left as it is; choose another --dir, or empty it"
+            )
+        shutil.rmtree(workdir)  # a fresh run: files of an old one would mislead
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("created by `rotor demo`; the next run empties this folder\n")
 
 
 class Out:
@@ -88,11 +115,13 @@ def run(args: argparse.Namespace) -> int:
     out = Out()
     stop = threading.Event()
     workdir = Path(args.dir).resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)  # a fresh run: files of an old one would mislead
-    seconds = max(2, round(args.rotate_every))
-    interval = f"{seconds}s"
-    overlap = f"{max(1, seconds // 4)}s"  # shorter than the interval, as the spec requires
+    try:
+        prepare_dir(workdir)
+    except FolderError as e:
+        print(f"rotor demo: {e}", file=sys.stderr)
+        return 2
+    interval = format_duration(args.rotate_every)
+    overlap = format_duration(args.rotate_every / 4)  # shorter than the interval, as required
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     out.line(f"Rotor demo in {workdir} (rotation every {interval}; Ctrl-C stops it)", bold=True)
     with stop_on_signals(stop):
@@ -181,6 +210,8 @@ def _show(
         f"{r.mount / NAME if r.mount else '-'}",
         bold=True,
     )
+    for hint in _hints(system, w, r):
+        out.line(hint)
     reported = system.version(NS, NAME)
     with PropagationProbe(system, NS, NAME, [r], resolution=0.01) as probe:
         while not stop.is_set():
@@ -195,12 +226,13 @@ def _show(
                     f"changed {ms:.0f} ms later{_vault_note(system)}",
                     bold=True,
                 )
-            left = "" if deadline is None else f", {deadline - time.monotonic():.0f}s left"
-            out.status(
-                f"version {system.version(NS, NAME)}; next rotation "
-                f"{system.status(NS, NAME).get('nextRotation', '?')}{left}"
-            )
+            out.status(_status_line(system, deadline))
             stop.wait(0.2)
+    out.done()
+    out.line(
+        f"the files, logs and kubeconfig stay in {system.workdir} (the next `rotor demo` "
+        "empties it); the API and the processes stop now"
+    )
     delays = sorted(probe.delays())
     if delays:
         median, worst = delays[len(delays) // 2] * 1000, delays[-1] * 1000
@@ -209,6 +241,37 @@ def _show(
             f"worst {worst:.0f} ms"
         )
     return 0
+
+
+def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
+    """What to look at while the demo runs (printed once both pods have files)."""
+    files = reader.mount / NAME if reader.mount else system.workdir / "pods"
+    return [
+        "while it runs, in another terminal:",
+        f"  files:   ls -l {files}/   (cat {files}/password; <key>.previous during the overlap)",
+        f"  metrics: curl -s {writer.metrics_url} | grep ^rotor_agent   (the writer's agent)",
+        f"           curl -s {reader.metrics_url} | grep ^rotor_agent   (the reader's agent)",
+        f"  ACL:     rotor acl list --kubeconfig {system.kubeconfig} --namespace {ROTOR_NAMESPACE}",
+        f"  logs:    {system.workdir / 'logs'}/ and each pod's agent.log under "
+        f"{system.workdir / 'pods'}/",
+    ]
+
+
+def _status_line(system: System, deadline: float | None) -> str:
+    """``version 3; next rotation in 7s (the controller's status.nextRotation); demo ends in
+    45s``: every number says what it counts down to."""
+    now = time.time()
+    text = f"version {system.version(NS, NAME)}; next rotation "
+    nxt = system.status(NS, NAME).get("nextRotation")
+    try:
+        due = parse_time(str(nxt), "status.nextRotation")
+    except InvalidSpec:
+        text += "not scheduled yet"
+    else:
+        text += f"in {max(0.0, due - now):.0f}s (status.nextRotation {nxt})"
+    if deadline is None:
+        return text + "; Ctrl-C stops the demo"
+    return text + f"; the demo ends in {max(0.0, deadline - time.monotonic()):.0f}s (--duration)"
 
 
 def _vault_note(system: System) -> str:

@@ -39,12 +39,12 @@ def test_rotor_acl_bad_input_exits_2_naming_the_argument(capsys) -> None:
     assert "PRINCIPAL" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flag", "seconds"), [("20", 20.0), ("90s", 90.0), ("1m", 60.0)])
-def test_demo_rotate_every_takes_seconds_or_a_duration(flag: str, seconds: float) -> None:
+@pytest.mark.parametrize(("flag", "seconds"), [("20s", 20.0), ("90s", 90.0), ("1m", 60.0)])
+def test_demo_rotate_every_and_duration_take_durations(flag: str, seconds: float) -> None:
     parser = cli.build_parser(cli.ControllerSettings())
-    args = parser.parse_args(["demo", "--rotate-every", flag, "--duration", "5"])
+    args = parser.parse_args(["demo", "--rotate-every", flag, "--duration", "1m"])
     assert args.rotate_every == seconds
-    assert args.duration == 5.0
+    assert args.duration == 60.0
 
 
 def test_demo_rejects_a_bad_interval(capsys) -> None:
@@ -52,3 +52,33 @@ def test_demo_rejects_a_bad_interval(capsys) -> None:
         cli.main(["demo", "--rotate-every", "5x"])
     assert e.value.code == 2
     assert "--rotate-every" in capsys.readouterr().err
+
+
+def test_demo_defaults_to_a_folder_other_than_the_agents_demo() -> None:
+    args = cli.build_parser(cli.ControllerSettings()).parse_args(["demo"])
+    assert args.dir == "rotor-demo-cluster"  # rotor-agent standalone --demo keeps ./rotor-demo
+
+
+def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path: Path, capsys) -> None:
+    theirs = tmp_path / "rotor-demo"
+    (theirs / ".rotor").mkdir(parents=True)
+    (theirs / ".rotor" / "demo.json").write_text("{}")  # e.g. rotor-agent standalone's state
+    assert cli.main(["demo", "--dir", str(theirs), "--duration", "1s", "--no-vault"]) == 2
+    err = capsys.readouterr().err
+    assert f"--dir {theirs}: exists and was not created by `rotor demo`" in err
+    assert (theirs / ".rotor" / "demo.json").read_text() == "{}"
+
+
+def test_demo_empties_only_its_own_folder(tmp_path: Path) -> None:
+    from rotorctl.demo import MARKER, prepare_dir
+
+    ours = tmp_path / "d"
+    prepare_dir(ours)  # created, with the marker
+    (ours / "logs").mkdir()
+    (ours / "logs" / "old.log").write_text("old run")
+    prepare_dir(ours)  # an earlier run's folder: emptied
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER]
+    empty = tmp_path / "e"
+    empty.mkdir()
+    prepare_dir(empty)  # an empty folder is taken
+    assert (empty / MARKER).is_file()
