@@ -97,13 +97,38 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+IMAGES: dict[str, Any] = {
+    "image": {"repository": "registry.example/rotor-controller"},
+    "agent": {"image": {"repository": "registry.example/rotor-agent"}},
+}
+"""The two values every install must set (the chart fails without them: no registry publishes
+the images); every value set here renders with them unless it says otherwise."""
+
+
+def with_images(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with :data:`IMAGES` underneath (the values' own settings win)."""
+
+    def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for k, v in top.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    return merge(IMAGES, values)
+
+
+COMBINATIONS = {name: with_images(values) for name, values in COMBINATIONS.items()}
+
 
 @cache
 def chart() -> helm.Chart:
     return helm.Chart.load(CHART)
 
 
-def render_files(values: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, str]:
+def render_files(
+    values: dict[str, Any], namespace: str = NAMESPACE, images: bool = True
+) -> dict[str, str]:
+    values = with_images(values) if images else values
     return chart().render(values, name=RELEASE, namespace=namespace)
 
 

@@ -109,7 +109,7 @@ def test_values_arrive_in_the_settings() -> None:
     assert c.leader_election is True
     assert c.log_level == "DEBUG" == w.log_level
     assert w.sidecar_mode == "classic"
-    assert w.agent_image == "ghcr.io/rotor-dev/rotor-agent:0.1.0"
+    assert w.agent_image == "registry.example/rotor-agent:0.1.0"  # the tag: the appVersion
     envs = process_envs(
         {
             "acl": {"poll": "1m", "maxStaleness": "1h", "onStale": "revoke"},
@@ -131,7 +131,10 @@ def test_defaults_match_the_settings_defaults() -> None:
     assert ControllerSettings.from_env(envs["controller"]) == ControllerSettings(
         namespace=NAMESPACE
     )
-    assert WebhookSettings.from_env(envs["webhook"]) == WebhookSettings(own_namespace=NAMESPACE)
+    # the agent image has no default (the chart fails without it; tests set IMAGES)
+    assert WebhookSettings.from_env(envs["webhook"]) == WebhookSettings(
+        own_namespace=NAMESPACE, agent_image="registry.example/rotor-agent:0.1.0"
+    )
     envs = process_envs(COMBINATIONS["canister"])
     assert ControllerSettings.from_env(envs["controller"]) == ControllerSettings(
         namespace=NAMESPACE,

@@ -7,7 +7,7 @@ import json
 import yaml
 
 from tests.chart import generate
-from tests.chart.chartlib import CHART, ROOT, crds
+from tests.chart.chartlib import CHART, ROOT, crds, with_images
 
 FIX = "run: python -m tests.chart.generate"
 
@@ -76,4 +76,4 @@ def test_packaged_chart_ships_crds_and_renders(tmp_path) -> None:
     }
     assert all(n.startswith("rotor/") and "__pycache__" not in n for n in names)
     with helm.Chart.load(archive) as packaged:
-        assert packaged.render({}, name="rotor", namespace="rotor-system")
+        assert packaged.render(with_images({}), name="rotor", namespace="rotor-system")

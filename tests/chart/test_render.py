@@ -380,3 +380,21 @@ def test_notes_tell_the_next_step() -> None:
     assert "docs/install.md" in notes
     canister = render_files(COMBINATIONS["canister"])["rotor/templates/NOTES.txt"]
     assert CANISTER_ID in canister
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({}, "image.repository"),
+        ({"image": {"repository": "registry.example/rotor-controller"}}, "agent.image.repository"),
+    ],
+)
+def test_without_images_the_chart_says_how_to_build_them(values: dict, field: str) -> None:
+    """No registry publishes the images: the defaults fail at render, naming the fix."""
+    import helm_python as helm
+
+    with pytest.raises(helm.errors.HelmError) as e:
+        render_files(values, images=False)
+    assert f"{field} is not set" in str(e.value)
+    assert "make images IMAGE_PREFIX=REGISTRY/" in str(e.value)
+    assert "--set agent.image.repository=REGISTRY/rotor-agent" in str(e.value)

@@ -10,7 +10,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.chartlib import CHART, COMBINATIONS, chart, render
+from tests.chart.chartlib import CHART, COMBINATIONS, chart, render, with_images
 
 BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"replicas": 2}, "additional properties 'replicas' not allowed"),
@@ -101,5 +101,5 @@ def test_match_conditions_follow_the_kube_version(
     shutil.copytree(CHART, copy)
     probe = '{{- if include "rotor.useMatchConditions" . }}{{ fail "PROBE-MATCH-ON" }}{{ end }}\n'
     (copy / "templates" / "zz-probe.yaml").write_text(probe)
-    helm.lint(copy, {"webhook": {"matchConditions": mode}}, kube_version=kube)
+    helm.lint(copy, with_images({"webhook": {"matchConditions": mode}}), kube_version=kube)
     assert ("PROBE-MATCH-ON" in capfd.readouterr().err) is on

@@ -41,6 +41,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "rotor.image" -}}
+{{- if not .image.repository -}}
+{{- fail (printf "%s is not set: no registry publishes Rotor's images yet. Build them with `make images IMAGE_PREFIX=REGISTRY/` (docs/install.md, \"Building the images\"), push them, and install with --set image.repository=REGISTRY/rotor-controller --set agent.image.repository=REGISTRY/rotor-agent" .field) -}}
+{{- end -}}
 {{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
 {{- end -}}
 
@@ -88,7 +91,7 @@ seccompProfile:
 {{/* The webhook container; used by the webhook Deployment and, when combined, the controller's. */}}
 {{- define "rotor.webhookContainer" -}}
 - name: webhook
-  image: {{ include "rotor.image" (dict "image" .Values.image "ctx" .) }}
+  image: {{ include "rotor.image" (dict "image" .Values.image "ctx" . "field" "image.repository") }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: [rotor-webhook]
   env:
@@ -96,7 +99,7 @@ seccompProfile:
     - {name: ROTOR_WEBHOOK_METRICS_PORT, value: {{ .Values.webhook.metricsPort | quote }}}
     - {name: ROTOR_WEBHOOK_CERT_FILE, value: /etc/rotor/tls/tls.crt}
     - {name: ROTOR_WEBHOOK_KEY_FILE, value: /etc/rotor/tls/tls.key}
-    - {name: ROTOR_AGENT_IMAGE, value: {{ include "rotor.image" (dict "image" .Values.agent.image "ctx" .) | quote }}}
+    - {name: ROTOR_AGENT_IMAGE, value: {{ include "rotor.image" (dict "image" .Values.agent.image "ctx" . "field" "agent.image.repository") | quote }}}
     - {name: ROTOR_AGENT_PULL_POLICY, value: {{ .Values.agent.image.pullPolicy | quote }}}
     - {name: ROTOR_AGENT_CPU_REQUEST, value: {{ .Values.agent.resources.requests.cpu | default "" | toString | quote }}}
     - {name: ROTOR_AGENT_MEMORY_REQUEST, value: {{ .Values.agent.resources.requests.memory | default "" | toString | quote }}}
