@@ -171,3 +171,46 @@ def test_printed_kubectl_lines_parse_and_apply_a_valid_object(case: str) -> None
     crd = next(c for c in crds() if c["spec"]["names"]["kind"] == "RotatingSecret")
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     jsonschema.validate({"spec": doc["spec"]}, {"type": "object", **schema})
+
+
+def _uninstall_deletes() -> dict[str, set[str]]:
+    """kind -> names the Uninstall steps of docs/install.md delete (one kind per line)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "install.md").read_text()
+    block = text.split("## Uninstall", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    out: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        argv = shlex.split(line, comments=True)
+        if argv[:1] != ["kubectl"] or "delete" not in argv:
+            continue
+        rest = [a for a in argv[argv.index("delete") + 1 :] if not a.startswith("-")]
+        if argv[argv.index("delete") - 1 : argv.index("delete")] == ["-n"]:
+            rest = rest[1:]
+        kinds, names = rest[0], rest[1:]
+        for kind in kinds.split(","):
+            out.setdefault(kind, set()).update(names)
+    return out
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"acl": {"backend": "canister", "canister": {"id": "rrkah-fqaaa-aaaaa-aaaaq-cai"}}},
+        {"auditReceiver": {"enabled": True, "socket": {"allowedSources": ["10.42.0.0/16"]}}},
+    ],
+)
+def test_uninstall_removes_what_the_release_leaves_behind(values: dict[str, Any]) -> None:
+    """Everything the controller creates in the release namespace outside the release (named by
+    the rendered controller's settings) is deleted by a line of the documented steps."""
+    from controller.main import LEASE_NAME
+
+    settings = controller_settings(values, "rotor-system")
+    deleted = _uninstall_deletes()
+    assert settings.acl_configmap in deleted["configmap"]
+    assert {settings.webhook_cert_secret, settings.webhook_cert_secret + "-ca"} <= deleted["secret"]
+    assert LEASE_NAME in deleted["lease"]
+    if settings.acl_backend == "canister":
+        assert settings.canister_identity_secret in deleted["secret"]
+    if settings.audit_configmap:
+        assert settings.audit_configmap in deleted["configmap"]
+    assert "rolebindings" in deleted  # the per-grant RBAC, by label
