@@ -82,3 +82,28 @@ def test_demo_empties_only_its_own_folder(tmp_path: Path) -> None:
     empty.mkdir()
     prepare_dir(empty)  # an empty folder is taken
     assert (empty / MARKER).is_file()
+
+
+def test_demo_status_line_says_what_each_number_counts_down() -> None:
+    import time
+
+    from rotor.layout import format_time
+    from rotorctl import demo
+
+    class FakeSystem:
+        def __init__(self, status: dict) -> None:
+            self._status = status
+
+        def version(self, ns: str, name: str) -> int:
+            return 3
+
+        def status(self, ns: str, name: str) -> dict:
+            return self._status
+
+    nxt = format_time(time.time() + 10)
+    line = demo._status_line(FakeSystem({"nextRotation": nxt}), time.monotonic() + 45)
+    assert line.startswith("version 3; next rotation in ")
+    assert f"s (status.nextRotation {nxt}); the demo ends in " in line
+    assert line.endswith("s (--duration)")
+    line = demo._status_line(FakeSystem({}), None)
+    assert line == "version 3; next rotation not scheduled yet; Ctrl-C stops the demo"
