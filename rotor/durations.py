@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable
 
@@ -60,6 +59,8 @@ def format_duration(seconds: float) -> str:
 def duration_arg(flag: str, minimum: float = 0.0) -> Callable[[str], float]:
     """An argparse ``type=`` for a duration flag: the same grammar as every other duration,
     and a clear message for one below ``minimum`` (never silently raised to it)."""
+
+    import argparse  # here: the in-cluster agent reads durations and never loads argparse
 
     def parse(text: str) -> float:
         try:
