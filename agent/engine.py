@@ -5,8 +5,17 @@ functions of :mod:`agent.schedule` what to do, moves the state with the pure tra
 :mod:`rotor.layout`, writes it back with compare-and-swap, and then writes the files
 (:class:`~agent.files.AtomicWriter`). A rotation is::
 
-    generate -> prepare (store: phase=pending) -> apply hook (if any; non-2xx -> abort, back off)
-             -> commit (store: version+1, previous kept for `overlap`) -> files -> reload the app
+    generate (+ the target's values, e.g. the username) -> prepare (store: phase=pending)
+             -> apply hook (if any; non-2xx -> abort, back off)
+             -> target.apply (spec.target, e.g. ALTER ROLE; a failure aborts, back off)
+             -> external stores -> commit (store: version+1, previous kept for `overlap`)
+             -> files (with the metadata file .rotor.json) -> reload the app
+
+* Aborts: the pending values are dropped, the reason is recorded on the stored state
+  (``rotor.dev/last-abort``: ``<Reason>: <message>``, removed by the next commit), counted
+  (``rotations_total{result="aborted"}``; target failures also by reason) and logged.
+* Overlap end with a target: :meth:`agent.targets.Target.retire` (e.g. lock the retired role)
+  runs before the previous value is dropped; a failure is counted and does not keep the value.
 
 * Interval and jitter: the value is due at ``rotated_at + interval * (1 - jitter * draw)`` with
   ``draw`` in [0, 1) fixed per version (:func:`agent.schedule.jitter_draw`).
@@ -29,9 +38,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Literal, Protocol
 
-from agent.files import AtomicWriter, files_for
+from agent.files import AtomicWriter, files_for, value_files
 from agent.generators import generate
 from agent.hooks import ApplyHook, Reloader
 from agent.metrics import AgentMetrics
@@ -45,6 +55,7 @@ from agent.schedule import (
     recovery,
 )
 from agent.store import SecretStore, Stored
+from agent.targets import Target, TargetError
 from rotor.errors import ConflictError, RotorError
 from rotor.layout import SecretState, abort, checksum, commit, expire_previous, prepare
 from rotor.logs import register_secret
@@ -102,6 +113,7 @@ class SecretRotator:
         external: ExternalStep | None = None,
         reloader: Reloader | None = None,
         generator: Callable[[RotatingSecretSpec], dict[str, bytes]] = generate,
+        target: Target | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -115,6 +127,7 @@ class SecretRotator:
         self.external = external
         self.reloader = reloader
         self.generator = generator
+        self.target = target
         self.stored = Stored(SecretState())
         self.failures = 0
         self.retry_at: float | None = None
@@ -197,6 +210,7 @@ class SecretRotator:
                 stored = await self._recover(stored, now)
             expired = expire_previous(stored.state, now)
             if expired is not stored.state:
+                await self._retire(stored.state)
                 stored = Stored(expired, await self.store.write(expired, stored.token))
                 log.info("previous value dropped secret=%s version=%d", self.name, expired.version)
             fresh, self._requested = self._requested, False
@@ -263,8 +277,36 @@ class SecretRotator:
             )
         return result.ok
 
-    async def _abort(self, stored: Stored, now: float, why: str) -> Stored:
-        aborted = abort(stored.state)
+    async def _apply_target(self, state: SecretState) -> TargetError | None:
+        """Make the pending values valid at the target; the error when that failed."""
+        if self.target is None:
+            return None
+        try:
+            await self.target.apply(state)
+        except TargetError as e:
+            self.metrics.target_failures.labels(self.name, "apply", e.reason).inc()
+            log.warning(
+                "target %s failed secret=%s version=%d: %s",
+                self.target.kind,
+                self.name,
+                state.version + 1,
+                e,
+            )
+            return e
+        return None
+
+    async def _retire(self, state: SecretState) -> None:
+        """The previous value's overlap ended: the target may lock or drop it."""
+        if self.target is None or not state.previous:
+            return
+        try:
+            await self.target.retire(state)
+        except TargetError as e:
+            self.metrics.target_failures.labels(self.name, "retire", e.reason).inc()
+            log.warning("target %s could not retire secret=%s: %s", self.target.kind, self.name, e)
+
+    async def _abort(self, stored: Stored, now: float, why: str, detail: str = "") -> Stored:
+        aborted = abort(stored.state, detail or why, now)
         token = await self.store.write(aborted, stored.token)
         self.metrics.rotations.labels(self.name, "aborted").inc()
         self._failed(now)
@@ -279,6 +321,7 @@ class SecretRotator:
 
     async def _commit(self, stored: Stored, reason: str) -> Stored:
         committed = commit(stored.state, self.clock.time(), self.spec.rotation.overlap)
+        committed = replace(committed, next_rotation=self._due(committed))
         token = await self.store.write(committed, stored.token)
         self.failures, self.retry_at = 0, None
         self._request_open = False
@@ -286,7 +329,9 @@ class SecretRotator:
         return Stored(committed, token)
 
     async def _recover(self, stored: Stored, now: float) -> Stored:
-        action = recovery(stored.state, self.spec, self.apply_hook is not None)
+        action = recovery(
+            stored.state, self.spec, self.apply_hook is not None or self.target is not None
+        )
         if (
             action != "abort"
             and self.external is not None
@@ -302,7 +347,17 @@ class SecretRotator:
         for value in stored.state.pending.values():
             register_secret(value)
         if action == "abort" or (action == "apply" and not await self._apply(stored.state)):
-            return await self._abort(stored, now, "recovery")
+            return await self._abort(
+                stored,
+                now,
+                "recovery",
+                "RecoveryAborted: the pending "
+                "values were not confirmed (apply hook or external store)",
+            )
+        if action == "apply":
+            failed = await self._apply_target(stored.state)
+            if failed is not None:
+                return await self._abort(stored, now, "target", str(failed))
         stored = await self._commit(stored, "recovered")
         self.metrics.rotations.labels(self.name, "success").inc()
         return stored
@@ -316,16 +371,23 @@ class SecretRotator:
             self._failed(now)
             log.exception("generating new values failed secret=%s", self.name)
             return stored
+        if self.target is not None:
+            values = self.target.values_for(stored.state, values)
         prepared = prepare(stored.state, values, now, self.writer_id)
         stored = Stored(prepared, await self.store.write(prepared, stored.token))
         if not await self._apply(prepared):
-            return await self._abort(stored, now, "apply-hook")
+            return await self._abort(
+                stored, now, "apply-hook", "ApplyHookFailed: the apply hook did not answer 2xx"
+            )
+        failed = await self._apply_target(prepared)
+        if failed is not None:
+            return await self._abort(stored, now, "target", str(failed))
         if self.external is not None:
             try:
                 await self.external.write(prepared, now)
             except RotorError as e:
                 log.warning("external store write failed secret=%s: %s", self.name, e)
-                return await self._abort(stored, now, "external-store")
+                return await self._abort(stored, now, "external-store", f"ExternalStoreFailed: {e}")
         stored = await self._commit(stored, reason)
         self.stored = stored
         self._sync_files()
@@ -338,7 +400,7 @@ class SecretRotator:
         state = self.state
         if not state.has_value:
             return
-        files = files_for(state)
+        files = files_for(state, self._due(state))
         digest = checksum(files)
         if digest == self._written:
             return
@@ -353,7 +415,7 @@ class SecretRotator:
         if state.version != self._written_version:
             self._written_version = state.version
             if not first:
-                self._notify(state.version, sorted(files))
+                self._notify(state.version, value_files(files))
 
     def _notify(self, version: int, files: list[str]) -> None:
         if self.reloader is None or self.reloader.method == "none":
@@ -369,6 +431,9 @@ class SecretRotator:
         task = asyncio.ensure_future(notify())
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+    def _due(self, state: SecretState) -> float | None:
+        return next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)
 
     def _update_metrics(self) -> None:
         state, m, n = self.state, self.metrics, self.name
@@ -421,3 +486,5 @@ class Agent:
                 await r.apply_hook.close()
             if r.reloader is not None:
                 await r.reloader.close()
+            if r.target is not None:
+                await r.target.close()

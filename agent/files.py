@@ -9,6 +9,20 @@ for Secret and ConfigMap volumes::
     ..data -> ..2026_01_31_12_00_00.k3j4h5
     password -> ..data/password       the names the app opens
     password.previous -> ..data/password.previous
+    .rotor.json -> ..data/.rotor.json  the version's metadata (below)
+
+``.rotor.json`` is written inside the same payload as the values, so it always describes the
+files beside it (no race: read it through ``..data`` with the values, as below)::
+
+    {"version": 13, "rotatedAt": "2026-01-31T12:00:00Z", "nextRotation": "2026-02-01T11:02:13Z",
+     "previousVersion": 12, "previousExpires": "2026-01-31T13:00:00Z",
+     "files": ["password", "password.previous", "username", ...]}
+
+``nextRotation`` is when the writer rotates next (``null``: not scheduled, e.g. suspended);
+``previousVersion``/``previousExpires`` are ``null`` outside the overlap. A client that caches
+a value re-reads at ``nextRotation`` (or when ``version`` changes); the previous value is
+valid until ``previousExpires``. Key names cannot start with a dot, so it never collides with a
+key's file.
 
 One :meth:`AtomicWriter.write`:
 
@@ -29,6 +43,7 @@ process against thousands of writes and finds no torn, empty or mixed read.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -36,19 +51,46 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from rotor.layout import SecretState, previous_key
+from rotor.layout import SecretState, format_time, previous_key
 from rotor.settings.agent import DEFAULT_FILE_MODE
 
 DATA = "..data"
 DATA_TMP = "..data_tmp"
 TRASH = "..removing."
 DIR_MODE = 0o755
+METADATA = ".rotor.json"
+"""The version's metadata file in every payload (see the module docstring)."""
 
 
-def files_for(state: SecretState) -> dict[str, bytes]:
-    """What the app sees: current values, and ``<file>.previous`` during the overlap."""
+def metadata(state: SecretState, files: list[str], next_rotation: float | None) -> bytes:
+    """The bytes of ``.rotor.json`` for ``state`` (no value, only names, versions, times)."""
+
+    def t(ts: float | None) -> str | None:
+        return format_time(ts) if ts is not None else None
+
+    previous = bool(state.previous)
+    doc = {
+        "version": state.version,
+        "rotatedAt": t(state.rotated_at),
+        "nextRotation": t(next_rotation),
+        "previousVersion": state.version - 1 if previous else None,
+        "previousExpires": t(state.previous_expires) if previous else None,
+        "files": sorted(f for f in files if f != METADATA),
+    }
+    return (json.dumps(doc, sort_keys=True) + "\n").encode()
+
+
+def value_files(files: Mapping[str, bytes]) -> list[str]:
+    """The names of the value files (not the metadata file), sorted: what a reload names."""
+    return sorted(f for f in files if f != METADATA)
+
+
+def files_for(state: SecretState, next_rotation: float | None = None) -> dict[str, bytes]:
+    """What the app sees: current values, ``<file>.previous`` during the overlap, and the
+    metadata file ``.rotor.json`` (``next_rotation``: when the writer rotates next)."""
     out = dict(state.current)
     out.update({previous_key(name): value for name, value in state.previous.items()})
+    out[METADATA] = metadata(state, list(out), next_rotation)
     return out
 
 

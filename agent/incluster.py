@@ -44,7 +44,7 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry
 
 from agent.engine import Clock, SecretRotator, SystemClock, drain_notifications
-from agent.files import AtomicWriter, files_for
+from agent.files import AtomicWriter, files_for, value_files
 from agent.hooks import ApplyHook, Reloader
 from agent.kube import (
     KubeClient,
@@ -104,7 +104,7 @@ class Mirror:
         """Write the files of ``state`` if they differ from the last written ones."""
         if not state.has_value:
             return
-        files = files_for(state)
+        files = files_for(state, state.next_rotation)
         digest = checksum(files)
         if digest == self._written:
             return
@@ -117,7 +117,7 @@ class Mirror:
         if state.version != self.version:
             self.version = state.version
             if not first and self.reloader is not None and self.reloader.method != "none":
-                _background(self.reloader.notify(self.name, state.version, sorted(files)))
+                _background(self.reloader.notify(self.name, state.version, value_files(files)))
 
     def forget(self) -> None:
         """Another writer of these files (the engine) takes over; the files stay in place."""

@@ -11,6 +11,9 @@ metric                                             type       labels
 ``rotor_agent_next_rotation_timestamp_seconds``    gauge      secret (0 when none is scheduled)
 ``rotor_agent_previous_expiry_timestamp_seconds``  gauge      secret (0 when no previous value)
 ``rotor_agent_apply_hook_failures_total``          counter    secret, reason (status, error)
+``rotor_agent_target_failures_total``              counter    secret, step (apply, retire),
+                                                              reason (DatabaseUnreachable,
+                                                              AdminLoginRefused, ...)
 ``rotor_agent_reload_notifications_total``         counter    secret, method (signal, http),
                                                               result (success, failure)
 ``rotor_agent_secret_ready``                       gauge      secret (1 once files are written)
@@ -70,6 +73,13 @@ class AgentMetrics:
             "rotor_agent_apply_hook_failures",
             "Apply-hook calls that did not answer 2xx (the rotation was aborted).",
             ["secret", "reason"],
+            registry=registry,
+        )
+        self.target_failures = Counter(
+            "rotor_agent_target_failures",
+            "Target steps (spec.target) that failed: apply aborts the rotation, retire is "
+            "retried at the next rotation.",
+            ["secret", "step", "reason"],
             registry=registry,
         )
         self.reloads = Counter(

@@ -212,6 +212,28 @@ def prepare_dir(folder: Path) -> int:
     return fd
 
 
+def check_standalone(secrets: Sequence[StandaloneSecret]) -> None:
+    """Refuse what standalone mode cannot do (read a Kubernetes Secret), naming the field."""
+    for s in secrets:
+        pg = s.spec.target.postgres if s.spec.target is not None else None
+        if pg is not None and pg.admin.secret_ref is not None:
+            raise InvalidSpec(
+                f"{s.name}: spec.target.postgres.admin.secretRef",
+                "standalone mode cannot read a Kubernetes Secret",
+                "give admin.passwordFile (a file holding the password) instead",
+            )
+
+
+def _target(s: StandaloneSecret, opts: Options) -> Any:
+    if s.spec.target is None:
+        return None
+    from agent.targets import build_target, file_admin
+
+    pg = s.spec.target.postgres
+    admin = file_admin(pg.admin.user, pg.admin.password_file) if pg is not None else None
+    return build_target(s.name, s.spec.target, admin, opts.settings.hook_timeout)
+
+
 def build_agent(opts: Options) -> Any:
     """The :class:`agent.engine.Agent` for ``opts`` and its metrics registry."""
     from prometheus_client import CollectorRegistry
@@ -222,6 +244,7 @@ def build_agent(opts: Options) -> Any:
     from agent.metrics import AgentMetrics
     from agent.store import FileStore
 
+    check_standalone(opts.secrets)
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry)
     clock = SystemClock()
@@ -249,6 +272,7 @@ def build_agent(opts: Options) -> Any:
             writer_id=writer_id,
             apply_hook=hook,
             reloader=reloader,
+            target=_target(s, opts),
         )
         for s in opts.secrets
     ]

@@ -32,6 +32,7 @@ from rotor import status as st
 from rotor.acl import AclSnapshot, Grant, SkippedEntry
 from rotor.layout import (
     ANN_CHECKSUM,
+    ANN_NEXT_ROTATION,
     ANN_PREVIOUS_EXPIRES,
     ANN_ROTATED_AT,
     ANN_VERSION,
@@ -288,6 +289,9 @@ def view_body(secret: SecretRef, state: SecretState, namespace: str) -> Obj:
     annotations[ANN_PREVIOUS_EXPIRES] = (
         format_time(state.previous_expires) if state.previous_expires is not None else ""
     )
+    annotations[ANN_NEXT_ROTATION] = (
+        format_time(state.next_rotation) if state.next_rotation is not None else ""
+    )  # readers put it in their .rotor.json
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -215,7 +215,142 @@ def rotating_secret_spec_schema() -> Schema:
                 "type": "boolean",
                 "description": "Stop rotating (values already published stay).",
             },
+            "target": target_schema(),
         },
+    }
+
+
+def _role(description: str) -> Schema:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": s.MAX_ROLE_LENGTH,
+        "pattern": s.ROLE_PATTERN,
+        "description": description,
+    }
+
+
+def target_schema() -> Schema:
+    """``spec.target``: exactly one of ``postgres`` and ``hook`` (docs/database.md)."""
+    key = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": KEY_NAME}
+    duration = {"type": "string", "pattern": DURATION_PATTERN}
+    return {
+        "type": "object",
+        "description": "What the writer's agent does with each value besides writing files: "
+        "exactly one of postgres and hook.",
+        "properties": {
+            "postgres": {
+                "type": "object",
+                "required": ["host", "role"],
+                "description": "Change a PostgreSQL role's password (a SCRAM verifier) before "
+                "each commit; the payload gets a username file too.",
+                "properties": {
+                    "host": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "Host name or IP, or the folder of a Unix socket.",
+                    },
+                    "port": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 65535,
+                        "description": f"Default {s.DEFAULT_POSTGRES_PORT}.",
+                    },
+                    "database": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": f"Database to connect to (default "
+                        f"{s.DEFAULT_POSTGRES_DATABASE}).",
+                    },
+                    "sslmode": {
+                        "type": "string",
+                        "enum": list(s.SSL_MODES),
+                        "description": "libpq sslmode (default prefer).",
+                    },
+                    "sslRootCert": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "Path of the CA file for verify-ca / verify-full.",
+                    },
+                    "connectTimeout": {
+                        **duration,
+                        "description": "Default 5s (1s to 2m).",
+                    },
+                    "role": _role(
+                        "The role (single) or the base name of the two roles <role>_a and "
+                        "<role>_b (alternating)."
+                    ),
+                    "strategy": {
+                        "type": "string",
+                        "enum": list(s.POSTGRES_STRATEGIES),
+                        "description": "alternating (default; zero failed logins) or single "
+                        "(clients must retry a failed login).",
+                    },
+                    "template": _role(
+                        "alternating: roles that do not exist are created as members of this "
+                        "role (its grants)."
+                    ),
+                    "onOverlapEnd": {
+                        "type": "string",
+                        "enum": list(s.OVERLAP_END_ACTIONS),
+                        "description": "alternating: what happens to the retired role when the "
+                        "overlap ends: lock (default; NOLOGIN), terminate (lock and end its "
+                        "sessions) or keep.",
+                    },
+                    "usernameKey": {**key, "description": "The username file (default username)."},
+                    "passwordKey": {
+                        **key,
+                        "description": "The key whose value is the password (default password).",
+                    },
+                    "admin": {
+                        "type": "object",
+                        "description": "Who changes the passwords; with neither secretRef nor "
+                        "passwordFile, no password (peer or trust authentication).",
+                        "properties": {
+                            "user": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": f"Default {s.DEFAULT_POSTGRES_ADMIN}.",
+                            },
+                            "secretRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "description": "A Secret in the same namespace; the writer's "
+                                "Role is granted get on it.",
+                                "properties": {
+                                    "name": _name("The Secret's name."),
+                                    "usernameKey": {
+                                        **key,
+                                        "description": "Default username (absent: user).",
+                                    },
+                                    "passwordKey": {**key, "description": "Default password."},
+                                },
+                            },
+                            "passwordFile": {
+                                "type": "string",
+                                "pattern": "^/",
+                                "description": "An absolute path of a file holding the password.",
+                            },
+                        },
+                        "not": {"required": ["secretRef", "passwordFile"]},
+                    },
+                },
+            },
+            "hook": {
+                "type": "object",
+                "required": ["overlapEnd"],
+                "description": "For apps that are not PostgreSQL.",
+                "properties": {
+                    "overlapEnd": {
+                        "type": "string",
+                        "pattern": "^http://(127\\.0\\.0\\.1|localhost|\\[::1\\]):",
+                        "description": "Loopback URL POSTed when the previous value's overlap "
+                        "ends.",
+                    }
+                },
+            },
+        },
+        "oneOf": [{"required": ["postgres"]}, {"required": ["hook"]}],
     }
 
 

@@ -7,7 +7,10 @@ principals and the controller)::
                  <file>.previous    previous value, during the overlap window
                  <file>.pending     new value, only while a rotation is in flight
     annotations: rotor.dev/version, rotor.dev/phase (pending|committed), rotor.dev/rotated-at,
-                 rotor.dev/previous-expires, rotor.dev/checksum, rotor.dev/writer
+                 rotor.dev/previous-expires, rotor.dev/checksum, rotor.dev/writer,
+                 rotor.dev/next-rotation (when the writer rotates next),
+                 rotor.dev/last-abort and rotor.dev/last-abort-at (the reason and message of
+                 the last rotation that aborted, until a commit)
     labels:      rotor.dev/secret=<name>
 
 RO view: Secret ``rotor.<source-namespace>.<name>`` in the consumer's namespace with current and
@@ -49,6 +52,12 @@ ANN_PREVIOUS_EXPIRES = PREFIX + "previous-expires"
 ANN_CHECKSUM = PREFIX + "checksum"
 ANN_WRITER = PREFIX + "writer"
 ANN_PENDING_SINCE = PREFIX + "pending-since"
+ANN_NEXT_ROTATION = PREFIX + "next-rotation"
+"""When the writer rotates next (copied to RO views; readers put it in ``.rotor.json``)."""
+ANN_LAST_ABORT = PREFIX + "last-abort"
+"""``<Reason>: <message>`` of the last rotation that aborted (names and reasons, never a value);
+removed by the next commit. The controller turns it into a condition reason and an Event."""
+ANN_LAST_ABORT_AT = PREFIX + "last-abort-at"
 ANN_ROTATE_REQUESTED = PREFIX + "rotate-requested"
 """On a source Secret, set by the controller: the value of the RotatingSecret's
 ``rotor.dev/rotate-now`` annotation. The writer rotates once when it differs from the last value
@@ -120,6 +129,15 @@ class SecretState:
     previous_expires: float | None = None
     writer: str | None = None
     pending_since: float | None = None
+    next_rotation: float | None = None
+    last_abort: str = ""
+    """``<Reason>: <message>`` of the last aborted rotation (``""`` once a rotation commits)."""
+    last_abort_at: float | None = None
+
+    @property
+    def abort_reason(self) -> str:
+        """The CamelCase reason of :attr:`last_abort` (``""``: none)."""
+        return self.last_abort.partition(":")[0].strip()
 
     def __repr__(self) -> str:  # never show values
         return (
@@ -185,6 +203,9 @@ class SecretState:
             previous_expires=t(ANN_PREVIOUS_EXPIRES),
             writer=ann.get(ANN_WRITER) or None,
             pending_since=t(ANN_PENDING_SINCE),
+            next_rotation=t(ANN_NEXT_ROTATION),
+            last_abort=ann.get(ANN_LAST_ABORT, ""),
+            last_abort_at=t(ANN_LAST_ABORT_AT),
         )
 
     def secret_data(self) -> dict[str, str]:
@@ -212,6 +233,9 @@ class SecretState:
         )
         out[ANN_WRITER] = self.writer or ""
         out[ANN_PENDING_SINCE] = at(self.pending_since) if self.pending_since is not None else ""
+        out[ANN_NEXT_ROTATION] = at(self.next_rotation) if self.next_rotation is not None else ""
+        out[ANN_LAST_ABORT] = self.last_abort
+        out[ANN_LAST_ABORT_AT] = at(self.last_abort_at) if self.last_abort_at is not None else ""
         return out
 
 
@@ -248,12 +272,19 @@ def commit(state: SecretState, now: float, overlap: float) -> SecretState:
         pending={},
         rotated_at=now,
         pending_since=None,
+        next_rotation=None,
+        last_abort="",
+        last_abort_at=None,
     )
 
 
-def abort(state: SecretState) -> SecretState:
-    """Drop the pending values; what was current stays current."""
-    return replace(state, phase="committed", pending={}, pending_since=None)
+def abort(state: SecretState, why: str = "", now: float | None = None) -> SecretState:
+    """Drop the pending values; what was current stays current. ``why`` (``<Reason>:
+    <message>``, no value) is recorded as the last abort when given."""
+    out = replace(state, phase="committed", pending={}, pending_since=None)
+    if why:
+        out = replace(out, last_abort=why, last_abort_at=now)
+    return out
 
 
 def expire_previous(state: SecretState, now: float) -> SecretState:

@@ -8,6 +8,7 @@ schema) and the tests share one reading of the contract.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
@@ -300,21 +301,283 @@ class ExternalStoreRef:
         return {"storeRef": {"name": self.store}, "path": self.path}
 
 
+PostgresStrategy = Literal["single", "alternating"]
+POSTGRES_STRATEGIES: tuple[str, ...] = get_args(PostgresStrategy)
+OverlapEnd = Literal["keep", "lock", "terminate"]
+OVERLAP_END_ACTIONS: tuple[str, ...] = get_args(OverlapEnd)
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+SSL_MODES: tuple[str, ...] = get_args(SslMode)
+DEFAULT_POSTGRES_PORT = 5432
+DEFAULT_POSTGRES_DATABASE = "postgres"
+DEFAULT_POSTGRES_ADMIN = "postgres"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_PASSWORD_KEY = "password"  # noqa: S105  (a key name, not a password)
+MAX_CONNECT_TIMEOUT = 120.0
+ROLE_PATTERN = r"^[a-z_][a-z0-9_]*$"
+MAX_ROLE_LENGTH = 61
+"""PostgreSQL truncates identifiers at 63 bytes; the alternating roles add ``_a``/``_b``."""
+ALTERNATE_SUFFIXES = ("_a", "_b")
+LOOPBACK_URL = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
+_ROLE = re.compile(ROLE_PATTERN)
+
+
+def _role(obj: Mapping[str, Any], key: str, field: str, required: bool) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _ROLE.match(value) or len(value) > MAX_ROLE_LENGTH:
+        raise InvalidSpec(
+            f"{field}.{key}",
+            f"{value!r} is not a role name" if value is not None else "a role name is required",
+            f"use lower-case letters, digits and '_', starting with a letter or '_' "
+            f"(at most {MAX_ROLE_LENGTH} characters), e.g. app",
+        )
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, default: str | None, field: str, fix: str) -> str | None:
+    value = obj.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidSpec(f"{field}.{key}", f"expected a non-empty string, got {value!r}", fix)
+    return value
+
+
+@dataclass(frozen=True)
+class PostgresAdmin:
+    """Who changes the passwords: ``user`` with the password of ``secret_ref`` (in a cluster: a
+    Secret the writer's Role may get) or ``password_file`` (standalone, or a mounted Secret), or
+    no password at all (peer or trust authentication, e.g. on the database pod's own socket)."""
+
+    user: str = DEFAULT_POSTGRES_ADMIN
+    secret_ref: str | None = None
+    username_key: str = "username"
+    password_key: str = DEFAULT_PASSWORD_KEY
+    password_file: str | None = None
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> PostgresAdmin:
+        obj = _mapping(value if value is not None else {}, field)
+        reject_unknown(obj, {"user", "secretRef", "passwordFile"}, field)
+        user = _str(obj, "user", DEFAULT_POSTGRES_ADMIN, field, "name the admin role")
+        password_file = _str(obj, "passwordFile", None, field, "give a file path")
+        if password_file is not None and not password_file.startswith("/"):
+            raise InvalidSpec(
+                f"{field}.passwordFile", f"{password_file!r} is not an absolute path", ""
+            )
+        if "secretRef" not in obj:
+            return cls(user or DEFAULT_POSTGRES_ADMIN, password_file=password_file)
+        if password_file is not None:
+            raise InvalidSpec(field, "secretRef and passwordFile are both set", "keep one of them")
+        ref = _mapping(obj["secretRef"], f"{field}.secretRef")
+        reject_unknown(ref, {"name", "usernameKey", "passwordKey"}, f"{field}.secretRef")
+        name = check_name(ref.get("name"), f"{field}.secretRef.name")
+        keys = {
+            k: check_key_name(ref.get(k, d), f"{field}.secretRef.{k}")
+            for k, d in (("usernameKey", "username"), ("passwordKey", "password"))
+        }
+        return cls(
+            user or DEFAULT_POSTGRES_ADMIN,
+            secret_ref=name,
+            username_key=keys["usernameKey"],
+            password_key=keys["passwordKey"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user": self.user}
+        if self.secret_ref is not None:
+            out["secretRef"] = {
+                "name": self.secret_ref,
+                "usernameKey": self.username_key,
+                "passwordKey": self.password_key,
+            }
+        if self.password_file is not None:
+            out["passwordFile"] = self.password_file
+        return out
+
+
+@dataclass(frozen=True)
+class PostgresTargetSpec:
+    """``spec.target.postgres``: the writer's agent changes a PostgreSQL role's password before
+    each commit (docs/database.md). ``alternating`` (default) keeps two roles and changes the one
+    consumers do not use; ``single`` changes one role in place (clients must retry a login)."""
+
+    host: str
+    role: str
+    port: int = DEFAULT_POSTGRES_PORT
+    database: str = DEFAULT_POSTGRES_DATABASE
+    sslmode: SslMode = "prefer"
+    sslrootcert: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    strategy: PostgresStrategy = "alternating"
+    template: str | None = None
+    on_overlap_end: OverlapEnd = "lock"
+    username_key: str = "username"
+    password_key: str = DEFAULT_PASSWORD_KEY
+    admin: PostgresAdmin = field(default_factory=PostgresAdmin)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles this target rotates (two for ``alternating``)."""
+        if self.strategy == "single":
+            return (self.role,)
+        return tuple(self.role + s for s in ALTERNATE_SUFFIXES)
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> PostgresTargetSpec:
+        obj = _mapping(value, field)
+        allowed = {
+            "host", "port", "database", "sslmode", "sslRootCert", "connectTimeout", "role",
+            "strategy", "template", "onOverlapEnd", "usernameKey", "passwordKey", "admin",
+        }  # fmt: skip
+        reject_unknown(obj, allowed, field)
+        host = obj.get("host")
+        if not isinstance(host, str) or not host or any(c.isspace() for c in host):
+            raise InvalidSpec(
+                f"{field}.host",
+                f"{host!r} is not a host" if host is not None else "host is required",
+                "give a host name or IP (db.shop.svc), or the folder of a Unix socket "
+                "(/var/run/postgresql)",
+            )
+        timeout = (
+            parse_duration(obj["connectTimeout"], f"{field}.connectTimeout")
+            if "connectTimeout" in obj
+            else DEFAULT_CONNECT_TIMEOUT
+        )
+        if not 1.0 <= timeout <= MAX_CONNECT_TIMEOUT:
+            raise InvalidSpec(
+                f"{field}.connectTimeout",
+                f"{obj['connectTimeout']!r} is out of range",
+                f"use 1s to {format_duration(MAX_CONNECT_TIMEOUT)}",
+            )
+        strategy = _choice(obj, "strategy", "alternating", POSTGRES_STRATEGIES, field)
+        template = _role(obj, "template", field, required=False)
+        role = _role(obj, "role", field, required=True)
+        assert role is not None
+        if strategy == "single" and template is not None:
+            raise InvalidSpec(
+                f"{field}.template",
+                "a template is used only by strategy alternating",
+                "remove it, or set strategy: alternating",
+            )
+        keys = {
+            k: check_key_name(obj.get(k, d), f"{field}.{k}")
+            for k, d in (("usernameKey", "username"), ("passwordKey", "password"))
+        }
+        if keys["usernameKey"] == keys["passwordKey"]:
+            raise InvalidSpec(
+                f"{field}.usernameKey", "is the same as passwordKey", "give them different names"
+            )
+        return cls(
+            host=host,
+            role=role,
+            port=_int(obj, "port", DEFAULT_POSTGRES_PORT, 1, 65535, field),
+            database=cast(
+                str, _str(obj, "database", DEFAULT_POSTGRES_DATABASE, field, "name the database")
+            ),
+            sslmode=_choice(obj, "sslmode", "prefer", SSL_MODES, field),
+            sslrootcert=_str(obj, "sslRootCert", None, field, "give the path of a CA file"),
+            connect_timeout=timeout,
+            strategy=strategy,
+            template=template,
+            on_overlap_end=_choice(obj, "onOverlapEnd", "lock", OVERLAP_END_ACTIONS, field),
+            username_key=keys["usernameKey"],
+            password_key=keys["passwordKey"],
+            admin=PostgresAdmin.from_dict(obj.get("admin"), f"{field}.admin"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "sslmode": self.sslmode,
+            "connectTimeout": format_duration(self.connect_timeout),
+            "role": self.role,
+            "strategy": self.strategy,
+            "onOverlapEnd": self.on_overlap_end,
+            "usernameKey": self.username_key,
+            "passwordKey": self.password_key,
+            "admin": self.admin.to_dict(),
+        }
+        if self.sslrootcert is not None:
+            out["sslRootCert"] = self.sslrootcert
+        if self.template is not None:
+            out["template"] = self.template
+        return out
+
+
+@dataclass(frozen=True)
+class HookTargetSpec:
+    """``spec.target.hook``: for apps that are not PostgreSQL, the end of the overlap is POSTed
+    to a loopback URL of the writer pod (the app revokes the previous value there)."""
+
+    overlap_end: str
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> HookTargetSpec:
+        obj = _mapping(value, field)
+        reject_unknown(obj, {"overlapEnd"}, field)
+        url = obj.get("overlapEnd")
+        if not isinstance(url, str) or not url.startswith(LOOPBACK_URL):
+            raise InvalidSpec(
+                f"{field}.overlapEnd",
+                f"{url!r} is not a loopback URL" if url is not None else "overlapEnd is required",
+                "give http://127.0.0.1:PORT/PATH (the writer pod's own app)",
+            )
+        return cls(url)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overlapEnd": self.overlap_end}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """``spec.target``: what the writer's agent does with a value besides writing files: exactly
+    one of ``postgres`` and ``hook``."""
+
+    postgres: PostgresTargetSpec | None = None
+    hook: HookTargetSpec | None = None
+
+    @property
+    def extra_files(self) -> tuple[str, ...]:
+        """Files the target adds to the payload (the username of a PostgreSQL target)."""
+        return (self.postgres.username_key,) if self.postgres is not None else ()
+
+    @classmethod
+    def from_dict(cls, value: object, field: str) -> TargetSpec:
+        obj = _mapping(value, field)
+        reject_unknown(obj, {"postgres", "hook"}, field)
+        if ("postgres" in obj) == ("hook" in obj):
+            raise InvalidSpec(field, "exactly one target is required", "set postgres or hook")
+        if "postgres" in obj:
+            return cls(postgres=PostgresTargetSpec.from_dict(obj["postgres"], f"{field}.postgres"))
+        return cls(hook=HookTargetSpec.from_dict(obj["hook"], f"{field}.hook"))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.postgres is not None:
+            return {"postgres": self.postgres.to_dict()}
+        assert self.hook is not None
+        return {"hook": self.hook.to_dict()}
+
+
 @dataclass(frozen=True)
 class RotatingSecretSpec:
     keys: tuple[KeySpec, ...]
     rotation: RotationSpec = field(default_factory=RotationSpec)
     external_stores: tuple[ExternalStoreRef, ...] = ()
     suspend: bool = False
+    target: TargetSpec | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
-        return tuple(f for k in self.keys for f in k.files)
+        """Every file of a value: each key's, then those the target adds (``username``)."""
+        extra = self.target.extra_files if self.target is not None else ()
+        return tuple(f for k in self.keys for f in k.files) + extra
 
     @classmethod
     def from_dict(cls, value: object, field: str = "spec") -> RotatingSecretSpec:
         obj = _mapping(value, field)
-        reject_unknown(obj, {"keys", "rotation", "externalStores", "suspend"}, field)
+        reject_unknown(obj, {"keys", "rotation", "externalStores", "suspend", "target"}, field)
         raw_keys = obj.get("keys")
         if not isinstance(raw_keys, list) or not raw_keys:
             raise InvalidSpec(
@@ -343,8 +606,15 @@ class RotatingSecretSpec:
         suspend = obj.get("suspend", False)
         if not isinstance(suspend, bool):
             raise InvalidSpec(f"{field}.suspend", f"expected true or false, got {suspend!r}", "")
+        target = TargetSpec.from_dict(obj["target"], f"{field}.target") if "target" in obj else None
+        if target is not None and target.postgres is not None:
+            _check_postgres_keys(keys, target.postgres, f"{field}.target.postgres", seen)
         return cls(
-            keys, RotationSpec.from_dict(obj.get("rotation"), f"{field}.rotation"), stores, suspend
+            keys,
+            RotationSpec.from_dict(obj.get("rotation"), f"{field}.rotation"),
+            stores,
+            suspend,
+            target,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -356,7 +626,36 @@ class RotatingSecretSpec:
             out["externalStores"] = [s.to_dict() for s in self.external_stores]
         if self.suspend:
             out["suspend"] = True
+        if self.target is not None:
+            out["target"] = self.target.to_dict()
         return out
+
+
+def _check_postgres_keys(
+    keys: tuple[KeySpec, ...], pg: PostgresTargetSpec, field: str, files: Mapping[str, int]
+) -> None:
+    """The password is one of the keys (not a key pair); the username file is not."""
+    by_name = {k.name: k for k in keys}
+    key = by_name.get(pg.password_key)
+    if key is None:
+        raise InvalidSpec(
+            f"{field}.passwordKey",
+            f"no key is named {pg.password_key!r}",
+            f"name one of {', '.join(by_name)}, or add a key {pg.password_key!r} "
+            "(e.g. generator: {type: password, length: 32})",
+        )
+    if key.generator.is_key_pair:
+        raise InvalidSpec(
+            f"{field}.passwordKey",
+            f"key {pg.password_key!r} is a {key.generator.type} key pair, not a password",
+            "use a password, token or hex generator",
+        )
+    if pg.username_key in files:
+        raise InvalidSpec(
+            f"{field}.usernameKey",
+            f"file {pg.username_key!r} is already made by keys[{files[pg.username_key]}]",
+            "the target writes the username itself: rename the key or set usernameKey",
+        )
 
 
 @dataclass(frozen=True)

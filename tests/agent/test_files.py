@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.files import DATA, AtomicWriter, files_for
+from agent.files import DATA, METADATA, AtomicWriter, files_for
 from rotor.layout import SecretState
 from tests.agent.torn_reader import expected
 
@@ -74,12 +74,46 @@ def test_files_for_adds_previous_suffix() -> None:
     state = SecretState(
         version=2, current={"k": b"new", "k.pub": b"P2"}, previous={"k": b"old", "k.pub": b"P1"}
     )
-    assert files_for(state) == {
+    out = files_for(state)
+    del out[METADATA]
+    assert out == {
         "k": b"new",
         "k.pub": b"P2",
         "k.previous": b"old",
         "k.pub.previous": b"P1",
     }
+
+
+def test_every_payload_holds_the_metadata_of_its_own_version(tmp_path: Path) -> None:
+    """``.rotor.json`` sits in the same payload as the values: read through ``..data`` it
+    always names the version of the files beside it, and when to re-read."""
+    w = AtomicWriter(tmp_path / "s")
+    for version in (1, 2):
+        state = SecretState(
+            version=version,
+            current={"password": f"v{version}".encode()},
+            previous={"password": b"v1"} if version == 2 else {},
+            rotated_at=1_700_000_000.0 + version,
+            previous_expires=1_700_000_600.0 if version == 2 else None,
+        )
+        w.write(files_for(state, next_rotation=1_700_003_600.0))
+        payload = tmp_path / "s" / os.readlink(tmp_path / "s" / DATA)
+        meta = json.loads((payload / METADATA).read_text())
+        assert (payload / "password").read_bytes() == f"v{version}".encode()
+        assert meta["version"] == version
+        assert meta["rotatedAt"] == f"2023-11-14T22:13:2{version}Z"
+        assert meta["nextRotation"] == "2023-11-14T23:13:20Z"
+    assert meta["previousVersion"] == 1
+    assert meta["previousExpires"] == "2023-11-14T22:23:20Z"
+    assert meta["files"] == ["password", "password.previous"]
+    # the visible name is a link through ..data like every file, mode 0440
+    assert os.readlink(tmp_path / "s" / METADATA) == f"{DATA}/{METADATA}"
+    assert stat.S_IMODE(os.stat(tmp_path / "s" / METADATA).st_mode) == 0o440
+    first = SecretState(version=1, current={"password": b"x"})
+    assert json.loads(files_for(first)[METADATA]) == {
+        "version": 1, "rotatedAt": None, "nextRotation": None, "previousVersion": None,
+        "previousExpires": None, "files": ["password"],
+    }  # fmt: skip
 
 
 def test_reader_process_never_sees_a_torn_empty_or_mixed_read(tmp_path: Path) -> None:
