@@ -38,7 +38,8 @@ setup-dev: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[dev]'
 
 # Real servers and compilers the tests use: promtool and prometheus (Debian), moc (npm),
-# podman, runc and debootstrap (Debian; tests/images builds and runs the images).
+# podman, runc and debootstrap (Debian; tests/images builds and runs the images), PostgreSQL
+# (Debian; tests/postgres and bench/database_rotation.py start their own server).
 system-deps:
 	@if command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" != 0 ]; then \
@@ -47,6 +48,13 @@ system-deps:
 	  echo "installing Debian packages podman runc debootstrap"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc debootstrap >/dev/null) \
 	  || echo "WARNING: could not install podman/runc/debootstrap; tests/images will skip"; fi
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "NOTE: postgresql missing and not root: not installing it; tests/postgres will skip"; \
+	else \
+	  echo "installing Debian package postgresql"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+	  || echo "WARNING: could not install postgresql; tests/postgres will skip"; fi
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing Debian package prometheus"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \

@@ -400,7 +400,9 @@ class SecretRotator:
         state = self.state
         if not state.has_value:
             return
-        files = files_for(state, self._due(state))
+        # The time stored at the commit, as mirrors (replicas, RO consumers) see it too.
+        due = state.next_rotation if state.next_rotation is not None else self._due(state)
+        files = files_for(state, due)
         digest = checksum(files)
         if digest == self._written:
             return

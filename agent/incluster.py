@@ -32,6 +32,7 @@ files. See docs/agent-incluster.md for the API calls, RBAC and recovery rules.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -50,11 +51,20 @@ from agent.kube import (
     KubeClient,
     KubeConfig,
     rotating_secrets_path,
+    secret_path,
     secrets_path,
 )
 from agent.kubestore import KubeSecretStore
 from agent.metrics import AgentMetrics
 from agent.schedule import backoff_delay
+from agent.targets import (
+    R_ADMIN_CREDENTIAL,
+    AdminSource,
+    Target,
+    TargetError,
+    build_target,
+    file_admin,
+)
 from rotor import API_GROUP, API_VERSION
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
@@ -69,7 +79,7 @@ from rotor.external import (
 from rotor.layout import SecretState, checksum, view_name
 from rotor.names import SecretRef
 from rotor.settings.agent import AgentSettings
-from rotor.spec import ExternalStoreRef, ExternalStoreSpec, RotatingSecretSpec
+from rotor.spec import ExternalStoreRef, ExternalStoreSpec, PostgresAdmin, RotatingSecretSpec
 
 log = logging.getLogger("rotor.agent")
 
@@ -249,6 +259,36 @@ class ExternalStores:
         return decide_recovery(state, records)
 
 
+def kube_admin(kube: KubeClient, namespace: str, admin: PostgresAdmin) -> AdminSource:
+    """The admin credential in a cluster: the Secret ``admin.secretRef`` in the secret's
+    namespace (the controller grants the writer's Role ``get`` on it), read at each use;
+    else ``admin.passwordFile`` (a mounted file) or no password (peer auth on a socket)."""
+    if admin.secret_ref is None:
+        return file_admin(admin.user, admin.password_file)
+    name = admin.secret_ref
+
+    async def read() -> tuple[str, str | None]:
+        where = f"spec.target.postgres.admin.secretRef: Secret {namespace}/{name}"
+        try:
+            obj = await kube.get_or_none(secret_path(namespace, name))
+        except RotorError as e:
+            raise TargetError(R_ADMIN_CREDENTIAL, f"{where} cannot be read ({e})") from None
+        if obj is None:
+            raise TargetError(R_ADMIN_CREDENTIAL, f"{where} does not exist; create it")
+        data = obj.get("data") or {}
+        if admin.password_key not in data:
+            raise TargetError(R_ADMIN_CREDENTIAL, f"{where} has no key {admin.password_key!r}")
+        try:
+            password = base64.b64decode(data[admin.password_key]).decode()
+            raw_user = data.get(admin.username_key)
+            user = base64.b64decode(raw_user).decode() if raw_user else admin.user
+        except (ValueError, UnicodeDecodeError):
+            raise TargetError(R_ADMIN_CREDENTIAL, f"{where} does not hold UTF-8 text") from None
+        return user, password
+
+    return read
+
+
 _tasks: set[asyncio.Future[Any]] = set()
 
 
@@ -366,10 +406,10 @@ class RwSecret:
                     log.error("RotatingSecret %s has an invalid spec: %s", self.ref, e)
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}
                 self.store.rotate_now = str(annotations.get(ROTATE_NOW, ""))
-            old = self.spec.external_stores if self.spec is not None else ()
+            old = (self.spec.external_stores, self.spec.target) if self.spec is not None else None
             self.spec, self.writer = spec, writer_of(obj)
-            if spec is not None and self.writing and spec.external_stores != old:
-                await self._stop_engine()  # started again below, with the new stores
+            if spec is not None and self.writing and (spec.external_stores, spec.target) != old:
+                await self._stop_engine()  # started again below, with the new stores/target
             if spec is not None and self.rotator is not None:
                 self.rotator.spec = spec
             await self._set_role()
@@ -430,7 +470,19 @@ class RwSecret:
             if refs
             else None
         )
-        await rotator.run()
+        rotator.target = self._target(rotator.spec)
+        try:
+            await rotator.run()
+        finally:
+            if rotator.target is not None:
+                await rotator.target.close()
+
+    def _target(self, spec: RotatingSecretSpec) -> Target | None:
+        if spec.target is None:
+            return None
+        pg = spec.target.postgres
+        admin = kube_admin(self.kube, self.ref.namespace, pg.admin) if pg is not None else None
+        return build_target(self.ref.name, spec.target, admin, self.settings.hook_timeout)
 
     async def _stop_engine(self) -> None:
         task, self._engine = self._engine, None

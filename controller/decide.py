@@ -45,6 +45,7 @@ from rotor.layout import (
 )
 from rotor.names import SecretRef
 from rotor.settings.controller import ControllerSettings
+from rotor.spec import RotatingSecretSpec
 
 Obj = dict[str, Any]
 
@@ -115,19 +116,31 @@ def rbac_name(mode: str, secret: SecretRef) -> str:
     return object_name("rotor-ro", secret.namespace, secret.name)
 
 
+def admin_secrets(spec: RotatingSecretSpec) -> frozenset[str]:
+    """The Secrets the writer reads besides the source: a PostgreSQL target's admin credential."""
+    pg = spec.target.postgres if spec.target is not None else None
+    return (
+        frozenset([pg.admin.secret_ref]) if pg is not None and pg.admin.secret_ref else frozenset()
+    )
+
+
 def _labels(secret: SecretRef) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SOURCE: source_label(secret)}
 
 
 def desired_rbac(
-    secret: SecretRef, grants: Iterable[Grant], external_stores: Iterable[str] = ()
+    secret: SecretRef,
+    grants: Iterable[Grant],
+    external_stores: Iterable[str] = (),
+    admin_secrets: Iterable[str] = (),
 ) -> list[Obj]:
     """Roles and RoleBindings, every rule scoped by ``resourceNames``.
 
     RW principals (the secret's namespace): get/list/watch/patch/update of the source Secret,
     get/list/watch of the RotatingSecret (the agent follows its spec and ``status.writer`` with a
     list+watch by name), and get of each ExternalStore the secret references (the writer reads
-    the store's spec to write it; ``external_stores``: their names). RO principals:
+    the store's spec to write it; ``external_stores``: their names), and get of the admin
+    credential Secret of a PostgreSQL target (``admin_secrets``). RO principals:
     get/list/watch of the view ``rotor.<ns>.<name>`` in their own namespace - only when some
     principal holds the RW grant (an RO consumer depends on a writer). ``list``/``watch``
     scoped by ``resourceNames`` are authorized only for requests with
@@ -161,6 +174,16 @@ def desired_rbac(
                     "verbs": ["get", "list", "watch"],
                 },
             ]
+            admins = sorted(set(admin_secrets) - {secret.name})
+            if admins:
+                rules.append(
+                    {
+                        "apiGroups": [""],
+                        "resources": ["secrets"],
+                        "resourceNames": admins,
+                        "verbs": ["get"],
+                    }
+                )
             stores = sorted(set(external_stores))
             if stores:
                 rules.append(
@@ -519,6 +542,7 @@ def secret_status(
     else:
         ready = _cond(st.READY, True, st.R_READY, f"version {version} published")
     conds.insert(0, ready)
+    conds.append(rotated_condition(state))
     if state is None or not state.has_value:
         phase = "Pending"
     elif state.phase == "pending":
@@ -535,6 +559,26 @@ def secret_status(
         observed_generation=obs.generation,
         rotate_requested=obs.rotate_now,
     )
+
+
+def rotated_condition(state: SecretState | None) -> st.Condition:
+    """``Rotated``: False with the writer's recorded reason while its last rotation aborted
+    (unreachable database, refused admin login, ...); consumers keep the committed version."""
+    if state is not None and state.last_abort:
+        reason, _, message = state.last_abort.partition(":")
+        reason = reason.strip()
+        if not reason.isalnum() or not reason[:1].isupper():
+            reason, message = st.R_ROTATION_ABORTED, state.last_abort
+        at = f" at {format_time(state.last_abort_at)}" if state.last_abort_at else ""
+        keep = (
+            f"; consumers keep version {state.version}"
+            if state.has_value
+            else "; no value is committed yet"
+        )
+        return _cond(st.ROTATED, False, reason, f"rotation aborted{at}: {message.strip()}{keep}")
+    if state is None or not state.has_value:
+        return _cond(st.ROTATED, None, st.R_WAITING_FOR_VALUE, "no rotation has committed yet")
+    return _cond(st.ROTATED, True, st.R_COMMITTED, f"version {state.version} committed")
 
 
 FAILURE_REASONS = frozenset(
@@ -561,7 +605,8 @@ def new_failures(
     out: list[st.Condition] = []
     seen: set[str] = set()
     for c in desired:
-        if c.status == "True" or c.reason not in FAILURE_REASONS or c.reason in seen:
+        failing = c.reason in FAILURE_REASONS or (c.type == st.ROTATED and c.status == "False")
+        if c.status == "True" or not failing or c.reason in seen:
             continue
         seen.add(c.reason)
         if (c.type, c.reason) not in old:

@@ -152,7 +152,9 @@ class Controller:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._readers: dict[tuple[str, str], Any] = {}
-        self._rbac_grants: dict[SecretRef, tuple[frozenset[Grant], frozenset[str]]] = {}
+        self._rbac_grants: dict[
+            SecretRef, tuple[frozenset[Grant], frozenset[str], frozenset[str]]
+        ] = {}
         """The grants and external store names whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
@@ -461,9 +463,10 @@ class Controller:
         if self.acl is not None or stale.revoke:  # never act on an ACL not read yet
             mine = frozenset(g for g in grants if g.secret == ref)
             names = frozenset(x.store for x in obs.spec.external_stores)
-            if self._rbac_grants.get(ref) != (mine, names):  # RBAC depends on these only
-                await self.apply_rbac(ref, decide.desired_rbac(ref, mine, names))
-                self._rbac_grants[ref] = (mine, names)
+            admins = decide.admin_secrets(obs.spec)
+            if self._rbac_grants.get(ref) != (mine, names, admins):  # RBAC depends on these only
+                await self.apply_rbac(ref, decide.desired_rbac(ref, mine, names, admins))
+                self._rbac_grants[ref] = (mine, names, admins)
             granted = decide.granted_ro_namespaces(ref, mine)
             plan = decide.plan_fanout(source, granted, views, stores.state)
             views = await self.fanout(ref, source, plan, views)

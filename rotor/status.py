@@ -14,6 +14,11 @@ Conditions (each ``True``/``False``/``Unknown`` with a reason and a message):
                      StoreNotSynced)
 ``ExternalStoreSynced`` every external store holds the committed version (reasons:
                      NoExternalStores, InSync, StoreNotSynced, StoreUnavailable, NotVerified)
+``Rotated``          the writer's last rotation committed (reasons: Committed, WaitingForValue,
+                     or the reason of the abort the writer recorded on the source Secret:
+                     DatabaseUnreachable, AdminLoginRefused, TemplateRoleMissing,
+                     PermissionDenied, DatabaseError, AdminCredentialMissing, ApplyHookFailed,
+                     ExternalStoreFailed, RecoveryAborted); False is also a Warning Event
 ==================== =========================================================================
 """
 
@@ -34,7 +39,8 @@ READY = "Ready"
 ACCESS_GRANTED = "AccessGranted"
 PUBLISHED = "Published"
 EXTERNAL_STORE_SYNCED = "ExternalStoreSynced"
-CONDITION_TYPES = (READY, ACCESS_GRANTED, PUBLISHED, EXTERNAL_STORE_SYNCED)
+ROTATED = "Rotated"
+CONDITION_TYPES = (READY, ACCESS_GRANTED, PUBLISHED, EXTERNAL_STORE_SYNCED, ROTATED)
 
 # Reasons (CamelCase, as Kubernetes conventions ask).
 R_READY = "Ready"
@@ -62,6 +68,9 @@ R_NOT_VERIFIED = "NotVerified"
 R_IN_SYNC = "InSync"
 R_STORE_NOT_SYNCED = "StoreNotSynced"
 R_STORE_UNAVAILABLE = "StoreUnavailable"
+R_COMMITTED = "Committed"
+R_ROTATION_ABORTED = "RotationAborted"
+"""The ``Rotated`` reason when the recorded abort carries no CamelCase reason."""
 
 
 @dataclass(frozen=True)

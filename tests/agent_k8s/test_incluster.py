@@ -12,6 +12,7 @@ import base64
 import contextlib
 import copy
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.engine import SecretRotator, SystemClock
-from agent.files import AtomicWriter
+from agent.files import METADATA, AtomicWriter
 from agent.incluster import InClusterAgent
 from agent.kube import (
     KubeClient,
@@ -37,6 +38,7 @@ from rotor.env import AgentEnv
 from rotor.external import MemoryStore
 from rotor.layout import (
     ANN_CHECKSUM,
+    ANN_NEXT_ROTATION,
     ANN_PREVIOUS_EXPIRES,
     ANN_ROTATE_HANDLED,
     ANN_ROTATED_AT,
@@ -120,6 +122,11 @@ async def source(kube: KubeClient) -> SecretState:
     return SecretState.from_secret(obj.get("data"), obj["metadata"].get("annotations"))
 
 
+VIEW_ANNOTATIONS = (
+    ANN_VERSION, ANN_CHECKSUM, ANN_ROTATED_AT, ANN_PREVIOUS_EXPIRES, ANN_NEXT_ROTATION
+)  # fmt: skip
+
+
 async def publish_view(kube: KubeClient) -> SecretState:
     """What the controller does after a commit: the RO view in the consumer's namespace."""
     state = await source(kube)
@@ -132,7 +139,14 @@ async def publish_view(kube: KubeClient) -> SecretState:
             "annotations": {
                 k: v
                 for k, v in state.annotations().items()
-                if k in (ANN_VERSION, ANN_CHECKSUM, ANN_ROTATED_AT, ANN_PREVIOUS_EXPIRES)
+                if k
+                in (
+                    ANN_VERSION,
+                    ANN_CHECKSUM,
+                    ANN_ROTATED_AT,
+                    ANN_PREVIOUS_EXPIRES,
+                    ANN_NEXT_ROTATION,
+                )
             },
         },
         "data": state.view_data(),
@@ -174,7 +188,12 @@ async def agent(url: str, pod: str, mode: str, mount: Path) -> AsyncIterator[InC
 
 
 def files(mount: Path) -> dict[str, bytes]:
-    return AtomicWriter(mount / NAME).read()
+    """The value files (the metadata file ``.rotor.json`` is checked by :func:`meta`)."""
+    return {k: v for k, v in AtomicWriter(mount / NAME).read().items() if k != METADATA}
+
+
+def meta(mount: Path) -> dict[str, Any]:
+    return dict(json.loads(AtomicWriter(mount / NAME).read()[METADATA]))
 
 
 def history(emu: EmulatorThread) -> list[dict[str, Any]]:
@@ -347,6 +366,10 @@ async def test_replicas_and_ro_consumers_write_what_the_writer_committed(
         await until(lambda: c.readiness()[NAME])
         want = {"password": v1.current["password"]}
         assert files(a_dir) == files(b_dir) == files(c_dir) == want
+        # writer, replica and RO consumer hold the same metadata of that version
+        assert meta(a_dir) == meta(b_dir) == meta(c_dir)
+        assert meta(c_dir)["version"] == v1.version
+        assert meta(c_dir)["nextRotation"] is not None
 
         # rotate-now: one rotation, seen by all three (the controller republishes the view).
         await api.patch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from controller import decide
@@ -413,3 +415,55 @@ def test_long_names_are_hashed_and_bounded():
 )
 def test_lease_decision(record, now, since, expected):
     assert lease_decision(record, "me", now, since) == expected
+
+
+# -- PostgreSQL target: the admin Secret, aborts ------------------------------------------------
+PG_SPEC = {
+    "keys": [{"name": "password", "generator": {"type": "password"}}],
+    "target": {
+        "postgres": {"host": "pg.shop.svc", "role": "app", "admin": {"secretRef": {"name": "pg"}}}
+    },
+}
+
+
+def test_rw_role_may_get_the_admin_secret_of_a_postgres_target_only():
+    admins = decide.admin_secrets(_obs(PG_SPEC).spec)
+    assert admins == {"pg"}
+    objs = decide.desired_rbac(DB, {RW}, (), admins)
+    rw_role = next(o for o in objs if o["kind"] == "Role")
+    assert {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["pg"],
+        "verbs": ["get"],
+    } in rw_role["rules"]
+    plain = decide.desired_rbac(
+        DB, {RW}, (), decide.admin_secrets(_obs({"keys": PG_SPEC["keys"]}).spec)
+    )
+    assert [r["resourceNames"] for r in plain[0]["rules"] if r["resources"] == ["secrets"]] == [
+        ["db"]
+    ]
+
+
+def test_an_abort_the_writer_recorded_is_a_rotated_condition_and_one_event():
+    aborted = replace(
+        V2,
+        last_abort="DatabaseUnreachable: cannot connect to PostgreSQL pg.shop.svc:5432/postgres",
+        last_abort_at=1_700_000_000.0,
+    )
+    s = decide.secret_status(
+        _obs(PG_SPEC), _source(aborted), pod("a"), (), None, decide.Staleness(False, 0, False), True
+    )
+    rotated = next(c for c in s.conditions if c.type == "Rotated")
+    assert (rotated.status, rotated.reason) == ("False", "DatabaseUnreachable")
+    assert "cannot connect to PostgreSQL pg.shop.svc:5432" in rotated.message
+    assert "consumers keep version 2" in rotated.message
+    assert _ready(s).status == "True"  # consumers still hold a working pair
+    events = decide.new_failures([], s.conditions)
+    assert [(c.type, c.reason) for c in events] == [("Rotated", "DatabaseUnreachable")]
+    assert decide.new_failures([c.to_dict() for c in s.conditions], s.conditions) == []
+    ok = decide.secret_status(
+        _obs(PG_SPEC), _source(V2), pod("a"), (), None, decide.Staleness(False, 0, False), True
+    )
+    rotated = next(c for c in ok.conditions if c.type == "Rotated")
+    assert (rotated.status, rotated.reason) == ("True", "Committed")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ADMIN = "rotor_admin"
-ADMIN_PASSWORD = "admin-pass-for-tests-only"  # noqa: S105
+ADMIN_PASSWORD = "admin-pass-for-tests-only"
 
 
 def pg_bin() -> Path | None:
@@ -113,9 +113,7 @@ def pg_server() -> Iterator[PgServer]:
                           "-o", opts, "-w", "-t", "60", "start"]),
             check=True, capture_output=True, timeout=90,
         )  # fmt: skip
-        server.psql(
-            f"CREATE ROLE {ADMIN} LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}'"
-        )
+        server.psql(f"CREATE ROLE {ADMIN} LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}'")
         yield server
     finally:
         subprocess.run(

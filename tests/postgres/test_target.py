@@ -131,9 +131,10 @@ async def test_alternating_rotates_a_pair_and_every_pair_in_the_files_logs_in(
         assert "not permitted to log in" in (login(pg, *old) or "")
         assert login(pg, f["username"], f["password"]) is None
     assert seen == [f"{role}_{s}".encode() for s in "ababa"]
-    assert reg.get_sample_value(
-        "rotor_agent_rotations_total", {"secret": "db", "result": "success"}
-    ) == 5
+    assert (
+        reg.get_sample_value("rotor_agent_rotations_total", {"secret": "db", "result": "success"})
+        == 5
+    )
 
 
 async def test_a_rotation_never_changes_the_password_consumers_use(
@@ -173,7 +174,8 @@ async def test_passwords_reach_the_server_only_as_scram_verifiers(
     for v in values:
         assert v not in log
     stored = pg.psql(f"SELECT rolpassword FROM pg_authid WHERE rolname LIKE '{role}\\_%'")
-    assert stored.splitlines() and all(x.startswith("SCRAM-SHA-256$") for x in stored.split())
+    assert stored.splitlines()
+    assert all(x.startswith("SCRAM-SHA-256$") for x in stored.split())
 
 
 async def test_single_changes_one_role_in_place(pg: PgServer, tmp_path: Path) -> None:
@@ -221,7 +223,8 @@ async def test_unreachable_or_refused_aborts_with_nothing_committed(
     r2, reg = make(tmp_path, clock, bad)
     await clock.advance(3600)
     await r2.step()
-    assert r2.state.version == 1 and r2.state.phase == "committed"  # nothing committed
+    assert r2.state.version == 1
+    assert r2.state.phase == "committed"
     assert r2.state.last_abort.startswith(reason + ": ")
     assert r2.state.abort_reason == reason
     assert files(tmp_path) == before  # consumers keep a working pair
@@ -237,25 +240,28 @@ async def test_unreachable_or_refused_aborts_with_nothing_committed(
     r3, _ = make(tmp_path, clock, good)
     await clock.advance(120)
     await r3.step()
-    assert r3.state.version == 2 and r3.state.last_abort == ""
+    assert r3.state.version == 2
+    assert r3.state.last_abort == ""
 
 
-async def test_a_template_that_does_not_exist_names_the_field(
-    pg: PgServer, tmp_path: Path
-) -> None:
+async def test_a_template_that_does_not_exist_names_the_field(pg: PgServer, tmp_path: Path) -> None:
     clock = FakeClock()
     role = role_name()
     r, reg = make(tmp_path, clock, spec_dict(pg, role, tmp_path, template="no_such_template"))
     await r.step()
-    assert not r.ready and r.state.version == 0
+    assert not r.ready
+    assert r.state.version == 0
     assert r.state.abort_reason == "TemplateRoleMissing"
     assert "spec.target.postgres.template: role 'no_such_template' does not exist" in (
         r.state.last_abort
     )
     assert pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname LIKE '{role}%'") == "0"
-    assert _counter(
-        reg, "rotor_agent_target_failures_total", step="apply", reason="TemplateRoleMissing"
-    ) == 1
+    assert (
+        _counter(
+            reg, "rotor_agent_target_failures_total", step="apply", reason="TemplateRoleMissing"
+        )
+        == 1
+    )
 
 
 async def test_a_rotation_found_pending_is_applied_again_then_committed(
