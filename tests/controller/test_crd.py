@@ -121,6 +121,27 @@ VALID = [
     {"keys": [{"name": "signing-key", "generator": {"type": "ed25519"}}, KEY]},
     {"keys": [KEY], "rotation": {"interval": "1h30m", "overlap": "0s"}, "suspend": True},
     {"keys": [KEY], "externalStores": [{"storeRef": {"name": "vault"}, "path": "shop/db"}]},
+    {"keys": [KEY], "target": {"postgres": {"host": "pg.shop.svc", "role": "app"}}},
+    {
+        "keys": [KEY],
+        "target": {
+            "postgres": {
+                "host": "/var/run/postgresql",
+                "port": 5433,
+                "database": "shop",
+                "sslmode": "verify-full",
+                "sslRootCert": "/etc/ca.pem",
+                "connectTimeout": "10s",
+                "role": "app",
+                "strategy": "alternating",
+                "template": "app_rw",
+                "onOverlapEnd": "terminate",
+                "usernameKey": "user",
+                "admin": {"user": "rotor", "secretRef": {"name": "pg-admin", "passwordKey": "pw"}},
+            }
+        },
+    },
+    {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://127.0.0.1:8080/retire"}}},
 ]
 INVALID = [  # (spec, field the parser names)
     ({}, "spec.keys"),
@@ -175,6 +196,56 @@ INVALID = [  # (spec, field the parser names)
     (
         {"keys": [KEY], "externalStores": [{"storeRef": {"name": "v"}, "path": "/"}]},
         "spec.externalStores[0].path",
+    ),
+    ({"keys": [KEY], "target": {}}, "spec.target"),
+    ({"keys": [KEY], "target": {"postgres": {"role": "app"}}}, "spec.target.postgres.host"),
+    ({"keys": [KEY], "target": {"postgres": {"host": "h"}}}, "spec.target.postgres.role"),
+    (
+        {"keys": [KEY], "target": {"postgres": {"host": "h", "role": "App-1"}}},
+        "spec.target.postgres.role",
+    ),
+    (
+        {"keys": [KEY], "target": {"postgres": {"host": "h", "role": "a", "strategy": "x"}}},
+        "spec.target.postgres.strategy",
+    ),
+    (
+        {"keys": [KEY], "target": {"postgres": {"host": "h", "role": "a", "port": 0}}},
+        "spec.target.postgres.port",
+    ),
+    (
+        {"keys": [KEY], "target": {"postgres": {"host": "h", "role": "a", "sslmode": "on"}}},
+        "spec.target.postgres.sslmode",
+    ),
+    (
+        {
+            "keys": [KEY],
+            "target": {
+                "postgres": {
+                    "host": "h",
+                    "role": "a",
+                    "admin": {"secretRef": {"name": "s"}, "passwordFile": "/p"},
+                }
+            },
+        },
+        "spec.target.postgres.admin",
+    ),
+    (
+        {"keys": [KEY], "target": {"postgres": {"host": "h", "role": "a", "admin": {"pw": 1}}}},
+        "spec.target.postgres.admin.pw",
+    ),
+    (
+        {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://10.0.0.1:80/x"}}},
+        "spec.target.hook.overlapEnd",
+    ),
+    (
+        {
+            "keys": [KEY],
+            "target": {
+                "postgres": {"host": "h", "role": "a"},
+                "hook": {"overlapEnd": "http://127.0.0.1:1/x"},
+            },
+        },
+        "spec.target",
     ),
 ]
 

@@ -314,3 +314,95 @@ def test_external_store_reads_token_auth() -> None:
         "vault-token",
         "token",
     )
+
+
+# -- spec.target ----------------------------------------------------------------------------------
+def pg_spec(**target: Any) -> dict[str, Any]:
+    return spec(target={"postgres": {"host": "pg.shop.svc", "role": "app", **target}})
+
+
+def test_postgres_target_defaults_files_and_round_trip() -> None:
+    s = RotatingSecretSpec.from_dict(pg_spec())
+    assert s.target is not None
+    pg = s.target.postgres
+    assert pg is not None
+    assert (pg.port, pg.database, pg.sslmode, pg.strategy, pg.on_overlap_end) == (
+        5432, "postgres", "prefer", "alternating", "lock"
+    )  # fmt: skip
+    assert pg.roles == ("app_a", "app_b")
+    assert (pg.admin.user, pg.admin.secret_ref, pg.admin.password_file) == ("postgres", None, None)
+    assert s.files == ("password", "username")  # the target adds the username file
+    assert RotatingSecretSpec.from_dict(s.to_dict()) == s
+    single = RotatingSecretSpec.from_dict(pg_spec(strategy="single"))
+    assert single.target is not None
+    assert single.target.postgres is not None
+    assert single.target.postgres.roles == ("app",)
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "problem", "fix"),
+    [
+        (
+            pg_spec(passwordKey="pw"),
+            "spec.target.postgres.passwordKey",
+            "no key is named 'pw'",
+            "name one of password",
+        ),
+        (
+            spec(
+                keys=[{"name": "password", "generator": {"type": "ed25519"}}],
+                target={"postgres": {"host": "h", "role": "app"}},
+            ),
+            "spec.target.postgres.passwordKey",
+            "key 'password' is a ed25519 key pair",
+            "use a password, token or hex generator",
+        ),
+        (
+            spec(
+                keys=[PW, {"name": "username", "generator": {"type": "uuid"}}],
+                target={"postgres": {"host": "h", "role": "app"}},
+            ),
+            "spec.target.postgres.usernameKey",
+            "file 'username' is already made by keys[1]",
+            "rename the key or set usernameKey",
+        ),
+        (
+            pg_spec(strategy="single", template="app_rw"),
+            "spec.target.postgres.template",
+            "a template is used only by strategy alternating",
+            "remove it",
+        ),
+        (
+            pg_spec(role="x" * 62),
+            "spec.target.postgres.role",
+            f"{'x' * 62!r} is not a role name",
+            "at most 61 characters",
+        ),
+        (
+            pg_spec(connectTimeout="0s"),
+            "spec.target.postgres.connectTimeout",
+            "'0s' is out of range",
+            "use 1s to 2m",
+        ),
+        (
+            pg_spec(admin={"passwordFile": "relative/path"}),
+            "spec.target.postgres.admin.passwordFile",
+            "'relative/path' is not an absolute path",
+            "",
+        ),
+        (
+            pg_spec(usernameKey="password"),
+            "spec.target.postgres.usernameKey",
+            "is the same as passwordKey",
+            "give them different names",
+        ),
+    ],
+)
+def test_postgres_target_errors_name_the_field(
+    value: object, field: str, problem: str, fix: str
+) -> None:
+    with pytest.raises(InvalidSpec) as e:
+        RotatingSecretSpec.from_dict(value)
+    assert e.value.field == field
+    assert e.value.problem.startswith(problem)
+    assert fix in e.value.fix

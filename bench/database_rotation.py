@@ -1,0 +1,187 @@
+"""Database rotation: failed first logins of clients while the agent rotates a PostgreSQL
+password, ``single`` (one role, changed in place) against ``alternating`` (two roles), in the
+same run, on the same server, at the same time.
+
+    python bench/database_rotation.py                   # 100 rotations each, 2 s interval
+    python bench/database_rotation.py --rotations 10    # a quick look
+
+One real PostgreSQL 15 (Debian's package; tests/postgres/pgserver.py starts it on a free
+127.0.0.1 port, SCRAM-SHA-256 on TCP) and two real ``rotor-agent standalone`` processes, one per
+strategy, each rotating its secret every ``--interval`` (jitter 0, overlap half the interval;
+``alternating`` locks the retired role when the overlap ends). Against each secret folder,
+``--clients`` threads open a new connection per query and ``--long-lived`` threads hold a
+connection for ``--hold`` seconds and then reconnect; every login reads ``username`` and
+``password`` of one version from the files (tests/postgres/consumers.py). A failed login counts
+as a failed *first* login; the client re-reads the files and retries (counted too).
+
+Target: 0 failed first logins in ``alternating`` over >= 10,000 logins; ``single`` is the
+baseline (the failure the issue measured: a client that read the old password just before the
+ALTER ROLE fails its login). Prints a table and, with ``--json``, the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.postgres.consumers import Clients, read_pair  # noqa: E402
+from tests.postgres.pgserver import ADMIN, ADMIN_PASSWORD, pg_server  # noqa: E402
+
+STRATEGIES = ("single", "alternating")
+
+
+def _config(folder: Path, port: int, strategy: str, interval: float) -> Path:
+    pw = folder / "admin-password"
+    pw.write_text(ADMIN_PASSWORD)
+    target: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "role": f"bench_{strategy}",
+        "strategy": strategy,
+        "admin": {"user": ADMIN, "passwordFile": str(pw)},
+    }
+    if strategy == "alternating":
+        target["template"] = "bench_rw"
+    ms = round(interval * 1000)
+    doc = [
+        {
+            "name": strategy,
+            "spec": {
+                "keys": [{"name": "password", "generator": {"type": "password", "length": 32}}],
+                "rotation": {"interval": f"{ms}ms", "overlap": f"{ms // 2}ms"},
+                "target": {"postgres": target},
+            },
+        }
+    ]
+    path = folder / f"{strategy}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rotations", type=int, default=100)
+    ap.add_argument("--interval", type=float, default=2.0, help="seconds (at least 1)")
+    ap.add_argument("--clients", type=int, default=6, help="new-connection clients per secret")
+    ap.add_argument("--long-lived", type=int, default=1, help="long-lived clients per secret")
+    ap.add_argument("--hold", type=float, default=0.5, help="seconds a long-lived client holds")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    out: dict[str, Any] = {"rotations_asked": args.rotations, "interval_s": args.interval}
+    with pg_server() as pg, tempfile.TemporaryDirectory(prefix="rotor-dbbench-") as tmp:
+        pg.psql(
+            "CREATE TABLE items (id int); CREATE ROLE bench_rw NOLOGIN; "
+            "GRANT SELECT ON items TO bench_rw; CREATE ROLE bench_single LOGIN; "
+            "GRANT SELECT ON items TO bench_single"
+        )
+        folder = Path(tmp)
+        env = {**os.environ, "ROTOR_JITTER": "0", "ROTOR_LOG_LEVEL": "WARNING"}
+        procs: dict[str, subprocess.Popen[str]] = {}
+        clients: dict[str, Clients] = {}
+        start_version: dict[str, int] = {}
+        try:
+            # One agent process rotates both secrets (same process, same server, same time).
+            both = folder / "both.yaml"
+            docs = [
+                yaml.safe_load(_config(folder, pg.port, s, args.interval).read_text())[0]
+                for s in STRATEGIES
+            ]
+            both.write_text(yaml.safe_dump(docs))
+            procs["agent"] = subprocess.Popen(
+                [sys.executable, "-m", "agent", "standalone", "--config", str(both),
+                 "--dir", str(folder / "out2"), "--metrics-port", "0"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            for s in STRATEGIES:
+                sf = folder / "out2" / s
+                _wait(lambda sf=sf: (sf / ".rotor.json").exists(), 60, f"the first {s} value")
+                start_version[s] = read_pair(sf)[2]
+            started = time.monotonic()
+            for s in STRATEGIES:
+                clients[s] = Clients(
+                    folder / "out2" / s,
+                    pg.port,
+                    new=args.clients,
+                    long=args.long_lived,
+                    hold=args.hold,
+                ).start()
+            limit = args.rotations * args.interval * 3 + 60
+            for s in STRATEGIES:
+                sf = folder / "out2" / s
+                _wait(
+                    lambda sf=sf, s=s: read_pair(sf)[2] >= start_version[s] + args.rotations,
+                    limit,
+                    f"{args.rotations} {s} rotations",
+                )
+            elapsed = time.monotonic() - started
+            tallies = {s: clients[s].close() for s in STRATEGIES}
+            versions = {s: read_pair(folder / "out2" / s)[2] for s in STRATEGIES}
+        finally:
+            for c in clients.values():
+                c.stop.set()
+            for p in procs.values():
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        out["elapsed_s"] = round(elapsed, 1)
+        for s in STRATEGIES:
+            t = tallies[s]
+            out[s] = {
+                "rotations": versions[s] - start_version[s],
+                "logins": t.logins,
+                "failed_first_logins": t.failed_first,
+                "failed_retries": t.failed_retry,
+                "failed_per_1000": round(1000 * t.failed_first / max(1, t.logins), 2),
+                "failed_per_rotation": round(
+                    t.failed_first / max(1, versions[s] - start_version[s]), 3
+                ),
+                "sample_errors": t.errors[:2],
+            }
+    single, alt = out["single"], out["alternating"]
+    out["target_met"] = alt["failed_first_logins"] == 0 and alt["logins"] >= 10_000
+    print(f"database rotation: {args.rotations} rotations every {args.interval:g}s each, "
+          f"{args.clients} new-connection + {args.long_lived} long-lived clients per secret, "
+          f"one PostgreSQL 15, {out['elapsed_s']}s")  # fmt: skip
+    print(f"{'strategy':<12} {'rotations':>9} {'logins':>8} {'failed 1st':>10} "
+          f"{'per 1000':>9} {'per rot.':>9} {'retries failed':>14}")  # fmt: skip
+    for s in STRATEGIES:
+        r = out[s]
+        print(f"{s:<12} {r['rotations']:>9} {r['logins']:>8} {r['failed_first_logins']:>10} "
+              f"{r['failed_per_1000']:>9} {r['failed_per_rotation']:>9} "
+              f"{r['failed_retries']:>14}")  # fmt: skip
+    ratio = (
+        "inf" if alt["failed_first_logins"] == 0 and single["failed_first_logins"] else
+        f"{single['failed_per_1000'] / alt['failed_per_1000']:.1f}x"
+        if alt["failed_per_1000"] else "n/a"
+    )  # fmt: skip
+    print(f"single/alternating failure rate: {ratio}; target (alternating: 0 failed over "
+          f">= 10,000 logins): {'met' if out['target_met'] else 'NOT met'}")  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
