@@ -2,17 +2,19 @@
 password, ``single`` (one role, changed in place) against ``alternating`` (two roles), in the
 same run, on the same server, at the same time.
 
-    python bench/database_rotation.py                   # 100 rotations each, 2 s interval
-    python bench/database_rotation.py --rotations 10    # a quick look
+    python bench/database_rotation.py      # >= 100 rotations and >= 10,000 logins each, 1 s
+    python bench/database_rotation.py --rotations 10 --min-logins 0    # a quick look
 
 One real PostgreSQL 15 (Debian's package; tests/postgres/pgserver.py starts it on a free
-127.0.0.1 port, SCRAM-SHA-256 on TCP) and two real ``rotor-agent standalone`` processes, one per
-strategy, each rotating its secret every ``--interval`` (jitter 0, overlap half the interval;
+127.0.0.1 port, SCRAM-SHA-256 on TCP) and one real ``rotor-agent standalone`` process rotating
+two secrets, one per strategy, each every ``--interval`` (jitter 0, overlap half the interval;
 ``alternating`` locks the retired role when the overlap ends). Against each secret folder,
 ``--clients`` threads open a new connection per query and ``--long-lived`` threads hold a
 connection for ``--hold`` seconds and then reconnect; every login reads ``username`` and
 ``password`` of one version from the files (tests/postgres/consumers.py). A failed login counts
-as a failed *first* login; the client re-reads the files and retries (counted too).
+as a failed *first* login; the client re-reads the files and retries (counted too). The run
+goes on until each strategy has had ``--rotations`` rotations and its clients ``--min-logins``
+logins (or ``--max-seconds`` passed).
 
 Target: 0 failed first logins in ``alternating`` over >= 10,000 logins; ``single`` is the
 baseline (the failure the issue measured: a client that read the old password just before the
@@ -81,8 +83,15 @@ def _wait(check: Any, timeout: float, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rotations", type=int, default=100)
-    ap.add_argument("--interval", type=float, default=2.0, help="seconds (at least 1)")
-    ap.add_argument("--clients", type=int, default=6, help="new-connection clients per secret")
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds (at least 1)")
+    ap.add_argument(
+        "--min-logins",
+        type=int,
+        default=10_000,
+        help="go on rotating until each strategy's clients made this many logins",
+    )
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="stop by then anyway")
+    ap.add_argument("--clients", type=int, default=4, help="new-connection clients per secret")
     ap.add_argument("--long-lived", type=int, default=1, help="long-lived clients per secret")
     ap.add_argument("--hold", type=float, default=0.5, help="seconds a long-lived client holds")
     ap.add_argument("--json", action="store_true")
@@ -125,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
                     long=args.long_lived,
                     hold=args.hold,
                 ).start()
-            limit = args.rotations * args.interval * 3 + 60
-            for s in STRATEGIES:
-                sf = folder / "out2" / s
-                _wait(
-                    lambda sf=sf, s=s: read_pair(sf)[2] >= start_version[s] + args.rotations,
-                    limit,
-                    f"{args.rotations} {s} rotations",
+
+            def done() -> bool:
+                if time.monotonic() - started > args.max_seconds:
+                    return True
+                return all(
+                    read_pair(folder / "out2" / s)[2] >= start_version[s] + args.rotations
+                    and clients[s].tally.logins >= args.min_logins
+                    for s in STRATEGIES
                 )
+
+            _wait(done, args.max_seconds + 60, "the rotations and logins")
             elapsed = time.monotonic() - started
             tallies = {s: clients[s].close() for s in STRATEGIES}
             versions = {s: read_pair(folder / "out2" / s)[2] for s in STRATEGIES}

@@ -1,0 +1,125 @@
+"""Targets without a database: the overlap-end hook (a real aiohttp app on 127.0.0.1), and
+psycopg loaded only by an agent that has a PostgreSQL target."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from agent.engine import SecretRotator
+from agent.files import AtomicWriter
+from agent.metrics import AgentMetrics
+from agent.store import MemoryStore
+from agent.targets import build_target
+from rotor.settings.agent import AgentSettings
+from rotor.spec import RotatingSecretSpec
+from tests.agent.fakes import FakeClock, app_server
+
+
+def _spec(url: str) -> RotatingSecretSpec:
+    return RotatingSecretSpec.from_dict(
+        {
+            "keys": [{"name": "token", "generator": {"type": "token"}}],
+            "rotation": {"interval": "1h", "overlap": "10m"},
+            "target": {"hook": {"overlapEnd": url}},
+        }
+    )
+
+
+async def test_overlap_end_hook_gets_the_retired_value_once(tmp_path: Path) -> None:
+    async with app_server() as app:
+        spec = _spec(app.url + "/apply")  # the recording app records POSTs to /apply
+        assert spec.target is not None
+        clock = FakeClock()
+        registry = CollectorRegistry()
+        target = build_target("api", spec.target, None, 5.0)
+        r = SecretRotator(
+            "api",
+            spec,
+            MemoryStore(),
+            AtomicWriter(tmp_path / "api"),
+            settings=AgentSettings(jitter=0.0),
+            metrics=AgentMetrics(registry),
+            clock=clock,
+            writer_id="test",
+            target=target,
+        )
+        try:
+            await r.step()
+            first = r.state.current["token"]
+            await clock.advance(3600)
+            await r.step()
+            assert app.applied == []  # not before the overlap ends
+            await clock.advance(601)
+            await r.step()
+            await r.step()
+        finally:
+            await target.close()
+        assert app.applied == [
+            {"secret": "api", "version": 1, "current": 2, "previous": {"token": first.decode()}}
+        ]
+        assert "token.previous" not in AtomicWriter(tmp_path / "api").read()
+
+
+async def test_a_failing_overlap_end_hook_is_counted_and_the_value_still_leaves(
+    tmp_path: Path,
+) -> None:
+    async with app_server() as app:
+        app.status = 500
+        spec = _spec(app.url + "/apply")
+        assert spec.target is not None
+        clock = FakeClock()
+        registry = CollectorRegistry()
+        target = build_target("api", spec.target, None, 5.0)
+        r = SecretRotator(
+            "api",
+            spec,
+            MemoryStore(),
+            AtomicWriter(tmp_path / "api"),
+            settings=AgentSettings(jitter=0.0),
+            metrics=AgentMetrics(registry),
+            clock=clock,
+            writer_id="test",
+            target=target,
+        )
+        try:
+            await r.step()
+            await clock.advance(3600)
+            await r.step()
+            await clock.advance(601)
+            await r.step()
+        finally:
+            await target.close()
+    assert not r.state.previous
+    assert "token.previous" not in AtomicWriter(tmp_path / "api").read()
+    labels = {"secret": "api", "step": "retire", "reason": "OverlapEndHookFailed"}
+    assert registry.get_sample_value("rotor_agent_target_failures_total", labels) == 1
+
+
+def test_psycopg_is_loaded_only_for_a_postgres_target(tmp_path: Path) -> None:
+    code = """
+import json, pathlib, sys
+from agent.standalone import Options, StandaloneSecret, build_agent
+from rotor.spec import RotatingSecretSpec
+key = {"name": "password", "generator": {"type": "password"}}
+out = pathlib.Path(sys.argv[1])
+plain = RotatingSecretSpec.from_dict({"keys": [key]})
+build_agent(Options(secrets=(StandaloneSecret("a", plain),), dir=out))
+before = "psycopg" in sys.modules
+target = {"postgres": {"host": "127.0.0.1", "role": "app"}}
+pg = RotatingSecretSpec.from_dict({"keys": [key], "target": target})
+build_agent(Options(secrets=(StandaloneSecret("b", pg),), dir=out))
+print(json.dumps([before, "psycopg" in sys.modules]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout) == [False, True]
