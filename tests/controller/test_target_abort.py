@@ -1,0 +1,78 @@
+"""The running controller and a PostgreSQL target: the writer's Role may get the admin Secret,
+and an abort the writer records on the source Secret becomes ``Rotated=False`` with its reason
+and one Warning Event (the API is the emulator; no database is needed here)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from controller.decide import rbac_name
+from controller.kube import path
+from rotor.layout import SecretState, abort, commit, prepare
+from rotor.names import Principal
+from tests.controller.conftest import Harness, eventually
+from tests.controller.test_controller import DB, RBAC, create, deployment_body, pod_body
+
+SPEC = {
+    "keys": [{"name": "password", "generator": {"type": "password"}}],
+    "target": {
+        "postgres": {"host": "pg.shop.svc", "role": "app", "admin": {"secretRef": {"name": "pg"}}}
+    },
+}
+
+
+async def _rotated(h: Harness, reason: str) -> dict[str, Any] | None:
+    c = await h.condition("shop", "db", "Rotated")
+    return c if c.get("reason") == reason else None
+
+
+async def test_admin_secret_grant_and_abort_reported_as_condition_and_event(rotor):
+    await rotor.rsec("shop", "db", SPEC)
+    await create(
+        rotor, "apps/v1", "deployments", deployment_body("shop", "pg", "pg", {"rotor.dev/rw": "db"})
+    )
+    await create(rotor, "v1", "pods", pod_body("shop", "pg-0", "pg", {"rotor.dev/rw": "db"}))
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"), what="the source Secret")
+
+    async def pending() -> bool:
+        snap = await rotor.backend.snapshot()
+        return any(r.secret == DB and r.state == "pending" for r in snap.requests)
+
+    await eventually(pending, what="the RW request")
+    await rotor.backend.approve(DB, Principal("shop", "pg"), "rw")
+
+    async def role() -> Any:
+        r = await rotor.get(RBAC, "roles", "shop", rbac_name("rw", DB))
+        return r if r and any(x["resourceNames"] == ["pg"] for x in r["rules"]) else None
+
+    r = await eventually(role, what="the RW Role with get on the admin Secret")
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["pg"],
+            "verbs": ["get"]} in r["rules"]  # fmt: skip
+
+    # the writer committed version 1, then a rotation aborted: the database is unreachable
+    now = time.time()
+    v1 = commit(prepare(SecretState(), {"password": b"v1-value-abcdef"}, now, "pg-0"), now, 3600)
+    failed = abort(
+        prepare(v1, {"password": b"v2-value-abcdef"}, now, "pg-0"),
+        "DatabaseUnreachable: cannot connect to PostgreSQL pg.shop.svc:5432/postgres",
+        now,
+    )
+    await rotor.kube.apatch(
+        path("v1", "secrets", "shop", "db"),
+        {"metadata": {"annotations": failed.annotations()}, "data": failed.secret_data()},
+    )
+    cond = await eventually(lambda: _rotated(rotor, "DatabaseUnreachable"), what="Rotated=False")
+    assert cond["status"] == "False"
+    assert "cannot connect to PostgreSQL pg.shop.svc:5432" in cond["message"]
+    assert "consumers keep version 1" in cond["message"]
+
+    async def events() -> Any:
+        items = await rotor.kube.aitems(path("v1", "events", "shop"))
+        return [e for e in items if e["reason"] == "DatabaseUnreachable"]
+
+    (ev,) = await eventually(events, what="a DatabaseUnreachable Event")
+    assert ev["type"] == "Warning"
+    assert ev["involvedObject"]["name"] == "db"
+    assert "v1-value" not in ev["message"]
+    assert "v2-value" not in ev["message"]
