@@ -282,3 +282,17 @@ async def test_a_rotation_found_pending_is_applied_again_then_committed(
     assert r2.state.version == 2
     assert f["password"] == b"pending-password-123"
     assert login(pg, f["username"], f["password"]) is None
+
+
+async def test_no_password_admin_on_a_unix_socket(pg: PgServer, template: str, tmp_path: Path):
+    """``host`` is the socket folder and ``admin`` has no password (the test server trusts its
+    socket; in a pod that is peer authentication on the database's own socket)."""
+    clock = FakeClock()
+    spec = spec_dict(pg, role_name(), tmp_path, template=template)
+    spec["target"]["postgres"]["host"] = pg.socket_dir
+    spec["target"]["postgres"]["admin"] = {"user": "postgres"}
+    r, _ = make(tmp_path, clock, spec)
+    await r.step()
+    f = files(tmp_path)
+    assert r.state.version == 1
+    assert login(pg, f["username"], f["password"]) is None
