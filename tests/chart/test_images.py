@@ -21,7 +21,7 @@ from tests.conftest import require_tool
 
 IMAGES = {
     # Dockerfile: (packages it copies, extras it installs, the command it runs)
-    "Dockerfile.agent": (("rotor", "agent"), ("vault",), "rotor-agent"),
+    "Dockerfile.agent": (("rotor", "agent"), ("vault", "postgres"), "rotor-agent"),
     "Dockerfile.controller": (("rotor", "controller", "webhook"), ("controller", "webhook"), ""),
 }
 
@@ -84,7 +84,7 @@ def test_agent_entrypoint() -> None:
     assert ("ENTRYPOINT", '["rotor-agent"]') in final_stage("Dockerfile.agent")
     run = " ".join(a for w, a in instructions("Dockerfile.agent") if w == "RUN")
     assert '".${AGENT_EXTRAS:+[$AGENT_EXTRAS]}"' in run
-    assert ("ARG", "AGENT_EXTRAS=vault") in instructions("Dockerfile.agent")
+    assert ("ARG", "AGENT_EXTRAS=vault,postgres") in instructions("Dockerfile.agent")
 
 
 def test_controller_installs_its_extras() -> None:
