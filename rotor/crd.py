@@ -283,19 +283,20 @@ def target_schema() -> Schema:
                     "strategy": {
                         "type": "string",
                         "enum": list(s.POSTGRES_STRATEGIES),
-                        "description": "alternating (default; zero failed logins) or single "
-                        "(clients must retry a failed login).",
+                        "description": "alternating (default; zero failed logins), per-version "
+                        "(a role per version, dropped when its overlap ends) or single (clients "
+                        "must retry a failed login).",
                     },
                     "template": _role(
-                        "alternating: roles that do not exist are created as members of this "
-                        "role (its grants)."
+                        "alternating, per-version: roles that do not exist are created as "
+                        "members of this role (its grants)."
                     ),
                     "onOverlapEnd": {
                         "type": "string",
                         "enum": list(s.OVERLAP_END_ACTIONS),
-                        "description": "alternating: what happens to the retired role when the "
-                        "overlap ends: lock (default; NOLOGIN), terminate (lock and end its "
-                        "sessions) or keep.",
+                        "description": "What happens to the retired role when the overlap "
+                        "ends: lock (default; NOLOGIN; per-version: dropped, its sessions ended), "
+                        "terminate (lock and end its sessions) or keep.",
                     },
                     "usernameKey": {**key, "description": "The username file (default username)."},
                     "passwordKey": {

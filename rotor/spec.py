@@ -301,7 +301,7 @@ class ExternalStoreRef:
         return {"storeRef": {"name": self.store}, "path": self.path}
 
 
-PostgresStrategy = Literal["single", "alternating"]
+PostgresStrategy = Literal["single", "alternating", "per-version"]
 POSTGRES_STRATEGIES: tuple[str, ...] = get_args(PostgresStrategy)
 OverlapEnd = Literal["keep", "lock", "terminate"]
 OVERLAP_END_ACTIONS: tuple[str, ...] = get_args(OverlapEnd)
@@ -317,6 +317,9 @@ ROLE_PATTERN = r"^[a-z_][a-z0-9_]*$"
 MAX_ROLE_LENGTH = 61
 """PostgreSQL truncates identifiers at 63 bytes; the alternating roles add ``_a``/``_b``."""
 ALTERNATE_SUFFIXES = ("_a", "_b")
+VERSION_SUFFIX = "_v"
+"""per-version: the role of version N is ``<role>_v<N>``."""
+MAX_PER_VERSION_ROLE_LENGTH = 63 - len(VERSION_SUFFIX) - 10
 LOOPBACK_URL = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
 _ROLE = re.compile(ROLE_PATTERN)
 
@@ -417,10 +420,24 @@ class PostgresTargetSpec:
 
     @property
     def roles(self) -> tuple[str, ...]:
-        """The roles this target rotates (two for ``alternating``)."""
+        """The fixed roles this target rotates (two for ``alternating``; none for
+        ``per-version``, whose roles are :meth:`version_role`)."""
         if self.strategy == "single":
             return (self.role,)
+        if self.strategy == "per-version":
+            return ()
         return tuple(self.role + s for s in ALTERNATE_SUFFIXES)
+
+    def version_role(self, version: int) -> str:
+        """per-version: the role of ``version``."""
+        return f"{self.role}{VERSION_SUFFIX}{version}"
+
+    def owns(self, role: str) -> bool:
+        """Whether ``role`` is one this target made or rotates."""
+        if self.strategy == "per-version":
+            prefix = self.role + VERSION_SUFFIX
+            return role.startswith(prefix) and role[len(prefix) :].isdigit()
+        return role in self.roles
 
     @classmethod
     def from_dict(cls, value: object, field: str) -> PostgresTargetSpec:
@@ -456,8 +473,14 @@ class PostgresTargetSpec:
         if strategy == "single" and template is not None:
             raise InvalidSpec(
                 f"{field}.template",
-                "a template is used only by strategy alternating",
+                "a template is used only by strategies alternating and per-version",
                 "remove it, or set strategy: alternating",
+            )
+        if strategy == "per-version" and len(role) > MAX_PER_VERSION_ROLE_LENGTH:
+            raise InvalidSpec(
+                f"{field}.role",
+                f"{role!r} is too long for per-version roles (<role>_v<version>)",
+                f"use at most {MAX_PER_VERSION_ROLE_LENGTH} characters",
             )
         keys = {
             k: check_key_name(obj.get(k, d), f"{field}.{k}")
@@ -607,15 +630,17 @@ class RotatingSecretSpec:
         if not isinstance(suspend, bool):
             raise InvalidSpec(f"{field}.suspend", f"expected true or false, got {suspend!r}", "")
         target = TargetSpec.from_dict(obj["target"], f"{field}.target") if "target" in obj else None
+        rotation = RotationSpec.from_dict(obj.get("rotation"), f"{field}.rotation")
         if target is not None and target.postgres is not None:
             _check_postgres_keys(keys, target.postgres, f"{field}.target.postgres", seen)
-        return cls(
-            keys,
-            RotationSpec.from_dict(obj.get("rotation"), f"{field}.rotation"),
-            stores,
-            suspend,
-            target,
-        )
+            if target.postgres.strategy == "per-version" and rotation.overlap <= 0:
+                raise InvalidSpec(
+                    f"{field}.rotation.overlap",
+                    "strategy per-version needs an overlap (a version's role is dropped when "
+                    "its overlap ends)",
+                    "set an overlap, e.g. 10m",
+                )
+        return cls(keys, rotation, stores, suspend, target)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -10,6 +10,11 @@ Strategies (docs/database.md):
   created (``LOGIN``, members of ``template`` when given, so they get its grants). At the end of
   the overlap the retired role is locked (``NOLOGIN``; ``terminate`` also ends its sessions;
   ``keep`` leaves it); the next rotation unlocks it with its new password.
+* ``per-version``: a new role ``<role>_v<N>`` for each version (created like the alternating
+  ones), dropped with its sessions terminated when its overlap ends (objects it owns are
+  reassigned to ``template`` first, or dropped without one). Stale version roles (e.g. skipped
+  by a rotate-now inside an overlap) are dropped at the next rotation or overlap end; the
+  current and the previous version's roles are never touched. ``onOverlapEnd: keep`` keeps them.
 * ``single``: one role, its password changed in place. A client that read the old password
   just before the change fails its next login and must re-read and retry.
 
@@ -59,6 +64,8 @@ def next_role(spec: PostgresTargetSpec, state: SecretState) -> str:
     """The role the next value is for: the one that is not current (``single``: the role)."""
     if spec.strategy == "single":
         return spec.role
+    if spec.strategy == "per-version":
+        return spec.version_role(state.version + 1)
     a, b = spec.roles
     current = state.current.get(spec.username_key, b"").decode(errors="replace")
     return b if current == a else a
@@ -70,7 +77,7 @@ def retired_role(spec: PostgresTargetSpec, state: SecretState) -> str | None:
         return None
     previous = state.previous.get(spec.username_key, b"").decode(errors="replace")
     current = state.current.get(spec.username_key, b"").decode(errors="replace")
-    if previous not in spec.roles or previous == current:
+    if not spec.owns(previous) or previous == current:
         return None  # never lock the role consumers use now
     return previous
 
@@ -139,13 +146,17 @@ class PostgresTarget:
         s = self.spec
         role = state.pending[s.username_key].decode()
         password = state.pending[s.password_key]
-        if role not in s.roles:
+        if not s.owns(role):
             raise TargetError(
                 R_DATABASE_ERROR, f"pending username {role!r} is not a role of the spec"
             )
         conn = await self._connect()
         try:
             verifier = conn.pgconn.encrypt_password(password, role.encode(), b"scram-sha-256")
+            if s.strategy == "per-version" and s.on_overlap_end != "keep":
+                keep = {role, _user(state.current, s.username_key)}
+                keep.add(_user(state.previous, s.username_key))  # still previous if we abort
+                await self._drop_stale(conn, keep)
             async with conn.transaction():
                 await self._ensure_role(conn, role)
                 await conn.execute(
@@ -207,7 +218,13 @@ class PostgresTarget:
             return
         conn = await self._connect()
         try:
-            if await self._exists(conn, role):
+            if self.spec.strategy == "per-version":
+                failed = await self._drop_stale(
+                    conn, {_user(state.current, self.spec.username_key)}
+                )
+                if failed:
+                    raise TargetError(R_DATABASE_ERROR, f"{self.where}: {'; '.join(failed)}")
+            elif await self._exists(conn, role):
                 await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
                 if self.spec.on_overlap_end == "terminate":
                     await conn.execute(
@@ -222,11 +239,51 @@ class PostgresTarget:
         finally:
             await conn.close()
         log.info(
-            "retired role locked secret=%s role=%s action=%s",
+            "role retired secret=%s role=%s action=%s",
             self.secret,
             role,
             self.spec.on_overlap_end,
         )
 
+    async def _drop_stale(self, conn: psycopg.AsyncConnection[Any], keep: set[str]) -> list[str]:
+        """per-version: drop every version role of this target but ``keep``, ending its
+        sessions first. Returns what could not be dropped (a role that owns objects: own them
+        by the template role instead, docs/database.md); the next call tries again."""
+        prefix = self.spec.role + "_v"
+        cur = await conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
+        )
+        stale = sorted(r for (r,) in await cur.fetchall() if self.spec.owns(r) and r not in keep)
+        failed: list[str] = []
+        for role in stale:
+            ident = sql.Identifier(role)
+            try:
+                await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE usename = %s AND pid <> pg_backend_pid()",
+                    (role,),
+                )
+                await conn.execute(sql.SQL("DROP ROLE {}").format(ident))
+            except psycopg.errors.DependentObjectsStillExist:
+                failed.append(
+                    f"role {role!r} owns objects and cannot be dropped; own them by the "
+                    "template role (or REASSIGN OWNED BY it), then it is dropped next time"
+                )
+                continue
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as e:
+                failed.append(f"role {role!r}: {_short(e)}")
+                continue
+            log.info("version role dropped secret=%s role=%s", self.secret, role)
+        for text in failed:
+            log.warning("secret=%s: %s", self.secret, text)
+        return failed
+
     async def close(self) -> None:
         return None
+
+
+def _user(values: Mapping[str, bytes], key: str) -> str:
+    return values.get(key, b"").decode(errors="replace")

@@ -296,3 +296,77 @@ async def test_no_password_admin_on_a_unix_socket(pg: PgServer, template: str, t
     f = files(tmp_path)
     assert r.state.version == 1
     assert login(pg, f["username"], f["password"]) is None
+
+
+def version_roles(pg: PgServer, role: str) -> list[str]:
+    out = pg.psql(f"SELECT rolname FROM pg_roles WHERE rolname LIKE '{role}\\_v%' ORDER BY 1")
+    return out.split()
+
+
+async def test_per_version_makes_a_role_per_version_and_drops_it_when_its_overlap_ends(
+    pg: PgServer, template: str, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    role = role_name()
+    r, reg = make(
+        tmp_path, clock, spec_dict(pg, role, tmp_path, template=template, strategy="per-version")
+    )
+    await r.step()
+    f = files(tmp_path)
+    assert f["username"] == f"{role}_v1".encode()
+    assert login(pg, f["username"], f["password"]) is None
+    await clock.advance(3600)
+    await r.step()
+    f = files(tmp_path)
+    assert f["username"] == f"{role}_v2".encode()
+    assert login(pg, f["username.previous"], f["password.previous"]) is None
+    await clock.advance(601)
+    await r.step()
+    assert version_roles(pg, role) == [f"{role}_v2"]  # v1 dropped at its overlap end
+    # two rotate-nows inside an overlap skip v3's overlap end: it goes at v4's
+    for _ in range(2):
+        r.request_rotation()
+        await r.step()
+    f = files(tmp_path)
+    assert f["username"] == f"{role}_v4".encode()
+    assert login(pg, f["username.previous"], f["password.previous"]) is None
+    await clock.advance(601)
+    await r.step()
+    assert version_roles(pg, role) == [f"{role}_v4"]
+    assert login(pg, files(tmp_path)["username"], files(tmp_path)["password"]) is None
+    assert not reg.get_sample_value(
+        "rotor_agent_target_failures_total",
+        {"secret": "db", "step": "retire", "reason": "DatabaseError"},
+    )
+
+
+async def test_a_version_role_that_owns_objects_is_kept_and_the_failure_counted(
+    pg: PgServer, template: str, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    role = role_name()
+    pg.psql(f"GRANT CREATE ON SCHEMA public TO {template}")
+    r, reg = make(
+        tmp_path, clock, spec_dict(pg, role, tmp_path, template=template, strategy="per-version")
+    )
+    await r.step()
+    f = files(tmp_path)
+    with psycopg.connect(pg.conninfo(f["username"].decode(), f["password"].decode())) as c:
+        c.execute(f"CREATE TABLE owned_by_{role} (id int)")
+    await clock.advance(3600)
+    await r.step()
+    await clock.advance(601)
+    await r.step()
+    assert version_roles(pg, role) == [f"{role}_v1", f"{role}_v2"]
+    assert (
+        reg.get_sample_value(
+            "rotor_agent_target_failures_total",
+            {"secret": "db", "step": "retire", "reason": "DatabaseError"},
+        )
+        == 1
+    )
+    assert "password.previous" not in files(tmp_path)  # the overlap is over anyway
+    pg.psql(f"ALTER TABLE owned_by_{role} OWNER TO {template}")
+    r.request_rotation()
+    await r.step()  # the next rotation drops it
+    assert version_roles(pg, role) == [f"{role}_v2", f"{role}_v3"]

@@ -369,7 +369,7 @@ def test_postgres_target_defaults_files_and_round_trip() -> None:
         (
             pg_spec(strategy="single", template="app_rw"),
             "spec.target.postgres.template",
-            "a template is used only by strategy alternating",
+            "a template is used only by strategies alternating and per-version",
             "remove it",
         ),
         (
@@ -406,3 +406,17 @@ def test_postgres_target_errors_name_the_field(
     assert e.value.field == field
     assert e.value.problem.startswith(problem)
     assert fix in e.value.fix
+
+
+def test_per_version_needs_an_overlap() -> None:
+    value = pg_spec(strategy="per-version")
+    value["rotation"] = {"interval": "1h", "overlap": "0s"}
+    with pytest.raises(InvalidSpec) as e:
+        RotatingSecretSpec.from_dict(value)
+    assert e.value.field == "spec.rotation.overlap"
+    assert "per-version needs an overlap" in e.value.problem
+    ok = RotatingSecretSpec.from_dict(pg_spec(strategy="per-version"))
+    assert ok.target is not None
+    assert ok.target.postgres is not None
+    assert ok.target.postgres.owns("app_v12")
+    assert not ok.target.postgres.owns("app_a")
