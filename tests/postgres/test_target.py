@@ -370,3 +370,20 @@ async def test_a_version_role_that_owns_objects_is_kept_and_the_failure_counted(
     r.request_rotation()
     await r.step()  # the next rotation drops it
     assert version_roles(pg, role) == [f"{role}_v2", f"{role}_v3"]
+
+
+async def test_an_admin_without_createrole_is_permission_denied(
+    pg: PgServer, template: str, tmp_path: Path
+) -> None:
+    weak = f"weak_admin_{next(_ids)}"
+    pg.psql(f"CREATE ROLE {weak} LOGIN PASSWORD 'weak-pass-123'")
+    (tmp_path / "weak").write_text("weak-pass-123")
+    spec = spec_dict(pg, role_name(), tmp_path, template=template)
+    spec["target"]["postgres"]["admin"] = {"user": weak, "passwordFile": str(tmp_path / "weak")}
+    clock = FakeClock()
+    r, _ = make(tmp_path, clock, spec)
+    await r.step()
+    assert r.state.version == 0
+    assert r.state.abort_reason == "PermissionDenied"
+    assert f"admin '{weak}' may not change role" in r.state.last_abort
+    assert "grant it CREATEROLE" in r.state.last_abort
