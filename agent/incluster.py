@@ -77,6 +77,7 @@ from rotor.external import (
     plan_store_write,
 )
 from rotor.layout import SecretState, checksum, view_name
+from rotor.logs import register_secret
 from rotor.names import SecretRef
 from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreRef, ExternalStoreSpec, PostgresAdmin, RotatingSecretSpec
@@ -284,6 +285,7 @@ def kube_admin(kube: KubeClient, namespace: str, admin: PostgresAdmin) -> AdminS
             user = base64.b64decode(raw_user).decode() if raw_user else admin.user
         except (ValueError, UnicodeDecodeError):
             raise TargetError(R_ADMIN_CREDENTIAL, f"{where} does not hold UTF-8 text") from None
+        register_secret(password)  # a log line that holds it is dropped (rotor.logs)
         return user, password
 
     return read

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from rotor.errors import RotorError
 from rotor.layout import SecretState
+from rotor.logs import register_secret
 from rotor.spec import HookTargetSpec, TargetSpec
 
 log = logging.getLogger("rotor.agent.targets")
@@ -150,6 +151,8 @@ def file_admin(user: str, password_file: str | None) -> AdminSource:
                 R_ADMIN_CREDENTIAL,
                 f"cannot read admin.passwordFile {password_file} ({type(e).__name__})",
             ) from None
-        return user, text.strip()
+        password = text.strip()
+        register_secret(password)  # a log line that holds it is dropped (rotor.logs)
+        return user, password
 
     return read
