@@ -91,7 +91,7 @@ class HookTarget:
     kind = "hook"
 
     def __init__(self, secret: str, spec: HookTargetSpec, timeout: float) -> None:
-        from agent.hooks import _Http  # aiohttp only when such a target exists
+        from agent.hooks import _Http
 
         self.secret = secret
         self.spec = spec
@@ -104,8 +104,6 @@ class HookTarget:
         return None
 
     async def retire(self, state: SecretState) -> None:
-        import aiohttp
-
         body = {
             "secret": self.secret,
             "version": state.version - 1,
@@ -114,7 +112,7 @@ class HookTarget:
         }
         try:
             status = await self._http.post(self.spec.overlap_end, body)
-        except (TimeoutError, aiohttp.ClientError) as e:
+        except OSError as e:  # TimeoutError too
             raise TargetError(R_HOOK_FAILED, f"POST failed ({type(e).__name__})") from None
         if not 200 <= status < 300:
             raise TargetError(R_HOOK_FAILED, f"the hook answered {status}")
