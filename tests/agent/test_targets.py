@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.engine import SecretRotator
@@ -15,6 +16,7 @@ from agent.files import AtomicWriter
 from agent.metrics import AgentMetrics
 from agent.store import MemoryStore
 from agent.targets import build_target
+from rotor.layout import SecretState
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server
@@ -123,3 +125,48 @@ print(json.dumps([before, "psycopg" in sys.modules]))
         timeout=60,
     )
     assert json.loads(out.stdout) == [False, True]
+
+
+def _pg(**target: object) -> object:
+    spec = RotatingSecretSpec.from_dict(
+        {
+            "keys": [{"name": "password", "generator": {"type": "password"}}],
+            "target": {"postgres": {"host": "h", "role": "app", **target}},
+        }
+    )
+    assert spec.target is not None
+    return spec.target.postgres
+
+
+def _state(version: int, current: str, previous: str = "") -> SecretState:
+    return SecretState(
+        version=version,
+        current={"username": current.encode()} if current else {},
+        previous={"username": previous.encode()} if previous else {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "state", "next_", "retired"),
+    [
+        ({}, _state(0, ""), "app_a", None),
+        ({}, _state(1, "app_a"), "app_b", None),
+        ({}, _state(2, "app_b", "app_a"), "app_a", "app_a"),
+        ({}, _state(3, "app_a", "app_b"), "app_b", "app_b"),
+        ({}, _state(3, "other", "app_b"), "app_a", "app_b"),  # from single: start at _a
+        ({}, _state(3, "app_a", "app_a"), "app_b", None),  # never the current role
+        ({}, _state(3, "app_a", "intruder"), "app_b", None),  # never a role not ours
+        ({"onOverlapEnd": "keep"}, _state(2, "app_b", "app_a"), "app_a", None),
+        ({"strategy": "single"}, _state(2, "app", "app"), "app", None),
+        ({"strategy": "per-version"}, _state(4, "app_v4", "app_v3"), "app_v5", "app_v3"),
+        ({"strategy": "per-version"}, _state(4, "app_v4", "app_vx"), "app_v5", None),
+    ],
+)
+def test_which_role_is_next_and_which_is_retired(
+    target: dict[str, object], state: SecretState, next_: str, retired: str | None
+) -> None:
+    from agent.targets.postgres import next_role, retired_role
+
+    pg = _pg(**target)
+    assert next_role(pg, state) == next_  # type: ignore[arg-type]
+    assert retired_role(pg, state) == retired  # type: ignore[arg-type]
