@@ -26,6 +26,8 @@ Implementations:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -39,6 +41,23 @@ from rotor.layout import SecretState
 STATE_MODE = 0o600
 STATE_DIR_MODE = 0o700
 FORMAT = "rotor.dev/agent-state/v1"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write all of ``data`` to a new file and fsync it; a short write (the disk filled up) is
+    continued, and one that writes nothing raises ``OSError(ENOSPC)``: never a truncated file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STATE_MODE)
+    try:
+        os.fchmod(fd, STATE_MODE)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -136,13 +155,13 @@ class FileStore:
                 "data": state.secret_data(),
             }
             tmp = self.path.with_name(self.path.name + ".tmp")
-            wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STATE_MODE)
             try:
-                os.fchmod(wfd, STATE_MODE)
-                os.write(wfd, json.dumps(doc, indent=1, sort_keys=True).encode())
-                os.fsync(wfd)
-            finally:
-                os.close(wfd)
+                _write_file(tmp, json.dumps(doc, indent=1, sort_keys=True).encode())
+            except OSError:
+                # disk full, quota, file size limit: the good file stays, the partial one goes
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
             os.replace(tmp, self.path)
             dfd = os.open(self.path.parent, os.O_RDONLY)
             try:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from controller import decide
+from controller import aclrequests, decide
 from controller.certsync import CERT_POLL, sync_certs
 from controller.kube import Kube, Obj, path
 from controller.metrics import Metrics
@@ -329,37 +329,35 @@ class Controller:
             self._acl_wake.clear()
 
     async def sync_acl(self) -> None:
-        """Read the ACL, register secrets and record requests it lacks, keep the last good ACL
-        on failure, and resync every secret."""
+        """Read the ACL and apply it at once (a revocation never waits for the writes below);
+        then register secrets and record the requests it lacks (bounded, batched:
+        :mod:`controller.aclrequests`), and re-read it when that changed anything. A failed
+        read keeps the last good ACL; every secret is resynced."""
         start = time.monotonic()
         try:
             snap = await self.backend.snapshot()
+            self._install_acl(snap)
+            self.mark(self.index.rsecs)  # reconcile against the fresh ACL while we write
             changed = False
             for ref, obs in list(self.index.rsecs.items()):
                 if obs.spec is not None and not obs.deleting and ref not in snap.secrets:
                     await self.backend.register_secret(ref)
                     changed = True
             known = snap.secrets | {r for r, o in self.index.rsecs.items() if o.spec is not None}
-            asked = {(r.secret, r.principal, r.mode) for r in snap.requests}
-            for w in sorted(self.index.all_wants()):
-                if w.secret not in known or (w.secret, w.principal, w.mode) in asked:
-                    continue
-                if Grant(w.secret, w.principal, w.mode) in snap.grants:
-                    continue
-                if w.mode == "ro" and Grant(w.secret, w.principal, "rw") in snap.grants:
-                    continue  # a writer reads what it writes
-                try:
-                    await self.backend.request_access(w.secret, w.principal, w.mode)
-                    changed = True
-                except NotFoundError:
-                    continue
+            chosen = aclrequests.to_record(snap, self.index.all_wants(), known)
+            if chosen.held_back:
+                log.warning(
+                    "%d access requests not recorded (over a cap of pending requests per "
+                    "principal, namespace or sync) from %s",
+                    chosen.held_back,
+                    ", ".join(chosen.principals_held[:5])
+                    + (" and others" if len(chosen.principals_held) > 5 else ""),
+                )
+            changed = await aclrequests.record(self.backend, chosen.record) or changed
             if changed:
                 snap = await self.backend.snapshot()
             await self._report_skipped(snap)
-            self.acl = snap
-            self.acl_ok_at = self.clock()
-            self.acl_failing = False
-            self.acl_error = ""
+            self._install_acl(snap)
         except Exception as e:  # any failure: keep the last good ACL, report staleness
             self.acl_failing = True
             self.acl_error = str(e) or type(e).__name__
@@ -390,6 +388,12 @@ class Controller:
                 with contextlib.suppress(RotorError):
                     await self.event(obs, st.R_ACL_ENTRY_SKIPPED, str(e))
         self._skipped_reported = set(snap.skipped)
+
+    def _install_acl(self, snap: AclSnapshot) -> None:
+        self.acl = snap
+        self.acl_ok_at = self.clock()
+        self.acl_failing = False
+        self.acl_error = ""
 
     def _grant_metrics(self) -> None:
         acl = self.acl

@@ -7,6 +7,7 @@ these annotations; the webhook and the controller both call it.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import signal
 from collections.abc import Mapping
@@ -49,8 +50,60 @@ RELOAD_SIGNALS = ("HUP", "USR1", "USR2", "TERM", "INT", "QUIT")
 REQUEST_ANNOTATIONS = (RW, RO)
 ALL = (RW, RO, MOUNT_PATH, DELIVERY, RELOAD, APPLY_HOOK, WAIT, INJECT, STATUS)
 
-_MOUNT_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_RESERVED_MOUNTS = ("/", "/proc", "/sys", "/dev", "/etc", "/var/run/secrets/kubernetes.io")
+MAX_VALUE_LENGTH = 20 * 1024
+"""The longest value of any ``rotor.dev/*`` annotation: 64 references of the longest kind
+(``namespace/name``, 63 + 1 + 253 characters) with room to spare. A tenant writes these; longer
+values are refused before they are split, so parsing costs at most a few hundred microseconds."""
+MAX_SECRETS = 64
+"""The most secrets one pod may ask for (``rotor.dev/rw`` and ``rotor.dev/ro`` together)."""
+
+_MOUNT_RE = re.compile(r"/[A-Za-z0-9._/-]*")
+SYSTEM_TREES = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/etc/ssl",
+    "/etc/pki",
+    "/etc/ca-certificates",
+    "/etc/pam.d",
+    "/etc/sudoers.d",
+    "/etc/ld.so.conf.d",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/var/run/secrets/kubernetes.io",
+    "/run/secrets/kubernetes.io",
+)
+"""Folders a mount may not be at or under: the system's programs, libraries, CA bundle and
+accounts, the kernel's file systems, the files the kubelet manages, and the service-account token
+folder (``/var/run`` is a link to ``/run`` in most images, so both spellings)."""
+SYSTEM_FOLDERS = (
+    "/etc",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+    "/tmp",
+    "/home",
+    "/root",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+)
+"""Folders a mount may not be *at* (it would hide everything in them), though an ordinary
+sub-folder such as ``/etc/rotor`` or ``/srv/app`` is fine."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +147,10 @@ class PodRequest:
 
 def _loopback_url(value: str, annotation: str, what: str) -> str:
     fix = f"write {what} as http://127.0.0.1:PORT/PATH (the app in the same pod)"
+    # urlsplit drops tab, CR and LF silently, but the raw value is what the agent later sends:
+    # refuse them (and every other control character or space) before looking at the parts.
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise AnnotationError(annotation, f"{value!r} contains a space or control character", fix)
     parts = urlsplit(value)
     try:
         port = parts.port
@@ -142,7 +199,13 @@ def _bool(value: str, annotation: str) -> bool:
 def _refs(
     value: str, annotation: str, namespace: str, allow_namespace: bool
 ) -> tuple[SecretRef, ...]:
-    out: list[SecretRef] = []
+    if len(value) > MAX_VALUE_LENGTH:
+        raise AnnotationError(
+            annotation,
+            f"is {len(value)} characters long, more than {MAX_VALUE_LENGTH}",
+            f"list at most {MAX_SECRETS} secrets per pod",
+        )
+    out: dict[SecretRef, None] = {}  # insertion-ordered set: O(1) de-duplication
     for item in value.split(","):
         item = item.strip()
         if not item:
@@ -161,8 +224,13 @@ def _refs(
                 e.problem,
                 f"list RotatingSecret names (or namespace/name for {RO}), comma-separated",
             ) from None
-        if ref not in out:
-            out.append(ref)
+        out[ref] = None
+        if len(out) > MAX_SECRETS:
+            raise AnnotationError(
+                annotation,
+                f"lists more than {MAX_SECRETS} secrets",
+                f"list at most {MAX_SECRETS} secrets per pod (split the workload)",
+            )
     if not out:
         raise AnnotationError(
             annotation,
@@ -170,6 +238,39 @@ def _refs(
             "list at least one RotatingSecret name, or remove the annotation",
         )
     return tuple(out)
+
+
+def _refuse_mount(value: str, problem: str) -> AnnotationError:
+    return AnnotationError(
+        MOUNT_PATH,
+        f"{value!r} {problem}",
+        "give an absolute path of the app's own, e.g. " + DEFAULT_MOUNT_PATH + " or /etc/myapp",
+    )
+
+
+def check_mount_path(value: str) -> str:
+    """The mount path, normalised (no ``.``, ``//`` or trailing ``/``), or an error.
+
+    Refused: relative paths, ``..``, anything at or under :data:`SYSTEM_TREES`, the folders of
+    :data:`SYSTEM_FOLDERS` themselves, and every parent of a system tree (``/``, ``/var/run``,
+    ``/var/run/secrets``): a mount there would hide the token or the system's own files.
+    """
+    raw = value.strip()
+    if not _MOUNT_RE.fullmatch(raw):
+        raise _refuse_mount(raw, "is not an absolute path of letters, digits and ._-/")
+    if ".." in raw.split("/"):
+        raise _refuse_mount(raw, "contains '..'")
+    mount = posixpath.normpath(raw)
+    if mount.startswith("//"):  # normpath keeps a leading '//' (POSIX leaves it to the system)
+        mount = "/" + mount.lstrip("/")
+    for tree in SYSTEM_TREES:
+        if mount == tree or mount.startswith(tree + "/"):
+            raise _refuse_mount(raw, f"is in the system folder {tree}")
+        if tree.startswith(mount + "/") or mount == "/":
+            raise _refuse_mount(raw, f"would hide the system folder {tree}")
+    if mount in SYSTEM_FOLDERS:
+        raise _refuse_mount(raw, "is a system folder; use a sub-folder of it")
+    return mount
 
 
 def wants_rotor(annotations: Mapping[str, str] | None) -> bool:
@@ -192,8 +293,22 @@ def parse_pod(annotations: Mapping[str, str] | None, namespace: str) -> PodReque
     if not wants_rotor(ann):
         return None
     check_name(namespace, "metadata.namespace")
+    for key in ALL:
+        if len(ann.get(key, "")) > MAX_VALUE_LENGTH:
+            raise AnnotationError(
+                key,
+                f"is {len(ann[key])} characters long, more than {MAX_VALUE_LENGTH}",
+                "shorten it"
+                + (f" (at most {MAX_SECRETS} secrets per pod)" if key in (RW, RO) else ""),
+            )
     rw = _refs(ann[RW], RW, namespace, allow_namespace=False) if RW in ann else ()
     ro = _refs(ann[RO], RO, namespace, allow_namespace=True) if RO in ann else ()
+    if len(rw) + len(ro) > MAX_SECRETS:
+        raise AnnotationError(
+            RO,
+            f"{RW} and {RO} list {len(rw) + len(ro)} secrets together, more than {MAX_SECRETS}",
+            f"list at most {MAX_SECRETS} secrets per pod (split the workload)",
+        )
     both = set(rw) & set(ro)
     if both:
         raise AnnotationError(
@@ -214,19 +329,7 @@ def parse_pod(annotations: Mapping[str, str] | None, namespace: str) -> PodReque
             )
         by_name[ref.name] = ref
 
-    mount = ann.get(MOUNT_PATH, DEFAULT_MOUNT_PATH).strip().rstrip("/") or "/"
-    if (
-        not _MOUNT_RE.match(mount)
-        or ".." in mount.split("/")
-        or "//" in mount
-        or any(mount == r or mount.startswith(r + "/") for r in _RESERVED_MOUNTS[1:])
-        or mount == "/"
-    ):
-        raise AnnotationError(
-            MOUNT_PATH,
-            f"{mount!r} is not a usable mount path",
-            "give an absolute path of its own, e.g. " + DEFAULT_MOUNT_PATH,
-        )
+    mount = check_mount_path(ann.get(MOUNT_PATH, DEFAULT_MOUNT_PATH))
 
     delivery = ann.get(DELIVERY, "agent").strip()
     if delivery not in DELIVERIES:

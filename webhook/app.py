@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rotor.settings.webhook import WebhookSettings
 from webhook import _json
-from webhook.admission import BadReview, decide
+from webhook.admission import BadReview, Decision, decide
 from webhook.metrics import Metrics
 from webhook.tls import DEFAULT_DEBOUNCE_MS, CertReloader
 
@@ -74,22 +74,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             metrics.count_request(result, time.perf_counter() - start)
 
 
-async def mutate(request: web.Request) -> web.Response:
-    if request.content_type != "application/json":
-        raise BadReview(f"the content type is {request.content_type!r}; send application/json")
-    body = await request.read()
+def _answer(body: bytes, settings: WebhookSettings) -> tuple[Decision, bytes]:
+    """Decode, decide, encode: pure and blocking (runs in a worker thread)."""
     try:
         review = _json.loads(body)
     except ValueError as e:  # broken JSON or bad UTF-8
         raise BadReview(f"the body is not JSON ({e})") from None
-    settings = request.app[SETTINGS]
     decision = decide(review, settings)
+    return decision, _json.dumps(decision.review)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":
+        raise BadReview(f"the content type is {request.content_type!r}; send application/json")
+    body = await request.read()
+    # Decoding and deciding is CPU work on input an API client controls: off the event loop, so
+    # one large review never holds back another admission, a probe or a certificate reload.
+    decision, encoded = await asyncio.to_thread(_answer, body, request.app[SETTINGS])
     if decision.request is not None:
         req = decision.request
         request.app[METRICS].injections.labels(req.mode, req.delivery).inc()
     if decision.result == "denied":
         log.info("denied a pod: %s", decision.reason)
-    response = Answer(body=_json.dumps(decision.review), content_type="application/json")
+    response = Answer(body=encoded, content_type="application/json")
     response.result = decision.result
     return response
 

@@ -60,10 +60,11 @@ def test_nothing_asked_or_opted_out(ann):
         ({a.RW: "db", a.RO: "db"}, a.RO, "also in"),
         ({a.RW: "db", a.RO: "other/db"}, a.RO, "have the same name"),
         ({a.RO: "one/db,two/db"}, a.RO, "have the same name"),
-        ({a.RO: "db", a.MOUNT_PATH: "relative/path"}, a.MOUNT_PATH, "not a usable mount path"),
-        ({a.RO: "db", a.MOUNT_PATH: "/etc/app"}, a.MOUNT_PATH, "not a usable mount path"),
-        ({a.RO: "db", a.MOUNT_PATH: "/a/../b"}, a.MOUNT_PATH, "not a usable mount path"),
-        ({a.RO: "db", a.MOUNT_PATH: "/"}, a.MOUNT_PATH, "not a usable mount path"),
+        ({a.RO: "db", a.MOUNT_PATH: "relative/path"}, a.MOUNT_PATH, "not an absolute path"),
+        ({a.RO: "db", a.MOUNT_PATH: "/a/../b"}, a.MOUNT_PATH, "contains '..'"),
+        ({a.RO: "db", a.MOUNT_PATH: "/"}, a.MOUNT_PATH, "would hide the system folder"),
+        ({a.RO: "db", a.MOUNT_PATH: "/etc"}, a.MOUNT_PATH, "would hide the system folder"),
+        ({a.RO: "db", a.MOUNT_PATH: "/opt"}, a.MOUNT_PATH, "is a system folder"),
         ({a.RO: "db", a.DELIVERY: "carrier-pigeon"}, a.DELIVERY, "not a delivery"),
         ({a.RW: "db", a.DELIVERY: "env"}, a.DELIVERY, "read-only secrets only"),
         ({a.RO: "db", a.RELOAD: "signal:KILL"}, a.RELOAD, "unsupported signal"),
@@ -118,3 +119,114 @@ def test_injected_marker():
     assert a.is_injected({a.STATUS: "injected"})
     assert not a.is_injected({})
     assert not a.is_injected(None)
+
+
+# -- hostile input: bounds, mount paths, URLs -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("a," * (128 * 1024), "characters long"),  # 256 KiB of one name repeated
+        (",".join(f"s{i}" for i in range(a.MAX_SECRETS + 1)), f"more than {a.MAX_SECRETS}"),
+    ],
+)
+@pytest.mark.parametrize("annotation", [a.RW, a.RO])
+def test_long_secret_lists_are_refused_naming_the_bound(value, words, annotation):
+    with pytest.raises(AnnotationError) as exc:
+        a.parse_pod({annotation: value}, "shop")
+    assert exc.value.field == annotation
+    assert words in exc.value.problem
+    assert f"at most {a.MAX_SECRETS} secrets" in exc.value.fix
+
+
+def test_the_bound_counts_rw_and_ro_together_and_allows_the_maximum():
+    half = a.MAX_SECRETS // 2
+    req = a.parse_pod(
+        {
+            a.RW: ",".join(f"w{i}" for i in range(half)),
+            a.RO: ",".join(f"r{i}" for i in range(half)),
+        },
+        "shop",
+    )
+    assert req is not None and len(req.secrets) == a.MAX_SECRETS
+    with pytest.raises(AnnotationError, match=f"more than {a.MAX_SECRETS}"):
+        a.parse_pod(
+            {
+                a.RW: ",".join(f"w{i}" for i in range(half + 1)),
+                a.RO: ",".join(f"r{i}" for i in range(half)),
+            },
+            "shop",
+        )
+
+
+@pytest.mark.parametrize("annotation", [a.MOUNT_PATH, a.RELOAD, a.DELIVERY, a.WAIT])
+def test_every_long_annotation_is_refused(annotation):
+    with pytest.raises(AnnotationError) as exc:
+        a.parse_pod({a.RO: "db", annotation: "/" + "x" * (300 * 1024)}, "shop")
+    assert exc.value.field == annotation
+    assert "characters long" in exc.value.problem
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/./etc",
+        "/./proc",
+        "/./var/run/secrets/kubernetes.io/serviceaccount",
+        "//var/run/secrets/kubernetes.io",
+        "/var/run/secrets/kubernetes.io/serviceaccount/",
+        "/run/secrets/kubernetes.io/serviceaccount",
+        "/var/run/secrets",
+        "/var/run",
+        "/var",
+        "/usr",
+        "/usr/local/bin",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/boot",
+        "/dev/shm",
+        "/sys/fs",
+        "/etc/ssl/certs",
+        "/etc/passwd",
+        "/etc/resolv.conf",
+        "/tmp",
+        "/home",
+        "/.",
+        "/x/./../etc",
+    ],
+)
+def test_system_folders_the_token_folder_and_their_parents_are_refused(path):
+    with pytest.raises(AnnotationError) as exc:
+        a.parse_pod({a.RO: "db", a.MOUNT_PATH: path}, "shop")
+    assert exc.value.field == a.MOUNT_PATH
+    assert "/var/run/secrets/rotor" in exc.value.fix
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [
+        ("/etc/rotor", "/etc/rotor"),
+        ("/etc/nginx/secrets", "/etc/nginx/secrets"),
+        ("/var/run/secrets/rotor/", "/var/run/secrets/rotor"),
+        ("/srv/./app//files", "/srv/app/files"),
+        ("/data", "/data"),
+        ("/var/lib/app", "/var/lib/app"),
+    ],
+)
+def test_ordinary_folders_of_the_app_are_allowed_and_normalised(path, normal):
+    req = a.parse_pod({a.RO: "db", a.MOUNT_PATH: path}, "shop")
+    assert req is not None
+    assert req.mount_path == normal
+
+
+@pytest.mark.parametrize("bad", ["\r\n", "\n", "\t", " ", "\x00", "\x7f"])
+@pytest.mark.parametrize(("annotation", "base"), [(a.RELOAD, a.RO), (a.APPLY_HOOK, a.RW)])
+def test_urls_with_control_characters_are_refused(bad, annotation, base):
+    url = f"http://127.0.0.1:8080/re{bad}load"
+    with pytest.raises(AnnotationError) as exc:
+        a.parse_pod({base: "db", annotation: url}, "shop")
+    assert exc.value.field == annotation
+    assert "control character" in exc.value.problem
