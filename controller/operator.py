@@ -322,22 +322,56 @@ class Controller:
                 self._wake.set()
 
     async def acl_loop(self) -> None:
-        while True:
-            await self.sync_acl()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acl_wake.wait(), timeout=self.settings.acl_poll)
-            self._acl_wake.clear()
+        """Read the ACL every ``acl_poll`` (sooner when woken); the writes it leads to (new
+        secrets, new requests) run beside the loop, one batch at a time, so a slow or large write
+        never delays the next read: a revocation takes effect within one poll."""
+        writes: asyncio.Task[None] | None = None
+        try:
+            while True:
+                snap = await self.read_acl()
+                if snap is not None and (writes is None or writes.done()):
+                    writes = asyncio.create_task(self.record_acl_requests(snap))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acl_wake.wait(), timeout=self.settings.acl_poll)
+                self._acl_wake.clear()
+        finally:
+            if writes is not None:
+                writes.cancel()
 
     async def sync_acl(self) -> None:
-        """Read the ACL and apply it at once (a revocation never waits for the writes below);
-        then register secrets and record the requests it lacks (bounded, batched:
-        :mod:`controller.aclrequests`), and re-read it when that changed anything. A failed
-        read keeps the last good ACL; every secret is resynced."""
+        """One whole round: read and apply the ACL, then register secrets and record the
+        requests it lacks (and read it again if that changed anything)."""
+        snap = await self.read_acl()
+        if snap is not None:
+            await self.record_acl_requests(snap)
+
+    async def read_acl(self) -> AclSnapshot | None:
+        """Read the ACL and apply it at once; on failure keep the last good ACL (``None``).
+        Every secret is resynced against what is then known."""
         start = time.monotonic()
+        snap: AclSnapshot | None = None
         try:
             snap = await self.backend.snapshot()
+            await self._report_skipped(snap)
             self._install_acl(snap)
-            self.mark(self.index.rsecs)  # reconcile against the fresh ACL while we write
+        except Exception as e:  # any failure: keep the last good ACL, report staleness
+            self.acl_failing = True
+            self.acl_error = str(e) or type(e).__name__
+            self.metrics.errors.labels("acl").inc()
+            log.warning("ACL sync failed (keeping the last good ACL): %s", self.acl_error)
+        finally:
+            self.metrics.acl_sync_seconds.observe(time.monotonic() - start)
+        stale = self.staleness()
+        self.metrics.acl_stale.set(1 if stale.stale else 0)
+        self.metrics.acl_staleness.set(0 if stale.age == float("inf") else stale.age)
+        self._grant_metrics()
+        self.mark(self.index.rsecs)
+        return snap
+
+    async def record_acl_requests(self, snap: AclSnapshot) -> None:
+        """Register the secrets ``snap`` lacks and record the requests it lacks, bounded and in
+        one batch (:mod:`controller.aclrequests`); read the ACL again when anything changed."""
+        try:
             changed = False
             for ref, obs in list(self.index.rsecs.items()):
                 if obs.spec is not None and not obs.deleting and ref not in snap.secrets:
@@ -354,22 +388,12 @@ class Controller:
                     + (" and others" if len(chosen.principals_held) > 5 else ""),
                 )
             changed = await aclrequests.record(self.backend, chosen.record) or changed
-            if changed:
-                snap = await self.backend.snapshot()
-            await self._report_skipped(snap)
-            self._install_acl(snap)
-        except Exception as e:  # any failure: keep the last good ACL, report staleness
-            self.acl_failing = True
-            self.acl_error = str(e) or type(e).__name__
+        except Exception as e:  # the ACL read is still good; the next round tries again
             self.metrics.errors.labels("acl").inc()
-            log.warning("ACL sync failed (keeping the last good ACL): %s", self.acl_error)
-        finally:
-            self.metrics.acl_sync_seconds.observe(time.monotonic() - start)
-        stale = self.staleness()
-        self.metrics.acl_stale.set(1 if stale.stale else 0)
-        self.metrics.acl_staleness.set(0 if stale.age == float("inf") else stale.age)
-        self._grant_metrics()
-        self.mark(self.index.rsecs)
+            log.warning("recording ACL requests failed: %s", str(e) or type(e).__name__)
+            return
+        if changed:
+            await self.read_acl()
 
     async def _report_skipped(self, snap: AclSnapshot) -> None:
         """Entries the backend left out as unusable: a metric for each, and once each a

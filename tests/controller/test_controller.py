@@ -305,6 +305,10 @@ async def test_unreachable_acl_keeps_the_last_good_acl(rotor):
 @with_settings(on_stale="revoke", max_staleness=0.5)
 async def test_stale_acl_with_on_stale_revoke_removes_access(rotor):
     await writer_setup(rotor)
+    binding = rbac_name("rw", DB)
+    await eventually(  # there is something to remove: the writer is bound first
+        lambda: rotor.get(RBAC, "rolebindings", "shop", binding), what="the writer bound"
+    )
 
     class Down:
         name = "down"
@@ -389,6 +393,14 @@ async def test_deletion_removes_views_and_bindings(rotor):
     await rotor.backend.approve(DB, WEB, "ro")
     await commit_value(rotor, DB, b"value-to-delete")
     await eventually(lambda: _view(rotor, "web"))
+    # everything the cleanup must remove exists first
+    for ns, kind, name in (
+        ("shop", "rolebindings", rbac_name("rw", DB)),
+        ("shop", "roles", rbac_name("rw", DB)),
+        ("web", "rolebindings", rbac_name("ro", DB)),
+        ("web", "roles", rbac_name("ro", DB)),
+    ):
+        assert await rotor.get(RBAC, kind, ns, name) is not None, f"{kind} {ns} before deletion"
     await rotor.kube.adelete(path(API, "rotatingsecrets", "shop", "db"))
 
     async def all_gone() -> bool:
@@ -396,6 +408,8 @@ async def test_deletion_removes_views_and_bindings(rotor):
             await rotor.get(API, "rotatingsecrets", "shop", "db") is None
             and await _view(rotor, "web") is None
             and await rotor.get(RBAC, "rolebindings", "shop", rbac_name("rw", DB)) is None
+            and await rotor.get(RBAC, "roles", "shop", rbac_name("rw", DB)) is None
+            and await rotor.get(RBAC, "rolebindings", "web", rbac_name("ro", DB)) is None
             and await rotor.get(RBAC, "roles", "web", rbac_name("ro", DB)) is None
         )
 

@@ -361,7 +361,7 @@ def test_many_secrets_are_summarised_in_warnings():
         ({"rotor.dev/rw": "db", "rotor.dev/reload": "signal:KILL"}, {}, "rotor.dev/reload"),
         ({"rotor.dev/rw": "db", "rotor.dev/wait": "maybe"}, {}, "rotor.dev/wait"),
         ({"rotor.dev/rw": "db", "rotor.dev/inject": "perhaps"}, {}, "rotor.dev/inject"),
-        ({"rotor.dev/rw": "db", "rotor.dev/mount-path": "/etc/x"}, {}, "rotor.dev/mount-path"),
+        ({"rotor.dev/rw": "db", "rotor.dev/mount-path": "/./etc"}, {}, "rotor.dev/mount-path"),
         (
             {"rotor.dev/rw": "db", "rotor.dev/reload": "signal:HUP"},
             {"hostPID": True},
