@@ -248,9 +248,11 @@ def _incluster() -> int:
     """In-cluster mode (no subcommand, or ``run``): configured by ``ROTOR_*`` env vars."""
     import os
 
+    from agent.harden import no_dumping
     from agent.incluster import run
     from rotor.settings.agent import AgentSettings
 
+    no_dumping()  # before the token is read: the app may share the process namespace
     return _serve(lambda: AgentSettings.from_env(os.environ).log_level, lambda: run(os.environ))
 
 
