@@ -31,6 +31,7 @@ from rotor import annotations as ann
 from rotor import env as agent_env
 from rotor.errors import AnnotationError, InvalidSpec
 from rotor.layout import view_name
+from rotor.names import SecretRef
 from rotor.settings.webhook import WebhookSettings
 from webhook.patch import Op, Patch, escape
 
@@ -381,6 +382,21 @@ def _token_volume() -> dict[str, Any]:
     }
 
 
+def _check_prefixes(refs: Sequence[SecretRef]) -> None:
+    """Two secrets whose names differ only in ``-`` and ``.`` (``a-b``, ``a.b``) give one env
+    prefix; the kubelet would let the later one win without a word. Refuse the pod instead."""
+    seen: dict[str, SecretRef] = {}
+    for ref in refs:
+        prefix = env_prefix(ref.name)
+        if prefix in seen:
+            raise AnnotationError(
+                ann.RO,
+                f"{seen[prefix]} and {ref} give the same env prefix {prefix}",
+                "use delivery agent or volume for one of them, or read them in two workloads",
+            )
+        seen[prefix] = ref
+
+
 def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> None:
     """``volume`` and ``env`` delivery: the kubelet reads the RO views, no agent."""
     views = [view_name(r.namespace, r.name) for r in req.ro]
@@ -407,6 +423,7 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
             ],
         )
     else:
+        _check_prefixes(req.ro)
         sources = [
             {"prefix": env_prefix(r.name), "secretRef": {"name": v, "optional": True}}
             for r, v in zip(req.ro, views, strict=True)

@@ -3,6 +3,8 @@ formed, and every patch applies, validates and is final (a second review changes
 
 from __future__ import annotations
 
+import posixpath
+
 import kubernetes_validate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ SETTINGS = {"native": WebhookSettings(), "classic": WebhookSettings(sidecar_mode
 GOOD = {
     "rotor.dev/rw": ["db", "db,cache", " db , db "],
     "rotor.dev/ro": ["db", "other/api-key,x", "db,other/1st.key"],
-    "rotor.dev/mount-path": ["/var/run/secrets/rotor", "/data", "/srv/x/"],
+    "rotor.dev/mount-path": ["/var/run/secrets/rotor", "/data", "/srv/x/", "/etc/rotor"],
     "rotor.dev/delivery": ["agent", "volume", "env"],
     "rotor.dev/reload": ["none", "signal:HUP", "http://127.0.0.1:8080/r"],
     "rotor.dev/apply-hook": ["http://127.0.0.1:5000/a"],
@@ -26,7 +28,7 @@ GOOD = {
 BAD = {
     "rotor.dev/rw": ["", "Bad_Name", "other/db"],
     "rotor.dev/ro": ["a/db,b/db", "a/b/c"],
-    "rotor.dev/mount-path": ["/etc/x", "rel", "/"],
+    "rotor.dev/mount-path": ["/./etc", "rel", "/", "/var/run/secrets", "/usr/lib/x"],
     "rotor.dev/delivery": ["ftp"],
     "rotor.dev/reload": ["signal:KILL", "x"],
     "rotor.dev/apply-hook": ["http://example.com/a", ""],
@@ -36,10 +38,52 @@ BAD = {
 }
 
 
+SEGMENTS = [
+    "",
+    ".",
+    "..",
+    "etc",
+    "proc",
+    "var",
+    "run",
+    "secrets",
+    "kubernetes.io",
+    "serviceaccount",
+    "usr",
+    "lib",
+    "dev",
+    "tmp",
+    "app",
+    "rotor",
+    "x",
+]
+paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=6).map(
+    lambda parts: "/" + "/".join(parts)
+) | st.sampled_from(["/./etc", "/./proc", "//var/run/secrets/kubernetes.io", "/etc/rotor/"])
+"""Mount paths built to trick the check: dot segments, doubled slashes, system folders."""
+names = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
+name_lists = st.lists(names, min_size=55, max_size=75).map(",".join)
+"""Lists around the bound on secrets per pod."""
+hostile = st.one_of(
+    st.text(max_size=2000),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=40).map(lambda t: t * 50),
+    st.sampled_from(["\r\n", "\t", "\x00", "\u2028", " ", ",", "/", "a/b/c/d"]).map(
+        lambda c: f"http://127.0.0.1:8080/r{c}x"
+    ),
+    st.just("a," * 40_000),
+)
+"""Long and hostile strings: any text, repeated text, control characters in URLs, 80 KB lists."""
+
+
 def _value(key: str) -> st.SearchStrategy[str]:
-    """Mostly good values, sometimes a known bad one, rarely any text."""
+    """Mostly good values, sometimes a known bad one, sometimes long or hostile text."""
     good = st.sampled_from(GOOD.get(key) or BAD[key])
-    return st.one_of(*[good] * 8, st.sampled_from(BAD[key]), st.text(max_size=12))
+    extra: list[st.SearchStrategy[str]] = [hostile]
+    if key == "rotor.dev/mount-path":
+        extra += [paths, paths]
+    if key in ("rotor.dev/rw", "rotor.dev/ro"):
+        extra.append(name_lists)
+    return st.one_of(*[good] * 6, st.sampled_from(BAD[key]), *extra)
 
 
 annotations = st.one_of(
@@ -122,7 +166,7 @@ def _names_unique(items: list[dict] | None, what: str) -> None:
     assert len(names) == len(set(names)), f"duplicate {what}: {names}"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pods(), st.sampled_from(sorted(SETTINGS)))
 def test_every_answer_is_well_formed_and_every_patch_applies(pod_ns, mode):
     pod, namespace = pod_ns
@@ -151,6 +195,51 @@ def test_every_answer_is_well_formed_and_every_patch_applies(pod_ns, mode):
             assert not m["name"].startswith("rotor-") or m["name"] in volumes
     assert "patch" not in mutate(review(out, namespace), SETTINGS[mode])["response"]
     assert ops_of(answer)
+    _no_reserved_mounts(pod, out)
+
+
+RESERVED_TREES = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/boot",
+    "/etc/ssl",
+    "/var/run/secrets/kubernetes.io",
+    "/run/secrets/kubernetes.io",
+)
+"""Written out here, not imported: the property must not share the code it checks."""
+
+
+def _no_reserved_mounts(before: dict, after: dict) -> None:
+    """Every mount the patch added is at a normal path, outside the system folders and the
+    token folder, and not a parent of one (it would hide it); the one exception is the agent's
+    token at the token folder itself."""
+
+    def mounts(pod: dict) -> set[tuple[str, str, str]]:
+        spec = pod.get("spec") or {}
+        return {
+            (c["name"], m["name"], m["mountPath"])
+            for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+            for m in c.get("volumeMounts") or []
+        }
+
+    for container, volume, mount_path in mounts(after) - mounts(before):
+        if container == "rotor-agent" and mount_path == SA_TOKEN_DIR:
+            continue
+        assert mount_path == posixpath.normpath(mount_path), f"{volume}: {mount_path!r}"
+        assert not mount_path.startswith("//"), f"{volume}: {mount_path!r}"
+        for tree in RESERVED_TREES:
+            assert mount_path != tree, f"{container}: {volume} mounted at {tree}"
+            assert not mount_path.startswith(tree + "/"), f"{container}: {volume} in {tree}"
+            assert not tree.startswith(mount_path.rstrip("/") + "/"), (
+                f"{container}: {volume} at {mount_path} hides {tree}"
+            )
+        assert mount_path not in ("/", "/etc", "/var", "/tmp"), f"{volume} hides {mount_path}"
 
 
 json_values = st.recursive(
@@ -182,3 +271,29 @@ def test_junk_never_crashes(body):
         assert isinstance(answer["response"]["allowed"], bool)
         message = answer["response"].get("status", {}).get("message", "ok")
     assert message  # every refusal says why
+
+
+@settings(max_examples=400, deadline=None)
+@given(paths, st.sampled_from(["agent", "volume"]), st.sampled_from(sorted(SETTINGS)))
+def test_no_patch_mounts_a_reserved_path(mount_path, delivery, mode):
+    """The property on its own, over tricky paths only: allowed or denied, never reserved."""
+    p = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "p-",
+            "namespace": "shop",
+            "annotations": {
+                "rotor.dev/ro": "db,other/key",
+                "rotor.dev/mount-path": mount_path,
+                "rotor.dev/delivery": delivery,
+            },
+        },
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    }
+    answer = mutate(review(p), SETTINGS[mode])
+    event("denied" if not answer["response"]["allowed"] else "patched")
+    if answer["response"]["allowed"]:
+        _no_reserved_mounts(p, apply(p, answer))
+    else:
+        assert "rotor.dev/mount-path" in answer["response"]["status"]["message"]

@@ -292,6 +292,23 @@ def test_env_delivery_adds_optional_env_from_the_views():
     assert "volumes" not in out["spec"]
 
 
+def test_env_delivery_refuses_two_secrets_of_one_prefix():
+    """x/a-b and y/a.b both give A_B_: the kubelet would let one hide the other's variables."""
+    answer = mutate(
+        review(pod({"rotor.dev/ro": "x/a-b,y/a.b", "rotor.dev/delivery": "env"})), WebhookSettings()
+    )
+    resp = answer["response"]
+    assert resp["allowed"] is False
+    assert "rotor.dev/ro" in resp["status"]["message"]
+    assert "A_B_" in resp["status"]["message"]
+    # the same two secrets as files are fine: <mount>/a-b and <mount>/a.b
+    ok = mutate(
+        review(pod({"rotor.dev/ro": "x/a-b,y/a.b", "rotor.dev/delivery": "volume"})),
+        WebhookSettings(),
+    )
+    assert ok["response"]["allowed"] is True
+
+
 @pytest.mark.parametrize(
     ("name", "prefix"), [("db", "DB_"), ("db-password", "DB_PASSWORD_"), ("a.b-c", "A_B_C_")]
 )
