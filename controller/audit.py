@@ -49,7 +49,7 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 WRITE_OPERATIONS = frozenset({"create", "update", "patch"})
 MAX_EVENTS_PER_ANSWER = 1000
+INPUT_RETRY = 1.0
+"""Seconds before a failed input (the file tail, the config poll) tries again."""
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ def parse_line(line: bytes | str) -> Mapping[str, Any] | None:
         return None
     try:
         obj = json.loads(text[start:])
-    except ValueError:
+    except (ValueError, RecursionError):  # broken, or nested deeper than the parser goes
         return None
     return obj if isinstance(obj, Mapping) else None
 
@@ -289,6 +291,12 @@ class AuditMetrics:
         self.paths = Gauge(
             "rotor_audit_config_paths", "Referenced paths in the configuration.", registry=registry
         )
+        self.input_errors = Counter(
+            "rotor_audit_input_errors_total",
+            "Failures of an input (socket, file, config) that it recovered from.",
+            ["input"],
+            registry=registry,
+        )
 
 
 # -- the receiver --------------------------------------------------------------------------------
@@ -302,6 +310,25 @@ class Receiver:
     config: AuditConfig = field(default_factory=AuditConfig)
     config_stamp: tuple[int, int, int] | None = None
     config_error: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Input (``socket``, ``file``, ``config``) -> ``ok`` or why it last failed; /healthz."""
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def supervise(self, name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
+        """Run ``step`` every ``every`` seconds for ever; an exception is logged, counted and
+        shown on /healthz, and the input goes on after a pause (it never dies silently)."""
+        self.inputs[name] = "ok"
+        while True:
+            try:
+                await step()
+                self.inputs[name] = "ok"
+            except Exception as e:
+                self.inputs[name] = f"failing: {type(e).__name__}"
+                self.metrics.input_errors.labels(name).inc()
+                log.warning("audit %s input failed (%s); retrying", name, type(e).__name__)
+                await asyncio.sleep(max(every, INPUT_RETRY))
+                continue
+            await asyncio.sleep(every)
 
     @classmethod
     def create(cls, settings: AuditSettings, registry: CollectorRegistry | None = None) -> Receiver:
@@ -341,6 +368,15 @@ class Receiver:
         return True
 
     def accept(self, entry: Mapping[str, Any] | None) -> AuditEvent | None:
+        """Queue the entry if it is an event; never raises (an input must outlive any entry)."""
+        try:
+            return self._accept(entry)
+        except Exception as e:  # a shape classify() did not foresee: count it, keep going
+            self.metrics.entries.labels("malformed").inc()
+            log.warning("audit: an entry could not be read (%s)", type(e).__name__)
+            return None
+
+    def _accept(self, entry: Mapping[str, Any] | None) -> AuditEvent | None:
         if entry is None:
             self.metrics.entries.labels("malformed").inc()
             return None
@@ -400,6 +436,9 @@ class Receiver:
             # a handler of asyncio.start_server that ends cancelled (at shutdown) is logged as
             # an error by Python 3.11, and nobody awaits it: end normally instead
             pass
+        except Exception as e:  # never leave a handler dead with a traceback nobody reads
+            self.metrics.input_errors.labels("socket").inc()
+            log.warning("audit socket: a connection from %s failed (%s)", host, type(e).__name__)
         finally:
             writer.close()
 
@@ -468,7 +507,7 @@ def _entries(body: bytes) -> Iterable[Mapping[str, Any] | None]:
     records: Sequence[object]
     try:
         whole = json.loads(text) if text.startswith(("[", "{")) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         whole = None
     if isinstance(whole, list):
         records = whole
@@ -544,8 +583,16 @@ def make_events_app(receiver: Receiver, *, serve_socket: bool = False) -> web.Ap
 
     async def healthz(request: web.Request) -> web.Response:
         r = request.app[RECEIVER]
-        body = {"ok": True, "paths": len(r.config.paths), "config": r.config_error or "ok"}
-        return web.json_response(body)
+        dead = sorted(name for name, t in r.tasks.items() if t.done())
+        inputs = dict(r.inputs) | {name: "stopped" for name in dead}
+        ok = all(state == "ok" for state in inputs.values())
+        body = {
+            "ok": ok,
+            "paths": len(r.config.paths),
+            "config": r.config_error or "ok",
+            "inputs": inputs,
+        }
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
         data = generate_latest(request.app[RECEIVER].metrics.registry)
@@ -565,11 +612,14 @@ def make_events_app(receiver: Receiver, *, serve_socket: bool = False) -> web.Ap
         r = app[RECEIVER]
 
         async def poll() -> None:
-            while True:
-                await asyncio.sleep(r.settings.config_poll)
-                r.reload_config()
+            r.reload_config()
 
-        task = asyncio.create_task(poll())
+        async def later() -> None:
+            await asyncio.sleep(r.settings.config_poll)
+            await r.supervise("config", poll, r.settings.config_poll)
+
+        r.inputs["config"] = "ok"
+        task = r.tasks["config"] = asyncio.create_task(later())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -580,13 +630,13 @@ def make_events_app(receiver: Receiver, *, serve_socket: bool = False) -> web.Ap
         follower = FileTail(r.settings.tail_file, r.settings.max_line)
 
         async def follow() -> None:
-            while True:
-                for line in await asyncio.to_thread(follower.read_lines):
-                    r.accept(parse_line(line))
-                await asyncio.sleep(r.settings.tail_poll)
+            for line in await asyncio.to_thread(follower.read_lines):
+                r.accept(parse_line(line))
 
         await asyncio.to_thread(follower.read_lines)  # note where the file ends now
-        task = asyncio.create_task(follow())
+        task = r.tasks["file"] = asyncio.create_task(
+            r.supervise("file", follow, r.settings.tail_poll)
+        )
         log.info("audit file: following %s", r.settings.tail_file)
         yield
         task.cancel()

@@ -383,7 +383,7 @@ async def test_the_process_serves_and_stops(tmp_path):
             except aiohttp.ClientConnectionError:
                 assert time.monotonic() < deadline, "the receiver did not start"
                 await asyncio.sleep(0.05)
-    assert health == {"ok": True, "paths": 1, "config": "ok"}
+    assert health == {"ok": True, "paths": 1, "config": "ok", "inputs": {"config": "ok"}}
     stop.set()
     await asyncio.wait_for(task, 10)
 
