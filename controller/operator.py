@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from controller import aclrequests, decide
+from controller import aclrequests, decide, ownerchain
 from controller.certsync import CERT_POLL, sync_certs
 from controller.kube import Kube, Obj, path
 from controller.metrics import Metrics
 from controller.model import (
     FINALIZER,
     LABEL_SOURCE,
+    OwnerRef,
     PodInfo,
     RotatingSecretObs,
     SourceObs,
@@ -863,14 +864,23 @@ class Controller:
 
     # -- restarts --------------------------------------------------------------------------------
     async def restart_uninjected(self, pod: PodInfo) -> None:
-        """Restart a pod admitted without the agent (the webhook was down) through its owner."""
+        """Restart a pod admitted without the agent (the webhook was down) through its owner,
+        once the owner chain checks out (:mod:`controller.ownerchain`)."""
         try:
-            rs_owner = None
-            if pod.owner is not None and pod.owner.kind == "ReplicaSet":
-                rs = await self.kube.aget(
-                    path("apps/v1", "replicasets", pod.namespace, pod.owner.name)
+            pod_obj = await self.kube.aget(path("v1", "pods", pod.namespace, pod.name))
+            if pod_obj is None:
+                return
+            problem, rs_owner = await self._verified_owner(pod.namespace, pod_obj)
+            if problem:
+                self.metrics.restarts.labels("refused").inc()
+                log.warning(
+                    "not restarting anything for pod %s/%s (admitted without injection): %s",
+                    pod.namespace,
+                    pod.name,
+                    problem,
                 )
-                rs_owner = controller_owner(meta(rs)) if rs else None
+                return
+            pod = read_pod(pod_obj)  # the copy whose owners were checked
             action = decide.restart_action(pod, rs_owner)
             if action.kind == "none":
                 log.info("pod %s/%s not injected: %s", pod.namespace, pod.name, action.reason)
@@ -896,6 +906,33 @@ class Controller:
         except RotorError as e:
             self.metrics.errors.labels("restart").inc()
             log.warning("restart for pod %s/%s: %s", pod.namespace, pod.name, e)
+
+    async def _verified_owner(self, namespace: str, pod_obj: Obj) -> tuple[str, OwnerRef | None]:
+        """(why the owner chain does not check out or "", the ReplicaSet's owner)."""
+        if ownerchain.opted_out(pod_obj):
+            return "it is labelled rotor.dev/inject=false (opted out of the webhook)", None
+        ref = ownerchain.controller_ref(pod_obj)
+        if ref is None:
+            return "", None  # a bare pod: restart_action leaves it alone
+        labels = ownerchain.labels_of(pod_obj)
+        kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+        if kind == "Deployment":
+            return "a Deployment never owns a pod directly (a forged ownerReference)", None
+        if kind == "ReplicaSet":
+            rs = await self.kube.aget(path("apps/v1", "replicasets", namespace, name))
+            problem = ownerchain.link_problem(pod_obj, rs, "ReplicaSet", labels)
+            if problem or rs is None:
+                return problem, None
+            rs_owner = controller_owner(meta(rs))
+            if rs_owner is None or rs_owner.kind != "Deployment":
+                return "", rs_owner
+            dep = await self.kube.aget(path("apps/v1", "deployments", namespace, rs_owner.name))
+            return ownerchain.link_problem(rs, dep, "Deployment", labels), rs_owner
+        if kind in ("StatefulSet", "DaemonSet"):
+            plural = kind.lower() + "s"
+            workload = await self.kube.aget(path("apps/v1", plural, namespace, name))
+            return ownerchain.link_problem(pod_obj, workload, kind, labels), None
+        return "", None  # another controller's pod: only that pod is deleted
 
     # -- gauges ----------------------------------------------------------------------------------
     def update_gauges(self) -> None:

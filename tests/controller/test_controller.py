@@ -59,6 +59,8 @@ def pod_body(
     }
     if owner:
         meta["ownerReferences"] = [{**owner, "controller": True}]
+    if labels:
+        meta["labels"] = labels
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -420,21 +422,21 @@ async def test_pods_admitted_without_injection_are_restarted_through_their_owner
     """Pods the webhook never saw carry no ``rotor.dev/injected`` label (the controller does not
     watch them); they are found through the annotated workloads' own selectors."""
     annotations = {"rotor.dev/rw": "db"}
-    await create(
+    dep = await create(
         rotor, "apps/v1", "deployments", deployment_body("shop", "api", "api", annotations)
     )
+    dep_ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}
     rs = {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
         "metadata": {
             "name": "api-7d9f",
             "namespace": "shop",
-            "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "controller": True}
-            ],
+            "ownerReferences": [{**dep_ref, "uid": dep["metadata"]["uid"], "controller": True}],
         },
+        "spec": {"selector": {"matchLabels": {"app": "api"}}},
     }
-    await create(rotor, "apps/v1", "replicasets", rs)
+    rs = await create(rotor, "apps/v1", "replicasets", rs)
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -447,9 +449,19 @@ async def test_pods_admitted_without_injection_are_restarted_through_their_owner
             },
         },
     }
-    await create(rotor, "batch/v1", "jobs", job)
-    rs_owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f"}
-    job_owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "migrate"}
+    job = await create(rotor, "batch/v1", "jobs", job)
+    rs_owner = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "api-7d9f",
+        "uid": rs["metadata"]["uid"],
+    }
+    job_owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": "migrate",
+        "uid": job["metadata"]["uid"],
+    }
     app, job_pod = {"app": "api"}, {"job-name": "migrate"}
     for body in (
         pod_body("shop", "api-x", "api", annotations, owner=rs_owner, injected=False, labels=app),
@@ -505,6 +517,73 @@ async def test_the_controller_asks_the_api_server_only_for_rotors_pods(
         assert all(
             "rotor.dev/injected" in sel if plural == "pods" else sel for plural, sel in selectors
         ), selectors
+
+
+async def test_a_forged_owner_chain_restarts_nothing(rotor):
+    """A pod anyone can create names a Deployment it does not belong to: nothing is rolled."""
+    victim = await create(
+        rotor,
+        "apps/v1",
+        "deployments",
+        deployment_body("shop", "payments", "payments", {"app": "x"}),
+    )
+    dep_ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments"}
+    uid = victim["metadata"]["uid"]
+    # a ReplicaSet of the attacker's, claiming the victim with its real UID (it is readable)
+    await create(
+        rotor,
+        "apps/v1",
+        "replicasets",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": "evil-rs",
+                "namespace": "shop",
+                "ownerReferences": [{**dep_ref, "uid": uid, "controller": True}],
+            },
+            "spec": {"selector": {"matchLabels": {"app": "evil"}}},
+        },
+    )
+    evil_rs = await rotor.get("apps/v1", "replicasets", "shop", "evil-rs")
+    annotations = {"rotor.dev/rw": "db"}
+    forged = {
+        # the issue's attack: labelled so that the webhook skips it, owned "by" the victim
+        "opted-out": dict(owner={**dep_ref, "uid": uid}, labels={"rotor.dev/inject": "false"}),
+        "direct": dict(owner={**dep_ref, "uid": uid}, labels={"app": "payments"}),
+        "wrong-uid": dict(
+            owner={"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "evil-rs", "uid": "x"},
+            labels={"app": "evil"},
+        ),
+        # right UIDs all the way, but the victim's selector does not take this pod
+        "selector": dict(
+            owner={
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "evil-rs",
+                "uid": evil_rs["metadata"]["uid"],
+            },
+            labels={"app": "evil"},
+        ),
+    }
+    for name, kw in forged.items():
+        # labelled as injected but not marked so: the controller's pod watch sends it, and it
+        # looks like a pod admitted without the agent (an annotated workload's sweep finds such
+        # pods the same way)
+        kw["labels"] = {**kw["labels"], "rotor.dev/injected": "true"}
+        await create(
+            rotor, "v1", "pods", pod_body("shop", name, "evil", annotations, injected=False, **kw)
+        )
+    restarts = "rotor_controller_restarts_total"
+    await eventually(
+        lambda: _sample(rotor, restarts, {"action": "refused"}) == len(forged),
+        what="every forged chain refused",
+    )
+    dep = await rotor.get("apps/v1", "deployments", "shop", "payments")
+    assert RESTARTED_AT not in (dep["spec"]["template"]["metadata"].get("annotations") or {})
+    assert _sample(rotor, restarts, {"action": "patch-template"}) is None
+    for name in forged:
+        assert await rotor.get("v1", "pods", "shop", name) is not None
 
 
 async def _gone(h: Harness, pod: str) -> bool:
