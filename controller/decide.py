@@ -40,6 +40,7 @@ from rotor.layout import (
     LABEL_VIEW_OF,
     MANAGED_BY,
     SecretState,
+    expire_previous,
     format_time,
     view_name,
 )
@@ -280,6 +281,7 @@ def plan_fanout(
         return FanoutPlan(delete=delete, hold="ChecksumMismatch")
     if stores not in ("none", "synced"):
         return FanoutPlan(delete=delete, hold="StoreNotSynced")
+    expires = format_time(state.previous_expires) if state.previous_expires is not None else ""
     upsert = tuple(
         sorted(
             ns
@@ -287,9 +289,28 @@ def plan_fanout(
             if ns not in views
             or views[ns].version != state.version
             or views[ns].checksum != state.checksum
+            or views[ns].previous_expires != expires  # e.g. the previous value has expired
         )
     )
     return FanoutPlan(upsert=upsert, delete=delete)
+
+
+def for_views(source: SourceObs | None, now: float) -> SourceObs | None:
+    """The source as the views must show it at ``now``: without a previous value whose overlap
+    has ended, even while the source still holds it (its writer drops it in its own time, and a
+    source with no writer never does)."""
+    if source is None or source.state is None:
+        return source
+    expired = expire_previous(source.state, now)
+    return source if expired is source.state else replace(source, state=expired)
+
+
+def previous_expiry_in(source: SourceObs | None, now: float) -> float | None:
+    """Seconds until the views' previous value expires (to reconcile then), if it will."""
+    state = source.state if source else None
+    if state is None or not state.previous or state.previous_expires is None:
+        return None
+    return max(0.0, state.previous_expires - now)
 
 
 def publishable(source: SourceObs | None) -> bool:

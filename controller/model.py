@@ -18,6 +18,7 @@ from rotor import annotations as ann
 from rotor.errors import InvalidSpec
 from rotor.layout import (
     ANN_CHECKSUM,
+    ANN_PREVIOUS_EXPIRES,
     ANN_ROTATE_REQUESTED,
     ANN_VERSION,
     LABEL_MANAGED_BY,
@@ -212,6 +213,8 @@ class ViewObs:
     source_label: str
     version: int
     checksum: str
+    previous_expires: str = ""
+    """Its ``rotor.dev/previous-expires`` annotation ("" when it holds no previous value)."""
 
 
 def read_view(obj: Mapping[str, Any]) -> ViewObs:
@@ -227,6 +230,7 @@ def read_view(obj: Mapping[str, Any]) -> ViewObs:
         source_label=str((m.get("labels") or {}).get(LABEL_SOURCE, "")),
         version=version,
         checksum=str(a.get(ANN_CHECKSUM, "")),
+        previous_expires=str(a.get(ANN_PREVIOUS_EXPIRES, "")),
     )
 
 

@@ -159,6 +159,8 @@ class Controller:
         """The grants and external store names whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
+        self._expiry_timer: dict[SecretRef, float | None] = {}
+        """The previous-value expiry a reconcile is already scheduled for, per secret."""
         self._hold_backoff: dict[SecretRef, float] = {}
         """The next retry delay of a fan-out held by an external store (doubles up to a cap)."""
         self._store_meta: dict[tuple[str, str], tuple[str, str, list[Any]]] = {}
@@ -497,8 +499,15 @@ class Controller:
                 await self.apply_rbac(ref, decide.desired_rbac(ref, mine, names, admins))
                 self._rbac_grants[ref] = (mine, names, admins)
             granted = decide.granted_ro_namespaces(ref, mine)
-            plan = decide.plan_fanout(source, granted, views, stores.state)
-            views = await self.fanout(ref, source, plan, views)
+            shown = decide.for_views(source, self.clock())  # an expired previous is not shown
+            plan = decide.plan_fanout(shown, granted, views, stores.state)
+            views = await self.fanout(ref, shown, plan, views)
+            expiry = decide.previous_expiry_in(shown, self.clock())
+            state = shown.state if shown else None
+            at = state.previous_expires if state else None
+            if expiry is not None and granted and self._expiry_timer.get(ref) != at:
+                self._expiry_timer[ref] = at  # one timer per expiry: reconcile again then
+                self._retry_later(ref, expiry + 0.05)
         if stores.state in ("behind", "unavailable") or (
             stores.state == "unverified" and decide.publishable(source)
         ):

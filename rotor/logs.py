@@ -12,21 +12,35 @@ import sys
 import weakref
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-_secrets: set[str] = set()
+_secrets: dict[str, None] = {}
+"""The registered values, oldest first (a dict keeps insertion order: an ordered set)."""
 _redacted = 0
 _filters: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 MIN_REGISTERED = 8  # short strings would redact ordinary words
+MAX_REGISTERED = 1024
+"""The most values kept: the newest ones. A process holds at most current, previous and pending
+values of each key of each of its secrets (64 secrets of a few keys fit); a value rotated out
+long ago is no longer valid, so forgetting the oldest keeps the filter's cost per line bounded
+(every line is searched for every value) however long the process runs."""
 
 
 def register_secret(value: bytes | str) -> None:
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
     if len(text) >= MIN_REGISTERED:
-        _secrets.add(text)
+        _secrets.pop(text, None)  # registered again: it is the newest now
+        _secrets[text] = None
+        while len(_secrets) > MAX_REGISTERED:
+            del _secrets[next(iter(_secrets))]
 
 
 def forget_secret(value: bytes | str) -> None:
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
-    _secrets.discard(text)
+    _secrets.pop(text, None)
+
+
+def registered_count() -> int:
+    """How many values the filter searches for (bounded by :data:`MAX_REGISTERED`)."""
+    return len(_secrets)
 
 
 class RedactFilter(logging.Filter):

@@ -92,12 +92,14 @@ async def create(h: Harness, api: str, plural: str, body: dict[str, Any]) -> Any
     return await h.kube.acreate(path(api, plural, body["metadata"]["namespace"]), body)
 
 
-async def commit_value(h: Harness, ref: SecretRef, value: bytes) -> SecretState:
+async def commit_value(
+    h: Harness, ref: SecretRef, value: bytes, overlap: float = 3600
+) -> SecretState:
     """Do what the writer agent does: prepare, then commit, on the source Secret."""
     obj = await h.get("v1", "secrets", ref.namespace, ref.name)
     state = SecretState.from_secret(obj.get("data"), obj["metadata"].get("annotations"))
     now = time.time()
-    new = commit(prepare(state, {"password": value}, now, "api-0"), now, overlap=3600)
+    new = commit(prepare(state, {"password": value}, now, "api-0"), now, overlap=overlap)
     await h.kube.apatch(
         path("v1", "secrets", ref.namespace, ref.name),
         {
@@ -519,7 +521,7 @@ async def test_the_controller_asks_the_api_server_only_for_rotors_pods(
         ), selectors
 
 
-async def test_a_forged_owner_chain_restarts_nothing(rotor):
+async def test_a_forged_owner_chain_restarts_nothing(rotor, caplog):
     """A pod anyone can create names a Deployment it does not belong to: nothing is rolled."""
     victim = await create(
         rotor,
@@ -575,10 +577,16 @@ async def test_a_forged_owner_chain_restarts_nothing(rotor):
             rotor, "v1", "pods", pod_body("shop", name, "evil", annotations, injected=False, **kw)
         )
     restarts = "rotor_controller_restarts_total"
-    await eventually(
-        lambda: _sample(rotor, restarts, {"action": "refused"}) == len(forged),
-        what="every forged chain refused",
-    )
+
+    def refused() -> set[str]:
+        return {
+            name
+            for name in forged
+            for r in caplog.records
+            if r.getMessage().startswith(f"not restarting anything for pod shop/{name} ")
+        }
+
+    await eventually(lambda: refused() == set(forged), what="every forged chain refused")
     dep = await rotor.get("apps/v1", "deployments", "shop", "payments")
     assert RESTARTED_AT not in (dep["spec"]["template"]["metadata"].get("annotations") or {})
     assert _sample(rotor, restarts, {"action": "patch-template"}) is None
@@ -633,3 +641,28 @@ async def test_nothing_is_published_until_every_external_store_holds_the_version
     assert _decoded(view) == {"password": b"stored-value-1"}
     synced = await eventually(lambda: _reason(rotor, "ExternalStoreSynced", "InSync"))
     assert synced["status"] == "True"
+
+
+async def test_an_expired_previous_value_leaves_the_views(rotor):
+    await writer_setup(rotor)
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", {"rotor.dev/ro": "shop/db"}))
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+    await commit_value(rotor, DB, b"first-value-1")
+    await commit_value(rotor, DB, b"second-value-2", overlap=2.0)
+
+    async def with_previous() -> Any:
+        v = await _view(rotor, "web")
+        return v and "password.previous" in _decoded(v) and v
+
+    view = await eventually(with_previous, what="the view holds the previous value")
+    assert view["metadata"]["annotations"]["rotor.dev/previous-expires"]
+
+    async def without_previous() -> Any:
+        v = await _view(rotor, "web")
+        return v and _decoded(v) == {"password": b"second-value-2"} and v
+
+    view = await eventually(without_previous, what="the expired previous value dropped")
+    assert view["metadata"]["annotations"]["rotor.dev/previous-expires"] == ""
+    source = await rotor.get("v1", "secrets", "shop", "db")
+    assert "password.previous" in source["data"]  # nobody changed the source meanwhile

@@ -178,6 +178,28 @@ def test_plan_fanout(source, granted, views, upsert, delete, hold):
     assert (plan.upsert, plan.delete, plan.hold) == (upsert, delete, hold)
 
 
+def test_an_expired_previous_value_is_taken_out_of_the_views():
+    with_prev = SecretState(
+        version=2,
+        current={"password": b"v2"},
+        previous={"password": b"v1"},
+        previous_expires=1000.0,
+    )
+    expires = "1970-01-01T00:16:40Z"
+    view = ViewObs("web", view_name("shop", "db"), source_label(DB), 2, V2.checksum, expires)
+    # during the overlap the view is up to date, and a reconcile is due at the expiry
+    shown = decide.for_views(_source(with_prev), now=990.0)
+    assert shown is not None and shown.state is not None and shown.state.previous
+    assert decide.plan_fanout(shown, frozenset({"web"}), {"web": view}).upsert == ()
+    assert decide.previous_expiry_in(shown, 990.0) == 10.0
+    # past it, the same source (no writer dropped it) gives a view without the previous value
+    shown = decide.for_views(_source(with_prev), now=1000.0)
+    assert shown is not None and shown.state is not None and not shown.state.previous
+    assert decide.plan_fanout(shown, frozenset({"web"}), {"web": view}).upsert == ("web",)
+    assert "password.previous" not in decide.view_body(DB, shown.state, "web")["data"]
+    assert decide.previous_expiry_in(shown, 1000.0) is None
+
+
 def test_view_never_holds_pending_values():
     state = SecretState(
         version=3,
