@@ -44,6 +44,7 @@ process against thousands of writes and finds no torn, empty or mixed read.
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import shutil
 import tempfile
@@ -148,8 +149,10 @@ class AtomicWriter:
             raise
         for name in files:
             link = self.target / name
-            if not link.is_symlink():
-                if link.exists():  # a stray plain file from someone else: replace it atomically
+            if not link.is_symlink() or os.readlink(link) != f"{DATA}/{name}":
+                if link.exists() or link.is_symlink():  # someone else's file or link: replace
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.target / (name + ".tmp-link"))
                     os.symlink(f"{DATA}/{name}", self.target / (name + ".tmp-link"))
                     os.rename(self.target / (name + ".tmp-link"), link)
                 else:

@@ -185,13 +185,31 @@ def demo_secret() -> StandaloneSecret:
 
 
 # -- running -----------------------------------------------------------------------------------
-def prepare_dir(folder: Path) -> int:
-    """Create ``folder`` and its state folder; lock it for this agent. Returns the lock's fd."""
+def _refuse_links(folder: Path, names: Sequence[str]) -> None:
+    """The state folder and each secret's folder must be real folders (or absent): a symlink
+    planted there (``<dir>/db -> ../elsewhere``) would send the values, or the state, elsewhere."""
+    for name in (STATE_DIR, *names):
+        path = folder / name
+        if path.is_symlink():
+            raise InvalidSpec(
+                "--dir",
+                f"{path} is a symlink (to {os.readlink(path)}); Rotor writes only into folders "
+                "of its own",
+                f"remove {path}, or give another --dir",
+            )
+        if path.exists() and not path.is_dir():
+            raise InvalidSpec("--dir", f"{path} is not a folder", f"remove {path}")
+
+
+def prepare_dir(folder: Path, names: Sequence[str] = ()) -> int:
+    """Create ``folder`` and its state folder; lock it for this agent. Returns the lock's fd.
+    Symlinks in place of the state folder or of a secret's folder (``names``) are refused."""
     fix = "choose a folder you can write with --dir"
+    _refuse_links(folder, names)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(folder / STATE_DIR / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(folder / STATE_DIR / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise InvalidSpec("--dir", f"cannot write to {folder} ({e.strerror})", fix) from None
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -303,7 +321,7 @@ def _demo_banner(opts: Options, port: int | None, out: TextIO) -> None:
 
 async def run(opts: Options, out: TextIO = sys.stdout) -> int:
     """Run the agent until SIGTERM/SIGINT (or once, with ``opts.once``). Returns the exit code."""
-    lock = prepare_dir(opts.dir)
+    lock = prepare_dir(opts.dir, [s.name for s in opts.secrets])
     try:
         agent, registry = build_agent(opts)
         try:

@@ -46,7 +46,11 @@ FORMAT = "rotor.dev/agent-state/v1"
 def _write_file(path: Path, data: bytes) -> None:
     """Write all of ``data`` to a new file and fsync it; a short write (the disk filled up) is
     continued, and one that writes nothing raises ``OSError(ENOSPC)``: never a truncated file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STATE_MODE)
+    # A leftover (or planted) file of this name goes first; O_EXCL | O_NOFOLLOW then creates a
+    # new file and never follows a symlink someone put in its place.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STATE_MODE)
     try:
         os.fchmod(fd, STATE_MODE)
         view = memoryview(data)
@@ -131,7 +135,7 @@ class FileStore:
 
     def _lock(self) -> int:
         self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, STATE_MODE)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, STATE_MODE)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
