@@ -93,8 +93,8 @@ SYSTEM_FOLDERS = (
     "/var",
     "/var/lib",
     "/var/log",
-    "/var/tmp",
-    "/tmp",
+    "/var/tmp",  # noqa: S108 - a folder refused, not used
+    "/tmp",  # noqa: S108 - a folder refused, not used
     "/home",
     "/root",
     "/opt",

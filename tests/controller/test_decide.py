@@ -189,12 +189,16 @@ def test_an_expired_previous_value_is_taken_out_of_the_views():
     view = ViewObs("web", view_name("shop", "db"), source_label(DB), 2, V2.checksum, expires)
     # during the overlap the view is up to date, and a reconcile is due at the expiry
     shown = decide.for_views(_source(with_prev), now=990.0)
-    assert shown is not None and shown.state is not None and shown.state.previous
+    assert shown is not None
+    assert shown.state is not None
+    assert shown.state.previous
     assert decide.plan_fanout(shown, frozenset({"web"}), {"web": view}).upsert == ()
     assert decide.previous_expiry_in(shown, 990.0) == 10.0
     # past it, the same source (no writer dropped it) gives a view without the previous value
     shown = decide.for_views(_source(with_prev), now=1000.0)
-    assert shown is not None and shown.state is not None and not shown.state.previous
+    assert shown is not None
+    assert shown.state is not None
+    assert not shown.state.previous
     assert decide.plan_fanout(shown, frozenset({"web"}), {"web": view}).upsert == ("web",)
     assert "password.previous" not in decide.view_body(DB, shown.state, "web")["data"]
     assert decide.previous_expiry_in(shown, 1000.0) is None

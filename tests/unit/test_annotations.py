@@ -149,7 +149,8 @@ def test_the_bound_counts_rw_and_ro_together_and_allows_the_maximum():
         },
         "shop",
     )
-    assert req is not None and len(req.secrets) == a.MAX_SECRETS
+    assert req is not None
+    assert len(req.secrets) == a.MAX_SECRETS
     with pytest.raises(AnnotationError, match=f"more than {a.MAX_SECRETS}"):
         a.parse_pod(
             {
