@@ -638,7 +638,7 @@ def new_failures(
 # -- restarts of pods admitted without injection ---------------------------------------------------
 @dataclass(frozen=True)
 class RestartAction:
-    kind: Literal["patch-template", "delete-pod", "none"]
+    kind: Literal["patch-template", "delete-pod", "evict-pod", "none"]
     api_version: str = ""
     plural: str = ""
     namespace: str = ""
@@ -663,13 +663,18 @@ def needs_injection(pod: PodInfo, own_namespace: str) -> bool:
     )
 
 
-def restart_action(pod: PodInfo, replica_set_owner: OwnerRef | None) -> RestartAction:
+def restart_action(
+    pod: PodInfo, replica_set_owner: OwnerRef | None, method: str = "template"
+) -> RestartAction:
     """Restart through the owner: patch the pod template of the Deployment (through its
     ReplicaSet), StatefulSet or DaemonSet; delete a pod owned by another controller (it makes a
-    new one); leave a bare pod alone."""
+    new one); leave a bare pod alone. With ``method="evict"`` every controller-owned pod is
+    evicted instead (its owner makes a new one; a PodDisruptionBudget is respected)."""
     owner = pod.owner
     if owner is None:
         return RestartAction("none", reason="a bare pod (no controller owns it): not deleted")
+    if method == "evict":
+        return RestartAction("evict-pod", "v1", "pods", pod.namespace, pod.name)
     if owner.kind == "ReplicaSet" and replica_set_owner is not None:
         owner = replica_set_owner
     if owner.kind in _TEMPLATE_OWNERS:
@@ -687,3 +692,12 @@ def may_restart(last_restart: float | None, now: float, min_interval: float) -> 
 
 def restart_patch(now: float) -> Obj:
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: format_time(now)}}}}}
+
+
+def eviction(namespace: str, name: str) -> Obj:
+    """The body of ``POST pods/<name>/eviction`` (``policy/v1``)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+    }

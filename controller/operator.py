@@ -890,7 +890,7 @@ class Controller:
                 )
                 return
             pod = read_pod(pod_obj)  # the copy whose owners were checked
-            action = decide.restart_action(pod, rs_owner)
+            action = decide.restart_action(pod, rs_owner, self.settings.restart_method)
             if action.kind == "none":
                 log.info("pod %s/%s not injected: %s", pod.namespace, pod.name, action.reason)
                 return
@@ -902,6 +902,11 @@ class Controller:
             url = path(action.api_version, action.plural, action.namespace, action.name)
             if action.kind == "patch-template":
                 await self.kube.apatch(url, decide.restart_patch(now))
+            elif action.kind == "evict-pod":
+                await self.kube.acreate(
+                    path("v1", "pods", action.namespace, action.name, "eviction"),
+                    decide.eviction(action.namespace, action.name),
+                )
             else:
                 await self.kube.adelete(url)
             self.metrics.restarts.labels(action.kind).inc()

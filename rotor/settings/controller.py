@@ -38,6 +38,9 @@ class ControllerSettings:
     restart_min_interval: float = DEFAULT_RESTART_INTERVAL
     uninjected_sweep: float = DEFAULT_UNINJECTED_SWEEP  # list every annotated workload's
     # uninjected pods this often (and about 1 s after each of its events)
+    restart_method: Literal["template", "evict"] = "template"
+    """``template``: patch the owner's pod template (needs patch on workloads); ``evict``: evict
+    the pod itself (needs only create on pods/eviction: the least-privilege mode)."""
     leader_election: bool = True
     webhook_cert_secret: str = "rotor-webhook-tls"  # noqa: S105 - a name
     webhook_config_name: str = "rotor-webhook"
@@ -87,6 +90,12 @@ class ControllerSettings:
             canister_root_key=env_str(e, "ROTOR_CANISTER_ROOT_KEY", d.canister_root_key),
             metrics_port=env_int(e, "ROTOR_CONTROLLER_METRICS_PORT", d.metrics_port, 1, 65535),
             restart_uninjected=env_bool(e, "ROTOR_RESTART_UNINJECTED", d.restart_uninjected),
+            restart_method=env_choice(
+                e,
+                "ROTOR_RESTART_METHOD",
+                d.restart_method,  # type: ignore[arg-type]
+                ("template", "evict"),
+            ),
             restart_min_interval=env_duration(
                 e, "ROTOR_RESTART_MIN_INTERVAL", d.restart_min_interval
             ),

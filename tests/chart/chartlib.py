@@ -40,6 +40,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "replicas-2": {"controller": {"replicas": 2}, "webhook": {"replicas": 2}},
     "failure-ignore": {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}},
     "no-match-conditions": {"webhook": {"matchConditions": "never"}},
+    "restart-evict": {"controller": {"restartMethod": "evict"}},
+    "restart-off": {"controller": {"restartUninjected": False}},
     "scheduling": {
         "imagePullSecrets": [{"name": "regcred"}],
         **{

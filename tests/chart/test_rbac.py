@@ -91,9 +91,112 @@ def test_only_the_controller_is_bound(combo: str) -> None:
     assert not can_read_all_secrets(rights(docs, WEBHOOK_SA))
 
 
+EVICT: Right = ("", "pods/eviction", "cluster", "all", "create")
+WORKLOAD_PATCH = {
+    ("apps", res, "cluster", "all", "patch")
+    for res in ("deployments", "statefulsets", "daemonsets", "replicasets")
+}
+POD_DELETE: Right = ("", "pods", "cluster", "all", "delete")
+WEBHOOK_CONFIG = {
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "cluster", "rotor-webhook", v)
+    for v in ("get", "patch")
+}
+WRITE_VERBS = {"create", "patch", "update", "delete", "deletecollection", "*"}
+MAY_WRITE = {
+    ("", "secrets"),  # sources and RO views
+    ("rbac.authorization.k8s.io", "roles"),  # the per-grant Roles and RoleBindings
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("", "events"),
+    ("events.k8s.io", "events"),
+    ("", "configmaps"),  # the ACL, in the release namespace
+    ("coordination.k8s.io", "leases"),
+    ("", "pods"),  # restarts
+    ("", "pods/eviction"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    *(
+        ("rotor.dev", r)
+        for r in (
+            "rotatingsecrets",
+            "rotatingsecrets/status",
+            "rotatingsecrets/finalizers",
+            "externalstores",
+            "externalstores/status",
+            "externalstores/finalizers",
+        )
+    ),
+}
+"""Everything the controller may change, in any mode; anything else is a new power to review."""
+
+
+def test_controller_rights_are_the_documented_ones() -> None:
+    """The defaults are exactly the table of docs/install.md ("Permissions")."""
+    assert rights(render({}), CONTROLLER_SA) == documented_rights()
+
+
 @pytest.mark.parametrize("combo", COMBINATIONS)
-def test_controller_rights_are_the_documented_ones(combo: str) -> None:
-    assert rights(render(COMBINATIONS[combo]), CONTROLLER_SA) == documented_rights()
+def test_controller_rights_are_bounded(combo: str) -> None:
+    """In every documented combination: no more than the table (plus eviction), write rights on
+    a fixed list of resources only, no escalation verb, and the webhook configuration by name."""
+    r = rights(render(COMBINATIONS[combo]), CONTROLLER_SA)
+    assert r <= documented_rights() | {EVICT}
+    written = {(g, res) for g, res, _, _, v in r if v in WRITE_VERBS}
+    assert written <= MAY_WRITE, written - MAY_WRITE
+    assert not {v for *_, v in r} & {"bind", "escalate", "impersonate", "*"}
+    assert not {g for g, *_ in r} & {"*"}
+    assert not {res for _, res, *_ in r} & {"*", "serviceaccounts/token", "nodes", "pods/exec"}
+    assert {name for _, res, _, name, _ in r if res == "mutatingwebhookconfigurations"} <= {
+        "rotor-webhook"
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "patch_workloads", "delete_pods", "evict", "webhook_config"),
+    [
+        ({}, True, True, False, True),
+        ({"controller": {"restartMethod": "evict"}}, False, False, True, True),
+        ({"controller": {"restartUninjected": False}}, False, False, False, True),
+        (
+            {
+                "controller": {"restartUninjected": False},
+                "certs": {"provider": "cert-manager"},
+            },
+            False,
+            False,
+            False,
+            False,
+        ),
+    ],
+)
+def test_least_privilege_modes_drop_the_broad_rights(
+    values: dict[str, Any],
+    patch_workloads: bool,
+    delete_pods: bool,
+    evict: bool,
+    webhook_config: bool,
+) -> None:
+    """Patch on every workload (close to running anything) and the webhook configuration are
+    held only when the feature that needs them is on."""
+    r = rights(render(values), CONTROLLER_SA)
+    assert (r >= WORKLOAD_PATCH) is patch_workloads
+    assert not (WORKLOAD_PATCH & r) or patch_workloads
+    assert (POD_DELETE in r) is delete_pods
+    assert (EVICT in r) is evict
+    assert (r >= WEBHOOK_CONFIG) is webhook_config
+    assert not (WEBHOOK_CONFIG & r) or webhook_config
+    env = {
+        e["name"]: e.get("value")
+        for d in find(render(values), "Deployment")
+        if d["metadata"]["name"] == "rotor-controller"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    assert env["ROTOR_RESTART_METHOD"] == (values.get("controller") or {}).get(
+        "restartMethod", "template"
+    )
 
 
 def test_controller_secret_rights() -> None:
@@ -103,12 +206,11 @@ def test_controller_secret_rights() -> None:
         for g, res, where, name, v in r
         if (g, res, where, name) == ("", "secrets", "cluster", "all")
     }
-    assert secrets == {"get", "list", "watch", "create", "patch", "update", "delete"}
-    assert can_read_all_secrets(r)
+    # bounded, not pinned: what it needs to write sources and views, and nothing broader
+    assert secrets <= {"get", "list", "watch", "create", "patch", "update", "delete"}
+    assert can_read_all_secrets(r)  # it reads every source: the reason it is the trust root
     # what it grants agents per grant, it holds itself, so it needs neither bind nor escalate
     assert {"get", "list", "watch", "patch", "update"} <= secrets
-    assert not {v for *_, v in r} & {"bind", "escalate", "impersonate", "*"}
-    assert not {res for _, res, *_ in r} & {"*", "serviceaccounts/token", "nodes"}
 
 
 def test_webhook_configuration_right_is_name_scoped() -> None:
