@@ -666,3 +666,72 @@ async def test_an_expired_previous_value_leaves_the_views(rotor):
     assert view["metadata"]["annotations"]["rotor.dev/previous-expires"] == ""
     source = await rotor.get("v1", "secrets", "shop", "db")
     assert "password.previous" in source["data"]  # nobody changed the source meanwhile
+
+
+@with_settings(restart_method="evict")
+async def test_the_least_privilege_mode_evicts_the_pod_and_patches_no_workload(rotor):
+    # kmock has no pods/eviction subresource: answer it here as the API server does when no
+    # PodDisruptionBudget stands in the way (it deletes the pod), after checking the body.
+    evictions: list[dict[str, Any]] = []
+    real_create = rotor.ctl.kube.acreate
+
+    async def acreate(url: str, body: dict[str, Any]) -> Any:
+        if url.endswith("/eviction"):
+            assert (body["apiVersion"], body["kind"]) == ("policy/v1", "Eviction")
+            evictions.append(body)
+            pod_url = url.removesuffix("/eviction")
+            await rotor.ctl.kube.adelete(pod_url)
+            return {"kind": "Status", "status": "Success"}
+        return await real_create(url, body)
+
+    rotor.ctl.kube.acreate = acreate  # type: ignore[method-assign]
+    dep = await create(
+        rotor,
+        "apps/v1",
+        "deployments",
+        deployment_body("shop", "api", "api", {"rotor.dev/rw": "db"}),
+    )
+    rs = await create(
+        rotor,
+        "apps/v1",
+        "replicasets",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": "api-7d9f",
+                "namespace": "shop",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": "api",
+                        "uid": dep["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"selector": {"matchLabels": {"app": "api"}}},
+        },
+    )
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f"}
+    owner["uid"] = rs["metadata"]["uid"]
+    await create(
+        rotor,
+        "v1",
+        "pods",
+        pod_body(
+            "shop",
+            "api-x",
+            "api",
+            {"rotor.dev/rw": "db"},
+            owner=owner,
+            injected=False,
+            labels={"app": "api"},
+        ),
+    )
+    await eventually(lambda: _gone(rotor, "api-x"), what="the uninjected pod evicted")
+    dep = await rotor.get("apps/v1", "deployments", "shop", "api")
+    assert RESTARTED_AT not in (dep["spec"]["template"]["metadata"].get("annotations") or {})
+    assert _sample(rotor, "rotor_controller_restarts_total", {"action": "evict-pod"}) == 1
+    assert [e["metadata"] for e in evictions] == [{"name": "api-x", "namespace": "shop"}]
