@@ -7,10 +7,21 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import aclrequests
-from controller.acl.configmap import DATA_KEY, MAX_DOCUMENT_BYTES, ConfigMapAclBackend
+from controller.acl.configmap import (
+    DATA_KEY,
+    MAX_DOCUMENT_BYTES,
+    ConfigMapAclBackend,
+    _fast_load,
+    parse_document,
+    render_document,
+    snapshot_document,
+)
 from controller.decide import rbac_name
 from controller.model import Want
 from rotor.acl import AccessRequest, AclSnapshot, Grant
@@ -171,3 +182,61 @@ async def test_a_revocation_takes_effect_while_requests_are_being_written(rotor:
         assert not slow.release.is_set()  # while the request write still hangs
     finally:
         slow.release.set()
+
+
+names = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True).filter(
+    lambda n: ".." not in n and ".-" not in n and "-." not in n
+)
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+refs = st.builds(SecretRef, labels, names)
+principals = st.builds(Principal, labels, names)
+
+
+@st.composite
+def snapshots(draw: Any) -> AclSnapshot:
+    grants = draw(st.frozensets(st.builds(Grant, refs, principals, st.just("ro")), max_size=6))
+    requests = draw(
+        st.lists(
+            st.builds(
+                AccessRequest,
+                refs,
+                principals,
+                st.sampled_from(["ro"]),
+                st.sampled_from(["pending", "denied"]),
+            ),
+            max_size=8,
+            unique_by=lambda r: (r.secret, r.principal, r.mode),
+        )
+    )
+    requests = [r for r in requests if Grant(r.secret, r.principal, r.mode) not in grants]
+    secrets = draw(st.frozensets(refs, max_size=4)) | {g.secret for g in grants}
+    return AclSnapshot(draw(st.integers(0, 10**6)), grants, tuple(sorted(requests)), secrets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_the_written_document_reads_the_same_with_and_without_yaml(snap: AclSnapshot):
+    """render_document is written by hand and read back without YAML: PyYAML must read the
+    same document, and both readings must give the snapshot back."""
+    text = render_document(snap)
+    assert yaml.safe_load(text) == snapshot_document(snap)
+    assert _fast_load(text) == snapshot_document(snap)
+    assert parse_document(text, "acl") == snap
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 3\nsecrets:\n  - shop/db\ngrants:\n  - secret: shop/db\n    principal: shop/api\n"
+        "    mode: rw\nrequests: []\n",
+        "# edited by an admin\nversion: 3\nsecrets: [shop/db]\ngrants:\n"
+        "- {secret: shop/db, principal: shop/api, mode: rw}\nrequests: []\n",
+        "version: 3\nsecrets: [shop/db]\n"
+        "grants: [{secret: shop/db, principal: shop/api, mode: rw}]\nrequests: []\n",
+    ],
+)
+def test_an_admins_own_yaml_style_is_read_too(text: str):
+    assert _fast_load(text) is None  # not the written form: PyYAML reads it
+    snap = parse_document(text, "acl")
+    assert snap.grants == {Grant(SecretRef("shop", "db"), Principal("shop", "api"), "rw")}
+    assert snap.version == 3
