@@ -13,7 +13,9 @@ to it, measured in the same run: one snapshot read at this size (the floor), and
 write cost the old way (read, parse, render, write the whole document per request), times the
 asks.
 
-Target: revocation within one poll (``--poll``) with 10,000 pending requests.
+Target: revocation within one poll with 10,000 pending requests: the first ACL read that starts
+after the revocation applies it, so the delay is at most a read under way, the pause (``--poll``)
+and that read.
 """
 
 from __future__ import annotations
@@ -126,10 +128,13 @@ async def run(args: argparse.Namespace) -> int:
         f"| the old way for {args.asks} asks before the snapshot applied | "
         f"{one_write_s * args.asks:.0f} | {one_write_s * args.asks / read_s:.0f}x |"
     )
-    ok = worst <= args.poll + read_s
+    # the first read that starts after the revocation applies it: a read already under way
+    # (read), the pause (poll), then that read (read)
+    bound = args.poll + 2 * read_s
+    ok = worst <= bound
     print(
-        f"target: revocation within one poll ({args.poll:g} s): worst {worst:.2f} s "
-        f"({'met' if ok else 'NOT met'})"
+        f"target: revocation by the next poll, <= poll + 2 reads = {bound:.2f} s: worst "
+        f"{worst:.2f} s ({'met' if ok else 'NOT met'})"
     )
     return 0
 
