@@ -89,7 +89,7 @@ async def run(args: argparse.Namespace) -> int:
             for i in range(args.asks)
         ]
         for i in range(0, len(asks), 20):
-            ctl._set_wants(("Deployment", "x", f"d{i}"), tuple(asks[i : i + 20]))
+            ctl.set_wants(("Deployment", "x", f"d{i}"), tuple(asks[i : i + 20]))
         loop_task = asyncio.create_task(ctl.acl_loop())
         delays: list[float] = []
         try:

@@ -36,6 +36,7 @@ from controller.model import (
     controller_owner,
     is_managed,
     meta,
+    read_pod,
     read_rotating_secret,
     read_source,
     read_view,
