@@ -70,7 +70,21 @@ async def test_an_uninjected_pod_is_found_at_its_workloads_next_event(rotor):
     """Between the full sweeps (here 10 minutes) each event of an annotated workload - created,
     changed, its status moving as its pods are created and become ready - brings a listing of
     its uninjected pods about a second later."""
-    sts_owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    sts = deployment_body("shop", "db", "db", {"rotor.dev/rw": "db"})
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["selector"] = {
+        "matchLabels": {"app": "db"},
+        "matchExpressions": [{"key": "rotor.dev/other", "operator": "Exists"}],
+    }
+    created = await create(rotor, "apps/v1", "statefulsets", sts)
+    # the pod names its StatefulSet by UID, as the StatefulSet controller writes it (the
+    # controller checks the owner chain before any restart)
+    sts_owner = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "db",
+        "uid": created["metadata"]["uid"],
+    }
     body = pod_body(
         "shop",
         "db-0",
@@ -81,19 +95,16 @@ async def test_an_uninjected_pod_is_found_at_its_workloads_next_event(rotor):
         labels={"app": "db", "rotor.dev/other": "x"},
     )
     await create(rotor, "v1", "pods", body)
-    sts = deployment_body("shop", "db", "db", {"rotor.dev/rw": "db"})
-    sts["kind"] = "StatefulSet"
-    sts["spec"]["selector"] = {
-        "matchLabels": {"app": "db"},
-        "matchExpressions": [{"key": "rotor.dev/other", "operator": "Exists"}],
-    }
-    await create(rotor, "apps/v1", "statefulsets", sts)
+    # the StatefulSet's status moves as its pod appears: an event of the workload
+    await rotor.kube.apatch(
+        path("apps/v1", "statefulsets", "shop", "db"), {"status": {"replicas": 1}}
+    )
 
     async def restarted() -> Any:
         obj = await rotor.kube.aget(path("apps/v1", "statefulsets", "shop", "db"))
         return obj["spec"]["template"]["metadata"]["annotations"].get(RESTARTED_AT)
 
-    await eventually(restarted, timeout=10, what="restartedAt after the StatefulSet appeared")
+    await eventually(restarted, timeout=10, what="restartedAt after the StatefulSet's event")
 
 
 def test_a_pod_that_loses_the_injected_label_leaves_the_index() -> None:
