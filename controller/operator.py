@@ -160,6 +160,8 @@ class Controller:
         """The grants and external store names whose RBAC was last applied, per secret."""
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
+        self._held_reported: tuple[str, ...] = ()
+        """The principals whose asks a cap held back, as last logged."""
         self._expiry_timer: dict[SecretRef, float | None] = {}
         """The previous-value expiry a reconcile is already scheduled for, per secret."""
         self._hold_backoff: dict[SecretRef, float] = {}
@@ -383,14 +385,15 @@ class Controller:
                     changed = True
             known = snap.secrets | {r for r, o in self.index.rsecs.items() if o.spec is not None}
             chosen = aclrequests.to_record(snap, self.index.all_wants(), known)
-            if chosen.held_back:
-                log.warning(
+            if chosen.held_back and chosen.principals_held != self._held_reported:
+                log.warning(  # once per change of who is held back, not every poll
                     "%d access requests not recorded (over a cap of pending requests per "
                     "principal, namespace or sync) from %s",
                     chosen.held_back,
                     ", ".join(chosen.principals_held[:5])
                     + (" and others" if len(chosen.principals_held) > 5 else ""),
                 )
+            self._held_reported = chosen.principals_held
             changed = await aclrequests.record(self.backend, chosen.record) or changed
         except Exception as e:  # the ACL read is still good; the next round tries again
             self.metrics.errors.labels("acl").inc()
