@@ -43,8 +43,8 @@ process against thousands of writes and finds no torn, empty or mixed read.
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import shutil
 import tempfile
