@@ -56,6 +56,14 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=server, scheme=None, insecure=True)
 
+    else:
+        # A registry of our own gets none of kopf's default login handlers: without this one
+        # kopf finds no credentials at all (in-cluster token or kubeconfig) and never starts.
+        @kopf.on.login(registry=registry)
+        def login_from_config(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+            return info
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.scanning.disabled = True  # fixed resources: no CRD or namespace scanning
