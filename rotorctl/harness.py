@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -48,13 +47,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonpatch
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from rotor import API
+from rotorctl import chartrbac
 from rotorctl.kubeemu import EmulatorThread
+from rotorctl.tls import make_certs
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -101,55 +98,6 @@ def wait_for(
         time.sleep(0.05)
 
 
-# -- certificates -------------------------------------------------------------------------------
-def make_certs(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1/localhost: (ca, cert, key)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotor-demo-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotor-webhook")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths[2].chmod(0o600)
-    return paths
-
-
 # -- a tiny JSON client for the emulator ----------------------------------------------------------
 def _plural_path(api: str, plural: str, namespace: str | None, name: str | None = None) -> str:
     base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
@@ -159,37 +107,97 @@ def _plural_path(api: str, plural: str, namespace: str | None, name: str | None 
     return base + (f"/{name}" if name else "")
 
 
-class Api:
-    """JSON over HTTP to the emulator (urllib: a handful of calls, no client library needed)."""
+class ApiError(HarnessError):
+    """The API answered an error status (``code``; ``status``: its Status body)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, message: str, code: int, status: Obj) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class Api:
+    """JSON over HTTP to the emulator (urllib: a handful of calls, no client library needed),
+    as the holder of ``token`` (a bearer token; "" sends none)."""
+
+    def __init__(self, url: str, token: str = "", ca_file: Path | None = None) -> None:
         self.url = url
+        self.token = token
+        self.ca_file = ca_file
+        self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+    def headers(self, content_type: str = "application/json") -> dict[str, str]:
+        h = {"Content-Type": content_type}
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        return h
 
     def request(
         self, method: str, path: str, body: object = None, content_type: str = "application/json"
     ) -> Obj | None:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(  # noqa: S310 - http to the local emulator
-            self.url + path, data=data, method=method, headers={"Content-Type": content_type}
+            self.url + path, data=data, method=method, headers=self.headers(content_type)
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=10, context=self.context) as r:  # noqa: S310
                 out: Obj = json.loads(r.read() or b"{}")
                 return out
         except urllib.error.HTTPError as e:
             if e.code == 404 and method in ("GET", "DELETE"):
                 return None
-            raise HarnessError(f"{method} {path}: HTTP {e.code} {e.read()[:300]!r}") from None
+            raw = e.read()
+            try:
+                status: Obj = json.loads(raw)
+            except ValueError:
+                status = {}
+            raise ApiError(
+                f"{method} {path}: HTTP {e.code} {status.get('message') or raw[:300]!r}",
+                e.code,
+                status,
+            ) from None
+
+    def as_user(self, token: str) -> Api:
+        return Api(self.url, token, self.ca_file)
 
     def get(self, api: str, plural: str, namespace: str | None, name: str) -> Obj | None:
         return self.request("GET", _plural_path(api, plural, namespace, name))
 
     def create(self, obj: Obj) -> Obj:
         m = obj["metadata"]
-        plural = obj["kind"].lower() + "s"
-        out = self.request("POST", _plural_path(obj["apiVersion"], plural, m.get("namespace")), obj)
+        out = self.request(
+            "POST", _plural_path(obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace")), obj
+        )
         assert out is not None
         return out
+
+    def ensure(self, obj: Obj) -> Obj:
+        """Create ``obj``, or merge-patch it in when it exists (``kubectl apply``, roughly)."""
+        try:
+            return self.create(obj)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+        m = obj["metadata"]
+        out = self.patch(
+            obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace"), m["name"], obj
+        )
+        assert out is not None
+        return out
+
+    def token_for(self, namespace: str, service_account: str, seconds: int = 3600) -> str:
+        """A TokenRequest for the ServiceAccount (what the kubelet does for a pod's token)."""
+        out = self.request(
+            "POST",
+            _plural_path("v1", "serviceaccounts", namespace, service_account) + "/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
+        )
+        assert out is not None
+        return str(out["status"]["token"])
 
     def patch(
         self,
@@ -207,6 +215,17 @@ class Api:
 
     def delete(self, api: str, plural: str, namespace: str | None, name: str) -> None:
         self.request("DELETE", _plural_path(api, plural, namespace, name))
+
+
+def plural_of(kind: str) -> str:
+    low = kind.lower()
+    return (
+        low + "es"
+        if low.endswith(("s", "ch", "sh"))
+        else low[:-1] + "ies"
+        if low.endswith("y")
+        else low + "s"
+    )
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -364,8 +383,12 @@ class System:
         log_level: str = "INFO",
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        rbac_filter: Callable[[list[Obj]], list[Obj]] | None = None,
     ) -> None:
-        """``cancel``: when set (e.g. by a signal handler), waits while starting stop at once."""
+        """``cancel``: when set (e.g. by a signal handler), waits while starting stop at once.
+        ``rbac_filter``: changes the chart's rendered identities before they are applied."""
+        self.rbac_filter = rbac_filter
+        self.chart_identities: list[Obj] = []
         self.workdir = workdir
         self.want_vault = vault
         self.acl_poll = acl_poll
@@ -400,26 +423,17 @@ class System:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.progress("starting the Kubernetes API emulator (kmock, in this process)")
-        self.emulator = EmulatorThread().start()
-        self.api = Api(self.emulator.url)
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.emulator.url}}],
-                    "users": [{"name": "admin", "user": {"token": "admin"}}],
-                    "contexts": [
-                        {"name": "emulator", "context": {"cluster": "emulator", "user": "admin"}}
-                    ],
-                    "current-context": "emulator",
-                }
-            )
+        self.progress(
+            "starting the Kubernetes API emulator (kmock, in this process; tokens and RBAC "
+            "enforced)"
         )
+        self.emulator = EmulatorThread(secure=True).start()
+        self.api = Api(self.emulator.url, self.emulator.admin_token, self.emulator.ca_file)
+        self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig")
         for ns in (ROTOR_NAMESPACE,):
             self.ensure_namespace(ns)
+        self.progress("applying the chart's ServiceAccounts and RBAC (rendered from charts/rotor)")
+        self.apply_identities()
         self.api.create(
             {
                 "apiVersion": "v1",
@@ -461,6 +475,41 @@ class System:
 
     def ensure_namespace(self, ns: str) -> None:
         """Namespaces need no object in the emulator (it does not check that they exist)."""
+
+    def apply_identities(self) -> None:
+        """The chart's ServiceAccounts, ClusterRoles, Roles and bindings, as ``helm install``
+        would create them (``rbac_filter`` may change them first: a test removes a rule)."""
+        try:
+            docs = chartrbac.identities(ROTOR_NAMESPACE)
+        except chartrbac.ChartUnavailable as e:
+            raise HarnessError(str(e)) from None
+        if self.rbac_filter is not None:
+            docs = self.rbac_filter(docs)
+        for d in docs:
+            self.api.ensure(d)
+        self.chart_identities = docs
+
+    def service_account(self, namespace: str, name: str) -> None:
+        """Create the ServiceAccount ``namespace/name`` unless it exists."""
+        self.api.ensure(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+        )
+
+    def identity_kubeconfig(self, name: str, namespace: str, service_account: str) -> Path:
+        """A kubeconfig holding a fresh token of ``namespace/service_account``."""
+        token = self.api.token_for(namespace, service_account)
+        assert self.emulator is not None
+        return self.emulator.write_kubeconfig(
+            self.workdir / "identities" / f"{name}.kubeconfig", token, service_account
+        )
+
+    def token(self, namespace: str, service_account: str) -> str:
+        """A token of the ServiceAccount, for a test acting as that identity."""
+        return self.api.token_for(namespace, service_account)
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTOR_", "KUBERNETES_"))}
@@ -518,10 +567,14 @@ class System:
             # every annotated workload's uninjected pods each second instead
             "ROTOR_UNINJECTED_SWEEP": "1s",
             "POD_NAME": "rotor-controller-0",
+            # The chart's ServiceAccount: the controller holds exactly the chart's RBAC.
+            "KUBECONFIG": str(
+                self.identity_kubeconfig("controller", ROTOR_NAMESPACE, chartrbac.CONTROLLER_SA)
+            ),
         }
         self.controller = Proc(
             "controller",
-            [_script("rotor-controller"), "--server", self.url],
+            [_script("rotor-controller")],
             env,
             self.workdir / "logs" / "controller.log",
         ).start()
@@ -721,6 +774,7 @@ class System:
         """A Deployment and its ReplicaSet (pods come from :meth:`add_pod`)."""
         self.ensure_namespace(namespace)
         sa = service_account or name
+        self.service_account(namespace, sa)
         template = {
             "metadata": {"labels": {"app": name}, "annotations": dict(annotations)},
             "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "app:1"}]},
@@ -859,13 +913,17 @@ class System:
         p.mount.mkdir(parents=True, exist_ok=True)
         token = p.dir / "serviceaccount" / "token"
         token.parent.mkdir(parents=True, exist_ok=True)
-        token.write_text(f"token-of-{p.namespace}-{p.name}\n")
+        # The kubelet's projected token: a TokenRequest for the pod's ServiceAccount.
+        sa = p.obj["spec"].get("serviceAccountName") or "default"
+        token.write_text(self.api.token_for(p.namespace, sa) + "\n")
+        token.chmod(0o600)
         p.metrics_port = p.metrics_port or free_port()
         env |= {
             "ROTOR_MOUNT_PATH": str(p.mount),
             "ROTOR_METRICS_PORT": str(p.metrics_port),
             "ROTOR_KUBE_URL": self.url,
             "ROTOR_KUBE_TOKEN_FILE": str(token),
+            "ROTOR_KUBE_CA_FILE": str(self.api.ca_file or ""),
             "ROTOR_LOG_LEVEL": self.log_level,
         }
         env |= dict(extra_env or {})
@@ -983,9 +1041,14 @@ class PropagationProbe:
 
     def _watch(self) -> None:
         path = _plural_path("v1", "secrets", self.namespace) + "?watch=true"
+        req = urllib.request.Request(  # noqa: S310 - the local emulator
+            self.system.url + path, headers=self.system.api.headers()
+        )
         while not self._stop.is_set():
             try:
-                with urllib.request.urlopen(self.system.url + path, timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(  # noqa: S310
+                    req, timeout=2, context=self.system.api.context
+                ) as r:
                     for line in r:
                         if self._stop.is_set():
                             return

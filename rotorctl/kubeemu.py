@@ -1,6 +1,25 @@
 """A Kubernetes API emulator for the demo, the system tests and benchmarks: kmock's
 KubernetesEmulator (from the author of kopf), made stricter. It is an emulator, not a
-kube-apiserver: no admission chain, no RBAC, no kubelet, no garbage collector.
+kube-apiserver (see docs/demo.md, "What is enforced").
+
+With ``secure=True`` (the harness, ``rotor demo``, ``rotor kube``, tests/system) every request is
+authenticated and authorized as the real server does it:
+
+* **authentication**: a bearer token, either the admin token (user ``rotor-admin``, group
+  ``system:masters``) or a service-account token issued by the TokenRequest subresource
+  (``POST .../serviceaccounts/<name>/token``; the ServiceAccount must exist). The user is then
+  ``system:serviceaccount:<ns>:<name>`` in ``system:serviceaccounts``,
+  ``system:serviceaccounts:<ns>`` and ``system:authenticated``. No token or an unknown one: 401
+  with a Status body;
+* **authorization**: Kubernetes RBAC (:mod:`rotorctl.rbac`) from the Roles, ClusterRoles and
+  bindings stored here plus the bootstrap ``cluster-admin``, ``system:discovery`` and
+  ``system:basic-user``; a refusal is a 403 Status with the real server's message;
+* **escalation**: creating or patching a Role/ClusterRole needs every right it grants (or
+  ``escalate``), a binding needs the rights of the role it references (or ``bind`` on it);
+* ``SelfSubjectAccessReview`` and ``SubjectAccessReview`` are answered (``kubectl auth can-i``).
+
+``secure=False`` (the default of :class:`EmulatorThread`) is for test tiers that check no
+permission (tests/controller, tests/agent_k8s, ...): every request is served as the admin's.
 
 kmock 0.8 stores objects as plain JSON and sets no ``uid``/``resourceVersion``/
 ``creationTimestamp``, so optimistic concurrency is not emulated. :class:`StrictEmulator` adds a
@@ -30,10 +49,14 @@ code, the ``kubernetes`` client and subprocesses (an agent, the controller) shar
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import itertools
 import re
+import secrets
+import ssl
+import tempfile
 import threading
 import uuid
 import warnings
@@ -42,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.test_utils
 import aiohttp.web
 import kmock
 import yaml
@@ -49,8 +73,20 @@ from kmock import action as k8s_action
 from kubernetes import client
 
 from rotor.crd import all_crds
+from rotorctl import rbac
+from rotorctl.rbac import Attributes, Policy, User
+from rotorctl.tls import make_certs
 
 STARTUP_TIMEOUT = 10.0
+ADMIN_USER = "rotor-admin"
+TOKEN_TTL = 3600
+RBAC_KINDS = {
+    "roles": "Role",
+    "clusterroles": "ClusterRole",
+    "rolebindings": "RoleBinding",
+    "clusterrolebindings": "ClusterRoleBinding",
+}
+_METHOD_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
 
 _REQUIREMENT = re.compile(
@@ -130,6 +166,39 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self._rv = itertools.count(1)
         self._rv_lock = asyncio.Lock()
         self._inflight: set[int] = set()
+        self.secure = False
+        self.admin_token = secrets.token_urlsafe(24)
+        self.tokens: dict[str, User] = {
+            self.admin_token: User(ADMIN_USER, (rbac.MASTERS, rbac.AUTHENTICATED))
+        }
+        self._policy: Policy | None = None
+        self.denials: list[str] = []  # every 403 message, for tests and the demo's log
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        """A Status body as the real server writes it (kmock adds a server traceback)."""
+        if isinstance(exc, kmock.KubernetesError):
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": exc.message or exc.reason or "",
+                    "reason": exc.reason or "",
+                    "details": exc.details or {},
+                    "code": exc.status,
+                },
+                status=exc.status,
+            )
+        out: aiohttp.web.StreamResponse = await super()._render_error(exc)
+        return out
+
+    async def _serve_version(self, request: kmock.Request) -> Any:
+        """kmock names the core group version ``/v1``; the real server (and kubectl) ``v1``."""
+        out: Any = await super()._serve_version(request)
+        if isinstance(out, dict) and out.get("groupVersion") == "/v1":
+            out["groupVersion"] = "v1"
+        return out
 
     def _trim_history(self) -> None:
         history = self._requests
@@ -182,9 +251,207 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self._inflight.add(id(request))
         self._trim_history()
         try:
-            return await self._handle_strict(request)
+            if not self.secure:
+                return await self._handle_strict(request)
+            user = self.authenticate(request)
+            a = attributes(request, user)
+            self.check(a)
+            special = await self._special(request, a)
+            if special is not None:
+                return special
+            await self._check_escalation(request, a)
+            try:
+                response = await self._handle_strict(request)
+                if request.action == k8s_action.CREATE and response.status == 200:
+                    response.set_status(201)  # Created, as the real server answers
+                return response
+            finally:
+                if request.resource is not None and request.resource.group == rbac.RBAC_GROUP:
+                    self._policy = None  # rebuilt on the next request
         finally:
             self._inflight.discard(id(request))
+
+    # -- authentication and authorization -------------------------------------------------------
+    def authenticate(self, request: kmock.Request) -> User:
+        header = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = header.partition(" ")
+        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise kmock.KubernetesError(
+                status=401, reason="Unauthorized", message="Unauthorized", details={}
+            )
+        return user
+
+    def policy(self) -> Policy:
+        if self._policy is None:
+            objs: list[Any] = [
+                obj.raw
+                for (res, _ns, _name), obj in self.objects.items()
+                if res.group == rbac.RBAC_GROUP and not obj.deleted
+            ]
+            self._policy = Policy.of([*rbac.BOOTSTRAP, *objs])
+        return self._policy
+
+    def allowed(self, a: Attributes) -> bool:
+        return self.policy().authorize(a)
+
+    def check(self, a: Attributes, reason: str = "") -> None:
+        if reason or not self.allowed(a):
+            message = rbac.forbidden_message(a, reason)
+            self.denials.append(message)
+            raise kmock.KubernetesError(
+                status=403,
+                reason="Forbidden",
+                message=message,
+                details={"name": a.name, "group": a.api_group, "kind": a.resource}
+                if a.is_resource
+                else {},
+            )
+
+    def issue_token(self, namespace: str, name: str) -> str:
+        """A token for the ServiceAccount ``namespace/name`` (what TokenRequest returns)."""
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = User.service_account(namespace, name)
+        return token
+
+    def add_user(self, name: str, groups: Iterable[str] = ()) -> str:
+        """A token for a plain user (what a ``--token-auth-file`` line gives a real server)."""
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = User(name, (*groups, rbac.AUTHENTICATED))
+        return token
+
+    async def _special(
+        self, request: kmock.Request, a: Attributes
+    ) -> aiohttp.web.StreamResponse | None:
+        """The API endpoints that store nothing: TokenRequest and the access reviews."""
+        if a.verb != "create":
+            return None
+        if a.resource == "serviceaccounts" and a.subresource == "token" and not a.api_group:
+            assert request.resource is not None
+            sa_res = kmock.resource("", "v1", "serviceaccounts")
+            if self._stored((sa_res, a.namespace, a.name)) is None:
+                raise kmock.KubernetesError(
+                    status=404,
+                    reason="NotFound",
+                    message=f'serviceaccounts "{a.name}" not found',
+                    details={"name": a.name, "kind": "serviceaccounts"},
+                )
+            body = request.data if isinstance(request.data, dict) else {}
+            ttl = int((body.get("spec") or {}).get("expirationSeconds") or TOKEN_TTL)
+            expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl)
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "metadata": {"name": a.name, "namespace": a.namespace},
+                    "spec": {**(body.get("spec") or {}), "expirationSeconds": ttl},
+                    "status": {
+                        "token": self.issue_token(a.namespace, a.name),
+                        "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                },
+                status=201,
+            )
+        if a.api_group == "authorization.k8s.io" and a.resource in (
+            "selfsubjectaccessreviews",
+            "subjectaccessreviews",
+        ):
+            review = request.data if isinstance(request.data, dict) else {}
+            if request.body.startswith(PROTOBUF_MAGIC):
+                review = access_review_from_protobuf(request.body)
+            spec = review.get("spec") or {}
+            who = a.user
+            if a.resource == "subjectaccessreviews":
+                who = User(
+                    spec.get("user", ""), tuple(spec.get("groups") or ()), spec.get("uid", "")
+                )
+            ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+            if ra:
+                asked = Attributes(
+                    who,
+                    ra.get("verb", ""),
+                    ra.get("group", ""),
+                    ra.get("resource", ""),
+                    ra.get("subresource", ""),
+                    ra.get("namespace", ""),
+                    ra.get("name", ""),
+                )
+            else:
+                asked = Attributes(
+                    who, (nra or {}).get("verb", ""), path=(nra or {}).get("path", "")
+                )
+            ok = self.allowed(asked)
+            status: dict[str, Any] = {"allowed": ok}
+            if ok:
+                status["reason"] = "RBAC: allowed by a binding"
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": review.get("kind") or "SelfSubjectAccessReview",
+                    "metadata": {"creationTimestamp": None},
+                    "spec": spec,
+                    "status": status,
+                },
+                status=201,
+            )
+        return None
+
+    async def _check_escalation(self, request: kmock.Request, a: Attributes) -> None:
+        """``ConfirmNoEscalation`` and the ``bind`` check of the real RBAC storage."""
+        kind = RBAC_KINDS.get(a.resource) if a.api_group == rbac.RBAC_GROUP else None
+        if kind is None or a.subresource or a.verb not in ("create", "update", "patch"):
+            return
+        new = self._result(request)
+        if new is None:
+            return
+        ns = a.namespace or ((new.get("metadata") or {}).get("namespace") or "")
+        name = a.name or ((new.get("metadata") or {}).get("name") or "")
+        policy = self.policy()
+        if kind in ("Role", "ClusterRole"):
+            if self.allowed(
+                Attributes(a.user, "escalate", rbac.RBAC_GROUP, a.resource, "", ns, name)
+            ):
+                return
+            wanted = list(new.get("rules") or [])
+        else:
+            ref = new.get("roleRef") or {}
+            ref_res = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            bind_ns = ns if kind == "RoleBinding" else ""
+            bind = Attributes(
+                a.user, "bind", rbac.RBAC_GROUP, ref_res, "", bind_ns, ref.get("name", "")
+            )
+            if self.allowed(bind):
+                return
+            wanted = policy.referenced_rules({**new, "metadata": {"namespace": bind_ns}})
+        missing = rbac.uncovered(
+            policy.rules_for(a.user, ns if kind in ("Role", "RoleBinding") else ""), wanted
+        )
+        if missing:
+            what = "grant" if kind in ("Role", "ClusterRole") else "bind to a role that grants"
+            self.check(
+                Attributes(a.user, a.verb, a.api_group, a.resource, "", ns, name),
+                f"user {a.user.name!r} is attempting to {what} RBAC permissions not currently "
+                f"held: {rbac.describe_atoms(missing)}",
+            )
+
+    def _result(self, request: kmock.Request) -> dict[str, Any] | None:
+        """The object as it would be stored after this create or patch."""
+        if (
+            request.action == k8s_action.CREATE
+            or str(getattr(request.method, "value", "")).upper() == "PUT"
+        ):
+            return request.data if isinstance(request.data, dict) else None
+        stored = self._stored(self._key(request))
+        if stored is None:
+            return None
+        ctype = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+        if isinstance(request.data, list) or "json-patch" in ctype:
+            import jsonpatch
+
+            out: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(stored), request.data)
+            return out
+        merged: dict[str, Any] = merge_patch(copy.deepcopy(stored), request.data)
+        return merged
 
     async def _handle_strict(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is None or request.action not in (
@@ -237,6 +504,122 @@ class StrictEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)
 
 
+PROTOBUF_MAGIC = b"k8s\x00"
+_RESOURCE_ATTRS = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
+
+
+def _protobuf_fields(data: bytes) -> dict[int, list[bytes]]:
+    """The length-delimited fields of one protobuf message (varints are skipped). Hand-written:
+    client-go sends built-in types such as SelfSubjectAccessReview as protobuf, and the
+    message needs only these ~20 lines of the wire format, not a generated schema."""
+    out: dict[int, list[bytes]] = {}
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = data[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            varint()
+        elif wire == 2:
+            n = varint()
+            out.setdefault(field, []).append(data[i : i + n])
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not supported")
+    return out
+
+
+def access_review_from_protobuf(body: bytes) -> dict[str, Any]:
+    """A (Self)SubjectAccessReview sent as ``application/vnd.kubernetes.protobuf``, as JSON."""
+    unknown = _protobuf_fields(body[len(PROTOBUF_MAGIC) :])  # runtime.Unknown
+    review = _protobuf_fields((unknown.get(2) or [b""])[0])  # field 2: raw
+    spec_f = _protobuf_fields((review.get(2) or [b""])[0])
+    spec: dict[str, Any] = {}
+    if 1 in spec_f:
+        ra = _protobuf_fields(spec_f[1][0])
+        spec["resourceAttributes"] = {
+            k: ra[n + 1][0].decode() for n, k in enumerate(_RESOURCE_ATTRS) if n + 1 in ra
+        }
+    if 2 in spec_f:
+        nra = _protobuf_fields(spec_f[2][0])
+        spec["nonResourceAttributes"] = {
+            k: nra[n][0].decode() for n, k in ((1, "path"), (2, "verb")) if n in nra
+        }
+    # SubjectAccessReviewSpec: 3 user, 4 groups, 6 uid
+    if 3 in spec_f:
+        spec["user"] = spec_f[3][0].decode()
+    if 4 in spec_f:
+        spec["groups"] = [g.decode() for g in spec_f[4]]
+    return {"spec": spec}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (what kmock applies for merge and strategic patches)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def field_selector_name(selector: str) -> str:
+    """The name a ``metadata.name=X`` field selector pins (what RBAC resourceNames match)."""
+    parts = [p.strip() for p in selector.split(",") if p.strip()]
+    if len(parts) != 1:
+        return ""
+    key, op, value = parts[0].partition("==") if "==" in parts[0] else parts[0].partition("=")
+    if op and not key.endswith("!") and key.strip() == "metadata.name":
+        return value.strip()
+    return ""
+
+
+def attributes(request: kmock.Request, user: User) -> Attributes:
+    """The authorizer's view of a request (``RequestInfo``)."""
+    method = str(getattr(request.method, "value", request.method)).upper()
+    if request.resource is None or request.resource.plural is None:
+        return Attributes(user, method.lower(), path=request.url.path or "/")
+    name = request.name or ""
+    if method == "GET":
+        if str(request.params.get("watch", "")).lower() in ("true", "1"):
+            verb = "watch"
+        else:
+            verb = "get" if name else "list"
+    elif method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    else:
+        verb = _METHOD_VERB.get(method, method.lower())
+    if verb in ("list", "watch", "deletecollection"):
+        name = field_selector_name(request.params.get("fieldSelector", "")) or name
+    return Attributes(
+        user,
+        verb,
+        request.resource.group or "",
+        request.resource.plural,
+        request.subresource or "",
+        request.namespace or "",
+        name,
+    )
+
+
 def _conflict(key: Any, expected: object, current: object) -> kmock.KubernetesError:
     return kmock.KubernetesError(
         status=409,
@@ -283,8 +666,21 @@ def register_crds(k8s: kmock.KubernetesEmulator, crds: Iterable[Mapping[str, Any
 class EmulatorThread:
     """The strict emulator on 127.0.0.1, served from a background thread with its own loop."""
 
-    def __init__(self, crds: Iterable[Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        crds: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        secure: bool = False,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        """``secure``: authenticate and authorize every request (see the module docstring)."""
         self._crds = list(crd_documents() if crds is None else crds)
+        self.secure = secure
+        self._host = host
+        self._port = port
+        self.ca_file: Path | None = None  # secure: the CA of the emulator's HTTPS certificate
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -303,7 +699,19 @@ class EmulatorThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with StrictEmulator() as k8s, kmock.Server(k8s, host="127.0.0.1") as srv:
+        server_kw: dict[str, Any] = {"host": self._host}
+        if self._port:
+            server_kw["port"] = self._port
+        if self.secure:
+            # HTTPS: kubectl (client-go) sends a bearer token over TLS only.
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="rotor-kubeemu-")
+            ca, cert, key = make_certs(Path(self._tls_dir.name), "rotor-kube-emulator")
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cert, key)
+            self.ca_file = ca
+            server_kw["server_cls"] = _tls_server(ctx)
+        async with StrictEmulator() as k8s, kmock.Server(k8s, **server_kw) as srv:
+            k8s.secure = self.secure
             with warnings.catch_warnings():  # kmock 0.8 uses importlib.resources.read_binary
                 warnings.simplefilter("ignore", DeprecationWarning)
                 k8s.resources.load_bundled()
@@ -323,6 +731,15 @@ class EmulatorThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(STARTUP_TIMEOUT)
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What a client needs to trust the emulator (None: plain HTTP)."""
+        if self.ca_file is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def __enter__(self) -> EmulatorThread:
         return self.start()
@@ -330,10 +747,63 @@ class EmulatorThread:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def configuration(self) -> client.Configuration:
+    @property
+    def admin_token(self) -> str:
+        assert self.k8s is not None
+        return self.k8s.admin_token
+
+    def configuration(self, token: str | None = None) -> client.Configuration:
+        """A ``kubernetes`` client configuration with ``token`` (default: the admin's)."""
         cfg = client.Configuration()
         cfg.host = self.url
+        cfg.api_key["authorization"] = token or self.admin_token
+        cfg.api_key_prefix["authorization"] = "Bearer"
+        if self.ca_file is not None:
+            cfg.ssl_ca_cert = str(self.ca_file)
         return cfg
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(k8s, *args)`` on the emulator's loop (its state is not thread-safe)."""
+        k8s, loop = self.k8s, self._loop
+        assert k8s is not None
+        assert loop is not None
+
+        async def run() -> Any:
+            return fn(k8s, *args)
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(STARTUP_TIMEOUT)
+
+    def issue_token(self, namespace: str, name: str) -> str:
+        """A service-account token (as TokenRequest would issue; the account need not exist)."""
+        token: str = self.call(lambda k8s: k8s.issue_token(namespace, name))
+        return token
+
+    def add_user(self, name: str, groups: Iterable[str] = ()) -> str:
+        """A bearer token for the user ``name`` in ``groups`` (a static token)."""
+        token: str = self.call(lambda k8s: k8s.add_user(name, groups))
+        return token
+
+    def write_kubeconfig(self, path: Path, token: str | None = None, user: str = "admin") -> Path:
+        """A kubeconfig for this emulator and ``token`` (default: the admin's), mode 0600."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cluster: dict[str, str] = {"server": self.url}
+        if self.ca_file is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(
+                self.ca_file.read_bytes()
+            ).decode()
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "rotor-emulator", "cluster": cluster}],
+            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
+            "contexts": [
+                {"name": "rotor-emulator", "context": {"cluster": "rotor-emulator", "user": user}}
+            ],
+            "current-context": "rotor-emulator",
+        }
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.chmod(0o600)
+        return path
 
     def api_client(self) -> client.ApiClient:
         return client.ApiClient(self.configuration())
@@ -354,6 +824,18 @@ class EmulatorThread:
             ]
 
         return asyncio.run_coroutine_threadsafe(grab(), loop).result(STARTUP_TIMEOUT)
+
+
+def _tls_server(ctx: ssl.SSLContext) -> type[aiohttp.test_utils.RawTestServer]:
+    """kmock's server class, serving TLS with ``ctx`` (kmock itself starts it without)."""
+
+    class TLSRawTestServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(
+            self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+        ) -> None:
+            await super().start_server(loop, ssl=ctx, **kwargs)
+
+    return TLSRawTestServer
 
 
 def iter_items(objs: Iterable[Mapping[str, Any]], namespace: str) -> Iterator[Mapping[str, Any]]:

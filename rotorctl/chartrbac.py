@@ -1,0 +1,68 @@
+"""The identities and permissions of Rotor's parts, rendered from charts/rotor (never copied):
+the ServiceAccounts, ClusterRoles, Roles and their bindings the chart installs, and its
+MutatingWebhookConfiguration. The harness applies them to the emulator and runs the controller
+and the webhook under those ServiceAccounts.
+
+Rendering needs ``helm-python-sdk`` (in the ``demo`` and ``dev`` extras) and the chart folder of
+a source checkout (an editable install)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+
+CHART = Path(__file__).resolve().parent.parent / "charts" / "rotor"
+RELEASE = "rotor"
+IDENTITY_KINDS = (
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+)
+CONTROLLER_SA = f"{RELEASE}-controller"
+WEBHOOK_SA = f"{RELEASE}-webhook"
+WEBHOOK_CONFIG = f"{RELEASE}-webhook"
+
+
+class ChartUnavailable(RuntimeError):
+    """The chart or helm-python-sdk is missing (the message says how to get them)."""
+
+
+def render(namespace: str, values: Mapping[str, Any] | None = None) -> list[Obj]:
+    """Every object the chart renders for release ``rotor`` in ``namespace``."""
+    if not (CHART / "Chart.yaml").exists():
+        raise ChartUnavailable(
+            f"the chart is not at {CHART}: run from a source checkout "
+            "(pip install -e '.[demo]') so the real RBAC can be rendered"
+        )
+    try:
+        import helm_python as helm
+    except ImportError:
+        raise ChartUnavailable(
+            "helm-python-sdk is not installed: pip install 'kube-rotor[demo]'"
+        ) from None
+    files = helm.Chart.load(CHART).render(dict(values or {}), name=RELEASE, namespace=namespace)
+    out: list[Obj] = []
+    for path, text in sorted(files.items()):
+        if path.endswith(".yaml"):
+            out.extend(d for d in yaml.safe_load_all(text) if d)
+    return out
+
+
+def identities(namespace: str, values: Mapping[str, Any] | None = None) -> list[Obj]:
+    """The chart's ServiceAccounts and RBAC objects, in an order a cluster accepts them."""
+    docs = render(namespace, values)
+    return [d for kind in IDENTITY_KINDS for d in docs if d.get("kind") == kind]
+
+
+def webhook_configuration(namespace: str, values: Mapping[str, Any] | None = None) -> Obj:
+    for d in render(namespace, values):
+        if d.get("kind") == "MutatingWebhookConfiguration":
+            return d
+    raise ChartUnavailable("the chart rendered no MutatingWebhookConfiguration")

@@ -1,0 +1,328 @@
+"""Kubernetes RBAC, as the real API server evaluates it, for the emulator (:mod:`rotorctl.kubeemu`).
+
+A port of the parts of ``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go`` and
+``plugin/pkg/auth/authorizer/rbac`` the emulator needs (no library implements RBAC in Python):
+
+* :func:`rule_allows`: a PolicyRule against request attributes - apiGroups, resources with
+  ``resource/subresource`` and ``*/subresource``, verbs, ``*``, resourceNames (which can only
+  match a request that names an object; a list or watch names one only through a
+  ``metadata.name`` field selector), nonResourceURLs with a trailing ``*``;
+* :meth:`Policy.authorize`: the rules of every ClusterRoleBinding and (in the request's
+  namespace) RoleBinding whose subjects apply to the user - User, Group, ServiceAccount (a
+  binding's namespace is the default of a ServiceAccount subject's);
+* :func:`uncovered`: the escalation check (``ConfirmNoEscalation``): the rules a requester would
+  grant but does not hold itself;
+* :func:`forbidden_message`: the 403 text the real server writes.
+
+Not implemented: aggregated ClusterRoles (``aggregationRule``), impersonation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = dict[str, Any]
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+MASTERS = "system:masters"
+AUTHENTICATED = "system:authenticated"
+SA_PREFIX = "system:serviceaccount:"
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated identity: the username and groups the real server would give it."""
+
+    name: str
+    groups: tuple[str, ...] = (AUTHENTICATED,)
+    uid: str = ""
+
+    @classmethod
+    def service_account(cls, namespace: str, name: str, uid: str = "") -> User:
+        return cls(
+            f"{SA_PREFIX}{namespace}:{name}",
+            ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED),
+            uid,
+        )
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a request asks for (``authorizer.Attributes``); ``path`` is set for non-resource
+    requests (``/version``, ``/apis``), ``api_group``/``resource`` for resource ones."""
+
+    user: User
+    verb: str
+    api_group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    path: str = ""
+
+    @property
+    def is_resource(self) -> bool:
+        return not self.path
+
+
+def _has(values: Sequence[str] | None, wanted: str) -> bool:
+    vals = values or ()
+    return "*" in vals or wanted in vals
+
+
+def resource_matches(rule: Mapping[str, Any], resource: str, subresource: str) -> bool:
+    combined = f"{resource}/{subresource}" if subresource else resource
+    for r in rule.get("resources") or ():
+        if r in ("*", combined):
+            return True
+        if subresource and r == f"*/{subresource}":
+            return True
+    return False
+
+
+def _url_matches(rule: Mapping[str, Any], path: str) -> bool:
+    for u in rule.get("nonResourceURLs") or ():
+        if u == "*" or u == path or (u.endswith("*") and path.startswith(u[:-1])):
+            return True
+    return False
+
+
+def rule_allows(rule: Mapping[str, Any], a: Attributes) -> bool:
+    """``RuleAllows``: does this PolicyRule allow the request?"""
+    if not _has(rule.get("verbs"), a.verb):
+        return False
+    if not a.is_resource:
+        return _url_matches(rule, a.path)
+    if not _has(rule.get("apiGroups"), a.api_group):
+        return False
+    if not resource_matches(rule, a.resource, a.subresource):
+        return False
+    names = rule.get("resourceNames") or ()
+    return not names or (bool(a.name) and a.name in names)
+
+
+def subject_applies(subject: Mapping[str, Any], user: User, binding_namespace: str) -> bool:
+    kind = subject.get("kind")
+    name = subject.get("name", "")
+    if kind == "User":
+        return bool(name == user.name)
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        ns = subject.get("namespace") or binding_namespace
+        return bool(ns) and user.name == f"{SA_PREFIX}{ns}:{name}"
+    return False
+
+
+@dataclass
+class Policy:
+    """The RBAC objects stored in the API server, indexed for authorization."""
+
+    cluster_roles: dict[str, Obj] = field(default_factory=dict)
+    roles: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    cluster_role_bindings: list[Obj] = field(default_factory=list)
+    role_bindings: dict[str, list[Obj]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, objects: Iterable[Mapping[str, Any]]) -> Policy:
+        p = cls()
+        for obj in objects:
+            kind = obj.get("kind")
+            m = obj.get("metadata") or {}
+            name, ns = m.get("name", ""), m.get("namespace", "")
+            if kind == "ClusterRole":
+                p.cluster_roles[name] = dict(obj)
+            elif kind == "Role":
+                p.roles[(ns, name)] = dict(obj)
+            elif kind == "ClusterRoleBinding":
+                p.cluster_role_bindings.append(dict(obj))
+            elif kind == "RoleBinding":
+                p.role_bindings.setdefault(ns, []).append(dict(obj))
+        return p
+
+    def _role_rules(self, ref: Mapping[str, Any], namespace: str) -> list[Obj]:
+        if ref.get("kind") == "ClusterRole":
+            role = self.cluster_roles.get(ref.get("name", ""))
+        else:
+            role = self.roles.get((namespace, ref.get("name", "")))
+        return list((role or {}).get("rules") or [])
+
+    def rules_for(self, user: User, namespace: str) -> Iterator[Obj]:
+        """Every rule that applies to ``user`` in ``namespace`` ("" = cluster scope only)."""
+        for b in self.cluster_role_bindings:
+            if any(subject_applies(s, user, "") for s in b.get("subjects") or ()):
+                yield from self._role_rules(b.get("roleRef") or {}, "")
+        if namespace:
+            for b in self.role_bindings.get(namespace, ()):
+                if any(subject_applies(s, user, namespace) for s in b.get("subjects") or ()):
+                    yield from self._role_rules(b.get("roleRef") or {}, namespace)
+
+    def authorize(self, a: Attributes) -> bool:
+        return any(rule_allows(r, a) for r in self.rules_for(a.user, a.namespace))
+
+    def referenced_rules(self, binding: Mapping[str, Any]) -> list[Obj]:
+        ns = (binding.get("metadata") or {}).get("namespace", "")
+        return self._role_rules(binding.get("roleRef") or {}, ns)
+
+
+def _atoms(rule: Mapping[str, Any]) -> Iterator[Obj]:
+    """A rule broken into one-group, one-resource, one-verb, one-name rules (``BreakdownRule``)."""
+    verbs = rule.get("verbs") or ()
+    for group in rule.get("apiGroups") or ():
+        for resource in rule.get("resources") or ():
+            for verb in verbs:
+                for name in rule.get("resourceNames") or [""]:
+                    yield {"g": group, "r": resource, "v": verb, "n": name}
+    for url in rule.get("nonResourceURLs") or ():
+        for verb in verbs:
+            yield {"u": url, "v": verb}
+
+
+def _resource_covers(owner: str, wanted: str) -> bool:
+    if owner in ("*", wanted):
+        return True
+    o_res, _, o_sub = owner.partition("/")
+    w_res, _, w_sub = wanted.partition("/")
+    if o_sub == "*" and w_sub and o_res == w_res:
+        return True
+    return bool(o_res == "*" and o_sub and o_sub == w_sub)
+
+
+def _covers(owner: Mapping[str, Any], atom: Mapping[str, str]) -> bool:
+    if not _has(owner.get("verbs"), atom["v"]):
+        return False
+    if "u" in atom:
+        return any(
+            u == "*" or u == atom["u"] or (u.endswith("*") and atom["u"].startswith(u[:-1]))
+            for u in owner.get("nonResourceURLs") or ()
+        )
+    if not _has(owner.get("apiGroups"), atom["g"]):
+        return False
+    if not any(_resource_covers(r, atom["r"]) for r in owner.get("resources") or ()):
+        return False
+    names = owner.get("resourceNames") or ()
+    return not names or (bool(atom["n"]) and atom["n"] in names)
+
+
+def uncovered(
+    owner_rules: Iterable[Mapping[str, Any]], wanted: Iterable[Mapping[str, Any]]
+) -> list[Obj]:
+    """The parts of ``wanted`` that no rule of ``owner_rules`` covers (``[]``: no escalation)."""
+    owned = list(owner_rules)
+    missing: list[Obj] = []
+    for rule in wanted:
+        for atom in _atoms(rule):
+            if not any(_covers(o, atom) for o in owned):
+                missing.append(atom)
+    return missing
+
+
+def describe_atoms(atoms: Iterable[Mapping[str, str]]) -> str:
+    out = []
+    for a in atoms:
+        if "u" in a:
+            out.append(f"{{NonResourceURLs:[{a['u']}], Verbs:[{a['v']}]}}")
+        else:
+            names = f", ResourceNames:[{a['n']}]" if a["n"] else ""
+            out.append(
+                f"{{APIGroups:[{a['g']!r}], Resources:[{a['r']!r}]{names}, Verbs:[{a['v']!r}]}}"
+            )
+    return ", ".join(out)
+
+
+def qualified(resource: str, group: str) -> str:
+    return f"{resource}.{group}" if group else resource
+
+
+def forbidden_message(a: Attributes, reason: str = "") -> str:
+    """The real server's text: ``secrets "db" is forbidden: User "..." cannot get resource
+    "secrets" in API group "" in the namespace "shop"``."""
+    who = f'User "{a.user.name}"'
+    if not a.is_resource:
+        return f'forbidden: {who} cannot {a.verb} path "{a.path}"' + (
+            f": {reason}" if reason else ""
+        )
+    res = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
+    head = qualified(res, a.api_group)
+    head = f'{head} "{a.name}" is forbidden' if a.name else f"{head} is forbidden"
+    where = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
+    text = f'{head}: {who} cannot {a.verb} resource "{res}" in API group "{a.api_group}" {where}'
+    return text + (f": {reason}" if reason else "")
+
+
+# The roles every cluster is bootstrapped with that Rotor's parts and a kubectl user rely on
+# (from the real server's bootstrap policy, trimmed to what is emulated).
+BOOTSTRAP: list[Obj] = [
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "cluster-admin"},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]},
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "cluster-admin"},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": MASTERS}],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:discovery"},
+        "rules": [
+            {
+                "nonResourceURLs": [
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+                "verbs": ["get"],
+            }
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:discovery"},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "system:discovery"},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED}],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:basic-user"},
+        "rules": [
+            {
+                "apiGroups": ["authorization.k8s.io"],
+                "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                "verbs": ["create"],
+            },
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["selfsubjectreviews"],
+                "verbs": ["create"],
+            },
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:basic-user"},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "system:basic-user"},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED}],
+    },
+]
