@@ -48,6 +48,7 @@ from agent.engine import Clock, SecretRotator, SystemClock, drain_notifications
 from agent.files import AtomicWriter, files_for, value_files
 from agent.hooks import ApplyHook, Reloader
 from agent.kube import (
+    Forbidden,
     KubeClient,
     KubeConfig,
     rotating_secrets_path,
@@ -300,14 +301,25 @@ def _background(coro: Awaitable[Any]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
-async def _retrying(what: str, run: Callable[[], Awaitable[None]], settings: AgentSettings) -> None:
-    """Run ``run`` again after each failure, with exponential backoff (never gives up)."""
+async def _retrying(
+    what: str,
+    run: Callable[[], Awaitable[None]],
+    settings: AgentSettings,
+    denied: Callable[[], None] | None = None,
+) -> None:
+    """Run ``run`` again after each failure, with exponential backoff (never gives up).
+    ``denied`` is called on each 401/403 (the agent's metric of refused API calls)."""
     failures = 0
     while True:
         try:
             await run()
             failures = 0
             continue
+        except Forbidden as e:
+            text = f"{e} (refused by the API: this pod's service account lacks the permission; "
+            text += "an admin approves the grant with `rotor acl approve`)"
+            if denied is not None:
+                denied()
         except (RotorError, OSError) as e:
             text = str(e)
         except Exception as e:  # a bug must not stop the agent silently: log it, go on
@@ -391,8 +403,18 @@ class RwSecret:
     async def run(self) -> None:
         try:
             await asyncio.gather(
-                _retrying(f"follow RotatingSecret {self.ref}", self._follow_spec, self.settings),
-                _retrying(f"follow source Secret {self.ref}", self._follow_source, self.settings),
+                _retrying(
+                    f"follow RotatingSecret {self.ref}",
+                    self._follow_spec,
+                    self.settings,
+                    self.metrics.api_denied.labels(self.ref.name).inc,
+                ),
+                _retrying(
+                    f"follow source Secret {self.ref}",
+                    self._follow_source,
+                    self.settings,
+                    self.metrics.api_denied.labels(self.ref.name).inc,
+                ),
             )
         finally:
             await self._stop_engine()
@@ -453,7 +475,12 @@ class RwSecret:
                 self.store.on_request = self.rotator.request_rotation
             self.mirror.forget()
             self._engine = asyncio.ensure_future(
-                _retrying(f"rotate {self.ref}", self._run_engine, self.settings)
+                _retrying(
+                    f"rotate {self.ref}",
+                    self._run_engine,
+                    self.settings,
+                    self.metrics.api_denied.labels(self.ref.name).inc,
+                )
             )
         elif not (me and self.spec is not None) and self.writing:
             log.info("writer of %s: %s, not this pod", self.ref, self.writer or "none named")
@@ -519,7 +546,12 @@ class RoSecret:
         return self.mirror.ready
 
     async def run(self) -> None:
-        await _retrying(f"follow view {self.namespace}/{self.view}", self._follow, self.settings)
+        await _retrying(
+            f"follow view {self.namespace}/{self.view}",
+            self._follow,
+            self.settings,
+            self.mirror.metrics.api_denied.labels(self.mirror.name).inc,
+        )
 
     async def _follow(self) -> None:
         async for obj in self.kube.follow(secrets_path(self.namespace), self.view):

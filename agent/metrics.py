@@ -88,6 +88,12 @@ class AgentMetrics:
             ["secret", "method", "result"],
             registry=registry,
         )
+        self.api_denied = Counter(
+            "rotor_agent_api_denied",
+            "Kubernetes API calls refused with 401/403 (the service account lacks the permission).",
+            ["secret"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "rotor_agent_secret_ready",
             "1 once the secret's files are written, else 0.",

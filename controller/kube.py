@@ -42,9 +42,19 @@ REQUEST_TIMEOUT = 30.0
 Obj = dict[str, Any]
 
 
-def api_error(status: int, reason: str, what: str) -> Exception:
+class ForbiddenError(PermanentError):
+    """401/403: the controller's identity lacks a permission (the message names it, as the API
+    server's Status does: user, verb, resource, group, namespace)."""
+
+
+def api_error(status: int, reason: str, what: str, message: str = "") -> Exception:
     """The rotor error for an HTTP status (0: no answer at all)."""
     text = f"{what}: HTTP {status} {reason}".strip()
+    if status in (401, 403):
+        return ForbiddenError(
+            f"{text}: {message or 'refused'} (the controller's ServiceAccount lacks this "
+            "permission: compare its ClusterRole with the chart's)"
+        )
     if status == 404:
         return NotFoundError(text)
     if status == 409:
@@ -88,7 +98,10 @@ def mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except ApiException as e:
-        raise api_error(int(e.status or 0), str(e.reason or ""), what) from None
+        message = ""
+        with suppress(ValueError, AttributeError, TypeError):
+            message = str(json.loads(e.body or b"{}").get("message") or "")
+        raise api_error(int(e.status or 0), str(e.reason or ""), what, message) from None
     except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, reset, timed out
         raise UnavailableError(f"{what}: {connection_problem(e)}") from None
 
@@ -192,10 +205,12 @@ class Kube:
             )
             raw: bytes = resp.read()  # type: ignore[no-untyped-call]
         if resp.status >= 400:
-            reason = resp.reason or ""
+            reason, message = resp.reason or "", ""
             with suppress(ValueError, AttributeError):
-                reason = json.loads(raw).get("reason", reason)
-            raise api_error(resp.status, reason, f"{method} {url_path}")
+                body = json.loads(raw)
+                reason = body.get("reason", reason)
+                message = str(body.get("message") or "")
+            raise api_error(resp.status, reason, f"{method} {url_path}", message)
         if not raw:
             return {}
         out = json.loads(raw)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller import aclrequests, decide, ownerchain
 from controller.certsync import CERT_POLL, sync_certs
-from controller.kube import Kube, Obj, path
+from controller.kube import ForbiddenError, Kube, Obj, path
 from controller.metrics import Metrics
 from controller.model import (
     FINALIZER,
@@ -76,6 +76,7 @@ log = logging.getLogger("rotor.controller")
 
 RBAC = "rbac.authorization.k8s.io/v1"
 RETRY_DELAY = 2.0
+FORBIDDEN_DELAY = 30.0  # a missing permission is fixed by a person: no tight retry loop
 CONFLICT_DELAY = 0.5
 HOLD_RETRY_MIN = 1.0
 HOLD_RETRY_MAX = 60.0
@@ -309,6 +310,14 @@ class Controller:
             self.metrics.reconciles.labels("conflict").inc()
             log.info("reconcile %s: %s (retrying)", ref, e)
             self._retry_later(ref, CONFLICT_DELAY)
+        except ForbiddenError as e:
+            self.metrics.reconciles.labels("error").inc()
+            self.metrics.errors.labels("forbidden").inc()
+            log.error("reconcile %s: %s; retrying in %.0fs", ref, e, FORBIDDEN_DELAY)
+            obs = self.index.rsecs.get(ref)
+            if obs is not None:
+                await self.report_forbidden(obs, str(e))
+            self._retry_later(ref, FORBIDDEN_DELAY)
         except RotorError as e:
             self.metrics.reconciles.labels("error").inc()
             self.metrics.errors.labels("api").inc()
@@ -731,11 +740,19 @@ class Controller:
 
     async def seed_rbac(self) -> None:
         """Learn the Roles and RoleBindings made before (by an earlier leader), so grants revoked
-        meanwhile are removed too. Filtered on the client side as well."""
+        meanwhile are removed too. Filtered on the client side as well. Refused (the ClusterRole
+        lacks the right): logged and counted, and the controller goes on - each reconcile then
+        reports the missing permission on its RotatingSecret."""
         for kind, plural in (("Role", "roles"), ("RoleBinding", "rolebindings")):
-            for obj in await self.kube.aitems(
-                path(RBAC, plural), f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-            ):
+            try:
+                found = await self.kube.aitems(
+                    path(RBAC, plural), f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+                )
+            except ForbiddenError as e:
+                self.metrics.errors.labels("forbidden").inc()
+                log.error("cannot learn the %s made before: %s", plural, e)
+                continue
+            for obj in found:
                 if not is_managed(obj):
                     continue
                 m = meta(obj)
@@ -833,6 +850,19 @@ class Controller:
                 status=status_digest(result.get("status") or body),
                 resource_version=str(meta(result).get("resourceVersion") or ""),
             )
+
+    async def report_forbidden(self, obs: RotatingSecretObs, message: str) -> None:
+        """A refused API call: the condition ``Reconciled=False`` (reason ``Forbidden``, the
+        message naming the permission) and an Event, each as far as the permissions allow. The
+        next successful status write drops the condition again."""
+        observed = [c for c in obs.status.condition_dicts() if c.get("type") != "Reconciled"]
+        cond = st.Condition("Reconciled", "False", "Forbidden", message)
+        conditions = [*observed, *st.merge_conditions([], [cond], self.clock())]
+        url = path(API, "rotatingsecrets", obs.ref.namespace, obs.ref.name, "status")
+        with contextlib.suppress(RotorError):
+            await self.kube.apatch(url, {"status": {"conditions": conditions}})
+        with contextlib.suppress(RotorError):
+            await self.event(obs, "Forbidden", message)
 
     async def event(
         self, obs: RotatingSecretObs, reason: str, message: str, type_: str = "Warning"
