@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jsonpatch
-
 from rotor import API
 from rotorctl import chartrbac
 from rotorctl.kubeemu import EmulatorThread
@@ -384,11 +382,14 @@ class System:
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         rbac_filter: Callable[[list[Obj]], list[Obj]] | None = None,
+        failure_policy: str = "Ignore",
     ) -> None:
         """``cancel``: when set (e.g. by a signal handler), waits while starting stop at once.
         ``rbac_filter``: changes the chart's rendered identities before they are applied."""
         self.rbac_filter = rbac_filter
+        self.failure_policy = failure_policy
         self.chart_identities: list[Obj] = []
+        self.webhook_config: Obj = {}
         self.workdir = workdir
         self.want_vault = vault
         self.acl_poll = acl_poll
@@ -434,6 +435,13 @@ class System:
             self.ensure_namespace(ns)
         self.progress("applying the chart's ServiceAccounts and RBAC (rendered from charts/rotor)")
         self.apply_identities()
+        try:
+            self.webhook_config = chartrbac.webhook_configuration(
+                ROTOR_NAMESPACE, {"webhook": {"failurePolicy": self.failure_policy}}
+            )
+        except chartrbac.ChartUnavailable as e:
+            raise HarnessError(str(e)) from None
+        self.api.ensure(self.webhook_config)
         self.api.create(
             {
                 "apiVersion": "v1",
@@ -516,8 +524,18 @@ class System:
         env["ROTOR_LOG_LEVEL"] = self.log_level
         return env
 
+    def _webhook_service(self) -> tuple[str, str]:
+        hooks = self.webhook_config.get("webhooks") or [{}]
+        svc = (hooks[0].get("clientConfig") or {}).get("service") or {}
+        return str(svc.get("namespace") or ROTOR_NAMESPACE), str(svc.get("name") or "")
+
     def start_webhook(self) -> None:
-        self.ca, cert, key = make_certs(self.workdir / "webhook-tls")
+        svc_ns, svc = self._webhook_service()
+        self.ca, cert, key = make_certs(
+            self.workdir / "webhook-tls",
+            "rotor-webhook",
+            (f"{svc}.{svc_ns}.svc", f"{svc}.{svc_ns}.svc.cluster.local"),
+        )
         self.webhook_port = self.webhook_port or free_port()
         self.webhook_metrics_port = self.webhook_metrics_port or free_port()
         env = self._base_env() | {
@@ -533,6 +551,24 @@ class System:
         ).start()
         wait_for(
             lambda: self._webhook_healthy(), "the webhook's /healthz over TLS", cancel=self.cancel
+        )
+        # What the Service, kube-proxy and cert-manager's cainjector do in a cluster: the API
+        # reaches the Service at this port and trusts this CA (caBundle).
+        assert self.emulator is not None
+        port = self.webhook_port
+        self.emulator.call(
+            lambda k8s: k8s.admission.endpoints.__setitem__((svc_ns, svc), f"127.0.0.1:{port}")
+        )
+        name = self.webhook_config["metadata"]["name"]
+        bundle = base64.b64encode(self.ca.read_bytes()).decode()
+        self.api.request(
+            "PATCH",
+            f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+            [
+                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+                for i in range(len(self.webhook_config.get("webhooks") or []))
+            ],
+            "application/json-patch+json",
         )
 
     def _webhook_healthy(self) -> bool:
@@ -807,12 +843,11 @@ class System:
         )
         return Workload(namespace, name, sa, dict(annotations), rs_name)
 
-    def add_pod(
-        self, w: Workload, *, admit: bool = True, extra_env: Mapping[str, str] | None = None
-    ) -> Pod:
-        """A pod of ``w`` as its ReplicaSet would make it: admitted by the webhook (unless
-        ``admit`` is False: the webhook is down and failurePolicy is Ignore), created in the
-        emulator, its agent started, and marked Ready once the agent is ready."""
+    def add_pod(self, w: Workload, *, extra_env: Mapping[str, str] | None = None) -> Pod:
+        """A pod of ``w`` as its ReplicaSet would make it: created in the emulator (which calls
+        the webhook, as its MutatingWebhookConfiguration says), its agent started, and marked
+        Ready once the agent is ready. The API's refusal (failurePolicy Fail with the webhook
+        down, or a denial) raises :class:`ApiError`."""
         rs = self.api.get("apps/v1", "replicasets", w.namespace, w.replica_set)
         assert rs is not None
         name = f"{w.replica_set}-{uuid.uuid4().hex[:5]}"
@@ -829,8 +864,6 @@ class System:
             },
             "spec": json.loads(json.dumps(tmpl["spec"])),
         }
-        if admit:
-            pod = self.admit(pod)
         created = self.api.create(pod)
         p = Pod(w.namespace, name, created, self.workdir / "pods" / name)
         self.pods[name] = p
@@ -841,38 +874,6 @@ class System:
         else:
             self._set_pod_status(p, ready=True)  # nothing holds the app back
         return p
-
-    def admit(self, pod: Obj) -> Obj:
-        """POST an AdmissionReview to the webhook and apply its JSONPatch, as the API server."""
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": pod["metadata"]["namespace"],
-                "operation": "CREATE",
-                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                "object": pod,
-            },
-        }
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{self.webhook_port}/mutate",
-            data=json.dumps(review).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:  # noqa: S310
-            answer = json.loads(r.read())
-        resp = answer["response"]
-        if not resp.get("allowed"):
-            raise HarnessError(f"denied at admission: {(resp.get('status') or {}).get('message')}")
-        if resp.get("patch"):
-            ops = json.loads(base64.b64decode(resp["patch"]))
-            pod = jsonpatch.apply_patch(pod, ops)
-        return pod
 
     def _set_pod_status(self, p: Pod, ready: bool) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

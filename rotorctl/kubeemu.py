@@ -74,11 +74,13 @@ from kubernetes import client
 
 from rotor.crd import all_crds
 from rotorctl import rbac
+from rotorctl.admission import Admission, AdmissionRefused
 from rotorctl.rbac import Attributes, Policy, User
 from rotorctl.tls import make_certs
 
 STARTUP_TIMEOUT = 10.0
 ADMIN_USER = "rotor-admin"
+ADMISSION_GROUP = "admissionregistration.k8s.io"
 TOKEN_TTL = 3600
 RBAC_KINDS = {
     "roles": "Role",
@@ -173,6 +175,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
         }
         self._policy: Policy | None = None
         self.denials: list[str] = []  # every 403 message, for tests and the demo's log
+        self.admission = Admission(self._webhook_configs, self._namespace_labels)
+        self._webhooks: list[dict[str, Any]] | None = None
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         """A Status body as the real server writes it (kmock adds a server traceback)."""
@@ -260,14 +264,18 @@ class StrictEmulator(kmock.KubernetesEmulator):
             if special is not None:
                 return special
             await self._check_escalation(request, a)
+            await self._admit(request, a)
             try:
                 response = await self._handle_strict(request)
                 if request.action == k8s_action.CREATE and response.status == 200:
                     response.set_status(201)  # Created, as the real server answers
                 return response
             finally:
-                if request.resource is not None and request.resource.group == rbac.RBAC_GROUP:
+                group = request.resource.group if request.resource is not None else None
+                if group == rbac.RBAC_GROUP:
                     self._policy = None  # rebuilt on the next request
+                elif group == ADMISSION_GROUP:
+                    self._webhooks = None
         finally:
             self._inflight.discard(id(request))
 
@@ -433,6 +441,63 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 f"user {a.user.name!r} is attempting to {what} RBAC permissions not currently "
                 f"held: {rbac.describe_atoms(missing)}",
             )
+
+    def _webhook_configs(self) -> list[dict[str, Any]]:
+        """The stored MutatingWebhookConfigurations (cached until one is written)."""
+        if self._webhooks is None:
+            self._webhooks = [
+                copy.deepcopy(obj.raw)
+                for (res, _ns, _name), obj in self.objects.items()
+                if res.group == ADMISSION_GROUP
+                and res.plural == "mutatingwebhookconfigurations"
+                and not obj.deleted
+            ]
+        return self._webhooks
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        """A namespace's labels; the real server always sets kubernetes.io/metadata.name."""
+        return {"kubernetes.io/metadata.name": namespace}
+
+    async def _admit(self, request: kmock.Request, a: Attributes) -> None:
+        """Mutating admission (:mod:`rotorctl.admission`) of a create or an update."""
+        if request.resource is None or a.verb not in ("create", "update", "patch"):
+            return
+        if not self._webhook_configs():
+            return
+        operation = "CREATE" if a.verb == "create" else "UPDATE"
+        old = None if operation == "CREATE" else self._stored(self._key(request))
+        obj = self._result(request)
+        if obj is None or not isinstance(request.data, (dict, list)):
+            return
+        try:
+            admitted = await self.admission.admit(
+                copy.deepcopy(obj),
+                copy.deepcopy(old) if old is not None else None,
+                operation,
+                request.resource.group or "",
+                request.resource.version or "",
+                a.resource,
+                a.subresource,
+                a.namespace or ((obj.get("metadata") or {}).get("namespace") or ""),
+                a.user,
+                str(obj.get("kind") or ""),
+            )
+        except AdmissionRefused as e:
+            raise kmock.KubernetesError(
+                status=e.code, reason=e.reason, message=e.message, details={}
+            ) from None
+        if admitted == obj:
+            return
+        if operation == "CREATE":
+            assert isinstance(request.data, dict)
+            request.data.clear()
+            request.data.update(admitted)
+        else:  # the mutated object replaces the patch: a merge patch of the whole object
+            meta = admitted.setdefault("metadata", {})
+            meta.pop("resourceVersion", None)
+            if isinstance(request.data, dict):
+                request.data.clear()
+                request.data.update(admitted)
 
     def _result(self, request: kmock.Request) -> dict[str, Any] | None:
         """The object as it would be stored after this create or patch."""

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_certs(directory: Path, name: str = "rotor-webhook") -> tuple[Path, Path, Path]:
+def make_certs(
+    directory: Path, name: str = "rotor-webhook", dns_names: tuple[str, ...] = ()
+) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate ``name`` for 127.0.0.1/localhost: (ca, cert, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
@@ -40,7 +42,11 @@ def make_certs(directory: Path, name: str = "rotor-webhook") -> tuple[Path, Path
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.DNSName(n) for n in dns_names),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )

@@ -191,14 +191,18 @@ def test_writer_killed_at_a_protocol_step_recovers_and_loses_nothing(
 def test_webhook_down_pod_admitted_without_agent_is_restarted_through_its_owner(
     system: System,
 ) -> None:
-    """With the webhook down and failurePolicy Ignore the pod is created unpatched; the
-    controller notices and restarts it through its Deployment (restartedAt on the template);
-    the new pod, admitted with the webhook back, gets the agent and the files."""
+    """With the webhook down and failurePolicy Ignore the API creates the pod unpatched (it
+    called the webhook and could not reach it); the controller notices and restarts it through
+    its Deployment (restartedAt on the template); the new pod, admitted with the webhook back,
+    gets the agent and the files."""
     api, web = pair(system)
     approve(system)
+    assert system.emulator is not None
     system.stop_webhook()
-    bare = system.add_pod(web, admit=False)
+    calls = len(system.emulator.call(lambda k8s: list(k8s.admission.calls)))
+    bare = system.add_pod(web)
     assert not bare.injected
+    assert system.emulator.call(lambda k8s: k8s.admission.calls[calls:]) == ["inject.rotor.dev"]
     deployment = lambda: system.api.get("apps/v1", "deployments", RO_NS, "web") or {}  # noqa: E731
     restarted = until(
         lambda: (deployment()["spec"]["template"]["metadata"].get("annotations") or {}).get(

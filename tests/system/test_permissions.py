@@ -4,6 +4,7 @@ chart's rendered RBAC, each agent its pod's service-account token and the per-gr
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from rotorctl import chartrbac
 from rotorctl.harness import ROTOR_NAMESPACE, Api, ApiError, Pod, System
+from rotorctl.tls import make_certs
 from tests.system.test_flows import KEYS, NAME, NS, RO_NS, approve, holds, pair, until
 
 VIEW = f"rotor.{NS}.{NAME}"
@@ -159,3 +161,48 @@ def test_controller_missing_a_chart_permission_fails_visibly(
     events = system.api.request("GET", f"/api/v1/namespaces/{NS}/events") or {}
     assert any(e.get("reason") == "Forbidden" for e in events.get("items") or [])
     assert not w.files(NAME)  # nothing granted: the writer never gets its secret
+
+
+@pytest.fixture
+def system_failing_closed(tmp_path: Path) -> Iterator[System]:
+    with System(tmp_path / "sys", failure_policy="Fail") as s:
+        yield s
+
+
+def test_failure_policy_fail_refuses_a_pod_while_the_webhook_is_down(
+    system_failing_closed: System,
+) -> None:
+    """The API calls the chart's MutatingWebhookConfiguration itself: with the webhook up the
+    pod is injected; down, with failurePolicy Fail, the API refuses to create the pod."""
+    system = system_failing_closed
+    _api, web = pair(system)
+    first = system.add_pod(web)
+    assert first.injected
+    system.stop_webhook()
+    with pytest.raises(ApiError) as e:
+        system.add_pod(web)
+    assert e.value.code == 500
+    assert 'failed calling webhook "inject.rotor.dev"' in e.value.status["message"]
+    pods = system.api.request("GET", f"/api/v1/namespaces/{RO_NS}/pods") or {}
+    assert [p["metadata"]["name"] for p in pods.get("items") or []] == [first.name]
+
+
+def test_the_api_verifies_the_webhook_certificate_against_the_ca_bundle(system: System) -> None:
+    """A caBundle that is not the webhook's CA: the call fails TLS verification, and with
+    failurePolicy Ignore the pod is created without the agent."""
+    _api, web = pair(system)
+    name = system.webhook_config["metadata"]["name"]
+    other_ca = base64.b64encode(make_certs(system.workdir / "other-ca", "other")[0].read_bytes())
+    system.api.request(
+        "PATCH",
+        f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+        [
+            {
+                "op": "replace",
+                "path": "/webhooks/0/clientConfig/caBundle",
+                "value": other_ca.decode(),
+            }
+        ],
+        "application/json-patch+json",
+    )
+    assert not system.add_pod(web).injected
