@@ -76,6 +76,7 @@ from rotor.crd import all_crds
 from rotorctl import rbac
 from rotorctl.admission import Admission, AdmissionRefused
 from rotorctl.rbac import Attributes, Policy, User
+from rotorctl.selectors import SelectorError, fields_match, labels_match, parse_fields, parse_labels
 from rotorctl.tls import make_certs
 
 STARTUP_TIMEOUT = 10.0
@@ -177,6 +178,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self.denials: list[str] = []  # every 403 message, for tests and the demo's log
         self.admission = Admission(self._webhook_configs, self._namespace_labels)
         self._webhooks: list[dict[str, Any]] | None = None
+        self.collected: list[str] = []  # what the garbage collector deleted or released
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         """A Status body as the real server writes it (kmock adds a server traceback)."""
@@ -196,6 +198,107 @@ class StrictEmulator(kmock.KubernetesEmulator):
             )
         out: aiohttp.web.StreamResponse = await super()._render_error(exc)
         return out
+
+    # -- label and field selectors -----------------------------------------------------------
+    @staticmethod
+    def _selectors(request: kmock.Request) -> Any:
+        """The request's ``labelSelector``/``fieldSelector`` as a predicate (None: neither)."""
+        label_sel = request.params.get("labelSelector") or ""
+        field_sel = request.params.get("fieldSelector") or ""
+        if not label_sel and not field_sel:
+            return None
+        try:
+            labels, fields = parse_labels(label_sel), parse_fields(field_sel)
+        except SelectorError as e:
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message=str(e), details={}
+            ) from None
+
+        def match(obj: Any) -> bool:
+            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
+            return labels_match(labels, meta.get("labels")) and fields_match(fields, obj)
+
+        return match
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        match = self._selectors(request)
+        out: Any = await super()._serve_list(request)
+        if match is not None and isinstance(out, dict):
+            out["items"] = [o for o in out.get("items") or [] if match(o)]
+        return out
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        """kmock's watch, filtered: an object that stops matching is DELETED for this watch,
+        one that starts matching ADDED, as the real server's watch cache does."""
+        match = self._selectors(request)
+        seen: set[tuple[str, str]] = set()
+        async for event in super()._serve_watch(request):
+            if match is None or not isinstance(event, dict):
+                yield event
+                continue
+            obj = event.get("object") or {}
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace") or "", meta.get("name") or "")
+            now = match(obj)
+            if event.get("type") == "DELETED":
+                if key in seen:
+                    seen.discard(key)
+                    yield event
+            elif now:
+                kind = "MODIFIED" if key in seen else "ADDED"
+                seen.add(key)
+                yield {**event, "type": kind}
+            elif key in seen:
+                seen.discard(key)
+                yield {**event, "type": "DELETED"}
+
+    # -- garbage collection --------------------------------------------------------------------
+    async def _collect_garbage(self, request: kmock.Request) -> None:
+        """After a delete: remove the dependents whose every owner is gone (ownerReferences,
+        background propagation; a dependent with finalizers gets a deletionTimestamp)."""
+        gone: list[str] = []
+        key = self._key(request)
+        async with self._lock:
+            objects: Any = self.objects
+            if key in objects and objects[key].deleted:
+                uid = (objects[key].last.raw.get("metadata") or {}).get("uid")
+                if uid:
+                    gone.append(str(uid))
+            while gone:
+                uid = gone.pop()
+                for dkey, dep in list(objects.items()):
+                    if dep.deleted:
+                        continue
+                    raw = dep.raw
+                    meta = raw.get("metadata") or {}
+                    refs = meta.get("ownerReferences") or []
+                    if not any(r.get("uid") == uid for r in refs):
+                        continue
+                    alive = [r for r in refs if r.get("uid") != uid and self._uid_alive(r)]
+                    if alive:
+                        dep.patch({"metadata": {"ownerReferences": alive}})
+                        event = {"type": "MODIFIED", "object": dep.raw}
+                    elif meta.get("finalizers"):
+                        if meta.get("deletionTimestamp"):
+                            continue
+                        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                        dep.patch({"metadata": {"deletionTimestamp": now}})
+                        event = {"type": "MODIFIED", "object": dep.raw}
+                    else:
+                        dep.delete()
+                        event = {"type": "DELETED", "object": dep.last.raw}
+                        if meta.get("uid"):
+                            gone.append(str(meta["uid"]))
+                    self.collected.append(f"{dkey[0].plural}/{dkey[1] or ''}/{dkey[2]}")
+                    await self._buses[dkey[0]].put(event)
+
+    def _uid_alive(self, ref: Any) -> bool:
+        uid = ref.get("uid")
+        objects: Any = self.objects
+        return any(
+            not obj.deleted and (obj.raw.get("metadata") or {}).get("uid") == uid
+            for _key, obj in objects.items()
+        )
 
     async def _serve_version(self, request: kmock.Request) -> Any:
         """kmock names the core group version ``/v1``; the real server (and kubectl) ``v1``."""
@@ -269,6 +372,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 response = await self._handle_strict(request)
                 if request.action == k8s_action.CREATE and response.status == 200:
                     response.set_status(201)  # Created, as the real server answers
+                if request.action in (k8s_action.DELETE, k8s_action.UPDATE) and request.name:
+                    await self._collect_garbage(request)
                 return response
             finally:
                 group = request.resource.group if request.resource is not None else None
