@@ -5,6 +5,7 @@
     rotor acl list|approve|deny|revoke ...   the access-control list (controller.cli, unchanged)
     rotor demo [--rotate-every 20s] [--duration 5m] [--dir DIR]
                                               the whole system on this machine (docs/demo.md)
+    rotor kube [--port N] [--kubeconfig FILE]  the Kubernetes API emulator alone, for kubectl
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:
         "--no-vault", action="store_true", help="do not start OpenBao even if it is installed"
     )
     demo.set_defaults(handler=_demo)
+    from rotorctl import kubeserve
+
+    kubeserve.add_command(sub)
     return parser
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime
 import itertools
@@ -221,10 +222,22 @@ class StrictEmulator(kmock.KubernetesEmulator):
         return match
 
     async def _serve_list(self, request: kmock.Request) -> Any:
+        """kmock's list, filtered by the selectors, with the ``kind``/``apiVersion`` a client
+        decodes it by (kubectl refuses a list without them)."""
         match = self._selectors(request)
         out: Any = await super()._serve_list(request)
-        if match is not None and isinstance(out, dict):
-            out["items"] = [o for o in out.get("items") or [] if match(o)]
+        if isinstance(out, dict) and request.resource is not None:
+            if match is not None:
+                out["items"] = [o for o in out.get("items") or [] if match(o)]
+            res = request.resource
+            kind = ""
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                kind = self.resources[res].kind or ""
+            out = {
+                "apiVersion": f"{res.group}/{res.version}" if res.group else str(res.version),
+                "kind": f"{kind}List" if kind else "List",
+                **out,
+            }
         return out
 
     async def _serve_watch(self, request: kmock.Request) -> Any:

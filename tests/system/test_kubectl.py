@@ -1,0 +1,136 @@
+"""A real kubectl against ``rotor kube`` (the emulator alone, HTTPS, admin kubeconfig): apply,
+get (tables, selectors), patch, delete, and a refused request - on the oldest and the newest
+kubectl of this machine (1.27 and 1.33 here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rotorctl.harness import wait_for
+
+
+def kubectls() -> list[str]:
+    found = shutil.which("kubectl")
+    if not found:
+        return []
+    folder = Path(found).resolve().parent
+    versioned = sorted(str(p) for p in folder.glob("kubectl.1.*"))
+    return sorted({versioned[0], versioned[-1]}) if versioned else [found]
+
+
+pytestmark = pytest.mark.skipif(not kubectls(), reason="kubectl is not installed")
+
+MANIFEST = """\
+apiVersion: rotor.dev/v1alpha1
+kind: RotatingSecret
+metadata: {name: db, namespace: shop}
+spec:
+  keys: [{name: password, generator: {type: password, length: 20}}]
+  rotation: {interval: 24h, overlap: 1h}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg, namespace: shop, labels: {app: web}}
+data: {a: "%s"}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: shop}
+"""
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[Path]:
+    """``rotor kube`` as a process; yields its admin kubeconfig."""
+    cfg = tmp_path / "admin.kubeconfig"
+    rotor = str(Path(sys.executable).parent / "rotor")
+    proc = subprocess.Popen(
+        [rotor, "kube", "--kubeconfig", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 30)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        yield cfg
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert "admin kubeconfig" in out
+
+
+def run(kubectl: str, cfg: Path, *args: str, ok: bool = True) -> str:
+    out = subprocess.run(
+        [kubectl, "--kubeconfig", str(cfg), *args], capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode == 0) == ok, (args, out.stdout, out.stderr)
+    return out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("kubectl", kubectls())
+def test_kubectl_apply_get_patch_delete(kube: Path, kubectl: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST % "1")
+    out = run(kubectl, kube, "apply", "--validate=false", "-f", str(manifest))
+    assert "rotatingsecret.rotor.dev/db created" in out
+    assert "configmap/cfg created" in out
+    manifest.write_text(MANIFEST % "2")  # a changed apply: kubectl patches
+    out = run(kubectl, kube, "apply", "--validate=false", "-f", str(manifest))
+    assert "configmap/cfg configured" in out
+    cm = json.loads(run(kubectl, kube, "get", "configmap", "cfg", "-n", "shop", "-o", "json"))
+    assert cm["data"] == {"a": "2"}
+    assert run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop").splitlines()[0].split() == [
+        "NAME",
+        "AGE",
+    ]
+    assert run(kubectl, kube, "get", "cm", "-n", "shop", "-l", "app=web", "-o", "name") == (
+        "configmap/cfg\n"
+    )
+    assert run(kubectl, kube, "get", "cm", "-n", "shop", "-l", "app=db", "-o", "name") == ""
+    run(
+        kubectl,
+        kube,
+        "patch",
+        "rotatingsecret",
+        "db",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        '{"metadata":{"annotations":{"rotor.dev/rotate-now":"now"}}}',
+    )
+    ann = run(
+        kubectl,
+        kube,
+        "get",
+        "rotatingsecret",
+        "db",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.metadata.annotations.rotor\\.dev/rotate-now}",
+    )
+    assert ann == "now"
+    # A service account's token (TokenRequest through kubectl) is refused what it lacks.
+    token = run(kubectl, kube, "create", "token", "reader", "-n", "shop").strip()
+    assert token
+    out = run(kubectl, kube, "--token", token, "get", "secrets", "-n", "shop", ok=False)
+    assert (
+        'secrets is forbidden: User "system:serviceaccount:shop:reader" cannot list resource '
+        '"secrets" in API group "" in the namespace "shop"'
+    ) in out
+    assert run(kubectl, kube, "--token", token, "auth", "can-i", "list", "secrets", "-n", "shop",
+               ok=False).strip() == "no"  # fmt: skip
+    out = run(kubectl, kube, "delete", "rotatingsecret", "db", "-n", "shop")
+    assert 'rotatingsecret.rotor.dev "db" deleted' in out
+    assert "No resources found" in run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop")
