@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rotorctl.harness import PropagationProbe, System, wait_for  # noqa: E402
+from rotorctl.harness import Api, PropagationProbe, System, wait_for  # noqa: E402
 
 NS, NAME = "shop", "db"
 KUBELET_SYNC = 60.0
@@ -71,9 +71,10 @@ def kubelet_model(n: int = 1_000_000, seed: int = 1) -> list[float]:
 class Poller(threading.Thread):
     """Reads the RO view every ``period`` seconds; notes when its data changed."""
 
-    def __init__(self, url: str, namespace: str, probe: PropagationProbe, period: float) -> None:
+    def __init__(self, api: Api, namespace: str, probe: PropagationProbe, period: float) -> None:
         super().__init__(daemon=True)
-        self.url = f"{url}/api/v1/namespaces/{namespace}/secrets/rotor.{NS}.{NAME}"
+        self.api = api  # the emulator authenticates: the admin's token and CA
+        self.url = f"{api.url}/api/v1/namespaces/{namespace}/secrets/rotor.{NS}.{NAME}"
         self.probe = probe
         self.period = period
         self.seen: dict[int, float] = {}
@@ -85,7 +86,8 @@ class Poller(threading.Thread):
         while not self.stop.is_set():
             start = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
+                req = urllib.request.Request(self.url, headers=self.api.headers())
+                with urllib.request.urlopen(req, timeout=5, context=self.api.context) as r:
                     data = json.loads(r.read()).get("data") or {}
             except OSError:
                 data = None
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.ro} RO agents ready after {started:.0f}s; agent RSS median {rss:.0f} MiB")
         with PropagationProbe(system, NS, NAME, readers, args.resolution) as probe:
             pollers = [
-                Poller(system.url, consumers[i % len(consumers)], probe, 1.0)
+                Poller(system.api, consumers[i % len(consumers)], probe, 1.0)
                 for i in range(args.pollers)
             ]
             for p in pollers:

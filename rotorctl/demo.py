@@ -149,9 +149,10 @@ def _show(
 ) -> int:
     assert system.emulator is not None
     out.line(
-        f"Kubernetes API: {system.url} - kmock's KubernetesEmulator (an emulator, not a "
-        "kube-apiserver: no RBAC, no kubelet)"
+        f"Kubernetes API: {system.url} - kmock's KubernetesEmulator with tokens, RBAC and "
+        "admission enforced (an emulator, not a kube-apiserver: no kubelet)"
     )
+    out.line(f"kubectl: kubectl --kubeconfig {system.kubeconfig} get pods,secrets -A (admin)")
     out.line(f"webhook: https://127.0.0.1:{system.webhook_port}/mutate (CA {system.ca})")
     out.line(f"controller metrics: http://127.0.0.1:{system.controller_metrics_port}/metrics")
     external = None

@@ -7,16 +7,19 @@ container the webhook injected, and an OpenBao dev server (``bao``) when asked a
 
 What is simulated, and how:
 
-* the Kubernetes API is :mod:`rotorctl.kubeemu` (kmock's emulator with resourceVersion/409), not
-  a kube-apiserver: no RBAC, no admission chain, no garbage collector;
-* admission: this module posts the AdmissionReview to the webhook and applies the returned
-  JSONPatch (``jsonpatch``) before creating the pod, as the API server would; with the webhook
-  down the pod is created unpatched (``failurePolicy: Ignore``);
+* the Kubernetes API is :mod:`rotorctl.kubeemu` with ``secure=True`` (HTTPS, tokens, RBAC,
+  mutating admission, garbage collection, selectors), not a kube-apiserver;
+* identities: the chart's ServiceAccounts and RBAC are rendered from charts/rotor
+  (:mod:`rotorctl.chartrbac`) and applied; the controller runs with its ServiceAccount's token
+  (a kubeconfig), each agent with its pod's; this module acts as the admin;
+* admission: the chart's MutatingWebhookConfiguration (``failure_policy``, default Ignore) is
+  applied, its Service routed to the webhook's local port and its caBundle set to the CA made
+  here, as cert-manager would; the emulator calls the webhook on each pod create;
 * the kubelet: a pod's agent container runs as a local process (``subprocess``, its own process
   group); downward-API ``fieldRef`` env is resolved from the pod object; the agent's
   memory-backed emptyDir is a folder ``<workdir>/<pod>/<volume>``; each agent gets its own
   metrics port (pods have their own network namespace, processes here share one); the
-  service-account token is a file with a dummy token (the emulator checks none); the pod turns
+  service-account token is a file with a TokenRequest token of the pod's account; the pod turns
   Ready (status patched in the emulator) once the agent's ``/readyz`` answers 200, as the
   startup probe of a native sidecar would make it. App containers are not run.
 * Deployments and ReplicaSets are plain objects; this harness plays the ReplicaSet controller

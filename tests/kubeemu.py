@@ -1,6 +1,8 @@
 """The strict Kubernetes emulator for tests: the product's :mod:`rotorctl.kubeemu` (kmock's
-KubernetesEmulator plus uid/resourceVersion/409; see its docstring), re-exported here with a
-pytest fixture so tests import it from one place."""
+KubernetesEmulator plus uid/resourceVersion/409, and with ``secure=True`` tokens, RBAC,
+admission, GC; see its docstring), re-exported here with a pytest fixture so tests import it
+from one place. ``kube_emulator`` is not secure: it serves tiers that test no permission;
+tests/system uses the secure one."""
 
 from __future__ import annotations
 
