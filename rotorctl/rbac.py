@@ -9,7 +9,7 @@ A port of the parts of ``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.g
   ``metadata.name`` field selector), nonResourceURLs with a trailing ``*``;
 * :meth:`Policy.authorize`: the rules of every ClusterRoleBinding and (in the request's
   namespace) RoleBinding whose subjects apply to the user - User, Group, ServiceAccount (a
-  binding's namespace is the default of a ServiceAccount subject's);
+  binding's namespace is the default of a ServiceAccount subject's), looked up by subject;
 * :func:`uncovered`: the escalation check (``ConfirmNoEscalation``): the rules a requester would
   grant but does not hold itself;
 * :func:`forbidden_message`: the 403 text the real server writes.
@@ -103,19 +103,6 @@ def rule_allows(rule: Mapping[str, Any], a: Attributes) -> bool:
     return not names or (bool(a.name) and a.name in names)
 
 
-def subject_applies(subject: Mapping[str, Any], user: User, binding_namespace: str) -> bool:
-    kind = subject.get("kind")
-    name = subject.get("name", "")
-    if kind == "User":
-        return bool(name == user.name)
-    if kind == "Group":
-        return name in user.groups
-    if kind == "ServiceAccount":
-        ns = subject.get("namespace") or binding_namespace
-        return bool(ns) and user.name == f"{SA_PREFIX}{ns}:{name}"
-    return False
-
-
 @dataclass
 class Policy:
     """The RBAC objects stored in the API server, indexed for authorization."""
@@ -124,6 +111,10 @@ class Policy:
     roles: dict[tuple[str, str], Obj] = field(default_factory=dict)
     cluster_role_bindings: list[Obj] = field(default_factory=list)
     role_bindings: dict[str, list[Obj]] = field(default_factory=dict)
+    _by_subject: dict[tuple[str, str, str], list[Obj]] = field(default_factory=dict)
+    """(binding namespace or "", subject kind, user or group name) -> bindings: the lookup a
+    request makes, instead of a scan of every binding (6x -> 3x the cost of an unauthenticated
+    GET at 500 RoleBindings in a namespace; bench/kubeemu_auth.py)."""
 
     @classmethod
     def of(cls, objects: Iterable[Mapping[str, Any]]) -> Policy:
@@ -140,7 +131,36 @@ class Policy:
                 p.cluster_role_bindings.append(dict(obj))
             elif kind == "RoleBinding":
                 p.role_bindings.setdefault(ns, []).append(dict(obj))
+        for b in p.cluster_role_bindings:
+            p._index(b, "")
+        for ns, bindings in p.role_bindings.items():
+            for b in bindings:
+                p._index(b, ns)
         return p
+
+    def _index(self, binding: Obj, namespace: str) -> None:
+        for s in binding.get("subjects") or ():
+            kind, name = s.get("kind", ""), s.get("name", "")
+            if kind == "ServiceAccount":
+                sa_ns = s.get("namespace") or namespace
+                if not sa_ns:
+                    continue
+                kind, name = "User", f"{SA_PREFIX}{sa_ns}:{name}"
+            elif kind not in ("User", "Group"):
+                continue
+            found = self._by_subject.setdefault((namespace, kind, name), [])
+            if not any(f is binding for f in found):
+                found.append(binding)
+
+    def _bindings(self, user: User, namespace: str) -> list[Obj]:
+        out: list[Obj] = []
+        keys = [(namespace, "User", user.name)]
+        keys += [(namespace, "Group", g) for g in user.groups]
+        for key in keys:
+            for b in self._by_subject.get(key, ()):
+                if not any(o is b for o in out):
+                    out.append(b)
+        return out
 
     def _role_rules(self, ref: Mapping[str, Any], namespace: str) -> list[Obj]:
         if ref.get("kind") == "ClusterRole":
@@ -151,13 +171,11 @@ class Policy:
 
     def rules_for(self, user: User, namespace: str) -> Iterator[Obj]:
         """Every rule that applies to ``user`` in ``namespace`` ("" = cluster scope only)."""
-        for b in self.cluster_role_bindings:
-            if any(subject_applies(s, user, "") for s in b.get("subjects") or ()):
-                yield from self._role_rules(b.get("roleRef") or {}, "")
+        for b in self._bindings(user, ""):
+            yield from self._role_rules(b.get("roleRef") or {}, "")
         if namespace:
-            for b in self.role_bindings.get(namespace, ()):
-                if any(subject_applies(s, user, namespace) for s in b.get("subjects") or ()):
-                    yield from self._role_rules(b.get("roleRef") or {}, namespace)
+            for b in self._bindings(user, namespace):
+                yield from self._role_rules(b.get("roleRef") or {}, namespace)
 
     def authorize(self, a: Attributes) -> bool:
         return any(rule_allows(r, a) for r in self.rules_for(a.user, a.namespace))

@@ -43,7 +43,8 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
             if "version 2 committed" in line:
                 break
         out = "".join(lines)
-        assert "kmock's KubernetesEmulator (an emulator" in out
+        assert "tokens, RBAC and admission enforced" in out
+        assert re.search(r"kubectl: kubectl --kubeconfig \S+/kubeconfig get pods,secrets -A", out)
         assert "\x1b[" not in out, "no terminal escapes when stdout is not a terminal"
         assert re.search(
             r"version 2 committed by the writer -> web/web's files changed \d+ ms", out

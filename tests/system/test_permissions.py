@@ -122,10 +122,58 @@ def without_rule(resource: str) -> Any:
     return drop
 
 
+def without_verb(resource: str, verb: str) -> Any:
+    def drop(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for d in docs:
+            if d["kind"] == "ClusterRole" and d["metadata"]["name"] == chartrbac.CONTROLLER_SA:
+                rules = [
+                    {**r, "verbs": [v for v in r["verbs"] if v != verb]}
+                    if resource in r["resources"]
+                    else r
+                    for r in d["rules"]
+                ]
+                d = {**d, "rules": rules}
+            out.append(d)
+        return out
+
+    return drop
+
+
 @pytest.fixture
 def system_without_role_rights(tmp_path: Path) -> Iterator[System]:
     with System(tmp_path / "sys", rbac_filter=without_rule("roles")) as s:
         yield s
+
+
+@pytest.fixture
+def system_without_secret_update(tmp_path: Path) -> Iterator[System]:
+    with System(tmp_path / "sys", rbac_filter=without_verb("secrets", "update")) as s:
+        yield s
+
+
+def reconcile_forbidden(system: System) -> dict[str, Any] | None:
+    for c in system.status(NS, NAME).get("conditions") or []:
+        if c.get("type") == "Reconciled" and c.get("reason") == "Forbidden":
+            return dict(c)
+    return None
+
+
+def test_the_controller_cannot_grant_what_it_does_not_hold(
+    system_without_secret_update: System,
+) -> None:
+    """The escalation rule: the controller's ClusterRole without ``update`` on Secrets, so the
+    writer's Role (get, list, watch, patch, update of its Secret) grants more than it holds -
+    the API refuses the Role, and the controller says so."""
+    system = system_without_secret_update
+    api, _web = pair(system)
+    approve(system)
+    system.add_pod(api)
+    cond = until(lambda: reconcile_forbidden(system), "Reconciled=False/Forbidden")
+    assert "attempting to grant RBAC permissions not currently held" in cond["message"]
+    assert "Verbs:['update']" in cond["message"]
+    roles = system.api.request("GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles")
+    assert not (roles or {}).get("items")
 
 
 def test_controller_missing_a_chart_permission_fails_visibly(
@@ -144,13 +192,7 @@ def test_controller_missing_a_chart_permission_fails_visibly(
     approve(system)
     w = system.add_pod(api)
 
-    def forbidden() -> dict[str, Any] | None:
-        for c in system.status(NS, NAME).get("conditions") or []:
-            if c.get("type") == "Reconciled" and c.get("reason") == "Forbidden":
-                return dict(c)
-        return None
-
-    cond = until(forbidden, "the Reconciled=False/Forbidden condition")
+    cond = until(lambda: reconcile_forbidden(system), "the Reconciled=False/Forbidden condition")
     assert cond["status"] == "False"
     want = f'User "system:serviceaccount:{ROTOR_NAMESPACE}:{chartrbac.CONTROLLER_SA}" cannot '
     assert want in cond["message"]
