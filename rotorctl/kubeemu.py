@@ -59,6 +59,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -175,6 +176,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self.tokens: dict[str, User] = {
             self.admin_token: User(ADMIN_USER, (rbac.MASTERS, rbac.AUTHENTICATED))
         }
+        self.expiry: dict[str, float] = {}  # token -> when it stops authenticating
         self._policy: Policy | None = None
         self.denials: list[str] = []  # every 403 message, for tests and the demo's log
         self.admission = Admission(self._webhook_configs, self._namespace_labels)
@@ -402,6 +404,9 @@ class StrictEmulator(kmock.KubernetesEmulator):
         header = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
         scheme, _, token = header.partition(" ")
         user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        expires = self.expiry.get(token.strip())
+        if expires is not None and time.time() >= expires:
+            user = None  # an expired TokenRequest token, as the real server refuses it
         if user is None:
             raise kmock.KubernetesError(
                 status=401, reason="Unauthorized", message="Unauthorized", details={}
@@ -434,10 +439,13 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 else {},
             )
 
-    def issue_token(self, namespace: str, name: str) -> str:
-        """A token for the ServiceAccount ``namespace/name`` (what TokenRequest returns)."""
+    def issue_token(self, namespace: str, name: str, seconds: float | None = None) -> str:
+        """A token for the ServiceAccount ``namespace/name`` (what TokenRequest returns), valid
+        for ``seconds`` (None: as long as the emulator runs)."""
         token = secrets.token_urlsafe(32)
         self.tokens[token] = User.service_account(namespace, name)
+        if seconds is not None:
+            self.expiry[token] = time.time() + seconds
         return token
 
     def add_user(self, name: str, groups: Iterable[str] = ()) -> str:
@@ -464,6 +472,15 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 )
             body = request.data if isinstance(request.data, dict) else {}
             ttl = int((body.get("spec") or {}).get("expirationSeconds") or TOKEN_TTL)
+            if ttl < 600:
+                raise kmock.KubernetesError(
+                    status=422,
+                    reason="Invalid",
+                    message=f'TokenRequest.authentication.k8s.io "{a.name}" is invalid: '
+                    "spec.expirationSeconds: Invalid value: "
+                    f"{ttl}: may not specify a duration less than 10 minutes",
+                    details={"name": a.name, "kind": "TokenRequest"},
+                )
             expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl)
             return aiohttp.web.json_response(
                 {
@@ -472,7 +489,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     "metadata": {"name": a.name, "namespace": a.namespace},
                     "spec": {**(body.get("spec") or {}), "expirationSeconds": ttl},
                     "status": {
-                        "token": self.issue_token(a.namespace, a.name),
+                        "token": self.issue_token(a.namespace, a.name, ttl),
                         "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     },
                 },

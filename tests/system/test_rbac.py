@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from rotorctl.harness import wait_for
 from rotorctl.kubeemu import EmulatorThread
 
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -445,3 +446,29 @@ def test_kubectl_auth_can_i_agrees(emu: EmulatorThread, kubectl: str, tmp_path: 
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         answer = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
         assert answer == ("yes" if allowed else "no"), (argv, out.stdout, out.stderr)
+
+
+def test_a_token_stops_authenticating_when_it_expires(emu: EmulatorThread) -> None:
+    admin = emu.admin_token
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "t", "namespace": "qa"},
+    }
+    call(emu, admin, "POST", "/api/v1/namespaces/qa/serviceaccounts", sa)
+    status, body = call(
+        emu,
+        admin,
+        "POST",
+        "/api/v1/namespaces/qa/serviceaccounts/t/token",
+        {"spec": {"expirationSeconds": 60}},
+    )
+    assert status == 422
+    assert "spec.expirationSeconds" in body["message"]
+    short = emu.call(lambda k8s: k8s.issue_token("qa", "t", 0.5))
+    assert call(emu, short, "GET", "/apis/apps/v1/namespaces/qa/deployments")[0] == 200
+    wait_for(
+        lambda: call(emu, short, "GET", "/apis/apps/v1/namespaces/qa/deployments")[0] == 401,
+        "the token expired",
+        10,
+    )
