@@ -1,6 +1,11 @@
 """The whole of Rotor on one machine, as processes: used by ``rotor demo``, tests/system and
 bench/propagation.py.
 
+Split by concern: the API server is :mod:`rotorctl.kubeemu` (admission in
+:mod:`rotorctl.admission`, RBAC in :mod:`rotorctl.rbac`), the client of it :mod:`rotorctl.kubeapi`,
+the kubelet's pod :mod:`rotorctl.kubelet`, processes :mod:`rotorctl.processes`; this module
+wires them into :class:`System` (and re-exports their names for its callers).
+
 What runs for real: ``rotor-webhook`` (HTTPS, a certificate made here), ``rotor-controller``
 (kopf, the ConfigMap ACL), ``rotor-agent`` once per pod with the command, env and mounts of the
 container the webhook injected, and an OpenBao dev server (``bao``) when asked and installed.
@@ -35,10 +40,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -47,318 +49,52 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rotor import API
 from rotorctl import chartrbac
+from rotorctl.kubeapi import Api, ApiError, _plural_path, plural_of
 from rotorctl.kubeemu import EmulatorThread
+from rotorctl.kubelet import AGENT_CONTAINER, Pod, agent_container, field_ref
+from rotorctl.processes import (
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Cancelled,
+    HarnessError,
+    Proc,
+    _script,
+    free_port,
+    wait_for,
+)
 from rotorctl.tls import make_certs
 
-Obj = dict[str, Any]
-T = TypeVar("T")
+__all__ = [
+    "ACL_CONFIGMAP",
+    "AGENT_CONTAINER",
+    "ROTOR_NAMESPACE",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "Api",
+    "ApiError",
+    "Cancelled",
+    "HarnessError",
+    "Pod",
+    "Proc",
+    "PropagationProbe",
+    "System",
+    "Workload",
+    "agent_container",
+    "field_ref",
+    "free_port",
+    "plural_of",
+    "system",
+    "wait_for",
+]
 
+Obj = dict[str, Any]
 ROTOR_NAMESPACE = "rotor-system"
 ACL_CONFIGMAP = "rotor-acl"
-AGENT_CONTAINER = "rotor-agent"
-STOP_TIMEOUT = 10.0
-START_TIMEOUT = 60.0
 VAULT_TOKEN = "root"  # noqa: S105 - the dev server's root token id, local and throwaway
-
-
-class HarnessError(RuntimeError):
-    """Something the harness started did not come up (the message says what and where)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cancelled(HarnessError):
-    """The wait was cancelled (Ctrl-C or SIGTERM while starting)."""
-
-
-def wait_for(
-    check: Callable[[], T | None],
-    what: str,
-    timeout: float = START_TIMEOUT,
-    cancel: threading.Event | None = None,
-) -> T:
-    """Poll ``check`` (every 50 ms) until it returns something truthy; fail after ``timeout``,
-    or at once when ``cancel`` is set."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"stopped while waiting for {what}")
-        if time.monotonic() > end:
-            raise HarnessError(f"not reached within {timeout:.0f}s: {what}")
-        time.sleep(0.05)
-
-
-# -- a tiny JSON client for the emulator ----------------------------------------------------------
-def _plural_path(api: str, plural: str, namespace: str | None, name: str | None = None) -> str:
-    base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
-    if namespace:
-        base += f"/namespaces/{namespace}"
-    base += f"/{plural}"
-    return base + (f"/{name}" if name else "")
-
-
-class ApiError(HarnessError):
-    """The API answered an error status (``code``; ``status``: its Status body)."""
-
-    def __init__(self, message: str, code: int, status: Obj) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-class Api:
-    """JSON over HTTP to the emulator (urllib: a handful of calls, no client library needed),
-    as the holder of ``token`` (a bearer token; "" sends none)."""
-
-    def __init__(self, url: str, token: str = "", ca_file: Path | None = None) -> None:
-        self.url = url
-        self.token = token
-        self.ca_file = ca_file
-        self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-
-    def headers(self, content_type: str = "application/json") -> dict[str, str]:
-        h = {"Content-Type": content_type}
-        if self.token:
-            h["Authorization"] = f"Bearer {self.token}"
-        return h
-
-    def request(
-        self, method: str, path: str, body: object = None, content_type: str = "application/json"
-    ) -> Obj | None:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(  # noqa: S310 - http to the local emulator
-            self.url + path, data=data, method=method, headers=self.headers(content_type)
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self.context) as r:  # noqa: S310
-                out: Obj = json.loads(r.read() or b"{}")
-                return out
-        except urllib.error.HTTPError as e:
-            if e.code == 404 and method in ("GET", "DELETE"):
-                return None
-            raw = e.read()
-            try:
-                status: Obj = json.loads(raw)
-            except ValueError:
-                status = {}
-            raise ApiError(
-                f"{method} {path}: HTTP {e.code} {status.get('message') or raw[:300]!r}",
-                e.code,
-                status,
-            ) from None
-
-    def as_user(self, token: str) -> Api:
-        return Api(self.url, token, self.ca_file)
-
-    def get(self, api: str, plural: str, namespace: str | None, name: str) -> Obj | None:
-        return self.request("GET", _plural_path(api, plural, namespace, name))
-
-    def create(self, obj: Obj) -> Obj:
-        m = obj["metadata"]
-        out = self.request(
-            "POST", _plural_path(obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace")), obj
-        )
-        assert out is not None
-        return out
-
-    def ensure(self, obj: Obj) -> Obj:
-        """Create ``obj``, or merge-patch it in when it exists (``kubectl apply``, roughly)."""
-        try:
-            return self.create(obj)
-        except ApiError as e:
-            if e.code != 409:
-                raise
-        m = obj["metadata"]
-        out = self.patch(
-            obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace"), m["name"], obj
-        )
-        assert out is not None
-        return out
-
-    def token_for(self, namespace: str, service_account: str, seconds: int = 3600) -> str:
-        """A TokenRequest for the ServiceAccount (what the kubelet does for a pod's token)."""
-        out = self.request(
-            "POST",
-            _plural_path("v1", "serviceaccounts", namespace, service_account) + "/token",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": seconds},
-            },
-        )
-        assert out is not None
-        return str(out["status"]["token"])
-
-    def patch(
-        self,
-        api: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        patch: Obj,
-        subresource: str = "",
-    ) -> Obj | None:
-        path = _plural_path(api, plural, namespace, name) + (
-            f"/{subresource}" if subresource else ""
-        )
-        return self.request("PATCH", path, patch, "application/merge-patch+json")
-
-    def delete(self, api: str, plural: str, namespace: str | None, name: str) -> None:
-        self.request("DELETE", _plural_path(api, plural, namespace, name))
-
-
-def plural_of(kind: str) -> str:
-    low = kind.lower()
-    return (
-        low + "es"
-        if low.endswith(("s", "ch", "sh"))
-        else low[:-1] + "ies"
-        if low.endswith("y")
-        else low + "s"
-    )
-
-
-# -- processes ----------------------------------------------------------------------------------
-@dataclass
-class Proc:
-    """A child process in its own process group, logging to a file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopped as a whole
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.running and self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM the group, wait, then SIGKILL it: nothing is left behind."""
-        if self.popen is None:
-            return None
-        self.signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            return self.popen.wait(timeout)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)  # stray grandchildren
-
-    def kill(self) -> None:
-        """SIGKILL, as a node or an OOM kill would: no clean-up runs."""
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(STOP_TIMEOUT)
-
-    def tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
-def _script(name: str) -> str:
-    """A console script of this installation (next to this Python first)."""
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
-
-
-# -- pods ---------------------------------------------------------------------------------------
-def field_ref(pod: Mapping[str, Any], path: str) -> str:
-    """The downward API: a ``fieldRef.fieldPath`` of the pod object."""
-    m = pod.get("metadata") or {}
-    if path.startswith(("metadata.annotations['", "metadata.labels['")):
-        kind, _, rest = path.partition("['")
-        return str((m.get(kind.split(".")[1]) or {}).get(rest.rstrip("']"), ""))
-    node: Any = pod
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return "" if node is None else str(node)
-
-
-@dataclass
-class Pod:
-    """A pod created in the emulator and, if the webhook injected it, its agent process."""
-
-    namespace: str
-    name: str
-    obj: Obj
-    dir: Path
-    agent: Proc | None = None
-    metrics_port: int = 0
-    mount: Path | None = None
-    kubelet: threading.Thread | None = None
-
-    @property
-    def injected(self) -> bool:
-        return agent_container(self.obj) is not None
-
-    def files(self, secret: str) -> dict[str, str]:
-        """The visible files of one secret (what the app reads), ``{}`` when absent."""
-        if self.mount is None:
-            return {}
-        folder = self.mount / secret
-        out: dict[str, str] = {}
-        with contextlib.suppress(OSError):
-            for f in sorted(folder.iterdir()):
-                if not f.name.startswith(".."):
-                    with contextlib.suppress(OSError):
-                        out[f.name] = f.read_text()
-        return out
-
-    def data_link(self, secret: str) -> str:
-        """Where ``..data`` points (changes exactly when a new set of files is swapped in)."""
-        if self.mount is None:
-            return ""
-        try:
-            return os.readlink(self.mount / secret / "..data")
-        except OSError:
-            return ""
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-
-def agent_container(pod: Mapping[str, Any]) -> Obj | None:
-    spec = pod.get("spec") or {}
-    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        if c.get("name") == AGENT_CONTAINER:
-            return dict(c)
-    return None
 
 
 @dataclass
