@@ -143,8 +143,10 @@ def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave(emu: Emulato
         except (OSError, ValueError):  # the emulator stopped under the stream
             return
 
+    create(emu, "v1", "configmaps", cm("z", {"app": "web"}))
     t = threading.Thread(target=watch, daemon=True)
     t.start()
+    assert events.get(timeout=10) == ("ADDED", "z")  # the watch is established
     create(emu, "v1", "configmaps", cm("x", {"app": "db"}))
     create(emu, "v1", "configmaps", cm("y", {"app": "web"}))
     path = f"/api/v1/namespaces/{NSX}/configmaps"
@@ -152,6 +154,9 @@ def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave(emu: Emulato
     call(emu, "PATCH", f"{path}/y", {"metadata": {"labels": {"app": "db"}}})
     got = [events.get(timeout=10) for _ in range(3)]
     stop.set()
+    create(emu, "v1", "configmaps", cm("last", {"app": "web"}))  # wakes the reader: it ends
+    t.join(10)
+    assert not t.is_alive()
     assert got == [("ADDED", "y"), ("ADDED", "x"), ("DELETED", "y")]
 
 
