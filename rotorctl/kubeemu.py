@@ -32,15 +32,14 @@ small handler (``_handle`` below) that, for every create and patch:
   one - the precondition Rotor's writers and the ACL backend rely on;
 * fills ``metadata.namespace`` from the URL on create (kmock loses watch events of bodies
   without it, the real API server fills it in);
-* on the ``status`` subresource keeps only ``status`` (the real server ignores the rest).
+* on the ``status`` subresource keeps only ``status`` (the real server ignores the rest);
+* filters list and watch by ``labelSelector`` and ``fieldSelector`` (:mod:`rotorctl.selectors`;
+  a malformed selector is a 400), in every mode, so a controller that asks the server for only
+  its objects is measured as it would be against a real API server; a watch reports an object
+  that stops matching as DELETED (with its new state) and one that starts matching as ADDED, as
+  the real watch cache does.
 
-* filters list and watch by ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
-  ``k in (a,b)``, ``k notin (a,b)``; a malformed selector is a 400), so a controller that asks
-  the server for only its objects is measured as it would be against a real API server. A watch
-  sends an object's events while it matches (no synthetic DELETED when its labels stop matching).
-
-It still ignores field selectors, never calls admission webhooks and answers 404 to PUT;
-product code filters on the client side too.
+It answers 404 to PUT; product code filters on the client side too.
 
 :class:`EmulatorThread` runs it in a background thread with its own event loop, so synchronous
 code, the ``kubernetes`` client and subprocesses (an agent, the controller) share one URL.
@@ -54,7 +53,6 @@ import contextlib
 import copy
 import datetime
 import itertools
-import re
 import secrets
 import ssl
 import tempfile
@@ -62,8 +60,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,70 +89,6 @@ RBAC_KINDS = {
     "clusterrolebindings": "ClusterRoleBinding",
 }
 _METHOD_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch"}
-
-
-_REQUIREMENT = re.compile(
-    r"\s*(?:(?P<not>!)\s*(?P<nkey>[^\s,!=()]+)"
-    r"|(?P<key>[^\s,!=()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,!=()]*)"
-    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?)\s*(?:,|$)"
-)
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """One requirement of a label selector."""
-
-    key: str
-    op: str  # "=", "!=", "in", "notin", "exists", "!"
-    values: frozenset[str] = frozenset()
-
-    def __call__(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "exists":
-            return self.key in labels
-        if self.op == "!":
-            return self.key not in labels
-        if self.op in ("=", "!="):
-            return (labels.get(self.key) in self.values) == (self.op == "=")
-        return (labels.get(self.key) in self.values) == (self.op == "in")
-
-
-def parse_label_selector(text: str) -> list[Requirement]:
-    """A label selector string as its requirements (all must hold).
-
-    Raises ValueError naming the part that does not parse."""
-    out: list[Requirement] = []
-    pos = 0
-    text = text.strip()
-    while pos < len(text):
-        m = _REQUIREMENT.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ValueError(f"unable to parse requirement: {text[pos:]!r}")
-        pos = m.end()
-        if m["not"]:
-            out.append(Requirement(m["nkey"], "!"))
-        elif m["op"]:
-            op = "!=" if m["op"] == "!=" else "="
-            out.append(Requirement(m["key"], op, frozenset([m["value"]])))
-        elif m["set"]:
-            vs = frozenset(x.strip() for x in m["values"].split(",") if x.strip())
-            out.append(Requirement(m["key"], m["set"], vs))
-        else:
-            out.append(Requirement(m["key"], "exists"))
-    return out
-
-
-def _matches(obj: Any, tests: list[Requirement]) -> bool:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    labels = (meta.get("labels") if isinstance(meta, dict) else None) or {}
-    return all(t(labels) for t in tests)
-
-
-def _selector(request: kmock.Request) -> list[Requirement]:
-    text = (request.params or {}).get("labelSelector") or ""
-    try:
-        return parse_label_selector(text)
-    except ValueError as e:
-        raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(e)) from None
 
 
 class StrictEmulator(kmock.KubernetesEmulator):
@@ -339,19 +272,6 @@ class StrictEmulator(kmock.KubernetesEmulator):
             return [] if obj is None else [obj]
         parent: Any = super()
         return list(parent._KubernetesEmulator__get_objs(request, strict))
-
-    async def _serve_list(self, request: kmock.Request) -> Any:
-        tests = _selector(request)
-        result: Any = await super()._serve_list(request)
-        if tests:
-            result["items"] = [o for o in result["items"] if _matches(o, tests)]
-        return result
-
-    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
-        tests = _selector(request)
-        async for event in super()._serve_watch(request):
-            if not tests or not isinstance(event, dict) or _matches(event.get("object"), tests):
-                yield event
 
     def _key(self, request: kmock.Request) -> tuple[Any, str | None, str | None]:
         data = request.data if isinstance(request.data, dict) else {}
