@@ -25,6 +25,12 @@ IDENTITY_KINDS = (
     "Role",
     "RoleBinding",
 )
+# The chart refuses to render without image repositories; these are never pulled here (the
+# harness runs the parts as local processes), only the RBAC and webhook objects are used.
+IMAGES: dict[str, Any] = {
+    "image": {"repository": "local/rotor-controller"},
+    "agent": {"image": {"repository": "local/rotor-agent"}},
+}
 CONTROLLER_SA = f"{RELEASE}-controller"
 WEBHOOK_SA = f"{RELEASE}-webhook"
 WEBHOOK_CONFIG = f"{RELEASE}-webhook"
@@ -47,11 +53,21 @@ def render(namespace: str, values: Mapping[str, Any] | None = None) -> list[Obj]
         raise ChartUnavailable(
             "helm-python-sdk is not installed: pip install 'kube-rotor[demo]'"
         ) from None
-    files = helm.Chart.load(CHART).render(dict(values or {}), name=RELEASE, namespace=namespace)
+    files = helm.Chart.load(CHART).render(
+        _merge(IMAGES, dict(values or {})), name=RELEASE, namespace=namespace
+    )
     out: list[Obj] = []
     for path, text in sorted(files.items()):
         if path.endswith(".yaml"):
             out.extend(d for d in yaml.safe_load_all(text) if d)
+    return out
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Obj:
+    out = dict(base)
+    for k, v in over.items():
+        b = out.get(k)
+        out[k] = _merge(b, v) if isinstance(b, Mapping) and isinstance(v, Mapping) else v
     return out
 
 
