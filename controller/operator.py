@@ -87,8 +87,12 @@ COMPONENT = "rotor-controller"
 def _older(resource_version: str, than: RotatingSecretObs) -> bool:
     """resourceVersions are opaque to clients, but every API server today hands out etcd
     revisions (integers); when both are integers an older one is not applied over a newer."""
-    if resource_version.isdigit() and than.resource_version.isdigit():
-        return int(resource_version) < int(than.resource_version)
+    return _older_rv(resource_version, than.resource_version)
+
+
+def _older_rv(resource_version: str, than: str) -> bool:
+    if resource_version.isdigit() and than.isdigit():
+        return int(resource_version) < int(than)
     return False
 
 
@@ -148,6 +152,8 @@ class Controller:
         self.last_restart: dict[tuple[str, str, str], float] = {}
         self.reported: dict[SecretRef, set[tuple[str, str, str]]] = {}
         """Failures already reported by an Event (watch events may lag behind our writes)."""
+        self._secret_rvs: dict[tuple[str, str], tuple[str, str]] = {}
+        """(namespace, name) of a source Secret or view -> (uid, resourceVersion) last applied."""
         self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -239,6 +245,18 @@ class Controller:
         m = meta(obj)
         labels = m.get("labels") or {}
         ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
+        # The answer to this controller's own patch (applied here too) can arrive after the watch
+        # has brought a newer version (e.g. the writer's commit): applying it would roll the
+        # index back, and with no further event nothing would be fanned out until the next
+        # change. The soak (bench/soak.py) found such rotations held until the next one.
+        seen = self._secret_rvs.get((ns, name))
+        uid, rv = str(m.get("uid") or ""), str(m.get("resourceVersion") or "")
+        if kind == "DELETED":
+            self._secret_rvs.pop((ns, name), None)
+        elif seen is not None and seen[0] == uid and _older_rv(rv, seen[1]):
+            return
+        else:
+            self._secret_rvs[(ns, name)] = (uid, rv)
         if labels.get(LABEL_VIEW_OF):
             label = str(labels.get(LABEL_SOURCE) or labels[LABEL_VIEW_OF])
             views = self.index.views.setdefault(label, {})
