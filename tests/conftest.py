@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(what: str, cond: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll ``cond`` until it returns something truthy and return that; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := cond():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def require_tool(name: str, how: str) -> str:

@@ -20,18 +20,16 @@ import os
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controller.kube import Kube, path
 from rotorctl.kubeemu import EmulatorThread
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = Path(__file__).with_name("containers.conf")
@@ -53,7 +51,6 @@ HARDENED = [
 # podman itself bind-mounts these into every container; they are not the process's writes
 PODMAN_OWN = {"C /etc", "A /etc/hosts", "A /etc/hostname", "A /etc/resolv.conf", "C /run"}
 BUILD_TIMEOUT = 1800
-DEADLINE = 60.0
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +76,6 @@ def podman(
     if check and p.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: exit {p.returncode}\n{p.stderr[-3000:]}")
     return p
-
-
-def wait_until(what: str, cond: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.conftest import wait_until
 from tests.postgres.consumers import Clients, read_pair
 from tests.postgres.pgserver import ADMIN, ADMIN_PASSWORD, PgServer
 
@@ -47,14 +47,6 @@ def config(pg: PgServer, tmp_path: Path, role: str, **target: Any) -> Path:
     return path
 
 
-def wait_for(check: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_standalone_agent_rotates_a_pair_and_no_login_fails(pg: PgServer, tmp_path: Path) -> None:
     pg.psql(
@@ -73,18 +65,18 @@ def test_standalone_agent_rotates_a_pair_and_no_login_fails(pg: PgServer, tmp_pa
     )
     try:
         folder = out / "db"
-        wait_for(lambda: (folder / ".rotor.json").exists())
+        wait_until("the first .rotor.json", lambda: (folder / ".rotor.json").exists())
         _, _, first = read_pair(folder)
         clients = Clients(folder, pg.port, new=2, long=1).start()
         try:
-            wait_for(lambda: read_pair(folder)[2] >= first + 6)
+            wait_until("six more rotations", lambda: read_pair(folder)[2] >= first + 6)
         finally:
             tally = clients.close()
         users = set()
         for _ in range(2):  # the two roles take turns
             user = read_pair(folder)[0]
             users.add(user)
-            wait_for(lambda u=user: read_pair(folder)[0] != u)
+            wait_until("the other role to become current", lambda u=user: read_pair(folder)[0] != u)
         assert users == {"app_sa_a", "app_sa_b"}
     finally:
         proc.terminate()
