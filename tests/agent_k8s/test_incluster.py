@@ -13,7 +13,7 @@ import contextlib
 import copy
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from rotor.layout import (
 )
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
+from tests.agent_k8s.conftest import until
 from tests.kubeemu import EmulatorThread
 
 NS, RO_NS, NAME = "shop", "web", "db"
@@ -57,19 +58,6 @@ SPEC: dict[str, Any] = {
     "rotation": {"interval": "1h", "overlap": "10m"},
 }
 SETTINGS = AgentSettings(backoff_base=0.05, backoff_max=0.5)
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def b64(text: str) -> str:

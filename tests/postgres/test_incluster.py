@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -21,7 +20,7 @@ from agent.kube import KubeClient, KubeConfig, rotating_secrets_path, secret_pat
 from rotor.env import AgentEnv
 from rotor.layout import LABEL_SECRET, SecretState
 from rotor.settings.agent import AgentSettings
-from tests.agent_k8s.conftest import EXTERNAL_STORE_CRD, ROTATING_SECRET_CRD
+from tests.agent_k8s.conftest import EXTERNAL_STORE_CRD, ROTATING_SECRET_CRD, until
 from tests.kubeemu import EmulatorThread
 from tests.postgres.pgserver import ADMIN, ADMIN_PASSWORD, PgServer
 from tests.postgres.test_target import login
@@ -34,19 +33,6 @@ SETTINGS = AgentSettings(backoff_base=0.05, backoff_max=0.5)
 def emu() -> Iterator[EmulatorThread]:
     with EmulatorThread(crds=[ROTATING_SECRET_CRD, EXTERNAL_STORE_CRD]) as e:
         yield e
-
-
-async def until(check: Callable[[], Any], timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def seed(kube: KubeClient, pg: PgServer, role: str) -> None:
@@ -115,7 +101,7 @@ async def test_the_writer_reads_the_admin_secret_and_commits_a_pair_that_logs_in
             async def aborted() -> bool:
                 return (await source(api)).abort_reason == "AdminCredentialMissing"
 
-            await until(aborted)
+            await until(aborted, timeout=30.0)
             state = await source(api)
             assert state.version == 0
             assert "spec.target.postgres.admin.secretRef: Secret shop/pg-admin" in (
@@ -129,7 +115,7 @@ async def test_the_writer_reads_the_admin_secret_and_commits_a_pair_that_logs_in
                  "data": {"username": base64.b64encode(ADMIN.encode()).decode(),
                           "password": base64.b64encode(ADMIN_PASSWORD.encode()).decode()}},
             )  # fmt: skip
-            await until(lambda: a.readiness()[NAME])
+            await until(lambda: a.readiness()[NAME], timeout=30.0)
         state = await source(api)
     assert state.version == 1
     assert state.last_abort == ""  # the commit clears the recorded abort
