@@ -57,8 +57,9 @@ from agent.schedule import (
 from agent.store import SecretStore, Stored
 from agent.targets import Target, TargetError
 from rotor.errors import ConflictError, RotorError
-from rotor.layout import SecretState, abort, checksum, commit, expire_previous, prepare
+from rotor.layout import SecretState, checksum
 from rotor.logs import register_secret
+from rotor.protocol import abort, commit, expire_previous, prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 

@@ -4,7 +4,8 @@
 * :meth:`KubeSecretStore.write`: a JSON merge patch that carries that resourceVersion, so the API
   server applies it only if nobody wrote in between (409 -> :class:`rotor.errors.ConflictError`:
   the engine re-reads, never overwrites). Data keys the new state no longer has (``.pending``
-  after a commit, ``.previous`` after the overlap) are set to ``null``, which deletes them.
+  after a commit, ``.previous`` after the overlap) are set to ``null``, which deletes them
+  (:func:`rotor.protocol.secret_patch`).
 
 The store never creates the Secret: the controller creates it (owned by the RotatingSecret,
 labelled, no value yet) when the RotatingSecret appears, and RW principals are granted
@@ -29,6 +30,7 @@ from agent.kube import KubeClient, resource_version, secret_path
 from agent.store import Stored
 from rotor.errors import ConflictError, NotFoundError
 from rotor.layout import ANN_ROTATE_HANDLED, ANN_ROTATE_REQUESTED, SecretState
+from rotor.protocol import secret_patch
 
 KEEP_KEYS = 16
 """Data keys are remembered for this many recent resourceVersions (reads and watch events)."""
@@ -105,11 +107,9 @@ class KubeSecretStore:
             )
         if token not in self._keys and (await self._get()).token != token:
             raise ConflictError(f"source Secret {self.namespace}/{self.name} moved on")
-        data: dict[str, str | None] = dict.fromkeys(self._keys.get(token, ()), None)
-        data.update(state.secret_data())
-        annotations = state.annotations()
+        handled = {}
         if state.phase == "pending" and self.rotate_request:
-            annotations[ANN_ROTATE_HANDLED] = self.rotate_request
-        patch = {"metadata": {"annotations": annotations}, "data": data}
+            handled[ANN_ROTATE_HANDLED] = self.rotate_request
+        patch = secret_patch(state, self._keys.get(token, ()), annotations=handled)
         obj = await self.kube.patch(self.path, patch, resource_version=token)
         return self.decode(obj).token

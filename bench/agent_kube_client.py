@@ -100,7 +100,8 @@ async def seed(url: str, name: str, mode: str, bao: Any = None) -> None:
         rotating_secrets_path,
         secrets_path,
     )
-    from rotor.layout import SecretState, commit, prepare, view_name
+    from rotor.layout import SecretState, view_name
+    from rotor.protocol import commit, prepare
 
     spec: dict[str, Any] = {"keys": [{"name": "password", "generator": {"type": "password"}}]}
     async with KubeClient(KubeConfig(url=url)) as kube:

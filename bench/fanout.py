@@ -38,8 +38,9 @@ from controller import decide  # noqa: E402
 from controller.acl.configmap import DATA_KEY  # noqa: E402
 from controller.kube import Kube, path  # noqa: E402
 from rotor import API  # noqa: E402
-from rotor.layout import ANN_VERSION, LABEL_VIEW_OF, SecretState, commit, prepare  # noqa: E402
+from rotor.layout import ANN_VERSION, LABEL_VIEW_OF, SecretState  # noqa: E402
 from rotor.names import SecretRef  # noqa: E402
+from rotor.protocol import commit, prepare  # noqa: E402
 from rotor.settings.controller import ControllerSettings  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.kubeemu import EmulatorThread  # noqa: E402

@@ -40,11 +40,11 @@ from rotor.layout import (
     LABEL_VIEW_OF,
     MANAGED_BY,
     SecretState,
-    expire_previous,
     format_time,
     view_name,
 )
 from rotor.names import SecretRef
+from rotor.protocol import expire_previous, merge_data
 from rotor.settings.controller import ControllerSettings
 from rotor.spec import RotatingSecretSpec
 
@@ -313,18 +313,6 @@ def previous_expiry_in(source: SourceObs | None, now: float) -> float | None:
     return max(0.0, state.previous_expires - now)
 
 
-def publishable(source: SourceObs | None) -> bool:
-    """A committed value whose checksum annotation matches its data (before store checks)."""
-    state = source.state if source else None
-    return (
-        source is not None
-        and state is not None
-        and state.has_value
-        and state.phase == "committed"
-        and source.checksum_annotation == state.checksum
-    )
-
-
 def view_body(secret: SecretRef, state: SecretState, namespace: str) -> Obj:
     """The RO view: current and previous values only, never pending."""
     annotations = {ANN_VERSION: str(state.version), ANN_CHECKSUM: state.checksum}
@@ -355,9 +343,7 @@ def view_patch(
 ) -> Obj:
     """A merge patch turning an existing view into :func:`view_body` (stale keys set to null)."""
     body = view_body(secret, state, namespace)
-    data: dict[str, str | None] = {k: None for k in old_keys}
-    data.update(body["data"])
-    body["data"] = data
+    body["data"] = merge_data(body["data"], old_keys)
     return body
 
 

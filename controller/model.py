@@ -26,6 +26,7 @@ from rotor.layout import (
     SecretState,
 )
 from rotor.names import Principal, SecretRef
+from rotor.protocol import publishable
 from rotor.spec import RotatingSecretSpec
 
 Mode = Literal["rw", "ro"]
@@ -184,6 +185,12 @@ class SourceObs:
     rotate_requested: str
     owned: bool
     labelled: bool
+
+    @property
+    def publishable(self) -> bool:
+        """A committed value whose checksum annotation matches its data (before store checks;
+        :func:`rotor.protocol.publishable`)."""
+        return publishable(self.state, self.checksum_annotation)
 
 
 def read_source(obj: Mapping[str, Any], owner_uid: str | None = None) -> SourceObs:

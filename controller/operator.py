@@ -540,7 +540,7 @@ class Controller:
                 self._expiry_timer[ref] = at  # one timer per expiry: reconcile again then
                 self._retry_later(ref, expiry + 0.05)
         if stores.state in ("behind", "unavailable") or (
-            stores.state == "unverified" and decide.publishable(source)
+            stores.state == "unverified" and source is not None and source.publishable
         ):
             # held until the store holds the version: retry with backoff (1 s doubling to 60 s)
             delay = self._hold_backoff.get(ref, HOLD_RETRY_MIN)
@@ -636,9 +636,8 @@ class Controller:
         spec = obs.spec
         if spec is None or not spec.external_stores:
             return decide.StoreSync("none")
-        if not decide.publishable(source):
+        if source is None or not source.publishable:
             return decide.StoreSync("unverified", "no committed version to check yet")
-        assert source is not None
         assert source.state is not None
         digest = source.state.checksum
         where = ", ".join(f"{s.store}:{s.path}" for s in spec.external_stores)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rotor.external import StoreValues
-from rotor.layout import SecretState, checksum, commit, prepare
+from rotor.layout import SecretState, checksum
+from rotor.protocol import commit, prepare
 
 Action = Literal["propagate", "none", "wait", "reject"]
 Reason = Literal[

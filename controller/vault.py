@@ -30,7 +30,8 @@ import hvac.exceptions
 import requests
 
 from rotor.errors import LoginFailed, UnavailableError
-from rotor.external import StoreCheck, holds
+from rotor.external import StoreCheck
+from rotor.protocol import holds
 from rotor.spec import VaultSpec
 from rotor.vaultkv import (
     CAP_READ,

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from controller.audit import fetch_events, render_config
 from controller.kube import Obj, path
@@ -33,6 +33,7 @@ from controller.propagate import decide_propagation
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RotorError
 from rotor.layout import SecretState
 from rotor.names import SecretRef
+from rotor.protocol import secret_patch
 from rotor.spec import ExternalStoreSpec
 
 if TYPE_CHECKING:
@@ -225,15 +226,9 @@ class VaultSource:
                     log.info("%s: %s", t.secret, decision.message)
                 return decision.reason
             new = decision.state
-            data: dict[str, Any] = dict.fromkeys(obj.get("data") or {})
-            data.update(new.secret_data())
-            patch = {
-                "metadata": {
-                    "resourceVersion": m.get("resourceVersion"),
-                    "annotations": new.annotations(),
-                },
-                "data": data,
-            }
+            patch = secret_patch(
+                new, obj.get("data") or {}, resource_version=m.get("resourceVersion")
+            )
             try:
                 result = await self.ctl.kube.apatch(url, patch)
             except ConflictError:

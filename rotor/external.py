@@ -1,5 +1,6 @@
 """External stores (Vault/OpenBao KV v2): the protocols, the metadata Rotor writes beside each
-value, and the pure decisions of rotation step 3, recovery and the controller's hold.
+value, and its KV encoding. The decisions of rotation step 3, recovery and the controller's hold
+are the protocol's (:mod:`rotor.protocol`).
 
 What Rotor writes at ``<mount>/data/<path>`` for one RotatingSecret:
 
@@ -32,7 +33,7 @@ from rotor.errors import (
     RotorError,
     UnavailableError,
 )
-from rotor.layout import ProtocolError, SecretState, checksum, format_time, parse_time
+from rotor.layout import checksum, format_time, parse_time
 
 META_ROTOR_VERSION = "rotor-version"
 META_STORE_VERSION = "rotor-store-version"
@@ -49,7 +50,6 @@ META_KEYS = (
     META_SECRET,
 )
 
-Recovery = Literal["commit", "abort"]
 ReadyReason = Literal["Ready", "Unreachable", "AuthFailed", "MountNotFound", "NotKV2", "Invalid"]
 
 MAX_DETAIL = 200
@@ -289,56 +289,6 @@ def vault_error(
     return PermanentError(f"{action} {path}: the store refused the request: {status} {detail}")
 
 
-# -- pure decisions ----------------------------------------------------------------------------
-def holds(record: StoreRecord | None, digest: str) -> bool:
-    """Whether a store's current version holds the values whose checksum is ``digest``."""
-    return record is not None and not record.deleted and record.checksum == digest
-
-
-def cas_version(state: SecretState, record: StoreRecord | None, path: str) -> int:
-    """The check-and-set version for writing the next pending value at ``path``.
-
-    0 when nothing is stored (create only). The current version when it holds what the source
-    Secret holds (current or pending), or what Rotor wrote itself (an aborted rotation), or was
-    deleted (nothing to lose), or when the secret has no value yet (Rotor takes the path over;
-    KV keeps the older versions). A version written outside Rotor that the source Secret does
-    not hold yet raises ConflictError: the controller propagates it first, so a person's change
-    is never silently overwritten.
-    """
-    if record is None:
-        return 0
-    known = {state.checksum} if state.has_value else set()
-    if state.pending:
-        known.add(checksum(state.pending))
-    if record.deleted or record.checksum in known or record.written_by_rotor:
-        return record.store_version
-    if not state.has_value:  # first value: take the path over
-        return record.store_version
-    raise ConflictError(
-        f"{path}: store version {record.store_version} was written outside Rotor and is not in "
-        "the source Secret yet; it is propagated to the source Secret before the next rotation"
-    )
-
-
-def plan_store_write(state: SecretState, record: StoreRecord | None, path: str) -> int | None:
-    """Rotation step 3 for one store: None when it already holds the pending values (a retry
-    after a lost answer or a restart), else the check-and-set version to write with."""
-    if not state.pending:
-        raise ProtocolError("phase", "nothing is pending", "prepare before writing a store")
-    if holds(record, checksum(state.pending)):
-        return None
-    return cas_version(state, record, path)
-
-
-def decide_recovery(state: SecretState, records: Mapping[str, StoreRecord | None]) -> Recovery:
-    """A writer that starts and finds phase=pending: commit if every external store already
-    holds the pending values, abort otherwise (``records``: one entry per store and path)."""
-    if state.phase != "pending" or not state.pending:
-        raise ProtocolError("phase", "nothing is pending", "recover only a pending rotation")
-    digest = checksum(state.pending)
-    return "commit" if all(holds(r, digest) for r in records.values()) else "abort"
-
-
 # -- an in-memory store ------------------------------------------------------------------------
 class MemoryStore:
     """An in-memory KV v2 store with Vault's semantics (versions, check-and-set, per-path custom
@@ -415,4 +365,6 @@ class MemoryStore:
         return StoreCheck(True, "Ready", "in-memory store")
 
     async def store_holds(self, path: str, rotor_version: int, checksum: str) -> bool:
+        from rotor.protocol import holds  # the protocol imports this module (StoreRecord)
+
         return holds(await self.read_version(path), checksum)

@@ -1,4 +1,4 @@
-"""The layout of the Secrets Rotor writes, and the pure state transitions of the rotation protocol.
+"""The layout of the Secrets Rotor writes: names, annotations, and the state and its encoding.
 
 Source Secret (same name and namespace as the RotatingSecret, owned by it, readable only by RW
 principals and the controller)::
@@ -17,8 +17,8 @@ RO view: Secret ``rotor.<source-namespace>.<name>`` in the consumer's namespace 
 previous only. A *file* is what one key produces (``password``, or ``signing-key`` and
 ``signing-key.pub``).
 
-The transitions (:func:`prepare`, :func:`commit`, :func:`abort`, :func:`expire_previous`) are pure:
-the caller passes ``now`` and does the I/O with a resourceVersion precondition.
+The protocol that moves a state from one step to the next (prepare, commit, abort, expire, and
+every decision about them) is :mod:`rotor.protocol`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -237,58 +237,3 @@ class SecretState:
         out[ANN_LAST_ABORT] = self.last_abort
         out[ANN_LAST_ABORT_AT] = at(self.last_abort_at) if self.last_abort_at is not None else ""
         return out
-
-
-# -- transitions --------------------------------------------------------------------------------
-class ProtocolError(InvalidSpec):
-    """A transition was asked for in a state that does not allow it (a bug, or a lost race)."""
-
-
-def prepare(
-    state: SecretState, values: Mapping[str, bytes], now: float, writer: str
-) -> SecretState:
-    """Step 1: record the new values as pending."""
-    if state.phase == "pending":
-        raise ProtocolError(
-            "phase", "a rotation is already pending", "finish or abort it first (recover_pending)"
-        )
-    if not values:
-        raise ProtocolError("values", "no values to prepare", "")
-    return replace(state, phase="pending", pending=dict(values), writer=writer, pending_since=now)
-
-
-def commit(state: SecretState, now: float, overlap: float) -> SecretState:
-    """Step 4: current <- pending, previous <- old current (for ``overlap``), version + 1."""
-    if state.phase != "pending" or not state.pending:
-        raise ProtocolError("phase", "nothing is pending", "prepare before commit")
-    keep = overlap > 0 and bool(state.current)
-    return replace(
-        state,
-        version=state.version + 1,
-        phase="committed",
-        current=dict(state.pending),
-        previous=dict(state.current) if keep else {},
-        previous_expires=now + overlap if keep else None,
-        pending={},
-        rotated_at=now,
-        pending_since=None,
-        next_rotation=None,
-        last_abort="",
-        last_abort_at=None,
-    )
-
-
-def abort(state: SecretState, why: str = "", now: float | None = None) -> SecretState:
-    """Drop the pending values; what was current stays current. ``why`` (``<Reason>:
-    <message>``, no value) is recorded as the last abort when given."""
-    out = replace(state, phase="committed", pending={}, pending_since=None)
-    if why:
-        out = replace(out, last_abort=why, last_abort_at=now)
-    return out
-
-
-def expire_previous(state: SecretState, now: float) -> SecretState:
-    """Drop the previous values once their overlap window has passed."""
-    if state.previous and state.previous_expires is not None and now >= state.previous_expires:
-        return replace(state, previous={}, previous_expires=None)
-    return state

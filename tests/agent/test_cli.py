@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from agent.store import FileStore
-from rotor.layout import SecretState, prepare
+from rotor.layout import SecretState
+from rotor.protocol import prepare
 
 AGENT = [sys.executable, "-m", "agent", "standalone"]
 

@@ -24,7 +24,8 @@ from agent.schedule import jitter_draw
 from agent.store import FileStore, MemoryStore, SecretStore, Stored
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
-from rotor.layout import SecretState, prepare
+from rotor.layout import SecretState
+from rotor.protocol import prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server

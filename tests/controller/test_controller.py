@@ -13,16 +13,9 @@ from controller.kube import Kube, path
 from controller.model import FINALIZER, RESTARTED_AT
 from rotor import API
 from rotor.errors import UnavailableError
-from rotor.layout import (
-    ANN_ROTATE_REQUESTED,
-    ANN_VERSION,
-    LABEL_SECRET,
-    SecretState,
-    commit,
-    prepare,
-    view_name,
-)
+from rotor.layout import ANN_ROTATE_REQUESTED, ANN_VERSION, LABEL_SECRET, SecretState, view_name
 from rotor.names import Principal, SecretRef
+from rotor.protocol import commit, prepare
 from tests.controller.conftest import Harness, eventually, running_controller, with_settings
 
 DB = SecretRef("shop", "db")

@@ -9,8 +9,9 @@ from typing import Any
 
 from controller.decide import rbac_name
 from controller.kube import path
-from rotor.layout import SecretState, abort, commit, prepare
+from rotor.layout import SecretState
 from rotor.names import Principal
+from rotor.protocol import abort, commit, prepare
 from tests.controller.conftest import Harness, eventually
 from tests.controller.test_controller import DB, RBAC, create, deployment_body, pod_body
 

@@ -18,7 +18,7 @@ from agent.files import METADATA, AtomicWriter
 from agent.metrics import AgentMetrics
 from agent.store import FileStore
 from agent.targets import build_target, file_admin
-from rotor.layout import prepare
+from rotor.protocol import prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock

@@ -12,17 +12,13 @@ from rotor.layout import (
     ANN_PREVIOUS_EXPIRES,
     ANN_ROTATED_AT,
     ANN_VERSION,
-    ProtocolError,
     SecretState,
-    abort,
     checksum,
-    commit,
-    expire_previous,
     format_time,
     parse_time,
-    prepare,
     view_name,
 )
+from rotor.protocol import ProtocolError, abort, commit, expire_previous, prepare
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 A, B, C = {"pw": b"aaaaaaaaaa"}, {"pw": b"bbbbbbbbbb"}, {"pw": b"cccccccccc"}

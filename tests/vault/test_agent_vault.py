@@ -10,8 +10,9 @@ import pytest
 
 from agent.vault import KubernetesLogin, TokenLogin, VaultStore, login_from_spec
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, PermanentError, UnavailableError
-from rotor.external import RotorMetadata, cas_version, decide_recovery
-from rotor.layout import SecretState, checksum, commit, prepare
+from rotor.external import RotorMetadata
+from rotor.layout import SecretState, checksum
+from rotor.protocol import cas_version, commit, decide_recovery, prepare
 from rotor.spec import ExternalStoreSpec
 from tests.vault.conftest import fake_jwt
 

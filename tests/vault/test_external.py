@@ -14,16 +14,21 @@ from rotor.errors import (
 from rotor.external import (
     RotorMetadata,
     StoreRecord,
-    cas_version,
-    decide_recovery,
-    holds,
     kv_data,
-    plan_store_write,
     record_from_kv,
     values_from_kv,
     vault_error,
 )
-from rotor.layout import ProtocolError, SecretState, checksum, commit, prepare
+from rotor.layout import SecretState, checksum
+from rotor.protocol import (
+    ProtocolError,
+    cas_version,
+    commit,
+    decide_recovery,
+    holds,
+    plan_store_write,
+    prepare,
+)
 
 OLD = {"password": b"old-value-1"}
 NEW = {"password": b"new-value-2"}

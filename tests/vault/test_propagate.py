@@ -11,7 +11,8 @@ from agent.vault import TokenLogin, VaultStore
 from controller.propagate import decide_propagation
 from controller.vault import TokenAuth, VaultReader
 from rotor.external import RotorMetadata, StoreRecord, StoreValues
-from rotor.layout import SecretState, checksum, commit, prepare
+from rotor.layout import SecretState, checksum
+from rotor.protocol import commit, prepare
 
 OLD = {"password": b"old-password-value"}
 NEW = {"password": b"new-password-value"}

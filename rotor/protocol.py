@@ -1,0 +1,177 @@
+"""The rotation protocol, as pure functions: every decision the agent and the controller make
+about a rotation, and every transition of a source Secret's state.
+
+No clock, no I/O, no randomness inside: ``now``, the jitter draw and what the stores hold are
+passed in, so every case is a row of one table test (``tests/unit/test_protocol.py``). The
+layout these functions move (:class:`rotor.layout.SecretState` and its encoding) is
+:mod:`rotor.layout`; the I/O is the caller's (the agent's engine, the controller).
+
+The steps (docs/architecture.md, "The rotation protocol, step by step"):
+
+* 1 :func:`prepare`: the new values become ``<file>.pending``, phase pending.
+* 3 :func:`plan_store_write`: for each external store, nothing (it holds the pending values)
+  or the check-and-set version to write with (:func:`cas_version`, :func:`holds`).
+* 4 :func:`commit`: current <- pending, previous <- current (for the overlap), version + 1.
+* 6 :func:`publishable`: a committed value whose checksum annotation matches its data (the
+  controller then holds it until every external store holds it).
+* 9 :func:`expire_previous`: the previous value dropped once its overlap has passed.
+* A :func:`abort`: the pending values dropped, the reason recorded.
+* R :func:`decide_recovery`: a rotation found pending at start.
+* every write of a source Secret or a view: :func:`secret_patch` / :func:`merge_data` (a JSON
+  merge patch that sets the data keys the new state no longer has to ``null``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Literal
+
+from rotor.errors import ConflictError, InvalidSpec
+from rotor.external import StoreRecord
+from rotor.layout import SecretState, checksum
+
+Recovery = Literal["commit", "abort"]
+
+
+# -- transitions --------------------------------------------------------------------------------
+class ProtocolError(InvalidSpec):
+    """A transition was asked for in a state that does not allow it (a bug, or a lost race)."""
+
+
+def prepare(
+    state: SecretState, values: Mapping[str, bytes], now: float, writer: str
+) -> SecretState:
+    """Step 1: record the new values as pending."""
+    if state.phase == "pending":
+        raise ProtocolError(
+            "phase", "a rotation is already pending", "finish or abort it first (recover_pending)"
+        )
+    if not values:
+        raise ProtocolError("values", "no values to prepare", "")
+    return replace(state, phase="pending", pending=dict(values), writer=writer, pending_since=now)
+
+
+def commit(state: SecretState, now: float, overlap: float) -> SecretState:
+    """Step 4: current <- pending, previous <- old current (for ``overlap``), version + 1."""
+    if state.phase != "pending" or not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "prepare before commit")
+    keep = overlap > 0 and bool(state.current)
+    return replace(
+        state,
+        version=state.version + 1,
+        phase="committed",
+        current=dict(state.pending),
+        previous=dict(state.current) if keep else {},
+        previous_expires=now + overlap if keep else None,
+        pending={},
+        rotated_at=now,
+        pending_since=None,
+        next_rotation=None,
+        last_abort="",
+        last_abort_at=None,
+    )
+
+
+def abort(state: SecretState, why: str = "", now: float | None = None) -> SecretState:
+    """Drop the pending values; what was current stays current. ``why`` (``<Reason>:
+    <message>``, no value) is recorded as the last abort when given."""
+    out = replace(state, phase="committed", pending={}, pending_since=None)
+    if why:
+        out = replace(out, last_abort=why, last_abort_at=now)
+    return out
+
+
+def expire_previous(state: SecretState, now: float) -> SecretState:
+    """Drop the previous values once their overlap window has passed."""
+    if state.previous and state.previous_expires is not None and now >= state.previous_expires:
+        return replace(state, previous={}, previous_expires=None)
+    return state
+
+
+# -- external stores ------------------------------------------------------------------------------
+def holds(record: StoreRecord | None, digest: str) -> bool:
+    """Whether a store's current version holds the values whose checksum is ``digest``."""
+    return record is not None and not record.deleted and record.checksum == digest
+
+
+def cas_version(state: SecretState, record: StoreRecord | None, path: str) -> int:
+    """The check-and-set version for writing the next pending value at ``path``.
+
+    0 when nothing is stored (create only). The current version when it holds what the source
+    Secret holds (current or pending), or what Rotor wrote itself (an aborted rotation), or was
+    deleted (nothing to lose), or when the secret has no value yet (Rotor takes the path over;
+    KV keeps the older versions). A version written outside Rotor that the source Secret does
+    not hold yet raises ConflictError: the controller propagates it first, so a person's change
+    is never silently overwritten.
+    """
+    if record is None:
+        return 0
+    known = {state.checksum} if state.has_value else set()
+    if state.pending:
+        known.add(checksum(state.pending))
+    if record.deleted or record.checksum in known or record.written_by_rotor:
+        return record.store_version
+    if not state.has_value:  # first value: take the path over
+        return record.store_version
+    raise ConflictError(
+        f"{path}: store version {record.store_version} was written outside Rotor and is not in "
+        "the source Secret yet; it is propagated to the source Secret before the next rotation"
+    )
+
+
+def plan_store_write(state: SecretState, record: StoreRecord | None, path: str) -> int | None:
+    """Rotation step 3 for one store: None when it already holds the pending values (a retry
+    after a lost answer or a restart), else the check-and-set version to write with."""
+    if not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "prepare before writing a store")
+    if holds(record, checksum(state.pending)):
+        return None
+    return cas_version(state, record, path)
+
+
+def decide_recovery(state: SecretState, records: Mapping[str, StoreRecord | None]) -> Recovery:
+    """A writer that starts and finds phase=pending: commit if every external store already
+    holds the pending values, abort otherwise (``records``: one entry per store and path)."""
+    if state.phase != "pending" or not state.pending:
+        raise ProtocolError("phase", "nothing is pending", "recover only a pending rotation")
+    digest = checksum(state.pending)
+    return "commit" if all(holds(r, digest) for r in records.values()) else "abort"
+
+
+# -- publishing -----------------------------------------------------------------------------------
+def publishable(state: SecretState | None, checksum_annotation: str) -> bool:
+    """Step 6: a committed value whose checksum annotation matches its data (checked before
+    the stores: the controller then holds it until every external store holds it)."""
+    return (
+        state is not None
+        and state.has_value
+        and state.phase == "committed"
+        and checksum_annotation == state.checksum
+    )
+
+
+# -- the Secret patch -----------------------------------------------------------------------------
+def merge_data(data: Mapping[str, str], old_keys: Iterable[str]) -> dict[str, str | None]:
+    """The ``data`` of a JSON merge patch (RFC 7386) from a Secret holding ``old_keys`` to one
+    holding ``data``: every key the new data no longer has (``.pending`` after a commit,
+    ``.previous`` after the overlap) is set to ``null``, which deletes it."""
+    out: dict[str, str | None] = dict.fromkeys(old_keys, None)
+    out.update(data)
+    return out
+
+
+def secret_patch(
+    state: SecretState,
+    old_keys: Iterable[str],
+    *,
+    annotations: Mapping[str, str] | None = None,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    """The merge patch that turns a source Secret holding ``old_keys`` into ``state``:
+    its data (:func:`merge_data`) and annotations (plus ``annotations``), and with
+    ``resource_version`` the precondition that nobody wrote in between."""
+    metadata: dict[str, Any] = {"annotations": {**state.annotations(), **(annotations or {})}}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {"metadata": metadata, "data": merge_data(state.secret_data(), old_keys)}
