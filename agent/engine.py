@@ -1,8 +1,8 @@
 """The rotation engine: one :class:`SecretRotator` per secret, driven by an injected clock.
 
 Each step of a rotator reads the state from its :class:`~agent.store.SecretStore`, asks the pure
-functions of :mod:`agent.schedule` what to do, moves the state with the pure transitions of
-:mod:`rotor.layout`, writes it back with compare-and-swap, and then writes the files
+functions of :mod:`rotor.protocol` what to do, moves the state with the protocol's pure
+transitions, writes it back with compare-and-swap, and then writes the files
 (:class:`~agent.files.AtomicWriter`). A rotation is::
 
     generate (+ the target's values, e.g. the username) -> prepare (store: phase=pending)
@@ -18,7 +18,7 @@ functions of :mod:`agent.schedule` what to do, moves the state with the pure tra
   runs before the previous value is dropped; a failure is counted and does not keep the value.
 
 * Interval and jitter: the value is due at ``rotated_at + interval * (1 - jitter * draw)`` with
-  ``draw`` in [0, 1) fixed per version (:func:`agent.schedule.jitter_draw`).
+  ``draw`` in [0, 1) fixed per version (:func:`rotor.protocol.jitter_draw`).
 * Overlap: ``<file>.previous`` is written beside each file until ``previous_expires``; then the
   state drops it (:func:`rotor.layout.expire_previous`) and the files are rewritten without it.
 * Rotate-now: :meth:`SecretRotator.request_rotation` (standalone: SIGUSR1 or ``POST /rotate``).
@@ -45,21 +45,24 @@ from agent.files import AtomicWriter, files_for, value_files
 from agent.generators import generate
 from agent.hooks import ApplyHook, Reloader
 from agent.metrics import AgentMetrics
-from agent.schedule import (
-    Reason,
-    backoff_delay,
-    jitter_draw,
-    needs_rotation,
-    next_rotation_at,
-    next_wakeup,
-    recovery,
-)
+from agent.schedule import recovery
 from agent.store import SecretStore, Stored
 from agent.targets import Target, TargetError
 from rotor.errors import ConflictError, RotorError
 from rotor.layout import SecretState, checksum
 from rotor.logs import register_secret
-from rotor.protocol import abort, commit, expire_previous, prepare
+from rotor.protocol import (
+    Reason,
+    abort,
+    backoff_delay,
+    commit,
+    expire_previous,
+    jitter_draw,
+    needs_rotation,
+    next_rotation_at,
+    next_wakeup,
+    prepare,
+)
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 

@@ -57,7 +57,6 @@ from agent.kube import (
 )
 from agent.kubestore import KubeSecretStore
 from agent.metrics import AgentMetrics
-from agent.schedule import backoff_delay
 from agent.targets import (
     R_ADMIN_CREDENTIAL,
     AdminSource,
@@ -74,7 +73,7 @@ from rotor.external import ExternalStoreWriter, RotorMetadata
 from rotor.layout import SecretState, checksum, view_name
 from rotor.logs import register_secret
 from rotor.names import SecretRef
-from rotor.protocol import Recovery, decide_recovery, plan_store_write
+from rotor.protocol import Recovery, backoff_delay, decide_recovery, plan_store_write
 from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreRef, ExternalStoreSpec, PostgresAdmin, RotatingSecretSpec
 

@@ -8,6 +8,9 @@ layout these functions move (:class:`rotor.layout.SecretState` and its encoding)
 
 The steps (docs/architecture.md, "The rotation protocol, step by step"):
 
+* 0 :func:`needs_rotation` (why the secret must rotate now), :func:`next_rotation_at` (when
+  its value is due, with :func:`jitter_draw`), :func:`backoff_delay` (the wait after failed
+  attempts), :func:`next_wakeup`.
 * 1 :func:`prepare`: the new values become ``<file>.pending``, phase pending.
 * 3 :func:`plan_store_write`: for each external store, nothing (it holds the pending values)
   or the check-and-set version to write with (:func:`cas_version`, :func:`holds`).
@@ -30,8 +33,84 @@ from typing import Any, Literal
 from rotor.errors import ConflictError, InvalidSpec
 from rotor.external import StoreRecord
 from rotor.layout import SecretState, checksum
+from rotor.settings.agent import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER
+from rotor.spec import RotatingSecretSpec
 
+Reason = Literal["first-value", "keys-changed", "requested", "due"]
 Recovery = Literal["commit", "abort"]
+
+
+# -- step 0: when to rotate ---------------------------------------------------------------------
+def jitter_draw(state: SecretState) -> float:
+    """A number in [0, 1) fixed for one version of one secret (from its checksum).
+
+    Deriving it from the values' checksum keeps the due time the same across restarts of the
+    agent, and different between secrets and versions, with no random state to persist.
+    """
+    if not state.current:
+        return 0.0
+    return int(state.checksum[:8], 16) / 2**32
+
+
+def next_rotation_at(
+    state: SecretState,
+    spec: RotatingSecretSpec,
+    jitter_draw: float,
+    jitter: float = DEFAULT_JITTER,
+) -> float | None:
+    """When the current value is due: ``rotated_at + interval * (1 - jitter * draw)``.
+
+    The jitter only shortens the interval, so a value never outlives ``interval``. ``None`` when
+    there is no value yet (rotate at once), when the secret is suspended, or the time is unknown.
+    """
+    if not state.has_value or spec.suspend or state.rotated_at is None:
+        return None
+    return state.rotated_at + spec.rotation.interval * (1.0 - jitter * jitter_draw)
+
+
+def needs_rotation(
+    state: SecretState,
+    spec: RotatingSecretSpec,
+    now: float,
+    jitter_draw: float = 0.0,
+    jitter: float = DEFAULT_JITTER,
+    requested: bool = False,
+) -> Reason | None:
+    """Why the secret must rotate now, or ``None``.
+
+    A pending rotation is recovered first (:func:`recovery`), never rotated over. A suspended
+    secret still gets its first value (so its app can start) and still honours rotate-now, but
+    is not rotated on schedule.
+    """
+    if state.phase == "pending":
+        return None
+    if not state.has_value:
+        return "first-value"
+    if set(state.current) != set(spec.files):
+        return "keys-changed"
+    if requested:
+        return "requested"
+    if spec.suspend:
+        return None
+    if state.rotated_at is None:
+        return "due"
+    due = next_rotation_at(state, spec, jitter_draw, jitter)
+    return "due" if due is not None and now >= due else None
+
+
+def backoff_delay(
+    failures: int, base: float = DEFAULT_BACKOFF_BASE, maximum: float = DEFAULT_BACKOFF_MAX
+) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row: base, 2 base, 4 base, ..."""
+    if failures <= 0:
+        return 0.0
+    return float(min(maximum, base * 2 ** min(failures - 1, 62)))
+
+
+def next_wakeup(*times: float | None) -> float | None:
+    """The earliest of the given times, ignoring ``None``; ``None`` when there is none."""
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 # -- transitions --------------------------------------------------------------------------------

@@ -20,12 +20,11 @@ from agent.engine import Agent, SecretRotator, drain_notifications
 from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
 from agent.metrics import AgentMetrics
-from agent.schedule import jitter_draw
 from agent.store import FileStore, MemoryStore, SecretStore, Stored
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
 from rotor.layout import SecretState
-from rotor.protocol import prepare
+from rotor.protocol import jitter_draw, prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server

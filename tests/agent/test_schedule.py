@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.schedule import (
-    backoff_delay,
-    jitter_draw,
-    needs_rotation,
-    next_rotation_at,
-    next_wakeup,
-    recovery,
-)
+from agent.schedule import recovery
 from rotor.layout import SecretState
+from rotor.protocol import backoff_delay, jitter_draw, needs_rotation, next_rotation_at, next_wakeup
 from rotor.spec import RotatingSecretSpec
 
 T0 = 1_700_000_000.0
