@@ -23,7 +23,7 @@ transitions, writes it back with compare-and-swap, and then writes the files
   state drops it (:func:`rotor.layout.expire_previous`) and the files are rewritten without it.
 * Rotate-now: :meth:`SecretRotator.request_rotation` (standalone: SIGUSR1 or ``POST /rotate``).
 * Recovery: a rotation found pending (the agent stopped in the middle) is finished or aborted
-  (:func:`agent.schedule.recovery`).
+  (:func:`rotor.protocol.recovery`).
 * A conflict (someone else wrote the state first) is never overwritten: the step ends, the state
   is re-read at the next step.
 
@@ -37,18 +37,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 from agent.files import AtomicWriter, files_for, value_files
 from agent.generators import generate
 from agent.hooks import ApplyHook, Reloader
 from agent.metrics import AgentMetrics
-from agent.schedule import recovery
 from agent.store import SecretStore, Stored
 from agent.targets import Target, TargetError
 from rotor.errors import ConflictError, RotorError
+from rotor.external import StoreRecord
 from rotor.layout import SecretState, checksum
 from rotor.logs import register_secret
 from rotor.protocol import (
@@ -62,6 +62,7 @@ from rotor.protocol import (
     next_rotation_at,
     next_wakeup,
     prepare,
+    recovery,
 )
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
@@ -86,8 +87,9 @@ class ExternalStep(Protocol):
         """Put ``state.pending`` where it must be before the commit; raise a RotorError if not."""
         ...
 
-    async def recover(self, state: SecretState) -> Literal["commit", "abort"]:
-        """For a rotation found pending: may it be committed (every store holds it)?"""
+    async def records(self, state: SecretState) -> Mapping[str, StoreRecord | None]:
+        """For a rotation found pending: what each store holds now (for
+        :func:`rotor.protocol.recovery`)."""
         ...
 
 
@@ -333,15 +335,13 @@ class SecretRotator:
         return Stored(committed, token)
 
     async def _recover(self, stored: Stored, now: float) -> Stored:
-        action = recovery(
-            stored.state, self.spec, self.apply_hook is not None or self.target is not None
-        )
-        if (
-            action != "abort"
-            and self.external is not None
-            and await self.external.recover(stored.state) == "abort"
-        ):
-            action = "abort"  # some external store does not hold the pending values
+        hooked = self.apply_hook is not None or self.target is not None
+        action = recovery(stored.state, self.spec, hooked)
+        if action != "abort" and self.external is not None:
+            # the stores are read only when the spec alone does not abort: an unreachable
+            # store must not delay that abort
+            records = await self.external.records(stored.state)
+            action = recovery(stored.state, self.spec, hooked, records)
         log.info(
             "pending rotation found secret=%s version=%d action=%s",
             self.name,

@@ -11,7 +11,7 @@ What it does per secret, from :class:`rotor.env.AgentEnv`:
   ``externalStores``, :class:`ExternalStores` is the engine's step 3: each store (an
   ``ExternalStore`` object read from the API, a :class:`agent.vault.VaultStore`) gets the pending
   values with check-and-set before the commit, and recovery commits only if every store holds
-  them (:func:`rotor.protocol.decide_recovery`).
+  them (:func:`rotor.protocol.recovery`).
 * **RW, not the writer** (the other replicas): follows the source Secret and writes its committed
   values to the files; it takes over the engine when the controller names it writer, and hands
   it back when the controller names another pod.
@@ -69,11 +69,11 @@ from rotor import API_GROUP, API_VERSION
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
 from rotor.errors import InvalidSpec, RotorError
-from rotor.external import ExternalStoreWriter, RotorMetadata
+from rotor.external import ExternalStoreWriter, RotorMetadata, StoreRecord
 from rotor.layout import SecretState, checksum, view_name
 from rotor.logs import register_secret
 from rotor.names import SecretRef
-from rotor.protocol import Recovery, backoff_delay, decide_recovery, plan_store_write
+from rotor.protocol import backoff_delay, plan_store_write
 from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreRef, ExternalStoreSpec, PostgresAdmin, RotatingSecretSpec
 
@@ -247,12 +247,11 @@ class ExternalStores:
                 state.version + 1,
             )
 
-    async def recover(self, state: SecretState) -> Recovery:
-        records = {
+    async def records(self, state: SecretState) -> dict[str, StoreRecord | None]:
+        return {
             f"{r.store}:{r.path}": await self.stores[r.store].read_version(r.path)
             for r in self.refs
         }
-        return decide_recovery(state, records)
 
 
 def kube_admin(kube: KubeClient, namespace: str, admin: PostgresAdmin) -> AdminSource:

@@ -4,7 +4,7 @@
 values as a new KV v2 version with check-and-set, then merges Rotor's custom metadata (Rotor
 version, rotated-at, writer, checksum; never a value) with a JSON merge PATCH so metadata keys of
 other owners survive, and reads back the current version so a restarted writer can decide
-commit or abort (:func:`rotor.protocol.decide_recovery`).
+commit or abort (:func:`rotor.protocol.recovery`).
 
 Policy the agent's token needs, for a store with mount ``secret`` and path ``shop/db``::
 

@@ -19,7 +19,8 @@ The steps (docs/architecture.md, "The rotation protocol, step by step"):
   controller then holds it until every external store holds it).
 * 9 :func:`expire_previous`: the previous value dropped once its overlap has passed.
 * A :func:`abort`: the pending values dropped, the reason recorded.
-* R :func:`decide_recovery`: a rotation found pending at start.
+* R :func:`recovery`: a rotation found pending at start (the spec, the apply hook and what the
+  external stores hold decide: commit, apply again, or abort).
 * every write of a source Secret or a view: :func:`secret_patch` / :func:`merge_data` (a JSON
   merge patch that sets the data keys the new state no longer has to ``null``).
 """
@@ -37,7 +38,7 @@ from rotor.settings.agent import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFA
 from rotor.spec import RotatingSecretSpec
 
 Reason = Literal["first-value", "keys-changed", "requested", "due"]
-Recovery = Literal["commit", "abort"]
+Recovery = Literal["commit", "apply", "abort"]
 
 
 # -- step 0: when to rotate ---------------------------------------------------------------------
@@ -209,13 +210,36 @@ def plan_store_write(state: SecretState, record: StoreRecord | None, path: str) 
     return cas_version(state, record, path)
 
 
-def decide_recovery(state: SecretState, records: Mapping[str, StoreRecord | None]) -> Recovery:
-    """A writer that starts and finds phase=pending: commit if every external store already
-    holds the pending values, abort otherwise (``records``: one entry per store and path)."""
-    if state.phase != "pending" or not state.pending:
+# -- recovery: a rotation found pending at start ---------------------------------------------------
+def recovery(
+    state: SecretState,
+    spec: RotatingSecretSpec,
+    has_apply_hook: bool,
+    records: Mapping[str, StoreRecord | None] | None = None,
+) -> Recovery:
+    """What a writer that starts (or takes over) does with a rotation found pending: the one rule.
+
+    ``records``: what each external store holds now (one entry per store and path; empty or None
+    when the secret has none). In order:
+
+    * pending values that do not match the spec's files any more (or none at all): ``abort``;
+    * an external store that does not hold the pending values (the writer stopped before or
+      during step 3, or a person wrote after it): ``abort``;
+    * an apply hook (or a target) to satisfy: the agent cannot know whether the app applied the
+      values, so it posts them again (``apply``; the hook must be idempotent) and commits on
+      2xx, aborts otherwise;
+    * else ``commit``: the values are complete in the source Secret and in every store.
+
+    A state that is not pending at all is a ProtocolError (there is nothing to recover).
+    """
+    if state.phase != "pending":
         raise ProtocolError("phase", "nothing is pending", "recover only a pending rotation")
+    if not state.pending or set(state.pending) != set(spec.files):
+        return "abort"
     digest = checksum(state.pending)
-    return "commit" if all(holds(r, digest) for r in records.values()) else "abort"
+    if not all(holds(r, digest) for r in (records or {}).values()):
+        return "abort"
+    return "apply" if has_apply_hook else "commit"
 
 
 # -- publishing -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""rotor.layout: the Secret encoding and the pure transitions of the rotation protocol."""
+"""rotor.layout: the Secret encoding (the transitions are tests/unit/test_protocol.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from rotor.layout import (
     parse_time,
     view_name,
 )
-from rotor.protocol import ProtocolError, abort, commit, expire_previous, prepare
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 A, B, C = {"pw": b"aaaaaaaaaa"}, {"pw": b"bbbbbbbbbb"}, {"pw": b"cccccccccc"}
@@ -26,64 +25,6 @@ A, B, C = {"pw": b"aaaaaaaaaa"}, {"pw": b"bbbbbbbbbb"}, {"pw": b"cccccccccc"}
 
 def b64(v: bytes) -> str:
     return base64.b64encode(v).decode()
-
-
-def test_full_rotation_cycle() -> None:
-    s0 = SecretState()
-    s1 = commit(prepare(s0, A, T0, "w"), T0, overlap=60)
-    assert (s1.version, s1.phase, s1.current, s1.previous) == (1, "committed", A, {})
-    assert s1.previous_expires is None  # nothing to keep on the first value
-    p = prepare(s1, B, T0 + 100, "w")
-    assert (p.phase, p.pending, p.current, p.pending_since, p.writer) == (
-        "pending",
-        B,
-        A,
-        T0 + 100,
-        "w",
-    )
-    s2 = commit(p, T0 + 101, overlap=60)
-    assert (s2.version, s2.current, s2.previous, s2.pending) == (2, B, A, {})
-    assert (s2.rotated_at, s2.previous_expires, s2.pending_since) == (T0 + 101, T0 + 161, None)
-    assert expire_previous(s2, T0 + 160) is s2
-    s3 = expire_previous(s2, T0 + 161)
-    assert (s3.previous, s3.previous_expires, s3.current) == ({}, None, B)
-
-
-def test_commit_without_overlap_keeps_no_previous() -> None:
-    s1 = commit(prepare(SecretState(), A, T0, "w"), T0, 0)
-    s2 = commit(prepare(s1, B, T0, "w"), T0, 0)
-    assert (s2.previous, s2.previous_expires) == ({}, None)
-
-
-def test_abort_keeps_current() -> None:
-    s1 = commit(prepare(SecretState(), A, T0, "w"), T0, 60)
-    aborted = abort(prepare(s1, C, T0 + 5, "w"))
-    assert (aborted.version, aborted.phase, aborted.current, aborted.pending) == (
-        1,
-        "committed",
-        A,
-        {},
-    )
-    assert aborted.pending_since is None
-
-
-@pytest.mark.parametrize(
-    ("make", "field", "problem"),
-    [
-        (
-            lambda: prepare(prepare(SecretState(), A, T0, "w"), B, T0, "w"),
-            "phase",
-            "a rotation is already pending",
-        ),
-        (lambda: prepare(SecretState(), {}, T0, "w"), "values", "no values to prepare"),
-        (lambda: commit(SecretState(), T0, 60), "phase", "nothing is pending"),
-        (lambda: commit(SecretState(phase="pending"), T0, 60), "phase", "nothing is pending"),
-    ],
-)
-def test_transitions_refuse_the_wrong_phase(make: object, field: str, problem: str) -> None:
-    with pytest.raises(ProtocolError) as e:
-        make()  # type: ignore[operator]
-    assert (e.value.field, e.value.problem) == (field, problem)
 
 
 def test_secret_round_trip_and_views_never_show_pending() -> None:

@@ -12,8 +12,8 @@ from agent.vault import KubernetesLogin, TokenLogin, VaultStore, login_from_spec
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, PermanentError, UnavailableError
 from rotor.external import RotorMetadata
 from rotor.layout import SecretState, checksum
-from rotor.protocol import cas_version, commit, decide_recovery, prepare
-from rotor.spec import ExternalStoreSpec
+from rotor.protocol import cas_version, commit, prepare, recovery
+from rotor.spec import ExternalStoreSpec, RotatingSecretSpec
 from tests.vault.conftest import fake_jwt
 
 OLD = {"password": b"old-password-value"}
@@ -23,6 +23,9 @@ PEM = {
     "key.pub": b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 rotor",
 }
 T0 = 1_700_000_000.0
+SPEC = RotatingSecretSpec.from_dict(
+    {"keys": [{"name": "password", "generator": {"type": "password"}}]}
+)
 
 
 def root(bao) -> hvac.Client:
@@ -174,7 +177,7 @@ async def test_server_hung_during_a_write_loses_nothing(own_bao):
     v2 = await s.write_pending(p, state.pending, v1, meta(2))
     assert v2 == v1 + 1
     assert (await s.read_values(p)).values == NEW
-    assert decide_recovery(state, {"vault": await s.read_version(p)}) == "commit"
+    assert recovery(state, SPEC, False, {"vault": await s.read_version(p)}) == "commit"
 
 
 async def test_read_of_a_missing_version(bao):
@@ -223,7 +226,7 @@ async def test_recovery_decision_at_each_step(bao, step, decision):
         person_writes(bao, b, {"password": "typed-by-a-person"})
     restarted = store(bao)  # a new process: nothing in memory but the source Secret
     records = {p: await restarted.read_version(p) for p in (a, b)}
-    assert decide_recovery(pending, records) == decision
+    assert recovery(pending, SPEC, False, records) == decision
 
 
 # -- logins -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""rotor.external: metadata, KV encoding, error mapping and the pure decisions (no server)."""
+"""rotor.external: metadata, KV encoding and error mapping (no server)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,7 @@ from rotor.external import (
 )
 from rotor.layout import SecretState, checksum
 from rotor.protocol import (
-    ProtocolError,
-    cas_version,
     commit,
-    decide_recovery,
-    holds,
-    plan_store_write,
     prepare,
 )
 
@@ -116,63 +111,3 @@ def test_vault_error_mapping(status, detail, kind, text):
         assert "check-and-set" in str(err)
     else:
         assert text in str(err)
-
-
-# -- cas_version ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("state", "record", "expected"),
-    [
-        (committed(), None, 0),  # nothing stored: create only
-        (committed(), rec(OLD, 3), 3),  # holds the current value
-        (pending(), rec(NEW, 4), 4),  # holds the pending value (a retry)
-        (committed(), rec(NEW, 5, rotor=True), 5),  # Rotor's own aborted write
-        (SecretState(), rec(THEIRS, 2), 2),  # first value: Rotor takes the path over
-        (committed(), StoreRecord(8, checksum({}), None, deleted=True), 8),  # deleted: no loss
-    ],
-)
-def test_cas_version(state, record, expected):
-    assert cas_version(state, record, "secret/shop/db") == expected
-
-
-def test_cas_version_refuses_to_overwrite_a_persons_change():
-    with pytest.raises(ConflictError, match="written outside Rotor"):
-        cas_version(committed(), rec(THEIRS, 6), "secret/shop/db")
-
-
-# -- decide_recovery -----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("records", "decision"),
-    [
-        ({}, "commit"),  # no external store: nothing to wait for
-        ({"vault:a": rec(NEW)}, "commit"),
-        ({"vault:a": rec(NEW), "vault:b": rec(NEW, 9)}, "commit"),
-        ({"vault:a": None}, "abort"),  # crashed before the write
-        ({"vault:a": rec(OLD)}, "abort"),  # still the old value
-        ({"vault:a": rec(NEW), "vault:b": rec(OLD)}, "abort"),  # one of two written
-        ({"vault:a": rec(THEIRS)}, "abort"),  # a person wrote after us
-    ],
-)
-def test_decide_recovery(records, decision):
-    assert decide_recovery(pending(), records) == decision
-
-
-def test_decide_recovery_needs_a_pending_rotation():
-    with pytest.raises(ProtocolError):
-        decide_recovery(committed(), {})
-
-
-def test_holds():
-    assert holds(rec(NEW), checksum(NEW))
-    assert not holds(StoreRecord(3, checksum({}), None, deleted=True), checksum({}))
-    assert not holds(rec(OLD), checksum(NEW))
-    assert not holds(None, checksum(NEW))
-
-
-def test_plan_store_write():
-    assert plan_store_write(pending(), None, "p") == 0
-    assert plan_store_write(pending(), rec(OLD, 3), "p") == 3
-    assert plan_store_write(pending(), rec(NEW, 4), "p") is None  # already there: no new version
-    with pytest.raises(ConflictError):
-        plan_store_write(pending(), rec(THEIRS, 5), "p")
-    with pytest.raises(ProtocolError):
-        plan_store_write(committed(), None, "p")
