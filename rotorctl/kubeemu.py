@@ -41,6 +41,12 @@ small handler (``_handle`` below) that, for every create and patch:
 
 It answers 404 to PUT; product code filters on the client side too.
 
+For benchmarks and the soak, two hooks: :attr:`StrictEmulator.listeners` are called with every
+object a create or patch stored and the ``time.monotonic()`` of the store (so a clock can start
+when a commit is stored, not when some watch delivers it), and
+:meth:`StrictEmulator.drop_watches` closes every open watch stream, as an API server restart or a
+load balancer's idle timeout does (clients must resume).
+
 :class:`EmulatorThread` runs it in a background thread with its own event loop, so synchronous
 code, the ``kubernetes`` client and subprocesses (an agent, the controller) share one URL.
 """
@@ -60,7 +66,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +121,10 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self.admission = Admission(self._webhook_configs, self._namespace_labels)
         self._webhooks: list[dict[str, Any]] | None = None
         self.collected: list[str] = []  # what the garbage collector deleted or released
+        self._watches: dict[int, aiohttp.web.BaseRequest] = {}
+        self.listeners: list[Callable[[dict[str, Any], float], None]] = []
+        """Called in the emulator's thread with a copy of each object a create or patch stored
+        and the ``time.monotonic()`` just after the store, before the answer is sent."""
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         """A Status body as the real server writes it (kmock adds a server traceback)."""
@@ -573,7 +583,24 @@ class StrictEmulator(kmock.KubernetesEmulator):
         merged: dict[str, Any] = merge_patch(copy.deepcopy(stored), request.data)
         return merged
 
+    def drop_watches(self) -> int:
+        """Close the connection of every open watch stream; returns how many were closed.
+        Call it in the emulator's loop (:meth:`EmulatorThread.drop_watches` does)."""
+        dropped = 0
+        for raw in list(self._watches.values()):
+            if raw.transport is not None:
+                raw.transport.close()
+                dropped += 1
+        return dropped
+
     async def _handle_strict(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request  # kmock keeps aiohttp's request (the connection) here
+        if request.action == k8s_action.WATCH and raw is not None:
+            self._watches[id(request)] = raw
+            try:
+                return await super()._handle(request)
+            finally:
+                self._watches.pop(id(request), None)
         if request.resource is None or request.action not in (
             k8s_action.CREATE,
             k8s_action.UPDATE,
@@ -621,7 +648,15 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     request.data.append(
                         {"op": "add", "path": "/metadata/resourceVersion", "value": rv}
                     )
-            return await super()._handle(request)
+            response = await super()._handle(request)
+            if self.listeners and response.status < 300:
+                stored = self._stored(key)
+                if stored is not None:
+                    at = time.monotonic()
+                    obj = copy.deepcopy(stored)
+                    for listener in list(self.listeners):
+                        listener(obj, at)
+            return response
 
 
 PROTOBUF_MAGIC = b"k8s\x00"
@@ -892,6 +927,11 @@ class EmulatorThread:
             return fn(k8s, *args)
 
         return asyncio.run_coroutine_threadsafe(run(), loop).result(STARTUP_TIMEOUT)
+
+    def drop_watches(self) -> int:
+        """Close every open watch stream now (:meth:`StrictEmulator.drop_watches`)."""
+        dropped: int = self.call(lambda k8s: k8s.drop_watches())
+        return dropped
 
     def issue_token(self, namespace: str, name: str) -> str:
         """A service-account token (as TokenRequest would issue; the account need not exist)."""
