@@ -1,5 +1,6 @@
-"""The probe's pure decisions (rotorctl.probe): which stored object is a commit, and which
-values a reader held that were never committed when it held them."""
+"""The pure decisions of the probe (rotorctl.probe: which stored object is a commit, which
+values a reader held that were never committed when it held them) and of the soak
+(rotorctl.soak: which fault comes when, which readers are behind)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from rotor.layout import SecretState
 from rotorctl.probe import Commit, committed_state, uncommitted
+from rotorctl.soak import behind, fault_for
 
 
 def secret(version: int, phase: str = "committed", **meta: Any) -> dict[str, Any]:
@@ -57,3 +59,42 @@ def test_uncommitted(
     held: dict[str, list[tuple[float, str]]], flagged: list[tuple[str, float]]
 ) -> None:
     assert uncommitted(held, BY_SUM, COMMITS) == flagged
+
+
+KINDS = ("reader", "writer", "drop")
+
+
+@pytest.mark.parametrize(
+    ("n", "every", "kind"),
+    [
+        (1, 2, None),
+        (2, 2, "reader"),
+        (3, 2, None),
+        (4, 2, "writer"),
+        (6, 2, "drop"),
+        (8, 2, "reader"),
+        (5, 5, "reader"),
+        (10, 5, "writer"),
+        (4, 0, None),  # no faults
+    ],
+)
+def test_fault_for(n: int, every: int, kind: str | None) -> None:
+    assert fault_for(n, every, KINDS) == kind
+
+
+def test_fault_for_one_kind_only() -> None:
+    assert [fault_for(n, 1, ("drop",)) for n in (1, 2, 3)] == ["drop"] * 3
+    assert fault_for(1, 1, ()) is None
+
+
+@pytest.mark.parametrize(
+    ("versions", "version", "late"),
+    [
+        ({"a": 5, "b": 5}, 5, []),
+        ({"a": 6, "b": 5}, 5, []),  # a later version is not behind
+        ({"a": 4, "b": 5}, 5, ["a"]),
+        ({"a": None, "b": 5}, 5, ["a"]),  # nothing, or a value never committed
+    ],
+)
+def test_behind(versions: dict[str, int | None], version: int, late: list[str]) -> None:
+    assert behind(versions, version) == late
