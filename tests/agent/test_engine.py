@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,14 +19,18 @@ from prometheus_client import CollectorRegistry
 from agent.engine import Agent, SecretRotator, drain_notifications
 from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
+from agent.incluster import ExternalStores
 from agent.metrics import AgentMetrics
 from agent.store import FileStore, MemoryStore, SecretStore, Stored
+from agent.targets import R_UNREACHABLE, TargetError
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
+from rotor.external import MemoryStore as ExternalMemoryStore
 from rotor.layout import SecretState
+from rotor.names import SecretRef
 from rotor.protocol import jitter_draw, prepare
 from rotor.settings.agent import AgentSettings
-from rotor.spec import RotatingSecretSpec
+from rotor.spec import ExternalStoreRef, RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server
 from tests.conftest import free_port
 
@@ -37,6 +41,7 @@ SPEC = RotatingSecretSpec.from_dict(
     }
 )
 SETTINGS = AgentSettings(jitter=0.0, backoff_base=2.0, backoff_max=60.0)
+T = 1_700_000_000.0  # FakeClock's start
 
 
 def make(
@@ -463,3 +468,71 @@ async def test_jitter_never_shortens_an_interval_by_more_than_it_says(tmp_path: 
     gaps = [committed[v + 1] - committed[v] for v in sorted(committed)[:-1]]
     assert min(gaps) >= 10 * 0.95 - 1e-6, gaps
     assert max(gaps) <= 10 + step + 1e-6, gaps
+
+
+class DownTarget:
+    """A target whose database does not answer (the PostgreSQL target's own error)."""
+
+    kind = "down"
+
+    def values_for(self, state: SecretState, generated: Mapping[str, bytes]) -> dict[str, bytes]:
+        return dict(generated)
+
+    async def apply(self, state: SecretState) -> None:
+        raise TargetError(R_UNREACHABLE, "cannot connect to PostgreSQL pg.shop.svc:5432/postgres")
+
+    async def retire(self, state: SecretState) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        ("apply-hook", "ApplyHookFailed"),
+        ("external-store", "ExternalStoreFailed"),
+        ("target", "DatabaseUnreachable"),
+        ("recovery", "RecoveryAborted"),
+    ],
+)
+async def test_every_abort_is_counted_and_recorded_on_the_source_with_its_reason(
+    tmp_path: Path, cause: str, reason: str
+) -> None:
+    """Each cause of an abort reaches the writer's two reports: the counter and the reason
+    recorded in the stored state (``rotor.dev/last-abort``, which the controller turns into
+    ``Rotated=False`` and an Event: tests/controller/test_target_abort.py)."""
+    clock = FakeClock()
+    store = MemoryStore()
+    vault = ExternalMemoryStore()
+    async with app_server() as app:
+        hook = ApplyHook(app.url + "/apply", timeout=5)
+        r, reg = make(tmp_path, clock, store=store, hook=hook)
+        try:
+            if cause == "recovery":  # a writer stopped mid-rotation; the app refuses it now
+                base = SecretState(version=1, current={"password": b"o" * 16}, rotated_at=T)
+                token = await store.write(base, "")
+                await store.write(prepare(base, {"password": b"n" * 16}, T, "gone"), token)
+                app.status = 500
+            else:
+                await r.step()
+                assert r.state.version == 1
+                await clock.advance(3600)
+            if cause == "apply-hook":
+                app.status = 500
+            elif cause == "external-store":
+                refs = (ExternalStoreRef("vault", "shop/db"),)
+                r.external = ExternalStores(SecretRef("shop", "db"), refs, {"vault": vault}, "w")
+                vault.unavailable = True
+            elif cause == "target":
+                r.target = DownTarget()
+            await r.step()
+        finally:
+            await hook.close()
+    assert metric(reg, "rotor_agent_rotations_total", result="aborted") == 1
+    stored = (await store.read()).state
+    assert (stored.version, stored.phase, stored.pending) == (1, "committed", {})
+    assert stored.abort_reason == reason
+    assert stored.last_abort_at == clock.now
+    assert r.retry_at is not None  # backs off, then tries again

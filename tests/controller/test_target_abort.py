@@ -77,3 +77,50 @@ async def test_admin_secret_grant_and_abort_reported_as_condition_and_event(roto
     assert ev["involvedObject"]["name"] == "db"
     assert "v1-value" not in ev["message"]
     assert "v2-value" not in ev["message"]
+
+
+# Every cause the writer records (agent/engine.py; tests/agent/test_engine.py proves the counter
+# and the record for each): its reason becomes Rotated=False and one Warning Event.
+ABORTS = [
+    "ApplyHookFailed: the apply hook did not answer 2xx",
+    "ExternalStoreFailed: writing secret/data/shop/db: the store did not answer (503)",
+    "DatabaseUnreachable: cannot connect to PostgreSQL pg.shop.svc:5432/postgres",
+    "RecoveryAborted: the pending values were not confirmed (apply hook or external store)",
+]
+
+
+async def test_each_recorded_abort_is_a_rotated_condition_and_one_warning_event(rotor):
+    spec = {"keys": [{"name": "password", "generator": {"type": "password"}}]}
+    await rotor.rsec("shop", "db", spec)
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"), what="the source Secret")
+    now = time.time()
+    state = commit(prepare(SecretState(), {"password": b"v1-value-abcdef"}, now, "w"), now, 60)
+    for why in ABORTS:
+        reason, _, message = why.partition(": ")
+        state = abort(prepare(state, {"password": b"v2-value-abcdef"}, now, "w"), why, now)
+        await rotor.kube.apatch(
+            path("v1", "secrets", "shop", "db"),
+            {"metadata": {"annotations": state.annotations()}, "data": state.secret_data()},
+        )
+        cond = await eventually(lambda r=reason: _rotated(rotor, r), what=f"Rotated={reason}")
+        assert cond["status"] == "False"
+        assert message in cond["message"]
+
+        async def events(r: str = reason) -> Any:
+            items = await rotor.kube.aitems(path("v1", "events", "shop"))
+            return [e for e in items if e["reason"] == r]
+
+        (ev,) = await eventually(events, what=f"a {reason} Event")
+        assert ev["type"] == "Warning"
+        assert ev["involvedObject"]["name"] == "db"
+        assert message in ev["message"]
+        assert "v1-value" not in ev["message"]
+        assert "v2-value" not in ev["message"]
+    # the next commit clears the recorded abort: Rotated=True again
+    state = commit(prepare(state, {"password": b"v3-value-abcdef"}, now, "w"), now, 60)
+    await rotor.kube.apatch(
+        path("v1", "secrets", "shop", "db"),
+        {"metadata": {"annotations": state.annotations()}, "data": state.secret_data()},
+    )
+    cond = await eventually(lambda: _rotated(rotor, "Committed"), what="Rotated=True")
+    assert cond["status"] == "True"

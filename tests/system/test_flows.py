@@ -251,6 +251,28 @@ def test_openbao_down_during_a_rotation_loses_nothing_and_completes_when_back(
             lambda: 'result="aborted"' in system.agent_metrics(w),
             "the writer's rotation aborted while OpenBao is sealed",
         )
+        # reported the two other ways too: the reason the writer recorded on the source Secret
+        # becomes Rotated=False with that reason, and one Warning Event
+        rotated = until(
+            lambda: next(
+                (
+                    c
+                    for c in system.status(NS, NAME).get("conditions") or []
+                    if c["type"] == "Rotated" and c["reason"] == "ExternalStoreFailed"
+                ),
+                None,
+            ),
+            "Rotated=False/ExternalStoreFailed",
+        )
+        assert rotated["status"] == "False"
+        assert f"{NS}/{NAME}" in rotated["message"]  # names the store path
+
+        def warned() -> list[dict[str, Any]]:
+            events = system.api.request("GET", f"/api/v1/namespaces/{NS}/events") or {}
+            items = events.get("items") or []
+            return [e for e in items if e.get("reason") == "ExternalStoreFailed"]
+
+        assert all(e["type"] == "Warning" for e in until(warned, "an ExternalStoreFailed Event"))
         assert system.version(NS, NAME) == v, "nothing committed while OpenBao is down"
         if v == 1:
             assert holds(r, first), "the reader keeps the last value"
