@@ -60,9 +60,10 @@ from rotor.protocol import (
     jitter_draw,
     needs_rotation,
     next_rotation_at,
-    next_wakeup,
     prepare,
     recovery,
+    starts_rotation,
+    wakeup_at,
 )
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
@@ -173,16 +174,15 @@ class SecretRotator:
 
     def wakeup_at(self) -> float | None:
         """When the next step has something to do (``None``: nothing scheduled)."""
-        state = self.state
-        due = next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)
-        if not state.has_value or state.phase == "pending" or self._written is None:
-            due = self.retry_at if self.retry_at is not None else self.clock.time()
-        elif due is not None and self.retry_at is not None:
-            due = max(due, self.retry_at)
-        if self._request_open:  # a requested rotation failed: retry it when the backoff ends
-            retry = self.retry_at if self.retry_at is not None else self.clock.time()
-            due = retry if due is None else min(due, retry)
-        return next_wakeup(due, state.previous_expires if state.previous else None)
+        return wakeup_at(
+            self.state,
+            self.spec,
+            self.clock.time(),
+            jitter=self.settings.jitter,
+            retry_at=self.retry_at,
+            files_written=self._written is not None,
+            request_open=self._request_open,
+        )
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -228,10 +228,7 @@ class SecretRotator:
                 self.settings.jitter,
                 requested=fresh or self._request_open,
             )
-            backing_off = self.retry_at is not None and now < self.retry_at
-            # A new request goes at once, even while backing off; a request whose rotation
-            # failed stays open and is retried like any failure, after the backoff.
-            if reason is not None and ((fresh and reason == "requested") or not backing_off):
+            if reason is not None and starts_rotation(reason, now, self.retry_at, fresh):
                 if reason == "requested":
                     self._request_open = True  # until a commit (an abort keeps it open)
                 stored = await self._rotate(stored, reason, now)

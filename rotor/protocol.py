@@ -8,9 +8,10 @@ layout these functions move (:class:`rotor.layout.SecretState` and its encoding)
 
 The steps (docs/architecture.md, "The rotation protocol, step by step"):
 
-* 0 :func:`needs_rotation` (why the secret must rotate now), :func:`next_rotation_at` (when
-  its value is due, with :func:`jitter_draw`), :func:`backoff_delay` (the wait after failed
-  attempts), :func:`next_wakeup`.
+* 0 :func:`needs_rotation` (why the secret must rotate now), :func:`starts_rotation` (whether
+  it does, while backing off), :func:`next_rotation_at` (when its value is due, with
+  :func:`jitter_draw`), :func:`backoff_delay` (the wait after failed attempts),
+  :func:`wakeup_at` (when the writer steps next).
 * 1 :func:`prepare`: the new values become ``<file>.pending``, phase pending.
 * 3 :func:`plan_store_write`: for each external store, nothing (it holds the pending values)
   or the check-and-set version to write with (:func:`cas_version`, :func:`holds`).
@@ -112,6 +113,43 @@ def next_wakeup(*times: float | None) -> float | None:
     """The earliest of the given times, ignoring ``None``; ``None`` when there is none."""
     known = [t for t in times if t is not None]
     return min(known) if known else None
+
+
+def starts_rotation(reason: Reason, now: float, retry_at: float | None, fresh: bool) -> bool:
+    """Whether a step rotates now, for the ``reason`` :func:`needs_rotation` gave.
+
+    While backing off after a failure (``now < retry_at``) nothing rotates, except a *new*
+    rotate-now request (``fresh``), which goes at once; a request whose rotation failed
+    stays open and is retried like any failure, after the backoff."""
+    backing_off = retry_at is not None and now < retry_at
+    return (fresh and reason == "requested") or not backing_off
+
+
+def wakeup_at(
+    state: SecretState,
+    spec: RotatingSecretSpec,
+    now: float,
+    *,
+    jitter: float,
+    retry_at: float | None,
+    files_written: bool,
+    request_open: bool,
+) -> float | None:
+    """When the writer's next step has something to do (``None``: nothing scheduled).
+
+    The value's due time, not before the end of a backoff (``retry_at``); at once (or at the
+    end of the backoff) while there is no value, a rotation is pending or the files are not
+    written yet; a requested rotation that failed (``request_open``) is retried when the backoff
+    ends, even before the value is due; and the end of the previous value's overlap."""
+    due = next_rotation_at(state, spec, jitter_draw(state), jitter)
+    if not state.has_value or state.phase == "pending" or not files_written:
+        due = retry_at if retry_at is not None else now
+    elif due is not None and retry_at is not None:
+        due = max(due, retry_at)
+    if request_open:
+        retry = retry_at if retry_at is not None else now
+        due = retry if due is None else min(due, retry)
+    return next_wakeup(due, state.previous_expires if state.previous else None)
 
 
 # -- transitions --------------------------------------------------------------------------------

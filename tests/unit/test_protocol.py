@@ -13,6 +13,7 @@ from rotor.external import RotorMetadata, StoreRecord
 from rotor.layout import SecretState, checksum
 from rotor.protocol import (
     ProtocolError,
+    Reason,
     abort,
     backoff_delay,
     cas_version,
@@ -29,6 +30,8 @@ from rotor.protocol import (
     publishable,
     recovery,
     secret_patch,
+    starts_rotation,
+    wakeup_at,
 )
 from rotor.spec import RotatingSecretSpec
 
@@ -150,6 +153,68 @@ def test_backoff_delay(failures: int, base: float, maximum: float, expected: flo
 )
 def test_next_wakeup(times: tuple[float | None, ...], expected: float | None) -> None:
     assert next_wakeup(*times) == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "now", "retry_at", "fresh", "expected"),
+    [
+        ("due", T0, None, False, True),
+        ("due", T0, T0 + 2, False, False),  # backing off
+        ("due", T0 + 2, T0 + 2, False, True),  # the backoff has ended
+        ("requested", T0, T0 + 2, True, True),  # a new rotate-now goes at once
+        ("requested", T0, T0 + 2, False, False),  # an open request waits for the backoff
+        ("first-value", T0, T0 + 2, True, False),
+        ("keys-changed", T0, None, False, True),
+    ],
+)
+def test_starts_rotation(
+    reason: Reason, now: float, retry_at: float | None, fresh: bool, expected: bool
+) -> None:
+    assert starts_rotation(reason, now, retry_at, fresh) is expected
+
+
+OVERLAPPING = SecretState(
+    version=3,
+    current={"pw": b"x" * 10},
+    previous={"pw": b"y" * 10},
+    rotated_at=T0,
+    previous_expires=T0 + 600,
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "retry_at", "written", "request_open", "expected"),
+    [
+        (ACTIVE, T0 + 10, None, True, False, T0 + HOUR),  # the value's due time
+        (ACTIVE, T0 + 10, T0 + 2 * HOUR, True, False, T0 + 2 * HOUR),  # not before the backoff
+        (ACTIVE, T0 + 10, None, False, False, T0 + 10),  # files not written yet: at once
+        (EMPTY, T0 + 10, None, True, False, T0 + 10),  # no value yet: at once
+        (EMPTY, T0 + 10, T0 + 30, True, False, T0 + 30),  # ... after the backoff
+        (PENDING, T0 + 10, None, True, False, T0 + 10),  # a pending rotation: recover at once
+        (ACTIVE, T0 + 10, T0 + 12, True, True, T0 + 12),  # a failed rotate-now: after backoff
+        (ACTIVE, T0 + 10, None, True, True, T0 + 10),
+        (OVERLAPPING, T0 + 10, None, True, False, T0 + 600),  # the overlap ends first
+        (SecretState(version=1, current={"pw": b"x" * 10}), T0, None, True, False, None),
+    ],
+)
+def test_wakeup_at(
+    state: SecretState,
+    now: float,
+    retry_at: float | None,
+    written: bool,
+    request_open: bool,
+    expected: float | None,
+) -> None:
+    got = wakeup_at(
+        state,
+        spec(),
+        now,
+        jitter=0.0,
+        retry_at=retry_at,
+        files_written=written,
+        request_open=request_open,
+    )
+    assert got == expected
 
 
 def test_jitter_draw_is_stable_per_version_and_in_range() -> None:
