@@ -40,7 +40,6 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry
 
@@ -65,11 +64,11 @@ from agent.targets import (
     build_target,
     file_admin,
 )
-from rotor import API_GROUP, API_VERSION
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
 from rotor.errors import InvalidSpec, RotorError
 from rotor.external import ExternalStoreWriter, RotorMetadata, StoreRecord
+from rotor.kubepaths import rotor_path
 from rotor.layout import SecretState, checksum, view_name
 from rotor.logs import register_secret
 from rotor.names import SecretRef
@@ -193,8 +192,7 @@ def vault_store(name: str, obj: Mapping[str, Any]) -> ExternalStoreWriter:
 
 
 def external_stores_path(namespace: str, name: str) -> str:
-    ns = quote(namespace, safe="")
-    return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/externalstores/{quote(name, safe='')}"
+    return rotor_path("externalstores", namespace, name)
 
 
 class ExternalStores:

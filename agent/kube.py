@@ -50,10 +50,9 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from agent.http import Pool
-from rotor import API_GROUP, API_VERSION
+from rotor import kubepaths
 from rotor.errors import (
     ConflictError,
     InvalidSpec,
@@ -167,22 +166,21 @@ class _Token:
         return f"Bearer {self._value}" if self._value else None
 
 
-# -- paths -----------------------------------------------------------------------------------------
+# -- paths (rotor.kubepaths builds them) -----------------------------------------------------------
 def secrets_path(namespace: str) -> str:
-    return f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets"
+    return kubepaths.secret_path(namespace)
 
 
 def secret_path(namespace: str, name: str) -> str:
-    return f"{secrets_path(namespace)}/{quote(name, safe='')}"
+    return kubepaths.secret_path(namespace, name)
 
 
 def rotating_secrets_path(namespace: str) -> str:
-    ns = quote(namespace, safe="")
-    return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/rotatingsecrets"
+    return kubepaths.rotor_path("rotatingsecrets", namespace)
 
 
 def rotating_secret_path(namespace: str, name: str) -> str:
-    return f"{rotating_secrets_path(namespace)}/{quote(name, safe='')}"
+    return kubepaths.rotor_path("rotatingsecrets", namespace, name)
 
 
 def resource_version(obj: Mapping[str, Any] | None) -> str | None:

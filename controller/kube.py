@@ -33,6 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rotor.errors import ConflictError, NotFoundError, PermanentError, UnavailableError
+from rotor.kubepaths import api_path
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -40,6 +41,9 @@ DEFAULT_CONCURRENCY = 16
 REQUEST_TIMEOUT = 30.0
 
 Obj = dict[str, Any]
+
+path = api_path
+"""The API path of a resource (:func:`rotor.kubepaths.api_path`, the one builder)."""
 
 
 class ForbiddenError(PermanentError):
@@ -142,25 +146,6 @@ def check_connection(api_client: client.ApiClient, attempts: int = 5, delay: flo
             return ""
     tries = f"{attempts} attempts {delay:g}s apart" if attempts > 1 else "1 attempt"
     raise UnavailableError(f"{last}; gave up after {tries}")
-
-
-def path(
-    api: str,
-    plural: str,
-    namespace: str | None = None,
-    name: str | None = None,
-    sub: str | None = None,
-) -> str:
-    """``/api/v1/namespaces/ns/secrets/x`` or ``/apis/group/v/...`` for ``api`` ``v1``/``g/v``."""
-    parts = ["/api/v1" if api == "v1" else f"/apis/{api}"]
-    if namespace:
-        parts.append(f"namespaces/{urllib.parse.quote(namespace, safe='')}")
-    parts.append(plural)
-    if name:
-        parts.append(urllib.parse.quote(name, safe=""))
-    if sub:
-        parts.append(sub)
-    return "/".join(parts)
 
 
 class Kube:
@@ -267,11 +252,11 @@ class Kube:
 
     async def aapply(self, url_path_collection: str, body: Obj) -> Obj:
         """Create ``body`` in the collection, or merge-patch it when it exists already."""
-        name = body["metadata"]["name"]
+        one = f"{url_path_collection}/{urllib.parse.quote(body['metadata']['name'], safe='')}"
         try:
-            return await self.apatch(f"{url_path_collection}/{urllib.parse.quote(name)}", body)
+            return await self.apatch(one, body)
         except NotFoundError:
             try:
                 return await self.acreate(url_path_collection, body)
             except ConflictError:  # created in between: patch it
-                return await self.apatch(f"{url_path_collection}/{urllib.parse.quote(name)}", body)
+                return await self.apatch(one, body)

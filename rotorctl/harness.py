@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from rotor import API
+from rotor.kubepaths import api_path
 from rotorctl import chartrbac
 from rotorctl.kubeapi import Api, ApiError, plural_of
 from rotorctl.kubeemu import EmulatorThread
@@ -303,7 +304,9 @@ class System:
         bundle = base64.b64encode(self.ca.read_bytes()).decode()
         self.api.request(
             "PATCH",
-            f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+            api_path(
+                "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", None, name
+            ),
             [
                 {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
                 for i in range(len(self.webhook_config.get("webhooks") or []))

@@ -10,17 +10,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from rotor.kubepaths import api_path
 from rotorctl.processes import HarnessError
 
 Obj = dict[str, Any]
 
 
-def _plural_path(api: str, plural: str, namespace: str | None, name: str | None = None) -> str:
-    base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
-    if namespace:
-        base += f"/namespaces/{namespace}"
-    base += f"/{plural}"
-    return base + (f"/{name}" if name else "")
+_plural_path = api_path  # the one builder of API paths (rotor.kubepaths)
 
 
 class ApiError(HarnessError):
