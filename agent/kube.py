@@ -42,24 +42,27 @@ service-account tokens are rotated by the kubelet (about hourly), and once more 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agent.http import Pool
 from rotor import kubepaths
+from rotor.backoff import Backoff
 from rotor.errors import (
-    ConflictError,
+    ForbiddenError,
+    GoneError,
     InvalidSpec,
     NotFoundError,
-    PermanentError,
     RetryableError,
+    RotorError,
     UnavailableError,
+    from_status,
 )
 from rotor.settings._env import env_bool, env_duration
 
@@ -79,18 +82,17 @@ DEFAULT_WATCH_TIMEOUT = 300.0
 ``WATCH_MARGIN``) in case the server (or an emulator) never ends it."""
 WATCH_MARGIN = 10.0
 RETRY_MIN, RETRY_MAX = 0.2, 30.0
+RETRY_JITTER = (0.5, 1.0)
 
 MERGE_PATCH = "application/merge-patch+json"
 BASE_HEADERS = {"Accept": "application/json", "User-Agent": "rotor-agent"}
 Obj = dict[str, Any]
 
 
-class Forbidden(PermanentError):
-    """401/403: the pod's service account may not do this (yet): the grant may be pending."""
-
-
-class Gone(RetryableError):
-    """410: the resourceVersion a watch resumed from is too old; list again."""
+Forbidden = ForbiddenError
+"""401/403: the pod's service account may not do this (yet): the grant may be pending."""
+Gone = GoneError
+"""410: the resourceVersion a watch resumed from is too old; list again."""
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -195,36 +197,31 @@ def _name(obj: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _status_text(status: int, body: bytes) -> str:
-    """``reason: message`` of a Kubernetes Status body (names and reasons, never data)."""
+def _status_doc(body: bytes) -> Obj | None:
+    """The Kubernetes Status an error answer carries (None when the body is not one)."""
     try:
         doc = json.loads(body)
     except ValueError:
-        return f"HTTP {status}"
-    if not isinstance(doc, dict):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _status_text(status: int, doc: Obj | None) -> str:
+    """``reason: message`` of a Kubernetes Status body (names and reasons, never data)."""
+    if doc is None:
         return f"HTTP {status}"
     reason = doc.get("reason") or f"HTTP {status}"
     message = str(doc.get("message") or "")[:300]
     return f"{reason}: {message}" if message else str(reason)
 
 
-def _error(status: int, body: bytes, what: str, retry_after: str | None = None) -> Exception:
-    """The one place an HTTP answer becomes a Rotor error."""
-    text = f"{what}: {_status_text(status, body)}"
-    if status == 404:
-        return NotFoundError(text)
-    if status == 409:
-        return ConflictError(text)
-    if status == 410:
-        return Gone(text)
-    if status in (401, 403):
-        return Forbidden(text)
-    if status == 429 or status >= 500:
-        delay = None
-        if retry_after and retry_after.isdigit():
-            delay = float(retry_after)
-        return UnavailableError(text, delay=delay)
-    return PermanentError(text)
+def _error(
+    status: int, doc: Obj | None, what: str, headers: Mapping[str, str] | None = None
+) -> RotorError:
+    """The agent's edge: an error answer (its Status body decoded) to a Rotor error, through
+    the one status table (:func:`rotor.errors.from_status`), the answer carried on it."""
+    text = f"{what}: {_status_text(status, doc)}"
+    return from_status(status, text, headers=headers, payload=doc)
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -297,7 +294,7 @@ class KubeClient:
             if resp.status == 401 and attempt == 0 and self._token.path:
                 continue  # the token may have just been rotated: re-read it once
             if resp.status >= 300:
-                raise _error(resp.status, resp.body, what, resp.headers.get("retry-after"))
+                raise _error(resp.status, _status_doc(resp.body), what, resp.headers)
             try:
                 doc = json.loads(resp.body) if resp.body else {}
             except ValueError:
@@ -363,7 +360,7 @@ class KubeClient:
                     raw = b"".join([c async for c in chunks])
                     if status == 401:
                         self._token.header(force=True)
-                    raise _error(status, raw, what, headers.get("retry-after"))
+                    raise _error(status, _status_doc(raw), what, headers)
                 async for line in _lines(chunks):
                     event = _event(line, what)
                     if event is not None:
@@ -378,51 +375,52 @@ class KubeClient:
         changes are yielded (equal consecutive states are dropped). Transient errors are retried
         with backoff; :class:`Forbidden` and other permanent errors end the iteration.
         """
-        unset: Any = object()
-        last: Obj | None = unset
-        delay = RETRY_MIN
+        last: list[Obj | None] = []  # the last state yielded (empty: none yet)
+        backoff = Backoff(RETRY_MIN, RETRY_MAX, RETRY_JITTER)
         while True:
             try:
                 listing = await self.get(collection, {"fieldSelector": f"metadata.name={name}"})
             except RetryableError as e:
                 log.warning("list %s/%s failed, retrying: %s", collection, name, e)
-                await asyncio.sleep(_jittered(e.delay or delay))
-                delay = min(delay * 2, RETRY_MAX)
+                await backoff.wait(e.delay or None)
                 continue
             # The selector is the API server's job; an emulator may ignore it, so filter again.
             items = [i for i in listing.get("items") or [] if _name(i) == name]
             obj: Obj | None = items[0] if items else None
-            rv = resource_version(listing)
-            if _same(obj, last) is False:
+            if not last or not _same(obj, last[0]):
                 yield obj
-                last = obj
-            while True:
-                loop = asyncio.get_running_loop()
-                started, events = loop.time(), 0
-                try:
-                    async for kind, o in self.watch(collection, name, rv):
-                        events += 1
-                        delay = RETRY_MIN
-                        rv = resource_version(o) or rv
-                        if kind == "BOOKMARK" or _name(o) != name:
-                            continue
-                        new = None if kind == "DELETED" else o
-                        if _same(new, last) is False:
-                            yield new
-                            last = new
-                    if not events and loop.time() - started < 1.0:
-                        # A stream that closes at once, again and again: do not spin.
-                        await asyncio.sleep(_jittered(delay))
-                        delay = min(delay * 2, RETRY_MAX)
-                except Gone:
-                    log.info(
-                        "watch %s/%s: resourceVersion %s expired, listing", collection, name, rv
-                    )
-                    break
-                except RetryableError as e:
-                    log.warning("watch %s/%s failed, retrying: %s", collection, name, e)
-                    await asyncio.sleep(_jittered(e.delay or delay))
-                    delay = min(delay * 2, RETRY_MAX)
+                last[:] = [obj]
+            watching = self._watching(collection, name, resource_version(listing), backoff)
+            async with contextlib.aclosing(watching):
+                async for new in watching:
+                    if not _same(new, last[0]):
+                        yield new
+                        last[:] = [new]
+
+    async def _watching(
+        self, collection: str, name: str, rv: str | None, backoff: Backoff
+    ) -> AsyncGenerator[Obj | None, None]:
+        """The states of ``name`` from watches resumed from ``rv``, until it expires (410)."""
+        while True:
+            loop = asyncio.get_running_loop()
+            started, events = loop.time(), 0
+            try:
+                async for kind, o in self.watch(collection, name, rv):
+                    events += 1
+                    backoff.reset()
+                    rv = resource_version(o) or rv
+                    if kind == "BOOKMARK" or _name(o) != name:
+                        continue
+                    yield None if kind == "DELETED" else o
+                if not events and loop.time() - started < 1.0:
+                    # A stream that closes at once, again and again: do not spin.
+                    await backoff.wait()
+            except Gone:
+                log.info("watch %s/%s: resourceVersion %s expired, listing", collection, name, rv)
+                return
+            except RetryableError as e:
+                log.warning("watch %s/%s failed, retrying: %s", collection, name, e)
+                await backoff.wait(e.delay or None)
 
 
 def _same(a: Obj | None, b: object) -> bool:
@@ -433,10 +431,6 @@ def _same(a: Obj | None, b: object) -> bool:
     return {k: v for k, v in a.items() if k not in skip} == {
         k: v for k, v in b.items() if k not in skip
     }
-
-
-def _jittered(delay: float) -> float:
-    return delay * (0.5 + random.random() / 2)  # noqa: S311  (not cryptographic)
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -469,5 +463,5 @@ def _event(line: bytes, what: str) -> tuple[str, Obj] | None:
     if kind == "ERROR":
         code = obj.get("code")
         status = code if isinstance(code, int) else 500
-        raise _error(status, json.dumps(obj).encode(), what)
+        raise _error(status, obj, what)
     return kind, obj
