@@ -3,12 +3,16 @@
 The generated typed API classes turn every answer into pydantic models and pick a patch content
 type by guessing; the controller works on plain dicts and needs exact patch semantics (JSON merge
 patch with ``metadata.resourceVersion`` as a precondition). So this module builds requests with
-the client's own ``ApiClient`` (auth, TLS, host from kubeconfig or in-cluster config) and maps HTTP
-failures onto :mod:`rotor.errors` in one place:
+the client's own ``ApiClient`` (auth, TLS, host from kubeconfig or in-cluster config) and maps
+failures onto :mod:`rotor.errors` in one place, :func:`answer_error` (an error answer: its status,
+headers and Status body, through the one status table :func:`rotor.errors.from_status`) and
+:func:`connection_problem` (no answer: refused, reset, timed out, TLS; by exception type):
 
+* 401/403 -> :class:`~rotor.errors.ForbiddenError` (the message says which permission)
 * 404 -> :class:`~rotor.errors.NotFoundError`
 * 409 -> :class:`~rotor.errors.ConflictError` (stale resourceVersion, or already exists)
-* 429, 5xx, connection errors -> :class:`~rotor.errors.UnavailableError`
+* 410 -> :class:`~rotor.errors.GoneError`
+* 429, 5xx, no answer -> :class:`~rotor.errors.UnavailableError` (``delay`` from Retry-After)
 * other 4xx -> :class:`~rotor.errors.PermanentError`
 
 Blocking calls run in a private thread pool (``concurrency`` threads, matching the connection
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import re
+import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -32,7 +36,15 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from rotor.errors import ConflictError, NotFoundError, PermanentError, UnavailableError
+from rotor.errors import (
+    ConflictError,
+    NotFoundError,
+    RotorError,
+    UnavailableError,
+    from_status,
+    kind_of,
+)
+from rotor.errors import ForbiddenError as ForbiddenError  # re-exported: caught from here
 from rotor.kubepaths import api_path
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -46,36 +58,78 @@ path = api_path
 """The API path of a resource (:func:`rotor.kubepaths.api_path`, the one builder)."""
 
 
-class ForbiddenError(PermanentError):
-    """401/403: the controller's identity lacks a permission (the message names it, as the API
-    server's Status does: user, verb, resource, group, namespace)."""
-
-
-def api_error(status: int, reason: str, what: str, message: str = "") -> Exception:
-    """The rotor error for an HTTP status (0: no answer at all)."""
+def api_error(
+    status: int,
+    reason: str,
+    what: str,
+    message: str = "",
+    *,
+    headers: Mapping[str, str] | None = None,
+    payload: object = None,
+) -> RotorError:
+    """The rotor error for an HTTP status (0: no answer at all), the answer carried on it."""
     text = f"{what}: HTTP {status} {reason}".strip()
-    if status in (401, 403):
-        return ForbiddenError(
+    if kind_of(status) is ForbiddenError:
+        text = (
             f"{text}: {message or 'refused'} (the controller's ServiceAccount lacks this "
             "permission: compare its ClusterRole with the chart's)"
         )
-    if status == 404:
-        return NotFoundError(text)
-    if status == 409:
-        return ConflictError(text)
-    if status == 0 or status == 429 or status >= 500:
-        return UnavailableError(text)
-    return PermanentError(text)
+    return from_status(status, text, headers=headers, payload=payload)
 
 
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+def answer_error(
+    status: int, phrase: str, body: bytes | str | None, headers: Mapping[str, str] | None, what: str
+) -> RotorError:
+    """The controller's edge for an error answer: its Kubernetes Status body (``reason``,
+    ``message``) decoded, then :func:`api_error`."""
+    doc: object = None
+    with suppress(ValueError, TypeError):
+        doc = json.loads(body or b"{}")
+    status_doc = doc if isinstance(doc, dict) else {}
+    reason = str(status_doc.get("reason") or phrase or "")
+    message = str(status_doc.get("message") or "")
+    return api_error(status, reason, what, message, headers=headers, payload=status_doc or None)
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e``, then what urllib3 wraps in it (``reason``) and what it was raised from."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        cur = todo.pop(0)
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        reason = getattr(cur, "reason", None)
+        todo += [reason if isinstance(reason, BaseException) else None]
+        todo += [cur.__cause__, cur.__context__]
+
+
+def _cause(e: BaseException) -> str:
+    """Why there was no answer, by exception type (never by parsing its text)."""
+    causes = list(_causes(e))
+    tls = [c for c in causes if isinstance(c, ssl.SSLError | urllib3.exceptions.SSLError)]
+    if tls:
+        why = [getattr(c, "verify_message", None) or getattr(c, "reason", None) for c in tls]
+        return f"TLS: {next((str(w) for w in why if w), 'handshake failed')}"
+    for c in causes:  # the socket's own error first: urllib3's NewConnectionError is a timeout
+        if isinstance(c, OSError) and c.strerror:
+            return c.strerror
+    for c in causes:
+        if isinstance(c, TimeoutError | urllib3.exceptions.TimeoutError):
+            return "timed out"
+    return type(getattr(e, "reason", None) or e).__name__
 
 
 def connection_problem(e: BaseException) -> str:
     """``the API server at https://10.0.0.1:6443 did not answer (Connection refused)``: the
     server and the cause, from urllib3's nested exceptions (never its object reprs)."""
-    pool = e.pool if isinstance(e, urllib3.exceptions.MaxRetryError) else None
-    conn = getattr(e, "conn", None)  # a bare NewConnectionError (no urllib3 retries)
+    causes = list(_causes(e))
+    retried = [c for c in causes if isinstance(c, urllib3.exceptions.MaxRetryError)]
+    pool = retried[0].pool if retried else None
+    # a bare NewConnectionError (no urllib3 retries) names its connection
+    conn = next((c.conn for c in causes if hasattr(c, "conn")), None)
     if pool is not None:
         server = f"{pool.scheme}://{pool.host}:{pool.port}"
     elif conn is not None:
@@ -83,17 +137,7 @@ def connection_problem(e: BaseException) -> str:
         server = f"{scheme}://{conn.host}:{conn.port}"
     else:
         server = "?"
-    reason = getattr(e, "reason", None) or e
-    text = str(reason)
-    if m := _ERRNO.search(text):
-        cause = m.group(1).strip()
-    elif isinstance(reason, urllib3.exceptions.SSLError) or "SSL" in text:
-        cause = "TLS: " + text.rsplit(":", 1)[-1].strip(" )'\"")
-    elif isinstance(reason, TimeoutError | urllib3.exceptions.TimeoutError) or "timed out" in text:
-        cause = "timed out"
-    else:
-        cause = type(reason).__name__
-    return f"the API server at {server} did not answer ({cause})"
+    return f"the API server at {server} did not answer ({_cause(e)})"
 
 
 @contextmanager
@@ -102,10 +146,10 @@ def mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except ApiException as e:
-        message = ""
-        with suppress(ValueError, AttributeError, TypeError):
-            message = str(json.loads(e.body or b"{}").get("message") or "")
-        raise api_error(int(e.status or 0), str(e.reason or ""), what, message) from None
+        if not e.status:  # the client wraps a failed TLS handshake so, with the cause chained
+            raise UnavailableError(f"{what}: {connection_problem(e)}") from None
+        headers = dict(e.headers or {})
+        raise answer_error(int(e.status or 0), str(e.reason or ""), e.body, headers, what) from None
     except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, reset, timed out
         raise UnavailableError(f"{what}: {connection_problem(e)}") from None
 
@@ -136,8 +180,8 @@ def check_connection(api_client: client.ApiClient, attempts: int = 5, delay: flo
                 if attempt + 1 < attempts:
                     time.sleep(delay)
                 continue
-            if resp.status in (401, 403):
-                raise PermanentError(
+            if kind_of(resp.status) is ForbiddenError:
+                raise ForbiddenError(
                     f"the API server at {host} refused the credentials (HTTP {resp.status}); "
                     "check the kubeconfig's user or the service account token"
                 )
@@ -190,12 +234,8 @@ class Kube:
             )
             raw: bytes = resp.read()  # type: ignore[no-untyped-call]
         if resp.status >= 400:
-            reason, message = resp.reason or "", ""
-            with suppress(ValueError, AttributeError):
-                body = json.loads(raw)
-                reason = body.get("reason", reason)
-                message = str(body.get("message") or "")
-            raise api_error(resp.status, reason, f"{method} {url_path}", message)
+            headers = dict(resp.headers or {})
+            raise answer_error(resp.status, resp.reason or "", raw, headers, f"{method} {url_path}")
         if not raw:
             return {}
         out = json.loads(raw)
