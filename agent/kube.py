@@ -53,7 +53,6 @@ from typing import Any
 
 from agent.http import Pool
 from rotor import kubepaths
-from rotor.backoff import Backoff
 from rotor.errors import (
     ForbiddenError,
     GoneError,
@@ -64,6 +63,7 @@ from rotor.errors import (
     UnavailableError,
     from_status,
 )
+from rotor.retry import Backoff
 from rotor.settings._env import env_bool, env_duration
 
 log = logging.getLogger(__name__)

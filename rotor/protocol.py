@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
+from rotor import backoff
 from rotor.errors import ConflictError, InvalidSpec
 from rotor.external import StoreRecord
 from rotor.layout import SecretState, checksum
@@ -103,10 +104,9 @@ def needs_rotation(
 def backoff_delay(
     failures: int, base: float = DEFAULT_BACKOFF_BASE, maximum: float = DEFAULT_BACKOFF_MAX
 ) -> float:
-    """Seconds to wait after ``failures`` failed attempts in a row: base, 2 base, 4 base, ..."""
-    if failures <= 0:
-        return 0.0
-    return float(min(maximum, base * 2 ** min(failures - 1, 62)))
+    """Seconds to wait after ``failures`` failed attempts in a row: base, 2 base, 4 base, ...
+    (the one backoff policy, :func:`rotor.backoff.delay`, without jitter)."""
+    return backoff.delay(failures, base, maximum)
 
 
 def next_wakeup(*times: float | None) -> float | None:

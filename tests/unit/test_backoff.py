@@ -1,4 +1,5 @@
-"""The one backoff policy (rotor.backoff): growth, bounds, jitter range."""
+"""The one backoff policy (rotor.backoff) and a loop's counter (rotor.retry): growth, bounds,
+jitter range."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import math
 
 import pytest
 
-from rotor.backoff import Backoff, delay
+from rotor.backoff import delay
+from rotor.retry import Backoff
 
 
 @pytest.mark.parametrize(
@@ -39,12 +41,15 @@ def test_growth_and_cap(failures: int, base: float, maximum: float, expected: fl
     ],
 )
 def test_jitter_range(jitter: tuple[float, float], draw: float, expected: float) -> None:
-    assert delay(3, 1.0, 60.0, jitter=jitter, draw=lambda: draw) == pytest.approx(expected)
+    assert delay(3, 1.0, 60.0, jitter=jitter, draw=draw) == pytest.approx(expected)
 
 
-def test_jitter_stays_within_its_range() -> None:
-    seen = [delay(5, 1.0, 10.0, jitter=(0.5, 1.0)) for _ in range(200)]
-    assert all(5.0 <= s < 10.0 for s in seen)
+def test_a_loops_jitter_stays_within_its_range() -> None:
+    seen = []
+    for _ in range(200):
+        b = Backoff(1.0, 10.0, (0.5, 1.0), failures=4)
+        seen.append(b.next())
+    assert all(5.0 <= s <= 10.0 for s in seen)
     assert len(set(seen)) > 1
 
 
