@@ -30,7 +30,6 @@ from rotor.errors import (
     InvalidSpec,
     NotFoundError,
     PermanentError,
-    RotorError,
     UnavailableError,
 )
 from rotor.layout import checksum, format_time, parse_time
@@ -51,9 +50,6 @@ META_KEYS = (
 )
 
 ReadyReason = Literal["Ready", "Unreachable", "AuthFailed", "MountNotFound", "NotKV2", "Invalid"]
-
-MAX_DETAIL = 200
-"""Longest part of a store's own error text copied into a Rotor error (it names no value)."""
 
 
 # -- metadata ----------------------------------------------------------------------------------
@@ -254,39 +250,6 @@ def ssl_context(ca_bundle: str) -> ssl.SSLContext:
         raise InvalidSpec(
             "spec.vault.caBundle", "is not a readable PEM certificate bundle", "paste the CA PEM"
         ) from None
-
-
-def vault_error(
-    status: int | None, detail: str, *, action: str, path: str, capability: str
-) -> RotorError:
-    """Map a Vault/OpenBao answer to Rotor's errors (``status`` None: no answer at all).
-
-    ``path`` is the API path (``secret/data/shop/db``) and ``capability`` what a policy must
-    grant there, so a permission error tells the operator exactly what to add.
-    """
-    detail = " ".join(detail.split())[:MAX_DETAIL]
-    if status is None and "SSLError" in detail:
-        return PermanentError(
-            f"{action} {path}: the store's TLS certificate was not trusted; "
-            "check spec.vault.caBundle and the server name"
-        )
-    if status is None:
-        return UnavailableError(f"{action} {path}: the store did not answer ({detail})")
-    if status == 400 and "check-and-set" in detail:
-        return ConflictError(
-            f"{action} {path}: the store's version moved (check-and-set failed); "
-            "re-read it, never overwrite"
-        )
-    if status in (401, 403):
-        return PermanentError(
-            f"{action} {path}: permission denied; the token's policy must grant {capability} "
-            f'on path "{path}" (or the token is invalid or expired)'
-        )
-    if status == 404:
-        return NotFoundError(f"{action} {path}: not found")
-    if status in (412, 429) or status >= 500:
-        return UnavailableError(f"{action} {path}: the store answered {status} ({detail})")
-    return PermanentError(f"{action} {path}: the store refused the request: {status} {detail}")
 
 
 # -- an in-memory store ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 :class:`VaultKV` is one Vault/OpenBao KV v2 mount reached through hvac: the CA bundle trusted
 from memory, the login (a token, or Kubernetes auth with a service-account token), each hvac call
-run in a worker thread with its errors mapped to Rotor's (:func:`rotor.external.vault_error`
+run in a worker thread with its errors mapped to Rotor's (:func:`vault_error`
 decides; :func:`map_exception` reads hvac's and requests' exceptions for it), one login again
 after a permission error, and the reads of a version. ``agent.vault.VaultStore`` adds the write;
 ``controller.vault.VaultReader`` adds the Ready check, ``whoami`` and the fan-out hold.
@@ -26,13 +26,14 @@ import requests
 import requests.adapters
 
 from rotor.errors import (
+    ConflictError,
     LoginFailed,
     NotFoundError,
     PermanentError,
     RotorError,
     UnavailableError,
 )
-from rotor.external import StoreRecord, StoreValues, record_from_kv, ssl_context, vault_error
+from rotor.external import StoreRecord, StoreValues, record_from_kv, ssl_context
 
 DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
 DEFAULT_TIMEOUT = 10.0
@@ -50,6 +51,9 @@ _STATUS = {
     hvac.exceptions.BadGateway: 502,
     hvac.exceptions.VaultDown: 503,
 }
+
+MAX_DETAIL = 200
+"""Longest part of a store's own error text copied into a Rotor error (it names no value)."""
 
 T = TypeVar("T")
 
@@ -90,6 +94,39 @@ def _session(ca_bundle: str | None) -> requests.Session | None:
     session = requests.Session()
     session.mount("https://", _CAAdapter(ca_bundle))
     return session
+
+
+def vault_error(
+    status: int | None, detail: str, *, action: str, path: str, capability: str
+) -> RotorError:
+    """Map a Vault/OpenBao answer to Rotor's errors (``status`` None: no answer at all).
+
+    ``path`` is the API path (``secret/data/shop/db``) and ``capability`` what a policy must
+    grant there, so a permission error tells the operator exactly what to add.
+    """
+    detail = " ".join(detail.split())[:MAX_DETAIL]
+    if status is None and "SSLError" in detail:
+        return PermanentError(
+            f"{action} {path}: the store's TLS certificate was not trusted; "
+            "check spec.vault.caBundle and the server name"
+        )
+    if status is None:
+        return UnavailableError(f"{action} {path}: the store did not answer ({detail})")
+    if status == 400 and "check-and-set" in detail:
+        return ConflictError(
+            f"{action} {path}: the store's version moved (check-and-set failed); "
+            "re-read it, never overwrite"
+        )
+    if status in (401, 403):
+        return PermanentError(
+            f"{action} {path}: permission denied; the token's policy must grant {capability} "
+            f'on path "{path}" (or the token is invalid or expired)'
+        )
+    if status == 404:
+        return NotFoundError(f"{action} {path}: not found")
+    if status in (412, 429) or status >= 500:
+        return UnavailableError(f"{action} {path}: the store answered {status} ({detail})")
+    return PermanentError(f"{action} {path}: the store refused the request: {status} {detail}")
 
 
 def status_of(exc: hvac.exceptions.VaultError) -> int:

@@ -17,13 +17,13 @@ from rotor.external import (
     kv_data,
     record_from_kv,
     values_from_kv,
-    vault_error,
 )
 from rotor.layout import SecretState, checksum
 from rotor.protocol import (
     commit,
     prepare,
 )
+from rotor.vaultkv import vault_error
 
 OLD = {"password": b"old-value-1"}
 NEW = {"password": b"new-value-2"}
