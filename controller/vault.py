@@ -29,7 +29,13 @@ from typing import Any
 import hvac.exceptions
 import requests
 
-from rotor.errors import LoginFailed, UnavailableError
+from rotor.errors import (
+    ForbiddenError,
+    LoginFailed,
+    PermanentError,
+    RotorError,
+    UnavailableError,
+)
 from rotor.external import StoreCheck
 from rotor.protocol import holds
 from rotor.spec import VaultSpec
@@ -39,8 +45,7 @@ from rotor.vaultkv import (
     DEFAULT_TIMEOUT,
     KubernetesLogin,
     VaultKV,
-    detail_of,
-    status_of,
+    map_exception,
 )
 
 __all__ = ["Auth", "AuthFailed", "Identity", "KubernetesAuth", "TokenAuth", "VaultReader"]
@@ -74,6 +79,44 @@ class Identity:
 
 class AuthFailed(LoginFailed):
     """The store refused the login or the token."""
+
+
+PREFLIGHT_REFUSED = "preflight capability check returned 403"
+"""Vault's refusal of ``sys/internal/ui/mounts/<mount>`` for a mount that does not exist or
+under which the token's policies grant nothing."""
+
+
+def not_ready(err: RotorError, server: str, mount: str) -> StoreCheck:
+    """The Ready condition after a failed login or mount read (``err``: the Vault edge's error,
+    ``rotor.vaultkv.vault_error``), by its type, status and Vault's ``errors`` (its payload)."""
+    where = f"{server} mount {mount!r}"
+    errors = [str(e) for e in err.payload] if isinstance(err.payload, list) else []
+    detail = ", ".join(errors)
+    if err.status is None and isinstance(err, PermanentError):
+        return StoreCheck(
+            False,
+            "Unreachable",
+            f"{server}: its TLS certificate was not trusted; check spec.vault.caBundle "
+            "and the server name",
+        )
+    if err.status is None:
+        return StoreCheck(False, "Unreachable", f"{server} did not answer ({detail})")
+    if isinstance(err, UnavailableError):
+        return StoreCheck(False, "Unreachable", f"{server} answered {err.status} {detail}")
+    # A missing mount and a token that may read nothing under it are one 403 for a valid token,
+    # told from a bad token's 403 ("permission denied") only by Vault's errors list (the
+    # handler of sys/internal/ui/mounts, vault/logical_system.go pathInternalUIMountRead, and
+    # OpenBao's): no other status or code says it.
+    if isinstance(err, ForbiddenError) and any(PREFLIGHT_REFUSED in e for e in errors):
+        return StoreCheck(
+            False,
+            "MountNotFound",
+            f"{where}: no such mount, or the token's policies grant nothing under "
+            f"{mount}/; enable KV v2 there or fix the ExternalStore's mount",
+        )
+    if isinstance(err, ForbiddenError):
+        return StoreCheck(False, "AuthFailed", f"{server} refused the token (invalid or expired)")
+    return StoreCheck(False, "MountNotFound", f"{where}: {err.status} {detail}")
 
 
 class VaultReader(VaultKV):
@@ -112,39 +155,16 @@ class VaultReader(VaultKV):
     def _check_sync(self) -> StoreCheck:
         where = f"{self.server} mount {self.mount!r}"
         try:
-            self._login_sync(map_unanswered=False)
+            self._login_sync()
             info = self._mount_sync()
         except AuthFailed as exc:
             return StoreCheck(False, "AuthFailed", str(exc))
-        except requests.exceptions.SSLError:
-            return StoreCheck(
-                False,
-                "Unreachable",
-                f"{self.server}: its TLS certificate was not trusted; check spec.vault.caBundle "
-                "and the server name",
-            )
-        except requests.exceptions.RequestException as exc:
-            return StoreCheck(
-                False, "Unreachable", f"{self.server} did not answer ({type(exc).__name__})"
-            )
-        except UnavailableError as exc:  # the Kubernetes login answered 5xx
-            return StoreCheck(False, "Unreachable", str(exc))
-        except hvac.exceptions.VaultError as exc:
-            status, detail = status_of(exc), detail_of(exc)
-            if status in (401, 403) and "preflight" in detail:
-                return StoreCheck(
-                    False,
-                    "MountNotFound",
-                    f"{where}: no such mount, or the token's policies grant nothing under "
-                    f"{self.mount}/; enable KV v2 there or fix the ExternalStore's mount",
-                )
-            if status in (401, 403):
-                return StoreCheck(
-                    False, "AuthFailed", f"{self.server} refused the token (invalid or expired)"
-                )
-            if status == 0 or status in (412, 429) or status >= 500:
-                return StoreCheck(False, "Unreachable", f"{self.server} answered {status} {detail}")
-            return StoreCheck(False, "MountNotFound", f"{where}: {status} {detail}")
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            api = f"sys/internal/ui/mounts/{self.mount}"
+            err = map_exception(exc, action="reading", path=api, capability=CAP_READ)
+            return not_ready(err, self.server, self.mount)
+        except RotorError as exc:  # the Kubernetes login did not answer, or answered 5xx
+            return not_ready(exc, self.server, self.mount)
         mtype = info.get("type")
         version = str((info.get("options") or {}).get("version", "1"))
         if mtype != "kv" or version != "2":

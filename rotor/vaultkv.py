@@ -15,7 +15,7 @@ lazily); the webhook never does (an import-linter contract checks that).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -27,11 +27,14 @@ import requests.adapters
 
 from rotor.errors import (
     ConflictError,
+    ForbiddenError,
     LoginFailed,
     NotFoundError,
     PermanentError,
     RotorError,
     UnavailableError,
+    from_status,
+    kind_of,
 )
 from rotor.external import StoreRecord, StoreValues, record_from_kv, ssl_context
 
@@ -39,11 +42,14 @@ DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa
 DEFAULT_TIMEOUT = 10.0
 CAP_READ = '["read"]'
 
+# hvac raises one exception class per status and keeps no status on it (hvac.exceptions,
+# hvac.utils.raise_for_error); the class gives it back. An unlisted status is UnexpectedError: 0.
 _STATUS = {
     hvac.exceptions.InvalidRequest: 400,
     hvac.exceptions.Unauthorized: 401,
     hvac.exceptions.Forbidden: 403,
     hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.UnsupportedOperation: 405,
     hvac.exceptions.PreconditionFailed: 412,
     hvac.exceptions.RateLimitExceeded: 429,
     hvac.exceptions.InternalServerError: 500,
@@ -96,37 +102,71 @@ def _session(ca_bundle: str | None) -> requests.Session | None:
     return session
 
 
+CAS_REFUSED = "check-and-set parameter did not match"
+"""Vault KV v2's error for a check-and-set mismatch (a 400, like any other bad request)."""
+
+
 def vault_error(
-    status: int | None, detail: str, *, action: str, path: str, capability: str
+    status: int | None,
+    errors: Sequence[str],
+    *,
+    action: str,
+    path: str,
+    capability: str,
+    tls: bool = False,
 ) -> RotorError:
-    """Map a Vault/OpenBao answer to Rotor's errors (``status`` None: no answer at all).
+    """The Vault edge: a Vault/OpenBao answer to Rotor's errors, through the one status table
+    (:func:`rotor.errors.from_status`); ``errors`` (Vault's ``errors`` list) is carried as the
+    payload. ``status`` None: no answer at all (``errors``: its cause; ``tls``: the handshake
+    failed, which retrying will not mend); 0: hvac did not say which status.
 
     ``path`` is the API path (``secret/data/shop/db``) and ``capability`` what a policy must
     grant there, so a permission error tells the operator exactly what to add.
     """
-    detail = " ".join(detail.split())[:MAX_DETAIL]
-    if status is None and "SSLError" in detail:
+    detail = " ".join(", ".join(errors).split())[:MAX_DETAIL]
+    where = f"{action} {path}"
+    if status is None and tls:
         return PermanentError(
-            f"{action} {path}: the store's TLS certificate was not trusted; "
-            "check spec.vault.caBundle and the server name"
+            f"{where}: the store's TLS certificate was not trusted; "
+            "check spec.vault.caBundle and the server name",
+            payload=list(errors),
         )
     if status is None:
-        return UnavailableError(f"{action} {path}: the store did not answer ({detail})")
-    if status == 400 and "check-and-set" in detail:
-        return ConflictError(
-            f"{action} {path}: the store's version moved (check-and-set failed); "
-            "re-read it, never overwrite"
+        return UnavailableError(
+            f"{where}: the store did not answer ({detail})", payload=list(errors)
         )
-    if status in (401, 403):
-        return PermanentError(
-            f"{action} {path}: permission denied; the token's policy must grant {capability} "
+    # Vault KV v2 refuses a check-and-set mismatch with a 400 and only its errors list tells it
+    # from any other bad request (OpenBao/Vault API docs, KV v2 "Create/Update Secret", the
+    # ``cas`` option; hvac raises InvalidRequest for every 400): the one place text is read.
+    if status == 400 and any(CAS_REFUSED in e for e in errors):
+        return ConflictError(
+            f"{where}: the store's version moved (check-and-set failed); re-read it, never "
+            "overwrite",
+            status=status,
+            payload=list(errors),
+        )
+    # 412: Vault's "missing eventually consistent data; should be retried" (API docs, "HTTP
+    # status codes"); the table's 412 is a plain refusal.
+    kind = UnavailableError if status == 412 else kind_of(status)
+    message = _vault_message(kind, where, status, detail, capability, path)
+    if status == 412:
+        return UnavailableError(message, status=status, payload=list(errors))
+    return from_status(status, message, payload=list(errors))
+
+
+def _vault_message(
+    kind: type[RotorError], where: str, status: int, detail: str, capability: str, path: str
+) -> str:
+    if issubclass(kind, ForbiddenError):
+        return (
+            f"{where}: permission denied; the token's policy must grant {capability} "
             f'on path "{path}" (or the token is invalid or expired)'
         )
-    if status == 404:
-        return NotFoundError(f"{action} {path}: not found")
-    if status in (412, 429) or status >= 500:
-        return UnavailableError(f"{action} {path}: the store answered {status} ({detail})")
-    return PermanentError(f"{action} {path}: the store refused the request: {status} {detail}")
+    if issubclass(kind, NotFoundError):
+        return f"{where}: not found"
+    if issubclass(kind, UnavailableError):
+        return f"{where}: the store answered {status} ({detail})"
+    return f"{where}: the store refused the request: {status} {detail}"
 
 
 def status_of(exc: hvac.exceptions.VaultError) -> int:
@@ -134,20 +174,30 @@ def status_of(exc: hvac.exceptions.VaultError) -> int:
     return next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 0)
 
 
+def errors_of(exc: hvac.exceptions.VaultError) -> list[str]:
+    """Vault's ``errors`` list of the answer (or hvac's message); it names no value."""
+    if isinstance(exc.errors, list) and exc.errors:
+        return [str(e) for e in exc.errors]
+    if isinstance(exc.errors, str) and exc.errors:
+        return [exc.errors]
+    return [str(exc.args[0])] if exc.args and exc.args[0] else []
+
+
 def detail_of(exc: hvac.exceptions.VaultError) -> str:
     """The store's own error text (it names no value)."""
-    return ", ".join(str(e) for e in exc.errors or []) or str(exc.args[0] if exc.args else "")
+    return ", ".join(errors_of(exc))
 
 
 def map_exception(exc: Exception, *, action: str, path: str, capability: str) -> RotorError:
     """hvac/requests exceptions to Rotor's errors; other exceptions are bugs and not mapped."""
-    if isinstance(exc, hvac.exceptions.VaultError):
+    if isinstance(exc, hvac.exceptions.VaultError):  # it answered: hvac's class is the status
         return vault_error(
-            status_of(exc), detail_of(exc), action=action, path=path, capability=capability
+            status_of(exc), errors_of(exc), action=action, path=path, capability=capability
         )
-    if isinstance(exc, requests.exceptions.RequestException):
+    if isinstance(exc, requests.exceptions.RequestException):  # no answer: why, by type
+        tls = isinstance(exc, requests.exceptions.SSLError)
         return vault_error(
-            None, type(exc).__name__, action=action, path=path, capability=capability
+            None, [type(exc).__name__], action=action, path=path, capability=capability, tls=tls
         )
     raise exc
 
@@ -187,9 +237,8 @@ class VaultKV:
         return f"{self.mount}/metadata/{path.strip('/')}"
 
     # -- login --------------------------------------------------------------------------------
-    def _login_sync(self, *, map_unanswered: bool = True) -> None:
-        """Log in. ``map_unanswered`` False: a store that does not answer raises requests' own
-        exception (the Ready check tells a TLS failure from silence by it)."""
+    def _login_sync(self) -> None:
+        """Log in; every failure arrives as a Rotor error (a refusal as ``login_error``)."""
         how = self.login_method
         if not isinstance(how, KubernetesLogin):
             self._client.token = how.read()
@@ -215,8 +264,6 @@ class VaultKV:
                 f"the role exists and binds {self.account} service account and namespace"
             ) from None
         except requests.exceptions.RequestException as exc:  # no answer
-            if not map_unanswered:
-                raise
             raise map_exception(exc, action=action, path=where, capability="") from None
         self._logged_in = True
 
@@ -241,7 +288,7 @@ class VaultKV:
         try:
             return await asyncio.to_thread(call)
         except PermanentError as exc:
-            if not retry or isinstance(exc, LoginFailed) or "permission denied" not in str(exc):
+            if not retry or not isinstance(exc, ForbiddenError):
                 raise
             # the token may have expired or rotated: log in again once, then retry
             self._logged_in = False

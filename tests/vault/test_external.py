@@ -6,6 +6,7 @@ import pytest
 
 from rotor.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidSpec,
     NotFoundError,
     PermanentError,
@@ -90,18 +91,21 @@ def test_non_string_kv_entry_is_refused_with_the_key_named():
     [
         (None, "connection refused", UnavailableError, "did not answer"),
         (400, "check-and-set parameter did not match the current version", ConflictError, "cas"),
-        (403, "permission denied", PermanentError, '["create", "update"] on path "secret/data/x"'),
+        (403, "permission denied", ForbiddenError, '["create", "update"] on path "secret/data/x"'),
         (404, "", NotFoundError, "not found"),
         (500, "internal error", UnavailableError, "500"),
         (503, "Vault is sealed", UnavailableError, "503"),
         (429, "rate limited", UnavailableError, "429"),
         (400, "invalid request", PermanentError, "refused"),
+        (401, "permission denied", ForbiddenError, "permission denied"),
+        (412, "missing eventually consistent data", UnavailableError, "412"),
+        (0, "", UnavailableError, "answered 0"),  # hvac did not say which status
     ],
 )
 def test_vault_error_mapping(status, detail, kind, text):
     err = vault_error(
         status,
-        detail,
+        [detail] if detail else [],
         action="writing",
         path="secret/data/x",
         capability='["create", "update"]',
@@ -111,3 +115,14 @@ def test_vault_error_mapping(status, detail, kind, text):
         assert "check-and-set" in str(err)
     else:
         assert text in str(err)
+    assert err.status == status
+    assert err.payload == ([detail] if detail else [])
+
+
+def test_vault_error_an_untrusted_certificate_is_permanent():
+    err = vault_error(
+        None, ["SSLError"], action="reading", path="secret/data/x", capability="", tls=True
+    )
+    assert type(err) is PermanentError
+    assert "caBundle" in str(err)
+    assert err.status is None
