@@ -89,8 +89,11 @@ BASE_HEADERS = {"Accept": "application/json", "User-Agent": "rotor-agent"}
 Obj = dict[str, Any]
 
 
-Forbidden = ForbiddenError
-"""401/403: the pod's service account may not do this (yet): the grant may be pending."""
+class Forbidden(ForbiddenError):
+    """401/403 from the API server: the pod's service account may not do this (yet): the grant
+    may be pending."""
+
+
 Gone = GoneError
 """410: the resourceVersion a watch resumed from is too old; list again."""
 
@@ -221,7 +224,7 @@ def _error(
     """The agent's edge: an error answer (its Status body decoded) to a Rotor error, through
     the one status table (:func:`rotor.errors.from_status`), the answer carried on it."""
     text = f"{what}: {_status_text(status, doc)}"
-    return from_status(status, text, headers=headers, payload=doc)
+    return from_status(status, text, headers=headers, payload=doc, forbidden=Forbidden)
 
 
 # -- the client ------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from rotor.errors import (
     from_status,
     kind_of,
 )
-from rotor.errors import ForbiddenError as ForbiddenError  # re-exported: caught from here
+from rotor.errors import ForbiddenError as AnyForbidden
 from rotor.kubepaths import api_path
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -58,6 +58,11 @@ path = api_path
 """The API path of a resource (:func:`rotor.kubepaths.api_path`, the one builder)."""
 
 
+class ForbiddenError(AnyForbidden):
+    """401/403 from the API server: the controller's identity lacks a permission (the message
+    names it, as the API server's Status does: user, verb, resource, group, namespace)."""
+
+
 def api_error(
     status: int,
     reason: str,
@@ -69,12 +74,12 @@ def api_error(
 ) -> RotorError:
     """The rotor error for an HTTP status (0: no answer at all), the answer carried on it."""
     text = f"{what}: HTTP {status} {reason}".strip()
-    if kind_of(status) is ForbiddenError:
+    if kind_of(status) is AnyForbidden:
         text = (
             f"{text}: {message or 'refused'} (the controller's ServiceAccount lacks this "
             "permission: compare its ClusterRole with the chart's)"
         )
-    return from_status(status, text, headers=headers, payload=payload)
+    return from_status(status, text, headers=headers, payload=payload, forbidden=ForbiddenError)
 
 
 def answer_error(
@@ -180,7 +185,7 @@ def check_connection(api_client: client.ApiClient, attempts: int = 5, delay: flo
                 if attempt + 1 < attempts:
                     time.sleep(delay)
                 continue
-            if kind_of(resp.status) is ForbiddenError:
+            if kind_of(resp.status) is AnyForbidden:
                 raise ForbiddenError(
                     f"the API server at {host} refused the credentials (HTTP {resp.status}); "
                     "check the kubeconfig's user or the service account token"

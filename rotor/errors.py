@@ -144,13 +144,16 @@ def from_status(
     *,
     headers: Mapping[str, str] | None = None,
     payload: object = None,
+    forbidden: type[ForbiddenError] = ForbiddenError,
 ) -> RotorError:
     """The Rotor error for an HTTP answer with ``status``; the answer is carried on it.
 
     ``message`` is what a user reads (the transport words it: names and reasons, never data);
-    a retryable error's ``delay`` comes from ``Retry-After``.
+    a retryable error's ``delay`` comes from ``Retry-After``. ``forbidden``: the class for
+    401/403, a transport's subclass saying whose identity was refused (e.g. the pod's service
+    account, so the agent never reads a store's refusal as a missing grant).
     """
-    kind = kind_of(status)
+    kind = forbidden if status in (401, 403) else kind_of(status)
     if issubclass(kind, RetryableError):
         carried = {k.lower(): v for k, v in (headers or {}).items()}
         wait = retry_after(carried.get("retry-after"))

@@ -38,7 +38,7 @@ def config(emu: EmulatorThread, tmp_path: Path, token: str, *, trust: bool = Tru
 
 
 def test_the_agents_names_are_the_shared_errors() -> None:
-    assert Forbidden is ForbiddenError
+    assert issubclass(Forbidden, ForbiddenError)  # the pod's identity, not a store's
     assert Gone is GoneError
 
 
@@ -47,7 +47,7 @@ async def test_a_refused_permission_is_forbidden_with_the_status_body(
 ) -> None:
     cfg = config(secure, tmp_path, secure.issue_token(NS, "app"))
     async with KubeClient(cfg) as kube:
-        with pytest.raises(ForbiddenError) as e:
+        with pytest.raises(Forbidden) as e:
             await kube.get(secret_path(NS, "db"))
     assert e.value.status == 403
     assert isinstance(e.value.payload, dict)

@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from controller.kube import Kube, path
+from controller.kube import ForbiddenError, Kube, path
 from rotor.errors import (
     ConflictError,
-    ForbiddenError,
     NotFoundError,
     UnavailableError,
 )
+from rotor.errors import ForbiddenError as AnyForbidden
 from tests.kubeemu import EmulatorThread
 
 NS = "shop"
@@ -52,6 +52,7 @@ def test_a_refused_permission_is_forbidden_with_the_status_body(secure: Emulator
     assert isinstance(e.value.payload, dict)
     assert e.value.payload["reason"] == "Forbidden"
     assert "nobody" in str(e.value)
+    assert isinstance(e.value, AnyForbidden)
 
 
 def test_an_unknown_token_is_forbidden_401(secure: EmulatorThread) -> None:
