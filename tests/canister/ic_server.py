@@ -73,6 +73,8 @@ FAULTS = (
     "no-certificate",  # certificate = null
     "no-certificate-field",  # CertifiedAcl without its opt field (an older or newer canister)
     "http-500",  # every request answers 500
+    "throttle",  # every request answers 429 with Retry-After: 0
+    "http-403",  # every request answers 403 (a boundary node refusing the sender)
     "hang",  # every request waits 30 s
     "reject",  # queries and calls are rejected (canister error)
     "refuse-call",  # a call is refused at once (200 and a CBOR rejection, in its endpoint's form)
@@ -488,6 +490,10 @@ class IcServer:
     async def _envelope(self, request: web.Request) -> dict[str, Any]:
         if self.fault == "http-500":
             raise web.HTTPInternalServerError(text="injected failure")
+        if self.fault == "throttle":
+            raise web.HTTPTooManyRequests(text="slow down", headers={"Retry-After": "0"})
+        if self.fault == "http-403":
+            raise web.HTTPForbidden(text="sender refused")
         if self.fail_next > 0:
             self.fail_next -= 1
             raise web.HTTPServiceUnavailable(text="injected overload")

@@ -25,7 +25,14 @@ from controller.acl.canister import (
     verify_certificate,
 )
 from rotor.acl import Grant
-from rotor.errors import InvalidSpec, NotFoundError, PermanentError, UnavailableError
+from rotor.errors import (
+    ForbiddenError,
+    InvalidSpec,
+    NotFoundError,
+    PermanentError,
+    RotorError,
+    UnavailableError,
+)
 from rotor.names import Principal, SecretRef
 from rotor.settings.controller import ControllerSettings
 from tests.canister import ic_vector
@@ -131,6 +138,34 @@ async def test_bad_answers_are_clear_errors(
     assert ic_server.canister_id in str(info.value)
     ic_server.fault = None
     assert await backend.snapshot() == good
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status", "delay"),
+    [
+        ("throttle", UnavailableError, 429, 0.0),
+        ("http-500", UnavailableError, 500, None),
+        ("http-403", ForbiddenError, 403, None),
+    ],
+)
+async def test_http_answers_carry_the_status_through_the_one_table(
+    ic_server: IcServer,
+    controller_identity: Any,
+    fault: str,
+    error: type[RotorError],
+    status: int,
+    delay: float | None,
+) -> None:
+    ic_server.fault = fault
+    backend = backend_for(ic_server, controller_identity, attempts=2, backoff=0.01)
+    with pytest.raises(error) as info:
+        await backend.snapshot()
+    assert info.value.status == status
+    assert getattr(info.value, "delay", None) == delay
+    assert isinstance(info.value.payload, str)
+    if fault == "throttle":
+        assert info.value.headers["retry-after"] == "0"
+        assert "after 2 attempts" in str(info.value)
 
 
 async def test_answer_errors_are_retryable(ic_server: IcServer, controller_identity: Any) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
-import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,13 +27,16 @@ from controller.acl.canister.certificate import (
     verify_certificate,
 )
 from controller.acl.canister.errors import CanisterAnswerError
+from rotor import backoff
 from rotor.errors import (
     InvalidSpec,
-    NotFoundError,
     PermanentError,
     RotorError,
     UnavailableError,
+    from_status,
+    kind_of,
 )
+from rotor.retry import Backoff
 from rotor.settings.controller import DEFAULT_CANISTER_CERT_MAX_AGE
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ DEFAULT_TIMEOUT = 10.0  # one HTTP request
 DEFAULT_CALL_TIMEOUT = 60.0  # an update call, until its reply is certified
 DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.5
+ATTEMPT_JITTER = (0.5, 1.5)  # each wait between attempts: half to one and a half of its step
+POLL_FIRST, POLL_MAX = 0.05, 1.0  # read_state polls for a call's reply: 50 ms doubling to 1 s
 INGRESS_EXPIRY = 240.0  # the IC accepts at most 5 minutes ahead
 # The endpoints the interface specification prefers (v2 query and read_state are deprecated; v4
 # call answers synchronously, with a certificate whose delegation has the sharded ranges).
@@ -141,38 +146,49 @@ class IcClient:
     async def _post_to(
         self, session: aiohttp.ClientSession, api: str, endpoint: str, body: bytes
     ) -> tuple[int, bytes]:
-        """POST with retries on connection errors, timeouts, 429 and 5xx."""
+        """POST with retries (the one backoff policy) on connection errors, timeouts, 429 and
+        5xx; the last answer is carried on the error when they run out."""
         url = f"{self.host}/api/{api}/canister/{self.canister_id}/{endpoint}"
-        last = ""
+        waits = Backoff(self.backoff, math.inf, ATTEMPT_JITTER)
+        cause, answer = "", UnavailableError("")  # the last answer that asks for a retry
         for attempt in range(self.attempts):
             if attempt:
-                log.info("%s: %s: %s; retrying", self.origin, endpoint, last)
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))  # noqa: S311
+                log.info("%s: %s: %s; retrying", self.origin, endpoint, cause)
+                await waits.wait(answer.delay)
             try:
                 async with session.post(
                     url, data=body, headers={"Content-Type": "application/cbor"}
                 ) as resp:
                     data = await resp.read()
-                    if resp.status == 429 or resp.status >= 500:
-                        last = f"HTTP {resp.status}"
-                        continue
-                    return resp.status, data
+                    if kind_of(resp.status) is not UnavailableError:  # 429 and 5xx are retried
+                        return resp.status, data
+                    err = self._http_error(endpoint, resp.status, data, resp.headers)
+                    assert isinstance(err, UnavailableError)
+                    cause, answer = f"HTTP {resp.status}", err
             except TimeoutError:
-                last = f"no answer within {self.timeout:g}s"
+                cause, answer = f"no answer within {self.timeout:g}s", UnavailableError("")
             except aiohttp.ClientError as e:
-                last = type(e).__name__
+                cause, answer = type(e).__name__, UnavailableError("")
         raise UnavailableError(
-            f"{self.origin}: {endpoint}: {last} (after {self.attempts} attempts)"
+            f"{self.origin}: {endpoint}: {cause} (after {self.attempts} attempts)",
+            delay=answer.delay,
+            status=answer.status,
+            headers=answer.headers,
+            payload=answer.payload,
         )
 
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
 
-    def _http_error(self, endpoint: str, status: int, data: bytes) -> RotorError:
+    def _http_error(
+        self, endpoint: str, status: int, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> RotorError:
+        """The canister transport's edge: an HTTP answer (the boundary's text, at most 300
+        bytes, as the payload) to a Rotor error, through the one status table."""
         text = data[:300].decode("utf-8", "replace").strip()
-        if status == 404:
-            return NotFoundError(f"{self.origin}: {endpoint}: not found ({text})")
-        return PermanentError(f"{self.origin}: {endpoint}: HTTP {status} ({text})")
+        said = "not found" if status == 404 else f"HTTP {status}"
+        message = f"{self.origin}: {endpoint}: {said} ({text})"
+        return from_status(status, message, headers=headers, payload=text)
 
     def _rejected(self, method: str, answer: dict[str, Any]) -> RotorError:
         code = answer.get("reject_code")
@@ -231,18 +247,19 @@ class IcClient:
                 if reply is not None:
                     return reply
             # 202: accepted but not done yet (v2 always): poll read_state for the reply
-            delay = 0.05
+            polls = 1
             while True:
                 reply = await self._request_status(session, method, request_id)
                 if reply is not None:
                     return reply
-                if time.monotonic() + delay > deadline:
+                wait = backoff.delay(polls, POLL_FIRST, POLL_MAX)
+                if time.monotonic() + wait > deadline:
                     raise UnavailableError(
                         f"{self.origin}: {method}: no certified reply within "
                         f"{self.call_timeout:g}s (the call may still be applied)"
                     )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(wait)
+                polls += 1
 
     def _call_answer(self, method: str, request_id: bytes, data: bytes) -> bytes | None:
         """A 200 answer to a call (interface spec, "Request: Call" and "Synchronous call"):
