@@ -34,6 +34,7 @@ from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RotorError
 from rotor.layout import SecretState
 from rotor.names import SecretRef
 from rotor.protocol import secret_patch
+from rotor.retry import Backoff
 from rotor.spec import ExternalStoreSpec
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class VaultSource:
     async def loop(self) -> None:
         import aiohttp  # only with a receiver configured
 
-        delay = RETRY_MIN
+        waits = Backoff(RETRY_MIN, RETRY_MAX)
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 15)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
@@ -158,12 +159,12 @@ class VaultSource:
                     )
                 except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as e:
                     self.ctl.metrics.errors.labels("audit").inc()
+                    delay = waits.next()
                     log.warning("audit receiver: %s (retrying in %.0fs)", type(e).__name__, delay)
                     self.epoch = ""  # events may be lost meanwhile: re-check when it answers
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
                     continue
-                delay = RETRY_MIN
+                waits.reset()
                 recheck = page.reset or not self.epoch or page.dropped > 0
                 self.since, self.epoch = page.last, page.epoch
                 now = time.monotonic()

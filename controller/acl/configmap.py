@@ -31,6 +31,7 @@ import yaml
 from kubernetes import client
 
 from controller.kube import MERGE_PATCH, mapped_errors
+from rotor import backoff
 from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, UnavailableError
 from rotor.names import Principal, SecretRef
@@ -52,6 +53,7 @@ MAX_DOCUMENT_BYTES = 900 * 1024
 are not recorded (grants, denials and revocations always are)."""
 MAX_ATTEMPTS = 20
 BACKOFF = 0.02  # seconds; the jittered wait grows with each conflict
+BACKOFF_MAX = BACKOFF * MAX_ATTEMPTS  # the longest wait, as before the one policy
 MODES: tuple[Mode, ...] = ("rw", "ro")
 
 Document = dict[str, Any]
@@ -320,7 +322,10 @@ class ConfigMapAclBackend:
                 self._write(render_document(new), rv)
                 return
             except ConflictError:  # someone else wrote in between: re-read, re-apply
-                time.sleep(random.uniform(0, BACKOFF * (attempt + 1)))  # noqa: S311 - jitter
+                draw = random.random()  # noqa: S311 - jitter
+                time.sleep(
+                    backoff.delay(attempt + 1, BACKOFF, BACKOFF_MAX, jitter=(0, 1), draw=draw)
+                )
         raise ConflictError(f"{self.origin}: still changing after {MAX_ATTEMPTS} attempts")
 
     # -- AclBackend ------------------------------------------------------------------------------
