@@ -43,7 +43,7 @@ from controller.model import (
     source_label,
     status_digest,
 )
-from rotor import API
+from rotor import API, backoff
 from rotor import status as st
 from rotor.acl import AclBackend, AclSnapshot, Grant, SkippedEntry
 from rotor.errors import (
@@ -171,7 +171,7 @@ class Controller:
         """The principals whose asks a cap held back, as last logged."""
         self._expiry_timer: dict[SecretRef, float | None] = {}
         """The previous-value expiry a reconcile is already scheduled for, per secret."""
-        self._hold_backoff: dict[SecretRef, float] = {}
+        self._hold_backoff: dict[SecretRef, int] = {}  # holds in a row
         """The next retry delay of a fan-out held by an external store (doubles up to a cap)."""
         self._store_meta: dict[tuple[str, str], tuple[str, str, list[Any]]] = {}
         """ExternalStore -> (uid, spec digest, observed conditions)."""
@@ -543,9 +543,8 @@ class Controller:
             stores.state == "unverified" and source is not None and source.publishable
         ):
             # held until the store holds the version: retry with backoff (1 s doubling to 60 s)
-            delay = self._hold_backoff.get(ref, HOLD_RETRY_MIN)
-            self._hold_backoff[ref] = min(delay * 2, HOLD_RETRY_MAX)
-            self._retry_later(ref, delay)
+            held = self._hold_backoff[ref] = self._hold_backoff.get(ref, 0) + 1
+            self._retry_later(ref, backoff.delay(held, HOLD_RETRY_MIN, HOLD_RETRY_MAX))
         else:
             self._hold_backoff.pop(ref, None)
         consumers = decide.consumer_statuses(
