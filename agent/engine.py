@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
-from agent.files import AtomicWriter, files_for, value_files
+from agent.delivery import Delivery, drain_notifications
+from agent.files import AtomicWriter
 from agent.generators import generate
 from agent.hooks import ApplyHook, Reloader
 from agent.metrics import AgentMetrics
@@ -49,7 +50,7 @@ from agent.store import SecretStore, Stored
 from agent.targets import Target, TargetError
 from rotor.errors import ConflictError, RotorError
 from rotor.external import StoreRecord
-from rotor.layout import SecretState, checksum
+from rotor.layout import SecretState
 from rotor.logs import register_secret
 from rotor.protocol import (
     Reason,
@@ -125,14 +126,13 @@ class SecretRotator:
         self.name = name
         self.spec = spec
         self.store = store
-        self.files = files
+        self.delivery = Delivery(name, files, metrics, reloader)
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
         self.writer_id = writer_id
         self.apply_hook = apply_hook
         self.external = external
-        self.reloader = reloader
         self.generator = generator
         self.target = target
         self.stored = Stored(SecretState())
@@ -142,8 +142,6 @@ class SecretRotator:
         self._request_open = False  # a requested rotation has not committed yet: retry it
         self._woken = False
         self._wake: asyncio.Event | None = None
-        self._written: str | None = None  # digest of the files last written
-        self._written_version = 0
         for result in ("success", "failure", "conflict", "aborted"):
             metrics.rotations.labels(name, result)
         metrics.apply_hook_failures.labels(name, "status")
@@ -157,7 +155,15 @@ class SecretRotator:
     @property
     def ready(self) -> bool:
         """True once the files of a committed value are in place."""
-        return self._written is not None and self.state.has_value
+        return self.delivery.written and self.state.has_value
+
+    @property
+    def files(self) -> AtomicWriter:
+        return self.delivery.files
+
+    @property
+    def reloader(self) -> Reloader | None:
+        return self.delivery.reloader
 
     def request_rotation(self) -> None:
         """Rotate at the next step, even when not due (and even while backing off)."""
@@ -180,7 +186,7 @@ class SecretRotator:
             self.clock.time(),
             jitter=self.settings.jitter,
             retry_at=self.retry_at,
-            files_written=self._written is not None,
+            files_written=self.delivery.written,
             request_open=self._request_open,
         )
 
@@ -403,37 +409,11 @@ class SecretRotator:
             return
         # The time stored at the commit, as mirrors (replicas, RO consumers) see it too.
         due = state.next_rotation if state.next_rotation is not None else self._due(state)
-        files = files_for(state, due)
-        digest = checksum(files)
-        if digest == self._written:
-            return
         try:
-            self.files.write(files)
+            self.delivery.deliver(state, due)
         except OSError as e:
             log.error("cannot write files secret=%s folder=%s: %s", self.name, self.files.target, e)
             self._failed(self.clock.time())
-            return
-        first = self._written is None
-        self._written = digest
-        if state.version != self._written_version:
-            self._written_version = state.version
-            if not first:
-                self._notify(state.version, value_files(files))
-
-    def _notify(self, version: int, files: list[str]) -> None:
-        if self.reloader is None or self.reloader.method == "none":
-            return
-        reloader = self.reloader
-
-        async def notify() -> None:
-            ok = await reloader.notify(self.name, version, files)
-            result = "success" if ok else "failure"
-            self.metrics.reloads.labels(self.name, reloader.method, result).inc()
-            log.info("reload secret=%s version=%d result=%s", self.name, version, result)
-
-        task = asyncio.ensure_future(notify())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
 
     def _due(self, state: SecretState) -> float | None:
         return next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)
@@ -446,15 +426,6 @@ class SecretRotator:
         m.next_rotation.labels(n).set(due or 0)
         m.previous_expiry.labels(n).set((state.previous_expires or 0) if state.previous else 0)
         m.ready.labels(n).set(1 if self.ready else 0)
-
-
-_background: set[asyncio.Future[None]] = set()
-
-
-async def drain_notifications() -> None:
-    """Wait for reload notifications in flight (tests, shutdown)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
 
 
 class Agent:

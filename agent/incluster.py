@@ -43,8 +43,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from agent.engine import Clock, SecretRotator, SystemClock, drain_notifications
-from agent.files import AtomicWriter, files_for, value_files
+from agent.delivery import Delivery, drain_notifications
+from agent.engine import Clock, SecretRotator, SystemClock
+from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader
 from agent.kube import (
     Forbidden,
@@ -87,18 +88,16 @@ METRICS_HOST = "0.0.0.0"  # noqa: S104  (probes and Prometheus reach the pod IP)
 
 
 class Mirror:
-    """A reader's copy of one secret: the files follow the states it is shown."""
+    """A reader's copy of one secret: the files follow the states it is shown, written and
+    reloaded by the engine's own :class:`agent.delivery.Delivery`."""
 
     def __init__(
         self, name: str, files: AtomicWriter, metrics: AgentMetrics, reloader: Reloader | None
     ) -> None:
         self.name = name
-        self.files = files
         self.metrics = metrics
-        self.reloader = reloader
-        self.version = 0
+        self.delivery = Delivery(name, files, metrics, reloader)
         self.shown = False  # files of a committed value are in place (until remove())
-        self._written: str | None = None
         metrics.ready.labels(name).set(0)
 
     @property
@@ -107,33 +106,25 @@ class Mirror:
 
     def show(self, state: SecretState) -> None:
         """Write the files of ``state`` if they differ from the last written ones."""
-        if not state.has_value:
+        if not state.has_value or not self.delivery.deliver(state, state.next_rotation):
             return
-        files = files_for(state, state.next_rotation)
-        digest = checksum(files)
-        if digest == self._written:
-            return
-        self.files.write(files)
-        first, self._written, self.shown = self._written is None, digest, True
+        self.shown = True
         self.metrics.version.labels(self.name).set(state.version)
         self.metrics.last_rotation.labels(self.name).set(state.rotated_at or 0)
         self.metrics.ready.labels(self.name).set(1)
         log.info("files written secret=%s version=%d", self.name, state.version)
-        if state.version != self.version:
-            self.version = state.version
-            if not first and self.reloader is not None and self.reloader.method != "none":
-                _background(self.reloader.notify(self.name, state.version, value_files(files)))
 
     def forget(self) -> None:
         """Another writer of these files (the engine) takes over; the files stay in place."""
-        self._written = None
+        self.delivery.forget()
 
     def remove(self) -> None:
         """Delete the files (the view is gone): the app must not keep a revoked value."""
-        self.files.remove()
-        if self._written is not None:
+        self.delivery.files.remove()
+        if self.delivery.written:
             log.info("files removed secret=%s", self.name)
-        self._written, self.version, self.shown = None, 0, False
+        self.delivery.reset()
+        self.shown = False
         self.metrics.ready.labels(self.name).set(0)
         self.metrics.version.labels(self.name).set(0)
 
@@ -281,15 +272,6 @@ def kube_admin(kube: KubeClient, namespace: str, admin: PostgresAdmin) -> AdminS
         return user, password
 
     return read
-
-
-_tasks: set[asyncio.Future[Any]] = set()
-
-
-def _background(coro: Awaitable[Any]) -> None:
-    task = asyncio.ensure_future(coro)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
 
 
 async def _retrying(
@@ -612,7 +594,6 @@ class InClusterAgent:
 
     async def close(self) -> None:
         await drain_notifications()
-        await asyncio.gather(*list(_tasks), return_exceptions=True)
         if self.apply_hook is not None:
             await self.apply_hook.close()
         if self.reloader is not None:

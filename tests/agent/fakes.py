@@ -52,6 +52,7 @@ class AppServer:
 
     url: str
     status: int = 200
+    reload_status: int = 204
     applied: list[dict[str, Any]] = field(default_factory=list)
     reloads: list[dict[str, Any]] = field(default_factory=list)
 
@@ -67,7 +68,7 @@ async def app_server() -> AsyncIterator[AppServer]:
 
     async def reload(request: web.Request) -> web.Response:
         srv.reloads.append(json.loads(await request.read()))
-        return web.Response(status=204)
+        return web.Response(status=srv.reload_status)
 
     app = web.Application()
     app.router.add_post("/apply", apply)

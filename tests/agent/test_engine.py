@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.engine import Agent, SecretRotator, drain_notifications
+from agent.delivery import drain_notifications
+from agent.engine import Agent, SecretRotator
 from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
 from agent.incluster import ExternalStores

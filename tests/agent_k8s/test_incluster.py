@@ -47,8 +47,10 @@ from rotor.layout import (
     SecretState,
     view_name,
 )
+from rotor.protocol import commit, prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
+from tests.agent.fakes import app_server
 from tests.agent_k8s.conftest import until
 from tests.kubeemu import EmulatorThread
 
@@ -115,9 +117,10 @@ VIEW_ANNOTATIONS = (
 )  # fmt: skip
 
 
-async def publish_view(kube: KubeClient) -> SecretState:
-    """What the controller does after a commit: the RO view in the consumer's namespace."""
-    state = await source(kube)
+async def publish_view(kube: KubeClient, state: SecretState | None = None) -> SecretState:
+    """What the controller does after a commit: the RO view in the consumer's namespace (of
+    the source Secret's state, or of ``state``)."""
+    state = state or await source(kube)
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -149,7 +152,7 @@ async def publish_view(kube: KubeClient) -> SecretState:
     return state
 
 
-def env_of(pod: str, mode: str, mount: Path) -> AgentEnv:
+def env_of(pod: str, mode: str, mount: Path, reload: str = "none") -> AgentEnv:
     return AgentEnv.from_env(
         {
             "ROTOR_MODE": mode,
@@ -157,14 +160,17 @@ def env_of(pod: str, mode: str, mount: Path) -> AgentEnv:
             "ROTOR_POD_NAME": pod,
             "ROTOR_POD_NAMESPACE": NS if mode == "rw" else RO_NS,
             "ROTOR_MOUNT_PATH": str(mount),
+            "ROTOR_RELOAD": reload,
         }
     )
 
 
 @contextlib.asynccontextmanager
-async def agent(url: str, pod: str, mode: str, mount: Path) -> AsyncIterator[InClusterAgent]:
+async def agent(
+    url: str, pod: str, mode: str, mount: Path, reload: str = "none"
+) -> AsyncIterator[InClusterAgent]:
     async with KubeClient(KubeConfig(url=url)) as kube:
-        a = InClusterAgent(env_of(pod, mode, mount), SETTINGS, kube, CollectorRegistry())
+        a = InClusterAgent(env_of(pod, mode, mount, reload), SETTINGS, kube, CollectorRegistry())
         task = asyncio.create_task(a.run())
         try:
             yield a
@@ -403,6 +409,38 @@ async def test_replicas_and_ro_consumers_write_what_the_writer_committed(
     async with agent(url, "api-b", "rw", b_dir) as b2:
         await until(lambda: b2.readiness()[NAME])
         assert (await source(api)).version == 3
+
+
+async def test_an_ro_agent_counts_its_reloads_and_their_failures(
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
+) -> None:
+    """An RO consumer tells its app of each new version (not of the first) and its /metrics
+    count each reload and each failed one, as a writer's do."""
+    from prometheus_client import generate_latest
+
+    def committed(state: SecretState, value: bytes, now: float) -> SecretState:
+        return commit(prepare(state, {"password": value}, now, f"{NS}/api-a"), now, 600)
+
+    def reloads(a: InClusterAgent, result: str) -> bool:
+        text = generate_latest(a.metrics.registry).decode()
+        line = "rotor_agent_reload_notifications_total"
+        return f'{line}{{method="http",result="{result}",secret="{NAME}"}} 1.0' in text
+
+    v1 = committed(SecretState(), b"one", 1_700_000_000.0)
+    await publish_view(api, v1)
+    async with (
+        app_server() as app,
+        agent(strict_api.url, "web-1", "ro", tmp_path, reload=f"{app.url}/reload") as c,
+    ):
+        await until(lambda: c.readiness()[NAME])
+        v2 = committed(v1, b"two", 1_700_000_100.0)
+        await publish_view(api, v2)
+        await until(lambda: reloads(c, "success"))
+        app.reload_status = 500
+        await publish_view(api, committed(v2, b"three", 1_700_000_200.0))
+        await until(lambda: reloads(c, "failure"))
+    assert [r["version"] for r in app.reloads] == [2, 3]
+    assert files(tmp_path)["password"] == b"three"
 
 
 # -- the command -------------------------------------------------------------------------------
