@@ -88,26 +88,6 @@ class SecretStore(Protocol):
         ...
 
 
-class MemoryStore:
-    """A store in memory (tests, ``--once`` dry runs); same compare-and-swap rules."""
-
-    def __init__(self) -> None:
-        self._state = SecretState()
-        self._revision = 0
-        self.writes = 0
-
-    async def read(self) -> Stored:
-        return Stored(self._state, str(self._revision) if self._revision else "")
-
-    async def write(self, state: SecretState, token: str) -> str:
-        current = str(self._revision) if self._revision else ""
-        if token != current:
-            raise ConflictError(f"state moved on (revision {current or 'none'}, not {token!r})")
-        self._state, self._revision = state, self._revision + 1
-        self.writes += 1
-        return str(self._revision)
-
-
 class FileStore:
     """A secret's state in a local JSON file (standalone mode)."""
 

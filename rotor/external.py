@@ -26,11 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from rotor.errors import (
-    ConflictError,
     InvalidSpec,
-    NotFoundError,
     PermanentError,
-    UnavailableError,
 )
 from rotor.layout import checksum, format_time, parse_time
 
@@ -250,84 +247,3 @@ def ssl_context(ca_bundle: str) -> ssl.SSLContext:
         raise InvalidSpec(
             "spec.vault.caBundle", "is not a readable PEM certificate bundle", "paste the CA PEM"
         ) from None
-
-
-# -- an in-memory store ------------------------------------------------------------------------
-class MemoryStore:
-    """An in-memory KV v2 store with Vault's semantics (versions, check-and-set, per-path custom
-    metadata): both protocols, for tests of the engine and the controller without a server, and
-    for standalone demos. The conformance suite (``tests/vault/test_conformance.py``) runs the
-    same cases against it and against a real OpenBao.
-    """
-
-    def __init__(self) -> None:
-        self._versions: dict[str, list[dict[str, str]]] = {}
-        self._custom: dict[str, dict[str, str]] = {}
-        self.unavailable = False
-        """Set to make every call raise UnavailableError (a store that is down)."""
-
-    def _up(self, path: str) -> None:
-        if self.unavailable:
-            raise UnavailableError(f"{path}: the store did not answer (memory store set down)")
-
-    def _values(self, path: str, version: int | None) -> StoreValues | None:
-        versions = self._versions.get(path.strip("/"))
-        if not versions:
-            return None
-        number = version or len(versions)
-        if not 1 <= number <= len(versions):
-            return None
-        return record_from_kv(number, versions[number - 1], self._custom.get(path.strip("/")), path)
-
-    async def read_version(self, path: str) -> StoreRecord | None:
-        self._up(path)
-        got = self._values(path, None)
-        return got.record if got else None
-
-    async def read_values(self, path: str, version: int | None = None) -> StoreValues:
-        self._up(path)
-        got = self._values(path, version)
-        if got is None:
-            raise NotFoundError(f"reading {path}: no version {version or 'at all'} is stored")
-        return got
-
-    def put(self, path: str, values: Mapping[str, bytes], cas: int | None = None) -> int:
-        """A plain KV write (``cas`` None: unconditional), as a person or another tool does."""
-        key = path.strip("/")
-        versions = self._versions.setdefault(key, [])
-        if cas is not None and cas != len(versions):
-            raise ConflictError(f"writing {path}: check-and-set parameter did not match")
-        versions.append(kv_data(values, path))
-        return len(versions)
-
-    async def write_pending(
-        self,
-        path: str,
-        values: Mapping[str, bytes],
-        expected_version: int | None,
-        metadata: RotorMetadata,
-    ) -> int:
-        self._up(path)
-        digest = checksum(values)
-        try:
-            version = self.put(path, values, expected_version or 0)
-        except ConflictError:
-            current = self._values(path, None)
-            if current is None or current.record is None or current.record.checksum != digest:
-                raise
-            version = current.store_version
-        meta = RotorMetadata(
-            metadata.rotor_version, digest, metadata.writer, metadata.rotated_at, metadata.secret
-        )
-        self._custom.setdefault(path.strip("/"), {}).update(meta.custom_metadata(version))
-        return version
-
-    async def check(self) -> StoreCheck:
-        if self.unavailable:
-            return StoreCheck(False, "Unreachable", "the memory store is set down")
-        return StoreCheck(True, "Ready", "in-memory store")
-
-    async def store_holds(self, path: str, rotor_version: int, checksum: str) -> bool:
-        from rotor.protocol import holds  # the protocol imports this module (StoreRecord)
-
-        return holds(await self.read_version(path), checksum)

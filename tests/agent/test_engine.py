@@ -22,11 +22,10 @@ from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
 from agent.incluster import ExternalStores
 from agent.metrics import AgentMetrics
-from agent.store import FileStore, MemoryStore, SecretStore, Stored
+from agent.store import FileStore, SecretStore, Stored
 from agent.targets import R_UNREACHABLE, TargetError
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
-from rotor.external import MemoryStore as ExternalMemoryStore
 from rotor.layout import SecretState
 from rotor.names import SecretRef
 from rotor.protocol import jitter_draw, prepare
@@ -34,6 +33,7 @@ from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreRef, RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server
 from tests.conftest import free_port
+from tests.doubles import MemoryKVStore, MemoryStateStore
 
 SPEC = RotatingSecretSpec.from_dict(
     {
@@ -58,7 +58,7 @@ def make(
     r = SecretRotator(
         "db",
         spec,
-        store or MemoryStore(),
+        store or MemoryStateStore(),
         AtomicWriter(tmp_path / "db"),
         settings=SETTINGS,
         metrics=AgentMetrics(registry),
@@ -360,7 +360,7 @@ async def test_pending_rotation_is_recovered_on_start(
 
 
 async def test_pending_without_hook_is_committed(tmp_path: Path) -> None:
-    store = MemoryStore()
+    store = MemoryStateStore()
     clock = FakeClock()
     base = SecretState(version=4, current={"password": b"o" * 16}, rotated_at=clock.now)
     token = await store.write(base, "")
@@ -372,7 +372,7 @@ async def test_pending_without_hook_is_committed(tmp_path: Path) -> None:
     assert read(tmp_path, "password.previous") == b"o" * 16
 
 
-class RacingStore(MemoryStore):
+class RacingStore(MemoryStateStore):
     """Someone else writes between our read and our first write."""
 
     def __init__(self) -> None:
@@ -505,8 +505,8 @@ async def test_every_abort_is_counted_and_recorded_on_the_source_with_its_reason
     recorded in the stored state (``rotor.dev/last-abort``, which the controller turns into
     ``Rotated=False`` and an Event: tests/controller/test_target_abort.py)."""
     clock = FakeClock()
-    store = MemoryStore()
-    vault = ExternalMemoryStore()
+    store = MemoryStateStore()
+    vault = MemoryKVStore()
     async with app_server() as app:
         hook = ApplyHook(app.url + "/apply", timeout=5)
         r, reg = make(tmp_path, clock, store=store, hook=hook)

@@ -14,11 +14,11 @@ from agent.engine import Agent, SecretRotator
 from agent.files import AtomicWriter
 from agent.metrics import AgentMetrics
 from agent.server import make_app, serve
-from agent.store import MemoryStore
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock
 from tests.conftest import free_port
+from tests.doubles import MemoryStateStore
 
 SPEC = RotatingSecretSpec.from_dict({"keys": [{"name": "pw", "generator": {"type": "uuid"}}]})
 
@@ -30,7 +30,7 @@ def agent_for(tmp_path: Path, registry: CollectorRegistry, names: list[str]) -> 
         SecretRotator(
             n,
             SPEC,
-            MemoryStore(),
+            MemoryStateStore(),
             AtomicWriter(tmp_path / n),
             settings=AgentSettings(),
             metrics=metrics,

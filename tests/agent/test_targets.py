@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry
 from agent.engine import SecretRotator
 from agent.files import AtomicWriter
 from agent.metrics import AgentMetrics
-from agent.store import MemoryStore
 from agent.targets import build_target
 from rotor.layout import SecretState
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server
+from tests.doubles import MemoryStateStore
 
 
 def _spec(url: str) -> RotatingSecretSpec:
@@ -42,7 +42,7 @@ async def test_overlap_end_hook_gets_the_retired_value_once(tmp_path: Path) -> N
         r = SecretRotator(
             "api",
             spec,
-            MemoryStore(),
+            MemoryStateStore(),
             AtomicWriter(tmp_path / "api"),
             settings=AgentSettings(jitter=0.0),
             metrics=AgentMetrics(registry),
@@ -80,7 +80,7 @@ async def test_a_failing_overlap_end_hook_is_counted_and_the_value_still_leaves(
         r = SecretRotator(
             "api",
             spec,
-            MemoryStore(),
+            MemoryStateStore(),
             AtomicWriter(tmp_path / "api"),
             settings=AgentSettings(jitter=0.0),
             metrics=AgentMetrics(registry),

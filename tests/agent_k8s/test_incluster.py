@@ -35,7 +35,6 @@ from agent.kubestore import KubeSecretStore
 from agent.metrics import AgentMetrics
 from rotor.annotations import ROTATE_NOW
 from rotor.env import AgentEnv
-from rotor.external import MemoryStore
 from rotor.layout import (
     ANN_CHECKSUM,
     ANN_NEXT_ROTATION,
@@ -52,6 +51,7 @@ from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import app_server
 from tests.agent_k8s.conftest import until
+from tests.doubles import MemoryKVStore
 from tests.kubeemu import EmulatorThread
 
 NS, RO_NS, NAME = "shop", "web", "db"
@@ -627,7 +627,7 @@ async def test_pod_reloader_signals_those_processes(monkeypatch: pytest.MonkeyPa
             await app.wait()
 
 
-# -- external stores (rotation step 3), with rotor.external.MemoryStore (Vault's semantics) -------
+# -- external stores (rotation step 3), with tests.doubles.MemoryKVStore (Vault's semantics) -------
 EXTERNAL_SPEC: dict[str, Any] = {
     **SPEC,
     "externalStores": [{"storeRef": {"name": "vault"}, "path": "shop/db"}],
@@ -652,11 +652,11 @@ async def seed_external(kube: KubeClient, state: SecretState | None = None) -> N
 
 @contextlib.asynccontextmanager
 async def writer_with_store(
-    url: str, mount: Path, store: MemoryStore
+    url: str, mount: Path, store: MemoryKVStore
 ) -> AsyncIterator[InClusterAgent]:
     built: list[str] = []
 
-    def factory(name: str, obj: Any) -> MemoryStore:
+    def factory(name: str, obj: Any) -> MemoryKVStore:
         built.append(obj["spec"]["vault"]["server"])  # the ExternalStore object was read
         return store
 
@@ -678,7 +678,7 @@ async def writer_with_store(
 async def test_the_writer_puts_each_value_in_the_external_store_before_committing(
     strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
 ) -> None:
-    store = MemoryStore()
+    store = MemoryKVStore()
     store.unavailable = True  # first the store is down: nothing may be committed
     await seed_external(api)
     async with writer_with_store(strict_api.url, tmp_path, store) as a:
@@ -716,7 +716,7 @@ async def test_recovery_commits_only_if_every_store_holds_the_pending_values(
         rotated_at=time.time(),
         pending_since=time.time(),
     )
-    store = MemoryStore()
+    store = MemoryKVStore()
     store.put("shop/db", {"password": b"old-value-000000"})
     if store_has_it:  # the old writer got as far as step 3
         store.put("shop/db", {"password": b"new-value-111111"})

@@ -1,5 +1,5 @@
 """The external-store conformance suite: every implementation of rotor.external's protocols
-passes the same cases (OpenBao through agent.vault/controller.vault, and the MemoryStore)."""
+passes the same cases (OpenBao through agent.vault/controller.vault, and the MemoryKVStore)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from agent.vault import TokenLogin, VaultStore
 from controller.vault import TokenAuth, VaultReader
 from rotor.errors import ConflictError, NotFoundError, UnavailableError
-from rotor.external import ExternalStoreReader, ExternalStoreWriter, MemoryStore, RotorMetadata
+from rotor.external import ExternalStoreReader, ExternalStoreWriter, RotorMetadata
 from rotor.layout import checksum
 from tests.conftest import free_port
+from tests.doubles import MemoryKVStore
 
 OLD = {"password": b"old-password-value"}
 NEW = {"password": b"new-password-value"}
@@ -51,7 +52,7 @@ def openbao(bao) -> Impl:
 
 
 def memory() -> Impl:
-    store, down = MemoryStore(), MemoryStore()
+    store, down = MemoryKVStore(), MemoryKVStore()
     down.unavailable = True
     return Impl(store, store, store.put, down, down)
 
