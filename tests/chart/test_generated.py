@@ -1,4 +1,4 @@
-"""The chart's generated files match their one source (python -m tests.chart.generate)."""
+"""The chart's generated files match their one source (python -m tools.generate)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import yaml
 
-from tests.chart import generate
 from tests.chart.chartlib import CHART, ROOT, crds, with_images
+from tools import generate
 
-FIX = "run: python -m tests.chart.generate"
+FIX = "run: python -m tools.generate"
 
 
 def test_chart_crds_are_copies_of_crds_dir() -> None:
