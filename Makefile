@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image
+.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image generate
 
 # Images (docs/install.md, "Building the images"): `make images` builds rotor-controller and
 # rotor-agent with podman or docker (whichever is installed) on the official Python image.
@@ -69,6 +69,13 @@ lint: setup-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Generated product files, from their one source: crds/ from rotor/crd.py, then the chart's
+# copies of them and docs/values.md (tools/generate.py). tests/chart/test_generated.py and
+# tests/controller/test_crd.py fail when a committed file is stale.
+generate: setup-dev
+	$(BIN)/python -m rotor.crd --write crds
+	$(BIN)/python -m tools.generate
 
 pytest: setup-dev
 	$(BIN)/python -m pytest -q
