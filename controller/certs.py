@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -269,8 +270,14 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 
 def make_serving_cert(
-    ca: KeyPair, names: Sequence[str], now: float, lifetime: float = LEAF_LIFETIME
+    ca: KeyPair,
+    names: Sequence[str],
+    now: float,
+    lifetime: float = LEAF_LIFETIME,
+    ips: Sequence[str] = (),
 ) -> KeyPair:
+    """A serving certificate for DNS ``names`` (the first is its CN) and IP addresses ``ips``
+    (the webhook's Service has none; the local demo serves on 127.0.0.1), signed by ``ca``."""
     if not names:
         raise ValueError("a serving certificate needs at least one DNS name")
     ca_cert = load_cert(ca.cert_pem)
@@ -292,7 +299,13 @@ def make_serving_cert(
     cert = (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            x509.SubjectAlternativeName(
+                [
+                    *(x509.DNSName(n) for n in names),
+                    *(x509.IPAddress(ipaddress.ip_address(a)) for a in ips),
+                ]
+            ),
+            critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(_key_usage(ca=False), critical=True)

@@ -89,6 +89,17 @@ def test_serving_cert_is_p256_signed_by_the_ca_and_within_its_life():
     assert "KEY" not in repr(leaf)
 
 
+def test_serving_cert_can_name_ip_addresses():
+    """The local demo and the system tests serve on 127.0.0.1 (rotorctl/tls.py)."""
+    import ipaddress
+
+    leaf = certs.make_serving_cert(certs.make_ca(NOW), NAMES, NOW, ips=("127.0.0.1",))
+    sans = x509.load_pem_x509_certificate(leaf.cert_pem.encode()).extensions
+    alt = sans.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert alt.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert alt.get_values_for_type(x509.DNSName) == list(NAMES)
+
+
 def test_ca_bundle_patch_sets_every_webhook_and_is_empty_when_set():
     cfg = webhook_config()
     cfg["webhooks"].append({**cfg["webhooks"][0], "name": "second.rotor.dev"})
