@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from agent.vault import ENV_TOKEN_FILE
+from rotor import annotations as ann
 from rotor.durations import format_duration
 from rotor.errors import InvalidSpec
 from rotor.layout import parse_time
 from rotorctl.harness import (
+    AGENT_CONTAINER,
     ROTOR_NAMESPACE,
     VAULT_TOKEN,
     Cancelled,
@@ -174,17 +175,15 @@ def _show(
         external=external,
     )
     out.line(f"RotatingSecret {NS}/{NAME}: keys password, api-token, every {interval}")
-    writer = system.workload(NS, "api", {"rotor.dev/rw": NAME})
-    reader = system.workload(RO_NS, "web", {"rotor.dev/ro": f"{NS}/{NAME}"})
-    out.line(
-        f"Deployments {NS}/api (rotor.dev/rw: {NAME}), {RO_NS}/web (rotor.dev/ro: {NS}/{NAME})"
-    )
+    writer = system.workload(NS, "api", {ann.RW: NAME})
+    reader = system.workload(RO_NS, "web", {ann.RO: f"{NS}/{NAME}"})
+    out.line(f"Deployments {NS}/api ({ann.RW}: {NAME}), {RO_NS}/web ({ann.RO}: {NS}/{NAME})")
     for line in (
         system.acl("approve", f"{NS}/{NAME}", f"{NS}/api", "rw"),
         system.acl("approve", f"{NS}/{NAME}", f"{RO_NS}/web", "ro"),
     ):
         out.line(f"rotor acl: {line}")
-    extra = {"ROTOR_VAULT_TOKEN_FILE": str(system.workdir / "vault-token")}
+    extra = {ENV_TOKEN_FILE: str(system.workdir / "vault-token")}
     if system.vault is not None:
         (system.workdir / "vault-token").write_text(
             VAULT_TOKEN + "\n"
@@ -192,7 +191,7 @@ def _show(
     w = system.add_pod(writer, extra_env=extra if system.vault is not None else None)
     r = system.add_pod(reader)
     for p in (w, r):
-        injected = "rotor-agent" if p.injected else "nothing"
+        injected = AGENT_CONTAINER if p.injected else "nothing"
         pid = p.agent.popen.pid if p.agent and p.agent.popen else "-"
         out.line(
             f"pod {p.namespace}/{p.name}: webhook injected {injected}; agent pid {pid}, "
@@ -279,13 +278,7 @@ def _vault_note(system: System) -> str:
     """OpenBao's KV v2 version of the demo secret (the writer pushes it before committing)."""
     if system.vault is None:
         return ""
-    req = urllib.request.Request(  # noqa: S310 - the local dev server
-        f"{system.vault_url}/v1/secret/metadata/{NS}/{NAME}",
-        headers={"X-Vault-Token": VAULT_TOKEN},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310
-            meta = json.loads(r.read())["data"]
-    except (OSError, ValueError, KeyError):
+    version = system.vault_version(f"{NS}/{NAME}")
+    if not version:
         return "; OpenBao: not readable"
-    return f"; OpenBao KV v2 {NS}/{NAME} at version {meta.get('current_version')}"
+    return f"; OpenBao KV v2 {NS}/{NAME} at version {version}"

@@ -4,8 +4,10 @@ bench/propagation.py.
 Split by concern: the API server is :mod:`rotorctl.kubeemu` (admission in
 :mod:`rotorctl.admission`, RBAC in :mod:`rotorctl.rbac`), the client of it :mod:`rotorctl.kubeapi`,
 the kubelet's pod :mod:`rotorctl.kubelet`, processes :mod:`rotorctl.processes`, the
-propagation probe :mod:`rotorctl.probe`; this module wires them into :class:`System` (and
-re-exports their names for its callers).
+propagation probe :mod:`rotorctl.probe`, the Deployment/ReplicaSet objects
+:mod:`rotorctl.workloads`, OpenBao :mod:`rotorctl.openbao`, the certificates :mod:`rotorctl.tls`
+(over :mod:`controller.certs`); this module wires them into :class:`System` (and re-exports
+their names for its callers).
 
 What runs for real: ``rotor-webhook`` (HTTPS, a certificate made here), ``rotor-controller``
 (kopf, the ConfigMap ACL), ``rotor-agent`` once per pod with the command, env and mounts of the
@@ -37,7 +39,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -47,16 +48,28 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import kube as agent_kube
 from rotor import API
+from rotor import env as agent_env
+from rotor.annotations import ROTATE_NOW
 from rotor.kubepaths import api_path
+from rotor.layout import SecretState
 from rotorctl import chartrbac
 from rotorctl.kubeapi import Api, ApiError, plural_of
 from rotorctl.kubeemu import EmulatorThread
-from rotorctl.kubelet import AGENT_CONTAINER, Pod, agent_container, field_ref
+from rotorctl.kubelet import (
+    AGENT_CONTAINER,
+    FILES_VOLUME,
+    Pod,
+    agent_container,
+    container_env,
+    field_ref,
+    pod_status,
+)
+from rotorctl.openbao import VAULT_TOKEN, DevServer
 from rotorctl.probe import PropagationProbe
 from rotorctl.processes import (
     START_TIMEOUT,
@@ -69,6 +82,7 @@ from rotorctl.processes import (
     wait_for,
 )
 from rotorctl.tls import make_certs
+from rotorctl.workloads import Workload, deployment, pod_of, pod_template, replica_set
 
 __all__ = [
     "ACL_CONFIGMAP",
@@ -76,6 +90,7 @@ __all__ = [
     "ROTOR_NAMESPACE",
     "START_TIMEOUT",
     "STOP_TIMEOUT",
+    "VAULT_TOKEN",
     "Api",
     "ApiError",
     "Cancelled",
@@ -96,17 +111,6 @@ __all__ = [
 Obj = dict[str, Any]
 ROTOR_NAMESPACE = "rotor-system"
 ACL_CONFIGMAP = "rotor-acl"
-VAULT_TOKEN = "root"  # noqa: S105 - the dev server's root token id, local and throwaway
-
-
-@dataclass
-class Workload:
-    namespace: str
-    name: str
-    service_account: str
-    annotations: dict[str, str]
-    replica_set: str = ""
-    pods: list[Pod] = field(default_factory=list)
 
 
 # -- the system ---------------------------------------------------------------------------------
@@ -143,8 +147,7 @@ class System:
         self.webhook_metrics_port = 0
         self.controller: Proc | None = None
         self.controller_metrics_port = 0
-        self.vault: Proc | None = None
-        self.vault_url = ""
+        self.openbao: DevServer | None = None
         self.ca = Path()
         self.kubeconfig = Path()
         self.pods: dict[str, Pod] = {}
@@ -217,6 +220,15 @@ class System:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+
+    @property
+    def vault(self) -> Proc | None:
+        """The OpenBao dev server's process, when one runs."""
+        return self.openbao.proc if self.openbao is not None else None
+
+    @property
+    def vault_url(self) -> str:
+        return self.openbao.url if self.openbao is not None else ""
 
     @property
     def url(self) -> str:
@@ -378,73 +390,25 @@ class System:
             return ""
 
     def start_vault(self, bao: str) -> None:
-        port = free_port()
-        self.vault_url = f"http://127.0.0.1:{port}"
-        self.vault = Proc(
-            "openbao",
-            [
-                bao,
-                "server",
-                "-dev",
-                f"-dev-listen-address=127.0.0.1:{port}",
-                f"-dev-root-token-id={VAULT_TOKEN}",
-            ],
-            self._base_env(),
-            self.workdir / "logs" / "openbao.log",
-        ).start()
-
-        def up() -> bool:
-            if self.vault is None or not self.vault.running:
-                return False
-            try:
-                with urllib.request.urlopen(  # noqa: S310
-                    f"{self.vault_url}/v1/sys/health", timeout=2
-                ) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(up, "OpenBao's /v1/sys/health", cancel=self.cancel)
+        self.openbao = DevServer(bao, self.workdir / "logs" / "openbao.log", self._base_env())
+        self.openbao.start(self.cancel)
 
     def stop_vault(self) -> None:
         if self.vault is not None:
             self.vault.stop()
 
-    def _vault_call(self, path: str, body: object = None) -> None:
-        req = urllib.request.Request(  # noqa: S310 - the local dev server
-            f"{self.vault_url}/v1/{path}",
-            data=json.dumps(body or {}).encode(),
-            method="PUT",
-            headers={"X-Vault-Token": VAULT_TOKEN},
-        )
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
-            pass
-
     def seal_vault(self) -> None:
-        """OpenBao goes down the way it does in production: sealed, every call answers 503.
-        (Stopping a dev server would lose its in-memory data; sealing keeps it.)"""
-        self._vault_call("sys/seal")
+        """OpenBao goes down the way it does in production: sealed, every call answers 503."""
+        assert self.openbao is not None
+        self.openbao.seal()
 
     def unseal_vault(self) -> None:
-        assert self.vault is not None
-        key = ""
-        for line in self.vault.log.read_text(errors="replace").splitlines():
-            if line.startswith("Unseal Key:"):
-                key = line.split(":", 1)[1].strip()
-        if not key:
-            raise HarnessError("no unseal key in the OpenBao dev server's output")
-        self._vault_call("sys/unseal", {"key": key})
+        assert self.openbao is not None
+        self.openbao.unseal()
 
     def vault_version(self, path: str) -> int:
         """The current KV v2 version at ``secret/<path>`` (0: none or not readable)."""
-        req = urllib.request.Request(  # noqa: S310 - the local dev server
-            f"{self.vault_url}/v1/secret/metadata/{path}", headers={"X-Vault-Token": VAULT_TOKEN}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
-                return int(json.loads(r.read())["data"]["current_version"])
-        except (OSError, ValueError, KeyError):
-            return 0
+        return self.openbao.version(path) if self.openbao is not None else 0
 
     # -- objects ----------------------------------------------------------------------------
     def rotating_secret(
@@ -501,26 +465,24 @@ class System:
             "rotatingsecrets",
             namespace,
             name,
-            {"metadata": {"annotations": {"rotor.dev/rotate-now": value}}},
+            {"metadata": {"annotations": {ROTATE_NOW: value}}},
         )
         return value
 
     def source(self, namespace: str, name: str) -> Obj | None:
         return self.api.get("v1", "secrets", namespace, name)
 
-    def version(self, namespace: str, name: str) -> int:
+    def state(self, namespace: str, name: str) -> SecretState:
+        """The source Secret read as the protocol's state (empty when there is none)."""
         s = self.source(namespace, name) or {}
-        ann = (s.get("metadata") or {}).get("annotations") or {}
-        return int(ann.get("rotor.dev/version") or 0)
+        return SecretState.from_secret(s.get("data"), (s.get("metadata") or {}).get("annotations"))
+
+    def version(self, namespace: str, name: str) -> int:
+        return self.state(namespace, name).version
 
     def current(self, namespace: str, name: str) -> dict[str, str]:
         """The committed values of the source Secret (decoded)."""
-        s = self.source(namespace, name) or {}
-        return {
-            k: base64.b64decode(v).decode()
-            for k, v in (s.get("data") or {}).items()
-            if not k.endswith((".pending", ".previous"))
-        }
+        return {k: v.decode() for k, v in self.state(namespace, name).current.items()}
 
     def status(self, namespace: str, name: str) -> Obj:
         rs = self.api.get(API, "rotatingsecrets", namespace, name) or {}
@@ -554,36 +516,9 @@ class System:
         self.ensure_namespace(namespace)
         sa = service_account or name
         self.service_account(namespace, sa)
-        template = {
-            "metadata": {"labels": {"app": name}, "annotations": dict(annotations)},
-            "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "app:1"}]},
-        }
-        dep = self.api.create(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": name}},
-                    "template": template,
-                },
-            }
-        )
+        dep = self.api.create(deployment(namespace, name, pod_template(name, annotations, sa)))
         rs_name = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.api.create(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "metadata": {
-                    "name": rs_name,
-                    "namespace": namespace,
-                    "labels": {"app": name},
-                    "ownerReferences": [_owner(dep)],
-                },
-                "spec": {"selector": {"matchLabels": {"app": name}}, "template": template},
-            }
-        )
+        self.api.create(replica_set(dep, rs_name))
         return Workload(namespace, name, sa, dict(annotations), rs_name)
 
     def add_pod(self, w: Workload, *, extra_env: Mapping[str, str] | None = None) -> Pod:
@@ -594,20 +529,7 @@ class System:
         rs = self.api.get("apps/v1", "replicasets", w.namespace, w.replica_set)
         assert rs is not None
         name = f"{w.replica_set}-{uuid.uuid4().hex[:5]}"
-        tmpl = rs["spec"]["template"]
-        pod: Obj = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": w.namespace,
-                "labels": dict(tmpl["metadata"].get("labels") or {}),
-                "annotations": dict(tmpl["metadata"].get("annotations") or {}),
-                "ownerReferences": [_owner(rs)],
-            },
-            "spec": json.loads(json.dumps(tmpl["spec"])),
-        }
-        created = self.api.create(pod)
+        created = self.api.create(pod_of(rs, name))
         p = Pod(w.namespace, name, created, self.workdir / "pods" / name)
         self.pods[name] = p
         w.pods.append(p)
@@ -620,39 +542,17 @@ class System:
 
     def _set_pod_status(self, p: Pod, ready: bool) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        status = "True" if ready else "False"
-        containers = [c["name"] for c in p.obj["spec"].get("containers") or []]
-        body = {
-            "status": {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "startTime": now,
-                "conditions": [
-                    {"type": t, "status": status, "lastTransitionTime": now}
-                    for t in ("Initialized", "ContainersReady", "Ready")
-                ]
-                + [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
-                "containerStatuses": [
-                    {"name": c, "ready": ready, "started": ready, "restartCount": 0}
-                    for c in containers
-                ],
-            }
-        }
+        body = {"status": pod_status(p.obj, ready, now)}
         self.api.patch("v1", "pods", p.namespace, p.name, body, subresource="status")
 
     def start_agent(self, p: Pod, extra_env: Mapping[str, str] | None = None) -> None:
         """Run the injected agent container as a process (what the kubelet would run)."""
         c = agent_container(p.obj)
         assert c is not None
-        env: dict[str, str] = {}
-        for e in c.get("env") or []:
-            if "value" in e:
-                env[e["name"]] = str(e["value"])
-            elif ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
-                env[e["name"]] = field_ref(p.obj, e["valueFrom"]["fieldRef"]["fieldPath"])
+        env = container_env(p.obj, c)
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
-        mount_path = env.get("ROTOR_MOUNT_PATH", "/var/run/secrets/rotor")
-        volume = mounts.get(mount_path, "rotor-files")
+        mount_path = env.get(agent_env.MOUNT_PATH, agent_env.DEFAULT_MOUNT_PATH)
+        volume = mounts.get(mount_path, FILES_VOLUME)
         p.mount = p.dir / volume  # the memory emptyDir, as a local folder
         p.mount.mkdir(parents=True, exist_ok=True)
         token = p.dir / "serviceaccount" / "token"
@@ -663,11 +563,11 @@ class System:
         token.chmod(0o600)
         p.metrics_port = p.metrics_port or free_port()
         env |= {
-            "ROTOR_MOUNT_PATH": str(p.mount),
-            "ROTOR_METRICS_PORT": str(p.metrics_port),
-            "ROTOR_KUBE_URL": self.url,
-            "ROTOR_KUBE_TOKEN_FILE": str(token),
-            "ROTOR_KUBE_CA_FILE": str(self.api.ca_file or ""),
+            agent_env.MOUNT_PATH: str(p.mount),
+            agent_env.METRICS_PORT: str(p.metrics_port),
+            agent_kube.ENV_URL: self.url,
+            agent_kube.ENV_TOKEN_FILE: str(token),
+            agent_kube.ENV_CA_FILE: str(self.api.ca_file or ""),
             "ROTOR_LOG_LEVEL": self.log_level,
         }
         env |= dict(extra_env or {})
@@ -716,18 +616,6 @@ class System:
                 return str(r.read().decode())
         except OSError:
             return ""
-
-
-def _owner(obj: Mapping[str, Any]) -> Obj:
-    m = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": m["name"],
-        "uid": m.get("uid", ""),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 @contextlib.contextmanager

@@ -12,9 +12,49 @@ from pathlib import Path
 from typing import Any
 
 from rotorctl.processes import Proc
+from webhook.inject import AGENT_CONTAINER, FILES_VOLUME
+
+__all__ = [
+    "AGENT_CONTAINER",
+    "FILES_VOLUME",
+    "Pod",
+    "agent_container",
+    "container_env",
+    "field_ref",
+    "pod_status",
+]
 
 Obj = dict[str, Any]
-AGENT_CONTAINER = "rotor-agent"
+
+
+def pod_status(pod: Mapping[str, Any], ready: bool, now: str) -> Obj:
+    """The ``status`` a kubelet reports for a running pod whose containers are (not) ready."""
+    status = "True" if ready else "False"
+    containers = [c["name"] for c in pod["spec"].get("containers") or []]
+    return {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "startTime": now,
+        "conditions": [
+            {"type": t, "status": status, "lastTransitionTime": now}
+            for t in ("Initialized", "ContainersReady", "Ready")
+        ]
+        + [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [
+            {"name": c, "ready": ready, "started": ready, "restartCount": 0} for c in containers
+        ],
+    }
+
+
+def container_env(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
+    """A container's ``env`` as the kubelet gives it: values, and ``fieldRef`` from the pod."""
+    env: dict[str, str] = {}
+    for e in container.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
+            env[e["name"]] = field_ref(pod, e["valueFrom"]["fieldRef"]["fieldPath"])
+    return env
 
 
 def field_ref(pod: Mapping[str, Any], path: str) -> str:
