@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rotor.errors import InvalidSpec, RotorError
 
@@ -31,6 +31,10 @@ examples:
   rotor-agent standalone --name db --key password --generator password:length=24 \\
       --key tls --generator ecdsa:curve=P-384 --interval 24h --overlap 1h --once
 """
+
+
+C = TypeVar("C")
+"""What a mode reads at start (in-cluster: its configuration; standalone: the options)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -241,24 +245,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotorError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    return _serve(lambda: opts.settings.log_level, lambda: _standalone(opts))
+    return _serve(lambda: opts, lambda o: o.settings.log_level, _standalone)
 
 
 def _incluster() -> int:
-    """In-cluster mode (no subcommand, or ``run``): configured by ``ROTOR_*`` env vars."""
+    """In-cluster mode (no subcommand, or ``run``): configured by ``ROTOR_*`` env vars, read
+    once here (:class:`agent.config.InClusterConfig`) and passed down."""
     import os
 
+    from agent import incluster
+    from agent.config import InClusterConfig
     from agent.harden import no_dumping
-    from agent.incluster import run
-    from rotor.settings.agent import AgentSettings
 
     no_dumping()  # before the token is read: the app may share the process namespace
-    return _serve(lambda: AgentSettings.from_env(os.environ).log_level, lambda: run(os.environ))
+    return _serve(
+        lambda: InClusterConfig.from_env(os.environ),
+        lambda config: config.settings.log_level,
+        lambda config: incluster.run(config),
+    )
 
 
-def _serve(log_level: Callable[[], str], start: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Set up logging and metrics, then run ``start()`` to its end. Rotor's errors become one
-    line on stderr and an exit code: 2 for invalid input, 1 otherwise; 130 when interrupted."""
+def _serve(
+    load: Callable[[], C],
+    log_level: Callable[[C], str],
+    start: Callable[[C], Coroutine[Any, Any, int]],
+) -> int:
+    """Read the configuration, set up logging and metrics, then run ``start(config)`` to its
+    end. Rotor's errors become one line on stderr and an exit code: 2 for invalid input, 1
+    otherwise; 130 when interrupted."""
     import asyncio
 
     from prometheus_client import disable_created_metrics
@@ -266,9 +280,10 @@ def _serve(log_level: Callable[[], str], start: Callable[[], Coroutine[Any, Any,
     from rotor.logs import setup
 
     try:
-        setup(log_level())
+        config = load()
+        setup(log_level(config))
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: a process-wide switch, so set here only
-        return asyncio.run(start())
+        return asyncio.run(start(config))
     except InvalidSpec as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from agent.config import InClusterConfig
 from agent.delivery import Delivery, drain_notifications
 from agent.engine import Clock, SecretRotator, SystemClock
 from agent.files import AtomicWriter
@@ -50,7 +51,6 @@ from agent.hooks import ApplyHook, Reloader
 from agent.kube import (
     Forbidden,
     KubeClient,
-    KubeConfig,
     rotating_secrets_path,
     secret_path,
     secrets_path,
@@ -79,9 +79,6 @@ from rotor.spec import ExternalStoreRef, ExternalStoreSpec, PostgresAdmin, Rotat
 
 log = logging.getLogger("rotor.agent")
 
-ENV_RELOAD_PROCESS = "ROTOR_RELOAD_PROCESS"
-"""``signal:*`` reload: signal only processes of this name (default: every other container's
-main process, see :class:`PodReloader`)."""
 WAIT_MAX = 30.0
 """Longest wait between retries of an API call that failed (e.g. a grant not made yet)."""
 METRICS_HOST = "0.0.0.0"  # noqa: S104  (probes and Prometheus reach the pod IP)
@@ -157,7 +154,8 @@ def container_main_pids(proc: Path = Path("/proc"), me: int | None = None) -> li
 
 class PodReloader(Reloader):
     """A :class:`~agent.hooks.Reloader` that, for a ``signal:*`` reload with no process named
-    (``ROTOR_RELOAD_PROCESS``), signals the main process of every other container of the pod
+    (``ROTOR_RELOAD_PROCESS``: ``AgentSettings.reload_process``), signals the main process of
+    every other container of the pod
     (the webhook sets ``shareProcessNamespace`` for signal reloads). The agent runs without
     capabilities, so the app must run as the same user for the signal to be allowed."""
 
@@ -172,14 +170,20 @@ class PodReloader(Reloader):
 
 
 StoreFactory = Callable[[str, Mapping[str, Any]], ExternalStoreWriter]
-"""``(name, ExternalStore object) -> writer``; the default builds a VaultStore (hvac)."""
+"""``(name, ExternalStore object) -> writer``; the default (:func:`vault_stores`) builds a
+VaultStore (hvac)."""
 
 
-def vault_store(name: str, obj: Mapping[str, Any]) -> ExternalStoreWriter:
-    from agent.vault import VaultStore  # hvac is imported only by writers of such secrets
+def vault_stores(settings: AgentSettings) -> StoreFactory:
+    """A VaultStore per ExternalStore object, logging in as the agent's settings say."""
 
-    spec = ExternalStoreSpec.from_dict(obj.get("spec"), f"ExternalStore {name}: spec")
-    return VaultStore.from_spec(spec.vault)
+    def vault_store(name: str, obj: Mapping[str, Any]) -> ExternalStoreWriter:
+        from agent.vault import VaultStore  # hvac is imported only by writers of such secrets
+
+        spec = ExternalStoreSpec.from_dict(obj.get("spec"), f"ExternalStore {name}: spec")
+        return VaultStore.from_spec(spec.vault, settings)
+
+    return vault_store
 
 
 def external_stores_path(namespace: str, name: str) -> str:
@@ -210,7 +214,7 @@ class ExternalStores:
         ref: SecretRef,
         refs: tuple[ExternalStoreRef, ...],
         writer: str,
-        factory: StoreFactory = vault_store,
+        factory: StoreFactory,
     ) -> ExternalStores:
         stores: dict[str, ExternalStoreWriter] = {}
         for r in refs:
@@ -344,11 +348,11 @@ class RwSecret:
         clock: Clock,
         apply_hook: ApplyHook | None,
         reloader: Reloader | None,
-        store_factory: StoreFactory = vault_store,
+        store_factory: StoreFactory | None = None,
     ) -> None:
         self.ref = ref
         self.env = env
-        self.store_factory = store_factory
+        self.store_factory = store_factory or vault_stores(settings)
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
@@ -546,8 +550,7 @@ class InClusterAgent:
         registry: CollectorRegistry,
         *,
         clock: Clock | None = None,
-        reload_process: str = "",
-        store_factory: StoreFactory = vault_store,
+        store_factory: StoreFactory | None = None,
     ) -> None:
         self.env = env
         self.kube = kube
@@ -556,7 +559,7 @@ class InClusterAgent:
             ApplyHook(env.apply_hook, settings.hook_timeout) if env.apply_hook else None
         )
         self.reloader = (
-            PodReloader(env.reload, process=reload_process, timeout=settings.hook_timeout)
+            PodReloader(env.reload, process=settings.reload_process, timeout=settings.hook_timeout)
             if env.reload.kind != "none"
             else None
         )
@@ -600,20 +603,14 @@ class InClusterAgent:
             await self.reloader.close()
 
 
-async def run(environ: Mapping[str, str]) -> int:
-    """``rotor-agent run``: until SIGTERM/SIGINT. Raises InvalidSpec for a bad environment."""
+async def run(config: InClusterConfig) -> int:
+    """``rotor-agent run``: until SIGTERM/SIGINT, configured as read at start."""
     from agent.server import make_app, serve
 
-    env = AgentEnv.from_env(environ)
-    settings = AgentSettings.from_env(environ)
-    config = KubeConfig.from_env(environ, timeout=settings.api_timeout)
-    if env.mode == "rw" and not env.pod_name:
-        raise InvalidSpec("ROTOR_POD_NAME", "is not set", "set it from the downward API")
+    env = config.env
     registry = CollectorRegistry()
-    async with KubeClient(config) as kube:
-        agent = InClusterAgent(
-            env, settings, kube, registry, reload_process=environ.get(ENV_RELOAD_PROCESS, "")
-        )
+    async with KubeClient(config.kube) as kube:
+        agent = InClusterAgent(env, config.settings, kube, registry)
         app = make_app(registry, agent, allow_rotate=False, background=agent.run)
         runner = await serve(app, METRICS_HOST, env.metrics_port)
         log.info(
@@ -623,7 +620,7 @@ async def run(environ: Mapping[str, str]) -> int:
             env.pod_name,
             ",".join(map(str, agent.rw)) or "-",
             ",".join(map(str, agent.ro)) or "-",
-            config.url,
+            config.kube.url,
         )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

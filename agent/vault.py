@@ -24,7 +24,6 @@ controller, :class:`rotor.vaultkv.VaultKV`; this module adds the write.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,17 +32,14 @@ from typing import Any
 from rotor.errors import ConflictError, InvalidSpec, PermanentError, UnavailableError
 from rotor.external import RotorMetadata, kv_data
 from rotor.layout import checksum
+from rotor.settings.agent import ENV_VAULT_TOKEN_FILE, AgentSettings
 from rotor.spec import VaultSpec
-from rotor.vaultkv import DEFAULT_SA_TOKEN, DEFAULT_TIMEOUT, KubernetesLogin, VaultKV
+from rotor.vaultkv import DEFAULT_SA_TOKEN, KubernetesLogin, VaultKV
 
 __all__ = ["KubernetesLogin", "Login", "TokenLogin", "VaultStore", "login_from_spec"]
 
 log = logging.getLogger(__name__)
 
-ENV_TOKEN = "ROTOR_VAULT_TOKEN"  # noqa: S105 - a variable name
-ENV_TOKEN_FILE = "ROTOR_VAULT_TOKEN_FILE"  # noqa: S105 - a variable name
-ENV_JWT_FILE = "ROTOR_VAULT_JWT_FILE"
-ENV_TIMEOUT = "ROTOR_VAULT_TIMEOUT"
 
 CAP_WRITE = '["create", "update"]'
 CAP_META = '["patch"]'
@@ -72,27 +68,26 @@ class TokenLogin:
         if self.token:
             return self.token
         raise InvalidSpec(
-            ENV_TOKEN_FILE,
+            ENV_VAULT_TOKEN_FILE,
             "no Vault token was given",
-            f"mount the token Secret's key as a file and set {ENV_TOKEN_FILE}",
+            f"mount the token Secret's key as a file and set {ENV_VAULT_TOKEN_FILE}",
         )
 
 
 Login = TokenLogin | KubernetesLogin
 
 
-def login_from_spec(spec: VaultSpec, env: Mapping[str, str] | None = None) -> Login:
-    """How the agent logs in to the store of ``spec`` (token from env/file, or Kubernetes)."""
-    e = os.environ if env is None else env
+def login_from_spec(spec: VaultSpec, settings: AgentSettings) -> Login:
+    """How the agent logs in to the store of ``spec`` (a token or its file from the agent's
+    settings, or Kubernetes)."""
     if spec.auth.kubernetes_role:
         return KubernetesLogin(
             spec.auth.kubernetes_role,
             spec.auth.kubernetes_mount,
-            e.get(ENV_JWT_FILE, "").strip() or DEFAULT_SA_TOKEN,
+            settings.vault_jwt_file or DEFAULT_SA_TOKEN,
         )
     return TokenLogin(
-        token=e.get(ENV_TOKEN, "").strip() or None,
-        token_file=e.get(ENV_TOKEN_FILE, "").strip() or None,
+        token=settings.vault_token or None, token_file=settings.vault_token_file or None
     )
 
 
@@ -102,22 +97,13 @@ class VaultStore(VaultKV):
     account = "this pod's"
 
     @classmethod
-    def from_spec(
-        cls, spec: VaultSpec, env: Mapping[str, str] | None = None, timeout: float | None = None
-    ) -> VaultStore:
-        e = os.environ if env is None else env
-        if timeout is None:
-            raw = e.get(ENV_TIMEOUT, "").strip()
-            try:
-                timeout = float(raw) if raw else DEFAULT_TIMEOUT
-            except ValueError:
-                raise InvalidSpec(ENV_TIMEOUT, f"{raw!r} is not a number", "e.g. 10") from None
+    def from_spec(cls, spec: VaultSpec, settings: AgentSettings) -> VaultStore:
         return cls(
             spec.server,
             spec.mount,
-            login_from_spec(spec, e),
+            login_from_spec(spec, settings),
             ca_bundle=spec.ca_bundle,
-            timeout=timeout,
+            timeout=settings.vault_timeout,
         )
 
     # -- write --------------------------------------------------------------------------------

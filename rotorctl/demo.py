@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from agent.vault import ENV_TOKEN_FILE
 from rotor import annotations as ann
 from rotor.durations import format_duration
 from rotor.errors import InvalidSpec
 from rotor.layout import parse_time
+from rotor.settings.agent import ENV_VAULT_TOKEN_FILE
 from rotorctl.harness import (
     AGENT_CONTAINER,
     ROTOR_NAMESPACE,
@@ -183,7 +183,7 @@ def _show(
         system.acl("approve", f"{NS}/{NAME}", f"{RO_NS}/web", "ro"),
     ):
         out.line(f"rotor acl: {line}")
-    extra = {ENV_TOKEN_FILE: str(system.workdir / "vault-token")}
+    extra = {ENV_VAULT_TOKEN_FILE: str(system.workdir / "vault-token")}
     if system.vault is not None:
         (system.workdir / "vault-token").write_text(
             VAULT_TOKEN + "\n"

@@ -60,7 +60,14 @@ def test_the_app_cannot_open_the_agents_proc_entries():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "ROTOR_MODE": "ro", "ROTOR_SECRETS": "shop/db"},
+        env={
+            **os.environ,
+            "ROTOR_MODE": "ro",
+            "ROTOR_SECRETS": "shop/db",
+            # the configuration is read before run(): enough of it to be valid
+            "ROTOR_POD_NAMESPACE": "web",
+            "ROTOR_KUBE_URL": "http://127.0.0.1:1",
+        },
     )
     try:
         assert agent.stdout is not None

@@ -167,10 +167,15 @@ def env_of(pod: str, mode: str, mount: Path, reload: str = "none") -> AgentEnv:
 
 @contextlib.asynccontextmanager
 async def agent(
-    url: str, pod: str, mode: str, mount: Path, reload: str = "none"
+    url: str,
+    pod: str,
+    mode: str,
+    mount: Path,
+    reload: str = "none",
+    settings: AgentSettings = SETTINGS,
 ) -> AsyncIterator[InClusterAgent]:
     async with KubeClient(KubeConfig(url=url)) as kube:
-        a = InClusterAgent(env_of(pod, mode, mount, reload), SETTINGS, kube, CollectorRegistry())
+        a = InClusterAgent(env_of(pod, mode, mount, reload), settings, kube, CollectorRegistry())
         task = asyncio.create_task(a.run())
         try:
             yield a
@@ -733,11 +738,13 @@ async def test_recovery_commits_only_if_every_store_holds_the_pending_values(
 
 
 async def test_the_writer_writes_a_real_openbao_kv_v2_store(
-    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    strict_api: EmulatorThread, api: KubeClient, tmp_path: Path
 ) -> None:
     """The default store factory (agent.vault.VaultStore from the ExternalStore object) against
     a real OpenBao dev server; the token comes from the agent's env, as docs/external-stores.md
     describes."""
+    from dataclasses import replace
+
     import hvac
 
     from tests.vault.conftest import start_bao
@@ -745,7 +752,8 @@ async def test_the_writer_writes_a_real_openbao_kv_v2_store(
     (tmp_path / "bao").mkdir()
     server = start_bao(tmp_path / "bao")
     try:
-        monkeypatch.setenv("ROTOR_VAULT_TOKEN", server.token)
+        env_settings = AgentSettings.from_env({"ROTOR_VAULT_TOKEN": server.token})
+        settings = replace(SETTINGS, vault_token=env_settings.vault_token)
         await api.create(
             f"/apis/rotor.dev/v1alpha1/namespaces/{NS}/externalstores",
             {
@@ -763,7 +771,7 @@ async def test_the_writer_writes_a_real_openbao_kv_v2_store(
         )
         await seed(api, writer="api-a")
         await api.patch(rotating_secret_path(NS, NAME), {"spec": EXTERNAL_SPEC})
-        async with agent(strict_api.url, "api-a", "rw", tmp_path / "mnt") as a:
+        async with agent(strict_api.url, "api-a", "rw", tmp_path / "mnt", settings=settings) as a:
             await until(lambda: a.readiness()[NAME])
         state = await source(api)
         client = hvac.Client(url=server.url, token=server.token)

@@ -13,6 +13,7 @@ from rotor.errors import ConflictError, InvalidSpec, NotFoundError, PermanentErr
 from rotor.external import RotorMetadata
 from rotor.layout import SecretState, checksum
 from rotor.protocol import cas_version, commit, prepare, recovery
+from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreSpec, RotatingSecretSpec
 from tests.vault.conftest import fake_jwt
 
@@ -258,11 +259,11 @@ def test_login_from_spec():
     kube = ExternalStoreSpec.from_dict(
         {"vault": {"server": "https://v:8200", "auth": {"kubernetes": {"role": "r"}}}}
     ).vault
-    assert login_from_spec(kube, {}) == KubernetesLogin("r")
+    assert login_from_spec(kube, AgentSettings.from_env({})) == KubernetesLogin("r")
     tok = ExternalStoreSpec.from_dict(
         {"vault": {"server": "https://v:8200", "auth": {"token": {"secretRef": {"name": "t"}}}}}
     ).vault
-    got = login_from_spec(tok, {"ROTOR_VAULT_TOKEN_FILE": "/run/t"})
+    got = login_from_spec(tok, AgentSettings.from_env({"ROTOR_VAULT_TOKEN_FILE": "/run/t"}))
     assert got == TokenLogin(token_file="/run/t")
     with pytest.raises(InvalidSpec, match="ROTOR_VAULT_TOKEN_FILE"):
-        login_from_spec(tok, {}).read()  # type: ignore[union-attr]
+        login_from_spec(tok, AgentSettings.from_env({})).read()  # type: ignore[union-attr]

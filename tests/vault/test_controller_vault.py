@@ -13,6 +13,7 @@ from controller.vault import AuthFailed, KubernetesAuth, TokenAuth, VaultReader
 from rotor.errors import PermanentError
 from rotor.external import RotorMetadata
 from rotor.layout import checksum
+from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreSpec
 from tests.conftest import free_port
 from tests.vault.conftest import fake_jwt, start_bao
@@ -151,12 +152,14 @@ async def test_ca_bundle_is_trusted_and_nothing_else(tls_bao):
     good = tls_spec(tls_bao, tls_bao.ca_pem).vault
     check = await VaultReader.from_spec(good, token=tls_bao.token).check()
     assert (check.ready, check.reason) == (True, "Ready")
-    agent = VaultStore.from_spec(good, env={"ROTOR_VAULT_TOKEN": tls_bao.token})
+    agent = VaultStore.from_spec(good, AgentSettings.from_env({"ROTOR_VAULT_TOKEN": tls_bao.token}))
     assert await agent.write_pending("shop/tls", NEW, None, RotorMetadata(1, "", "a", 0.0)) == 1
     other = tls_spec(tls_bao, trustme.CA().cert_pem.bytes().decode()).vault
     check = await VaultReader.from_spec(other, token=tls_bao.token).check()
     assert (check.ready, check.reason) == (False, "Unreachable")
     assert "caBundle" in check.message
-    untrusting = VaultStore.from_spec(other, env={"ROTOR_VAULT_TOKEN": tls_bao.token})
+    untrusting = VaultStore.from_spec(
+        other, AgentSettings.from_env({"ROTOR_VAULT_TOKEN": tls_bao.token})
+    )
     with pytest.raises(PermanentError, match="caBundle"):
         await untrusting.read_version("shop/tls")
