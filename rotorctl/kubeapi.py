@@ -16,9 +16,6 @@ from rotorctl.processes import HarnessError
 Obj = dict[str, Any]
 
 
-_plural_path = api_path  # the one builder of API paths (rotor.kubepaths)
-
-
 class ApiError(HarnessError):
     """The API answered an error status (``code``; ``status``: its Status body)."""
 
@@ -73,12 +70,12 @@ class Api:
         return Api(self.url, token, self.ca_file)
 
     def get(self, api: str, plural: str, namespace: str | None, name: str) -> Obj | None:
-        return self.request("GET", _plural_path(api, plural, namespace, name))
+        return self.request("GET", api_path(api, plural, namespace, name))
 
     def create(self, obj: Obj) -> Obj:
         m = obj["metadata"]
         out = self.request(
-            "POST", _plural_path(obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace")), obj
+            "POST", api_path(obj["apiVersion"], plural_of(obj["kind"]), m.get("namespace")), obj
         )
         assert out is not None
         return out
@@ -101,7 +98,7 @@ class Api:
         """A TokenRequest for the ServiceAccount (what the kubelet does for a pod's token)."""
         out = self.request(
             "POST",
-            _plural_path("v1", "serviceaccounts", namespace, service_account) + "/token",
+            api_path("v1", "serviceaccounts", namespace, service_account) + "/token",
             {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
@@ -120,13 +117,11 @@ class Api:
         patch: Obj,
         subresource: str = "",
     ) -> Obj | None:
-        path = _plural_path(api, plural, namespace, name) + (
-            f"/{subresource}" if subresource else ""
-        )
+        path = api_path(api, plural, namespace, name) + (f"/{subresource}" if subresource else "")
         return self.request("PATCH", path, patch, "application/merge-patch+json")
 
     def delete(self, api: str, plural: str, namespace: str | None, name: str) -> None:
-        self.request("DELETE", _plural_path(api, plural, namespace, name))
+        self.request("DELETE", api_path(api, plural, namespace, name))
 
 
 def plural_of(kind: str) -> str:
