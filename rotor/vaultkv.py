@@ -183,11 +183,6 @@ def errors_of(exc: hvac.exceptions.VaultError) -> list[str]:
     return [str(exc.args[0])] if exc.args and exc.args[0] else []
 
 
-def detail_of(exc: hvac.exceptions.VaultError) -> str:
-    """The store's own error text (it names no value)."""
-    return ", ".join(errors_of(exc))
-
-
 def map_exception(exc: Exception, *, action: str, path: str, capability: str) -> RotorError:
     """hvac/requests exceptions to Rotor's errors; other exceptions are bugs and not mapped."""
     if isinstance(exc, hvac.exceptions.VaultError):  # it answered: hvac's class is the status
