@@ -18,6 +18,7 @@ import yaml
 from agent.store import FileStore
 from rotor.layout import SecretState
 from rotor.protocol import prepare
+from tests.conftest import wait_until
 
 AGENT = [sys.executable, "-m", "agent", "standalone"]
 
@@ -232,15 +233,6 @@ async def test_pending_rotation_is_finished_on_start(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "db" / "pw.previous").read_text() == "old-value-1234"
 
 
-def wait_for(check: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_full_run_rotates_on_signal_and_schedule_and_logs_no_value(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,
@@ -281,12 +273,12 @@ def test_full_run_rotates_on_signal_and_schedule_and_logs_no_value(tmp_path: Pat
         env={**os.environ, "ROTOR_LOG_LEVEL": "DEBUG"},
     )
     try:
-        wait_for(lambda: version() >= 1)
+        wait_until("version 1", lambda: version() >= 1, 30)
         collect()
         proc.send_signal(signal.SIGUSR1)  # rotate now
-        wait_for(lambda: version() >= 2)
+        wait_until("version 2 (SIGUSR1)", lambda: version() >= 2, 30)
         collect()
-        wait_for(lambda: version() >= 4)  # on schedule
+        wait_until("version 4", lambda: version() >= 4, 30)  # on schedule
         collect()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -319,7 +311,7 @@ def test_second_agent_on_the_same_folder_is_refused(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        wait_for(lambda: (tmp_path / "out" / "demo" / "password").exists())
+        wait_until("the demo's first files", (tmp_path / "out" / "demo" / "password").exists, 30)
         r = run(tmp_path, "--demo", "--dir", "out", "--once")
         assert r.returncode == 2
         assert f"another rotor-agent (pid {proc.pid}) is already rotating into out" in r.stderr

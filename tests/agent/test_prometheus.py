@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port, require_tool
+from tests.conftest import free_port, require_tool, wait_until
 
 HOW = "apt-get install -y --no-install-recommends prometheus"
 
@@ -20,18 +19,12 @@ def get(url: str) -> str:
         return str(r.read().decode())
 
 
-def wait_for(check: object, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()  # type: ignore[operator]
-        except OSError:
-            last = None
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"not met in {timeout}s (last: {last!r})")
+def answer(url: str) -> str:
+    """The body at ``url``, or "" while nothing answers there yet."""
+    try:
+        return get(url)
+    except OSError:
+        return ""
 
 
 def test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text(tmp_path: Path) -> None:
@@ -80,7 +73,8 @@ def test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text(tmp_path: Pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        text = str(wait_for(lambda: get(f"http://127.0.0.1:{agent_port}/metrics")))
+        metrics = f"http://127.0.0.1:{agent_port}/metrics"
+        text = str(wait_until("the agent's /metrics", lambda: answer(metrics)))
         check = subprocess.run(
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
         )
@@ -89,11 +83,14 @@ def test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text(tmp_path: Pa
         api = f"http://127.0.0.1:{prom_port}/api/v1/query?query=rotor_agent_secret_version"
 
         def scraped() -> list[dict[str, object]]:
-            body = json.loads(get(api))
+            text = answer(api)
+            if not text:
+                return []
+            body = json.loads(text)
             assert body["status"] == "success"
             return list(body["data"]["result"])
 
-        result = wait_for(scraped)
+        result = wait_until("Prometheus to scrape the agent", scraped)
         assert isinstance(result, list)
         (series,) = result
         assert series["metric"]["secret"] == "demo"
