@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rotorctl.processes import free_port
+from rotorctl.tls import make_certs
+
 ROOT = Path(__file__).resolve().parent.parent
 ANNOTATION_LIMIT = 256 * 1024
 TARGET_HOSTILE_MS = 100.0
@@ -87,14 +90,6 @@ def hostile_value() -> str:
     return ",".join(names)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -102,13 +97,9 @@ def pct(values: list[float], p: float) -> float:
 
 async def run(args: argparse.Namespace) -> int:
     import aiohttp
-    import trustme
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
     tmp = Path(tempfile.mkdtemp(prefix="rotor-bench-"))
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "tls.crt"))
-    cert.private_key_pem.write_to_path(str(tmp / "tls.key"))
+    ca, cert, key = make_certs(tmp)  # the harness's throwaway CA (controller.certs)
     port, mport = free_port(), free_port()
     server = subprocess.Popen(
         [
@@ -117,14 +108,13 @@ async def run(args: argparse.Namespace) -> int:
             SERVER,
             str(port),
             str(mport),
-            str(tmp / "tls.crt"),
-            str(tmp / "tls.key"),
+            str(cert),
+            str(key),
         ],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
     )
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
+    ctx = ssl.create_default_context(cafile=str(ca))
     url = f"https://127.0.0.1:{port}/mutate"
     ordinary = review({"rotor.dev/rw": "db"})
     hostile = review({"rotor.dev/ro": hostile_value()})

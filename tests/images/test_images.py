@@ -29,6 +29,7 @@ import pytest
 
 from controller.kube import Kube, path
 from rotorctl.kubeemu import EmulatorThread
+from rotorctl.tls import make_certs
 from tests.conftest import IN_CI, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,18 +216,12 @@ def test_agent_rotates_into_a_tmpfs_shared_with_the_app(
 
 
 def _certs(folder: Path) -> Path:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    folder.mkdir()
-    cert.private_key_pem.write_to_path(folder / "tls.key")
-    cert.cert_chain_pems[0].write_to_path(folder / "tls.crt")
-    ca.cert_pem.write_to_path(folder / "ca.crt")
+    """The harness's throwaway CA and certificate (rotorctl/tls.py), as a Secret volume."""
+    ca, _, _ = make_certs(folder)
     for f in folder.iterdir():  # a Secret volume's files are world-readable (defaultMode 0644)
         f.chmod(0o644)
     folder.chmod(0o755)
-    return folder / "ca.crt"
+    return ca
 
 
 def test_controller_image_serves_the_webhook_over_tls(
