@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import kube as agent_kube
+from controller import certs
 from rotor import API
 from rotor import env as agent_env
 from rotor.annotations import ROTATE_NOW
@@ -285,9 +286,7 @@ class System:
     def start_webhook(self) -> None:
         svc_ns, svc = self._webhook_service()
         self.ca, cert, key = make_certs(
-            self.workdir / "webhook-tls",
-            "rotor-webhook",
-            (f"{svc}.{svc_ns}.svc", f"{svc}.{svc_ns}.svc.cluster.local"),
+            self.workdir / "webhook-tls", "rotor-webhook", certs.service_names(self.webhook_config)
         )
         self.webhook_port = self.webhook_port or free_port()
         self.webhook_metrics_port = self.webhook_metrics_port or free_port()
@@ -313,16 +312,12 @@ class System:
             lambda k8s: k8s.admission.endpoints.__setitem__((svc_ns, svc), f"127.0.0.1:{port}")
         )
         name = self.webhook_config["metadata"]["name"]
-        bundle = base64.b64encode(self.ca.read_bytes()).decode()
         self.api.request(
             "PATCH",
             api_path(
                 "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", None, name
             ),
-            [
-                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
-                for i in range(len(self.webhook_config.get("webhooks") or []))
-            ],
+            certs.ca_bundle_patch(self.webhook_config, self.ca.read_text()),
             "application/json-patch+json",
         )
 
