@@ -149,6 +149,29 @@ def _show(
     deadline: float | None,
 ) -> int:
     assert system.emulator is not None
+    _announce(system, out)
+    w, r = _set_up(system, out, interval, overlap)
+    out.line("waiting for the first value (grant -> controller -> writer -> view -> reader)")
+    wait_for(
+        lambda: stop.is_set() or (w.files(NAME) and r.files(NAME)),
+        "the first value in both pods",
+        FIRST_VALUE_TIMEOUT,
+    )
+    if stop.is_set():
+        return 0
+    out.line(
+        f"version {system.version(NS, NAME)}: {sorted(r.files(NAME))} in "
+        f"{r.mount / NAME if r.mount else '-'}",
+        bold=True,
+    )
+    for hint in _hints(system, w, r):
+        out.line(hint)
+    _follow(system, out, stop, r, deadline)
+    return 0
+
+
+def _announce(system: System, out: Out) -> None:
+    """Where each part listens."""
     out.line(
         f"Kubernetes API: {system.url} - kmock's KubernetesEmulator with tokens, RBAC and "
         "admission enforced (an emulator, not a kube-apiserver: no kubelet)"
@@ -156,6 +179,10 @@ def _show(
     out.line(f"kubectl: kubectl --kubeconfig {system.kubeconfig} get pods,secrets -A (admin)")
     out.line(f"webhook: https://127.0.0.1:{system.webhook_port}/mutate (CA {system.ca})")
     out.line(f"controller metrics: http://127.0.0.1:{system.controller_metrics_port}/metrics")
+
+
+def _set_up(system: System, out: Out, interval: str, overlap: str) -> tuple[Pod, Pod]:
+    """The RotatingSecret, the writer's and the reader's workloads, their grants and pods."""
     external = None
     if system.vault is not None:
         system.vault_store(NS)
@@ -197,21 +224,13 @@ def _show(
             f"pod {p.namespace}/{p.name}: webhook injected {injected}; agent pid {pid}, "
             f"files {p.mount}, metrics {p.metrics_url}"
         )
-    out.line("waiting for the first value (grant -> controller -> writer -> view -> reader)")
-    wait_for(
-        lambda: stop.is_set() or (w.files(NAME) and r.files(NAME)),
-        "the first value in both pods",
-        FIRST_VALUE_TIMEOUT,
-    )
-    if stop.is_set():
-        return 0
-    out.line(
-        f"version {system.version(NS, NAME)}: {sorted(r.files(NAME))} in "
-        f"{r.mount / NAME if r.mount else '-'}",
-        bold=True,
-    )
-    for hint in _hints(system, w, r):
-        out.line(hint)
+    return w, r
+
+
+def _follow(
+    system: System, out: Out, stop: threading.Event, r: Pod, deadline: float | None
+) -> None:
+    """Each rotation as it reaches the reader, until stopped; then the summary."""
     reported = system.version(NS, NAME)
     with PropagationProbe(system, NS, NAME, [r], resolution=0.01) as probe:
         while not stop.is_set():
@@ -240,7 +259,6 @@ def _show(
             f"{len(delays)} rotations reached the reader; median {median:.0f} ms, "
             f"worst {worst:.0f} ms"
         )
-    return 0
 
 
 def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
