@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -28,6 +29,21 @@ def wait_until(what: str, cond: Callable[[], Any], timeout: float = 60) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Await ``check`` (a plain or async callable) until it is truthy and return that; fail
+    after ``timeout`` naming ``what``. The async twin of :func:`wait_until`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        assert loop.time() < deadline, f"{what} not met in time"
+        await asyncio.sleep(0.02)
 
 
 def require_tool(name: str, how: str) -> str:

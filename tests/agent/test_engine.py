@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ from rotor.protocol import jitter_draw, prepare
 from rotor.settings.agent import AgentSettings
 from rotor.spec import ExternalStoreRef, RotatingSecretSpec
 from tests.agent.fakes import FakeClock, app_server
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from tests.doubles import MemoryKVStore, MemoryStateStore
 
 SPEC = RotatingSecretSpec.from_dict(
@@ -195,14 +195,6 @@ async def test_rotate_now_that_fails_is_retried_after_the_backoff(tmp_path: Path
         r, _ = make(tmp_path, clock, hook=hook)
         await r.step()
         assert r.state.version == 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-
-        async def until(cond: Callable[[], bool]) -> None:
-            while not cond() and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-            assert cond()
-
         task = asyncio.create_task(r.run())
         try:
             await until(lambda: clock.sleeping > 0)

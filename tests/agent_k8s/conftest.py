@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kmock
 import pytest
 
+from tests.conftest import until as until  # the tests of this tier import it from here
 from tests.kubeemu import EmulatorThread
 
 
@@ -72,17 +72,3 @@ def strict_api() -> Iterator[EmulatorThread]:
     """tests/kubeemu.py's strict emulator (resourceVersion, 409 on a stale one) in a thread."""
     with EmulatorThread(crds=[ROTATING_SECRET_CRD, EXTERNAL_STORE_CRD]) as emu:
         yield emu
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> None:
-    """Await ``check`` (a plain or async callable) until it is truthy; fail after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)

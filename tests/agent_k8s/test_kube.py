@@ -23,6 +23,7 @@ from agent.kube import (
 )
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, UnavailableError
 from tests.agent_k8s.conftest import Emulator
+from tests.conftest import until
 from tests.kubeemu import EmulatorThread
 
 NS = "shop"
@@ -33,15 +34,6 @@ def secret(name: str, data: dict[str, str], rv: str | None = None) -> dict[str, 
     if rv:
         meta["resourceVersion"] = rv
     return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``check`` with a deadline (no fixed sleeps in tests)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 # -- configuration ---------------------------------------------------------------------------------

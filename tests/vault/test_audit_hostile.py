@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.audit import make_events_app, make_ingest_app, parse_line
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from tests.vault.test_audit import entry, make_receiver
 
 DEEP = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 """Nested far deeper than json.loads goes (it raises RecursionError, not ValueError)."""
-
-
-async def until(check: Any, what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.02)
-    return got
 
 
 def test_a_deeply_nested_line_is_not_an_entry():
@@ -39,7 +30,7 @@ async def test_socket_input_survives_a_deep_entry_and_takes_the_next(tmp_path):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(DEEP + b"\n" + json.dumps(entry()).encode() + b"\n")
         await writer.drain()
-        await until(lambda: r.queue.since(0), "the entry after the deep one")
+        await until(lambda: r.queue.since(0), what="the entry after the deep one")
         writer.close()
     assert [e.path for e in r.queue.since(0)] == ["secret/shop/db"]
     assert r.metrics.entries.labels("malformed")._value.get() == 1
@@ -70,14 +61,14 @@ async def test_file_input_survives_a_deep_entry_and_a_failing_read(tmp_path):
 
         with audit_log.open("ab") as f:
             f.write(DEEP + b"\n" + json.dumps(entry()).encode() + b"\n")
-        await until(lambda: r.queue.since(0), "the entry after the deep one")
+        await until(lambda: r.queue.since(0), what="the entry after the deep one")
         status, body = await health()
         assert (status, body["inputs"]["file"]) == (200, "ok")
 
         # the log becomes unreadable (here: a folder in its place): reported, not fatal
         audit_log.rename(tmp_path / "audit.log.1")
         audit_log.mkdir()
-        await until(lambda: r.inputs.get("file", "ok") != "ok", "the failure noticed")
+        await until(lambda: r.inputs.get("file", "ok") != "ok", what="the failure noticed")
         status, body = await health()
         assert status == 503
         assert body["inputs"]["file"].startswith("failing")
@@ -87,7 +78,7 @@ async def test_file_input_survives_a_deep_entry_and_a_failing_read(tmp_path):
         audit_log.write_bytes(
             json.dumps(entry(path="kv/data/team/api", mount="kv/")).encode() + b"\n"
         )
-        await until(lambda: len(r.queue.since(0)) == 2, "the next entry after recovery")
+        await until(lambda: len(r.queue.since(0)) == 2, what="the next entry after recovery")
         assert (await health())[0] == 200
     assert r.metrics.input_errors.labels("file")._value.get() >= 1
 
@@ -98,7 +89,7 @@ async def test_healthz_says_so_when_an_input_has_stopped(tmp_path):
     r = make_receiver(tmp_path, tail_file=str(audit_log), tail_poll=0.02)
     async with TestClient(TestServer(make_events_app(r, serve_socket=True))) as client:
         r.tasks["file"].cancel()
-        await until(r.tasks["file"].done, "the task ended")
+        await until(r.tasks["file"].done, what="the task ended")
         resp = await client.get("/healthz")
         assert resp.status == 503
         assert (await resp.json())["inputs"]["file"] == "stopped"
