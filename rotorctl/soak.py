@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rotor import annotations as ann
 from rotorctl.harness import HarnessError, Pod, System, wait_for
 from rotorctl.probe import PropagationProbe
 
@@ -93,12 +94,12 @@ def setup(
     system.rotating_secret(
         NS, NAME, [{"name": "password", "generator": {"type": "password"}}], "24h", "12h"
     )
-    api = system.workload(NS, "api", {"rotor.dev/rw": NAME})
+    api = system.workload(NS, "api", {ann.RW: NAME})
     system.acl("approve", f"{NS}/{NAME}", f"{NS}/api", "rw")
     loads = []
     for i in range(namespaces):
         ns = f"soak{i}"
-        loads.append(system.workload(ns, "web", {"rotor.dev/ro": f"{NS}/{NAME}"}))
+        loads.append(system.workload(ns, "web", {ann.RO: f"{NS}/{NAME}"}))
         system.acl("approve", f"{NS}/{NAME}", f"{ns}/web", "ro")
     writers = [system.add_pod(api) for _ in range(rw)]
     readers = [system.add_pod(w) for w in loads for _ in range(per_namespace)]
