@@ -1,6 +1,10 @@
 """Admission latency and throughput of rotor-webhook, side by side with a kopf peer, in one run.
 
-    python bench/webhook_latency.py [--seconds 5] [--rounds 3]
+    python bench/webhook_latency.py [--seconds 5] [--rounds 3] [--kopf-site DIR]
+
+The versions every server process imports (kopf, jsonpatch, jsonpointer, aiohttp) are printed
+with the figures; the pinned ones are in ``bench/webhook-peer.txt`` (``PEER_PINS``). Points at 1,
+8 and 64 concurrent requests.
 
 Each server runs in a subprocess pinned to one CPU (os.sched_setaffinity); the load client runs
 in another process pinned to a different CPU, keeps one HTTPS keep-alive connection per
@@ -92,10 +96,29 @@ def serve_rotor(port: int, cert: str, key: str) -> None:
             serve(settings, asyncio.Event(), registry=CollectorRegistry(), started=started)
         )
         await started.wait()
-        print("ready", flush=True)
+        print(_ready_line(), flush=True)
         await task
 
     asyncio.run(main())
+
+
+PEER_PINS = {"kopf": "1.45.2", "jsonpatch": "1.48", "jsonpointer": "3.12", "aiohttp": "3.14.5"}
+"""The versions the published figures were measured with (``bench/webhook-peer.txt``); the kopf
+peer's cost depends on them: kopf diffs the whole pod with jsonpatch per request, and the ratio
+moved from about 3x with jsonpatch 1.33 to about 11x with 1.48 in an earlier run."""
+
+
+def _ready_line() -> str:
+    """``ready`` and the versions this server process imports (printed by the bench)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = ["ready"]
+    for name in PEER_PINS:
+        try:
+            parts.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name}=-")
+    return " ".join(parts)
 
 
 def serve_kopf(port: int, cert: str, key: str) -> None:
@@ -145,7 +168,7 @@ def serve_kopf(port: int, cert: str, key: str) -> None:
         server = kopf.WebhookServer(addr="127.0.0.1", port=port, certfile=cert, pkeyfile=key)
         async with server:
             async for _ in server(fn):
-                print("ready", flush=True)
+                print(_ready_line(), flush=True)
 
     asyncio.run(main())
 
@@ -172,7 +195,7 @@ def serve_floor(port: int, cert: str, key: str) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
-        print("ready", flush=True)
+        print(_ready_line(), flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -254,8 +277,9 @@ def run_client(port: int, path: str, cafile: str, concurrency: int, seconds: flo
 # --- orchestration --------------------------------------------------------------------------
 
 
-def _pinned(cpu: int) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CPU": str(cpu)}
+def _pinned(cpu: int, site: str = "") -> dict[str, str]:
+    path = os.pathsep.join(p for p in (site, str(ROOT)) if p)
+    return {**os.environ, "PYTHONPATH": path, "BENCH_CPU": str(cpu)}
 
 
 def _pin_from_env() -> None:
@@ -270,7 +294,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> dict[str, Any]:
+CONCURRENCY = (1, 8, 64)
+
+
+def measure(
+    server: str, cert: str, key: str, cafile: str, seconds: float, site: str = ""
+) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = cpus[0], cpus[-1]
     port = free_port()
@@ -278,16 +307,17 @@ def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> di
         [sys.executable, __file__, "--serve", server, str(port), cert, key],
         stdout=subprocess.PIPE,
         text=True,
-        env=_pinned(server_cpu),
+        env=_pinned(server_cpu, site),
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "ready":
             raise RuntimeError(f"{server} did not start")
         path = "/rotor" if server == "kopf" else "/mutate"
         results: dict[str, Any] = {"server": server, "server_cpu": server_cpu}
-        for concurrency in (8, 64):
+        results["versions"] = " ".join(line[1:])
+        for concurrency in CONCURRENCY:
             cpu_before = _cpu_seconds(proc.pid)
             out = subprocess.run(
                 [
@@ -308,6 +338,10 @@ def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> di
             point = json.loads(out.stdout)
             point["cpu_us"] = (_cpu_seconds(proc.pid) - cpu_before) / point["total"] * 1e6
             results[concurrency] = point
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        for key in ("VmRSS", "VmHWM"):
+            line = next((x for x in status if x.startswith(key + ":")), "")
+            results[key] = int(line.split()[1]) / 1024 if line else 0.0
         return results
     finally:
         proc.terminate()
@@ -315,8 +349,9 @@ def measure(server: str, cert: str, key: str, cafile: str, seconds: float) -> di
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"server_cpu": runs[0]["server_cpu"]}
-    for conc in (8, 64):
+    out: dict[str, Any] = {"server_cpu": runs[0]["server_cpu"], "versions": runs[0]["versions"]}
+    out["VmHWM"] = max(r["VmHWM"] for r in runs)
+    for conc in CONCURRENCY:
         out[conc] = {
             f: statistics.median(r[conc][f] for r in runs)
             for f in ("rps", "p50_ms", "p99_ms", "cpu_us")
@@ -338,6 +373,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per point")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--kopf-site",
+        action="append",
+        default=[],
+        help="a folder put first on the kopf peer's path, e.g. `pip install --target DIR "
+        "jsonpatch==1.33`, for one more kopf column (repeatable)",
+    )
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         print("note: one CPU only; server and client share it", file=sys.stderr)
@@ -346,38 +388,62 @@ def main() -> int:
 
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1", "localhost")
+    columns = [("rotor", "rotor", ""), ("kopf", "kopf", "")]
+    columns += [(f"kopf+{i + 1}", "kopf", site) for i, site in enumerate(args.kopf_site)]
+    columns.append(("floor", "floor", ""))
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, cafile = (os.path.join(tmp, n) for n in ("tls.crt", "tls.key", "ca.crt"))
         leaf.cert_chain_pems[0].write_to_path(cert)
         leaf.private_key_pem.write_to_path(key)
         ca.cert_pem.write_to_path(cafile)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
-        for _ in range(args.rounds):  # interleaved, so background load hits all three alike
-            for name in SERVERS:
-                runs[name].append(measure(name, cert, key, cafile, args.seconds))
-    rotor, kopf, floor = (_median(runs[name]) for name in ("rotor", "kopf", "floor"))
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in columns}
+        for _ in range(args.rounds):  # interleaved, so background load hits all alike
+            for label, server, site in columns:
+                runs[label].append(measure(server, cert, key, cafile, args.seconds, site))
+    med = {label: _median(runs[label]) for label, _, _ in columns}
+    rotor = med["rotor"]
     load = os.getloadavg()[0]
     print(
         f"{args.rounds} rounds of {args.seconds:g} s per point, medians; server pinned to CPU "
         f"{rotor['server_cpu']}, client to another; load average {load:.2f} "
-        f"on {os.cpu_count()} CPUs\n"
+        f"on {os.cpu_count()} CPUs; python {sys.version.split()[0]}"
     )
-
+    for label, _, site in columns:
+        print(
+            f"  {label}: {med[label]['versions']}{f' (first on its path: {site})' if site else ''}"
+        )
+    pinned = " ".join(f"{k}={v}" for k, v in PEER_PINS.items())
+    if med["kopf"]["versions"] != pinned:
+        print(f"  note: the kopf peer's versions differ from the pinned ones ({pinned})")
+    print()
     rows = [
-        ("p50 at 8 concurrent (ms)", "p50_ms", 8),
-        ("p99 at 8 concurrent (ms)", "p99_ms", 8),
-        ("requests/s at 8 concurrent", "rps", 8),
-        ("p50 at 64 concurrent (ms)", "p50_ms", 64),
-        ("p99 at 64 concurrent (ms)", "p99_ms", 64),
-        ("requests/s at 64 concurrent", "rps", 64),
-        ("server CPU per request at 64 (µs)", "cpu_us", 64),
+        (f"{stat} at {conc} concurrent ({unit})", field, conc)
+        for conc in CONCURRENCY
+        for stat, field, unit in (
+            ("p50", "p50_ms", "ms"),
+            ("p99", "p99_ms", "ms"),
+            ("requests/s", "rps", "/s"),
+        )
     ]
-    print("| measure | rotor-webhook | kopf peer | rotor vs kopf | bare aiohttp+TLS (floor) |")
-    print("|---|---:|---:|---:|---:|")
+    rows.append(("server CPU per request at 1 (µs)", "cpu_us", 1))
+    rows.append(("server CPU per request at 64 (µs)", "cpu_us", 64))
+    peers = [label for label, server, _ in columns if server == "kopf"]
+    head = " | ".join(f"{p} | rotor vs {p}" for p in peers)
+    print(f"| measure | rotor-webhook | {head} | bare aiohttp+TLS (floor) |")
+    print("|---|---:|" + "---:|---:|" * len(peers) + "---:|")
     for label, field, conc in rows:
-        r, k, f = rotor[conc][field], kopf[conc][field], floor[conc][field]
-        ratio = r / k if field == "rps" else k / r  # >1: rotor is better
-        print(f"| {label} | {r:.2f} | {k:.2f} | {ratio:.1f}x | {f:.2f} |")
+        r, f = rotor[conc][field], med["floor"][conc][field]
+        cells = []
+        for p in peers:
+            k = med[p][conc][field]
+            ratio = r / k if field == "rps" else k / r  # >1: rotor is better
+            cells.append(f"{k:.2f} | {ratio:.1f}x")
+        print(f"| {label} | {r:.2f} | {' | '.join(cells)} | {f:.2f} |")
+    print(
+        "\nserver memory after the 64-concurrent point (peak VmHWM over the rounds): "
+        + ", ".join(f"{label} {med[label]['VmHWM']:.1f} MiB" for label, _, _ in columns)
+    )
+    kopf = med["kopf"]
     ok_latency = rotor[8]["p50_ms"] <= TARGET_P50_MS and rotor[8]["p99_ms"] <= TARGET_P99_MS
     ok_ratio = all(rotor[c]["rps"] >= TARGET_RATIO * kopf[c]["rps"] for c in (8, 64))
     print(
