@@ -25,7 +25,7 @@ class WebhookSettings:
     agent_image: str = DEFAULT_AGENT_IMAGE
     agent_pull_policy: str = "IfNotPresent"
     agent_cpu_request: str = "10m"
-    agent_memory_request: str = "32Mi"
+    agent_memory_request: str = "36Mi"  # docs/benchmarks.md: 28-30 MiB, 34.4 with OpenBao
     agent_cpu_limit: str = ""
     agent_memory_limit: str = "64Mi"
     sidecar_mode: Literal["native", "classic"] = "native"

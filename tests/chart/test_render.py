@@ -274,7 +274,7 @@ def test_sidecar_mode_and_agent_settings_reach_the_webhook() -> None:
     assert env["ROTOR_AGENT_PULL_POLICY"] == "Never"
     assert env["ROTOR_AGENT_CPU_LIMIT"] == "100m"
     assert env["ROTOR_AGENT_MEMORY_LIMIT"] == ""
-    assert env["ROTOR_AGENT_MEMORY_REQUEST"] == "32Mi"
+    assert env["ROTOR_AGENT_MEMORY_REQUEST"] == "36Mi"
 
 
 def test_monitors() -> None:

@@ -171,7 +171,7 @@ def test_hardened_security_context_and_resources_from_settings():
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert agent["resources"] == {
-        "requests": {"cpu": "10m", "memory": "32Mi"},
+        "requests": {"cpu": "10m", "memory": "36Mi"},
         "limits": {"cpu": "200m", "memory": "128Mi"},
     }
     assert agent["image"] == "r/a:9"
