@@ -10,11 +10,14 @@ poll).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller import certs
 from controller.kube import JSON_PATCH, Kube, Obj, path
+from controller.metrics import Metrics
 from rotor.errors import NotFoundError
 from rotor.layout import LABEL_MANAGED_BY, MANAGED_BY
 from rotor.settings.controller import ControllerSettings
@@ -122,3 +125,24 @@ async def sync_certs(kube: Kube, settings: ControllerSettings, now: float) -> Ce
         )
         return CertSync(plan.new_ca, False, bool(ops), True)
     return CertSync(plan.new_ca, False, bool(ops), False)
+
+
+async def cert_loop(
+    kube: Kube,
+    settings: ControllerSettings,
+    clock: Callable[[], float],
+    metrics: Metrics,
+    every: float = CERT_POLL,
+) -> None:
+    """Keep the webhook's certificate and caBundle (``ROTOR_MANAGE_CERTS``; leader only)."""
+    waiting = ""
+    while True:
+        try:
+            done = await sync_certs(kube, settings, clock())
+            if done.waiting and done.waiting != waiting:
+                log.info("webhook certificates: waiting for %s", done.waiting)
+            waiting = done.waiting
+        except Exception as e:  # retried at the next poll
+            metrics.errors.labels("certs").inc()
+            log.warning("webhook certificates: %s", e)
+        await asyncio.sleep(every)

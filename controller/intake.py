@@ -16,7 +16,7 @@ The controller's cost follows Rotor's work, not the cluster's size:
   (only its uninjected pods come back), about :data:`SWEEP_DELAY` after any event of the workload
   (a rollout, a scale, a pod created or becoming ready changes its status) and every
   ``ROTOR_UNINJECTED_SWEEP`` for all of them. Such a pod is restarted through its owner
-  (:meth:`controller.operator.Controller.restart_uninjected`).
+  (:meth:`controller.restart.Restarter.restart_uninjected`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Intake:
             and ctl.settings.restart_uninjected
             and decide.needs_injection(pod, ctl.settings.namespace)
         ):
-            ctl._spawn(ctl.restart_uninjected(pod))  # labelled, yet not marked injected
+            ctl.spawn(ctl.restart_uninjected(pod))  # labelled, yet not marked injected
 
     # -- the finder ----------------------------------------------------------------------------
     async def loop(self) -> None:

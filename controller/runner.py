@@ -9,7 +9,7 @@ controller owns its finalizer and its status.
 Pods and Secrets are watched through server-side label selectors (kopf's
 ``settings.watching.label_selectors``, kopf >= 1.45): the API server sends only the pods the
 webhook injected and the Secrets Rotor manages. Both are checked on the client side too
-(:meth:`~controller.intake.Intake.on_pod`, :meth:`~controller.operator.Controller.on_secret`).
+(:meth:`~controller.intake.Intake.on_pod`, :meth:`~controller.index.ObjectIntake.on_secret`).
 kopf's ``labels=`` handler filter alone would not help: it is applied after every object was
 sent and parsed.
 """

@@ -197,7 +197,7 @@ class VaultSource:
         found = self.ctl.index.stores.get(t.store)
         if obs is None or obs.spec is None or not isinstance(found, ExternalStoreSpec):
             return "NotFound"
-        reader = await self.ctl._reader(t.store, found)
+        reader = await self.ctl.stores.reader(t.store, found)
         try:
             read = await reader.read_values(t.path)
         except NotFoundError:

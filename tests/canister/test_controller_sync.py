@@ -1,4 +1,4 @@
-"""The controller's ACL sync (controller.operator.Controller.sync_acl) over the canister backend:
+"""The controller's ACL sync (controller.aclsync.AclSync.sync_acl) over the canister backend:
 a bad answer from the canister is reported and the last good ACL stays in force."""
 
 from __future__ import annotations

@@ -610,7 +610,7 @@ async def test_nothing_is_published_until_every_external_store_holds_the_version
         },
     )
     await eventually(lambda: ("shop", "vault") in rotor.ctl.index.stores)
-    rotor.ctl._readers[("shop", "vault")] = FakeReader()
+    rotor.ctl.stores.readers[("shop", "vault")] = FakeReader()
     spec = {
         "keys": [{"name": "password", "generator": {"type": "password"}}],
         "externalStores": [{"storeRef": {"name": "vault"}, "path": "shop/db"}],

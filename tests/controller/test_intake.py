@@ -114,7 +114,7 @@ def test_a_pod_that_loses_the_injected_label_leaves_the_index() -> None:
 
     class Ctl:  # what Intake reads of the controller
         def __init__(self) -> None:
-            from controller.operator import Index
+            from controller.index import Index
             from rotor.settings.controller import ControllerSettings
 
             self.index = Index()

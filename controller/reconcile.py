@@ -1,0 +1,225 @@
+"""Reconcile one RotatingSecret: its finalizer, its source Secret, RBAC, the fan-out to views
+and the status, each decision a call into :mod:`controller.decide`; and the outcome of a
+reconcile (counted, reported, retried: :meth:`Reconciler.run_one`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from controller import decide
+from controller.kube import ForbiddenError, Obj, path
+from controller.model import (
+    FINALIZER,
+    RotatingSecretObs,
+    SourceObs,
+    ViewObs,
+    source_label,
+)
+from controller.queue import RETRY_DELAY
+from rotor import API
+from rotor.acl import Grant
+from rotor.errors import ConflictError, RetryableError, RotorError
+from rotor.layout import (
+    ANN_PHASE,
+    ANN_ROTATE_REQUESTED,
+    ANN_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_SECRET,
+    MANAGED_BY,
+)
+from rotor.names import SecretRef
+from rotor.spec import RotatingSecretSpec
+
+if TYPE_CHECKING:
+    from controller.operator import Controller
+
+log = logging.getLogger("rotor.controller")
+
+FORBIDDEN_DELAY = 30.0  # a missing permission is fixed by a person: no tight retry loop
+CONFLICT_DELAY = 0.5
+
+
+class Reconciler:
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self._expiry_timer: dict[SecretRef, float | None] = {}
+        """The previous-value expiry a reconcile is already scheduled for, per secret."""
+
+    async def run_one(self, ref: SecretRef) -> None:
+        """Reconcile ``ref``; count the outcome, report a failure and retry it later."""
+        ctl = self.ctl
+        try:
+            await self.reconcile(ref)
+            ctl.metrics.reconciles.labels("ok").inc()
+        except ConflictError as e:  # read a stale copy: the watch brings the new one; retry
+            ctl.metrics.reconciles.labels("conflict").inc()
+            log.info("reconcile %s: %s (retrying)", ref, e)
+            ctl.queue.retry_later(ref, CONFLICT_DELAY)
+        except ForbiddenError as e:
+            ctl.metrics.reconciles.labels("error").inc()
+            ctl.metrics.errors.labels("forbidden").inc()
+            log.error("reconcile %s: %s; retrying in %.0fs", ref, e, FORBIDDEN_DELAY)
+            obs = ctl.index.rsecs.get(ref)
+            if obs is not None:
+                await ctl.status.report_forbidden(obs, str(e))
+            ctl.queue.retry_later(ref, FORBIDDEN_DELAY)
+        except RotorError as e:
+            ctl.metrics.reconciles.labels("error").inc()
+            ctl.metrics.errors.labels("api").inc()
+            log.warning("reconcile %s: %s", ref, e)
+            obs = ctl.index.rsecs.get(ref)
+            if obs is not None:
+                with contextlib.suppress(RotorError):
+                    await ctl.events.event(obs, "ReconcileFailed", str(e))
+            ctl.queue.retry_later(ref, getattr(e, "delay", None) or RETRY_DELAY)
+        except Exception:
+            ctl.metrics.reconciles.labels("error").inc()
+            log.exception("reconcile %s failed", ref)
+            ctl.queue.retry_later(ref)
+
+    async def reconcile(self, ref: SecretRef) -> None:
+        ctl = self.ctl
+        obs = ctl.index.rsecs.get(ref)
+        if obs is None:
+            await self.cleanup(ref)
+            return
+        if obs.deleting:
+            await self.cleanup(ref)
+            await self._drop_finalizer(obs)
+            return
+        obs = await self._add_finalizer(obs)
+        if obs.spec is None:
+            ctl.metrics.errors.labels("spec").inc()
+            status = decide.secret_status(
+                obs, ctl.index.sources.get(ref), None, (), None, ctl.aclsync.staleness(), False
+            )
+            await ctl.status.write(obs, status)
+            return
+        await self._reconcile_spec(obs, obs.spec)
+
+    async def _reconcile_spec(self, obs: RotatingSecretObs, spec: RotatingSecretSpec) -> None:
+        ctl = self.ctl
+        ref = obs.ref
+        source = await self.ensure_source(obs)
+        stale = ctl.aclsync.staleness()
+        acl_known = ctl.aclsync.acl is not None and not stale.revoke
+        grants = decide.effective_grants(ctl.aclsync.acl, stale)
+        views = dict(ctl.index.views.get(source_label(ref), {}))
+        writer = decide.choose_writer(
+            ref,
+            (p for p in ctl.index.pods.values() if p.namespace == ref.namespace),
+            grants,
+            obs.status.writer,
+        )
+        plan: decide.FanoutPlan | None = None
+        stores = await ctl.stores.check_stores(obs, source)
+        if ctl.aclsync.acl is not None or stale.revoke:  # never act on an ACL not read yet
+            plan, views = await self._grant_and_publish(ref, spec, source, grants, views, stores)
+        ctl.stores.hold(ref, stores, source)
+        acl = ctl.aclsync.acl
+        consumers = decide.consumer_statuses(
+            ref, ctl.index.wants_for(ref), grants, acl, source, views
+        )
+        skipped = [e for e in (acl.skipped if acl else ()) if e.secret == str(ref)]
+        status = decide.secret_status(
+            obs, source, writer, consumers, plan, stale, acl_known, stores, skipped
+        )
+        await ctl.status.write(obs, status)
+
+    async def _grant_and_publish(
+        self,
+        ref: SecretRef,
+        spec: RotatingSecretSpec,
+        source: SourceObs | None,
+        grants: frozenset[Grant],
+        views: dict[str, ViewObs],
+        stores: decide.StoreSync,
+    ) -> tuple[decide.FanoutPlan, dict[str, ViewObs]]:
+        """RBAC for the grants, then the views; returns the plan and the views as they are."""
+        ctl = self.ctl
+        mine = await ctl.rbac.sync(ref, spec, grants)
+        granted = decide.granted_ro_namespaces(ref, mine)
+        shown = decide.for_views(source, ctl.clock())  # an expired previous is not shown
+        plan = decide.plan_fanout(shown, granted, views, stores.state)
+        views = await ctl.views.fanout(ref, shown, plan, views)
+        expiry = decide.previous_expiry_in(shown, ctl.clock())
+        state = shown.state if shown else None
+        at = state.previous_expires if state else None
+        if expiry is not None and granted and self._expiry_timer.get(ref) != at:
+            self._expiry_timer[ref] = at  # one timer per expiry: reconcile again then
+            ctl.queue.retry_later(ref, expiry + 0.05)
+        return plan, views
+
+    async def _add_finalizer(self, obs: RotatingSecretObs) -> RotatingSecretObs:
+        if FINALIZER in obs.finalizers:
+            return obs
+        # the whole list is replaced: the resourceVersion guards finalizers added meanwhile
+        result = await self._patch_finalizers(obs, [*obs.finalizers, FINALIZER])
+        self.ctl.on_rotating_secret("MODIFIED", result)
+        return self.ctl.index.rsecs.get(obs.ref) or obs
+
+    async def _drop_finalizer(self, obs: RotatingSecretObs) -> None:
+        if FINALIZER in obs.finalizers:
+            await self._patch_finalizers(obs, [f for f in obs.finalizers if f != FINALIZER])
+
+    async def _patch_finalizers(self, obs: RotatingSecretObs, finalizers: list[str]) -> Obj:
+        url = path(API, "rotatingsecrets", obs.ref.namespace, obs.ref.name)
+        patch = {"metadata": {"resourceVersion": obs.resource_version, "finalizers": finalizers}}
+        return await self.ctl.kube.apatch(url, patch)
+
+    async def ensure_source(self, obs: RotatingSecretObs) -> SourceObs | None:
+        """Create the source Secret (owned, labelled, no value yet) or repair its metadata, and
+        pass a ``rotor.dev/rotate-now`` request on to the writer."""
+        ctl = self.ctl
+        ref = obs.ref
+        source = ctl.index.sources.get(ref)
+        owner = {
+            "apiVersion": API,
+            "kind": "RotatingSecret",
+            "name": ref.name,
+            "uid": obs.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        labels = {LABEL_SECRET: ref.name, LABEL_MANAGED_BY: MANAGED_BY}
+        url = path("v1", "secrets", ref.namespace, ref.name)
+        if source is None:
+            annotations = {ANN_VERSION: "0", ANN_PHASE: "committed"}
+            if obs.rotate_now:
+                annotations[ANN_ROTATE_REQUESTED] = obs.rotate_now
+            body: Obj = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": ref.name,
+                    "namespace": ref.namespace,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "ownerReferences": [owner],
+                },
+            }
+            try:
+                created = await ctl.kube.acreate(path("v1", "secrets", ref.namespace), body)
+            except RetryableError:  # exists already (we have not seen it yet): adopt it below
+                created = await ctl.kube.aget(url) or {}
+                patch: Obj = {"metadata": {"labels": labels, "ownerReferences": [owner]}}
+                created = await ctl.kube.apatch(url, patch)
+            ctl.on_secret("ADDED", created)
+            return ctl.index.sources.get(ref)
+        patch = {}
+        if not source.owned or not source.labelled:
+            patch["metadata"] = {"labels": labels, "ownerReferences": [owner]}
+        if obs.rotate_now and source.rotate_requested != obs.rotate_now:
+            patch.setdefault("metadata", {})["annotations"] = {ANN_ROTATE_REQUESTED: obs.rotate_now}
+        if patch:
+            ctl.on_secret("MODIFIED", await ctl.kube.apatch(url, patch))
+        return ctl.index.sources.get(ref)
+
+    async def cleanup(self, ref: SecretRef) -> None:
+        """Remove the views and the Roles/RoleBindings of a RotatingSecret that is going away.
+        The source Secret goes with its owner (garbage collection)."""
+        await self.ctl.rbac.remove(ref)
+        await self.ctl.views.delete_all(ref)
