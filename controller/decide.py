@@ -392,6 +392,37 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str) -> st.Conditio
     return st.Condition(type_, status, reason, message)
 
 
+def failed_status(
+    obs: RotatingSecretObs,
+    version: int,
+    consumers: Sequence[st.ConsumerStatus],
+    reason: str,
+    message: str,
+    why: str,
+) -> st.RotatingSecretStatus:
+    """``phase: Failed``: ``Ready=False`` with ``reason`` and ``message``; the other conditions
+    are Unknown with the same reason (``why`` says so)."""
+    return st.RotatingSecretStatus(
+        phase="Failed",
+        version=version,
+        consumers=tuple(consumers),
+        observed_generation=obs.generation,
+        conditions=(
+            _cond(st.READY, False, reason, message),
+            _cond(st.ACCESS_GRANTED, None, reason, why),
+            _cond(st.PUBLISHED, None, reason, why),
+            _cond(st.EXTERNAL_STORE_SYNCED, None, reason, why),
+        ),
+    )
+
+
+def source_not_owned_status(obs: RotatingSecretObs, message: str) -> st.RotatingSecretStatus:
+    """A Secret of the source's name that another owner controls: nothing is published."""
+    return failed_status(
+        obs, 0, (), st.R_SOURCE_NOT_OWNED, message, "the source Secret is not Rotor's"
+    )
+
+
 def secret_status(
     obs: RotatingSecretObs,
     source: SourceObs | None,
@@ -409,17 +440,8 @@ def secret_status(
     conds: list[st.Condition] = []
     if obs.error is not None or obs.spec is None:
         message = str(obs.error) if obs.error else "spec is missing"
-        return st.RotatingSecretStatus(
-            phase="Failed",
-            version=version,
-            consumers=tuple(consumers),
-            observed_generation=obs.generation,
-            conditions=(
-                _cond(st.READY, False, st.R_INVALID_SPEC, message),
-                _cond(st.ACCESS_GRANTED, None, st.R_INVALID_SPEC, "the spec is invalid"),
-                _cond(st.PUBLISHED, None, st.R_INVALID_SPEC, "the spec is invalid"),
-                _cond(st.EXTERNAL_STORE_SYNCED, None, st.R_INVALID_SPEC, "the spec is invalid"),
-            ),
+        return failed_status(
+            obs, version, consumers, st.R_INVALID_SPEC, message, "the spec is invalid"
         )
     spec = obs.spec
     rw_wanted = [c for c in consumers if c.access == "rw"]
@@ -591,6 +613,7 @@ def rotated_condition(state: SecretState | None) -> st.Condition:
 FAILURE_REASONS = frozenset(
     {
         st.R_INVALID_SPEC,
+        st.R_SOURCE_NOT_OWNED,
         st.R_NO_WRITER,
         st.R_AWAITING_APPROVAL,
         st.R_DENIED,

@@ -21,7 +21,8 @@ class Metrics:
         )
         self.errors = Counter(
             "rotor_controller_errors_total",
-            "Failures, by kind (acl, api, spec, fanout, store, restart, leader, certs, audit).",
+            "Failures, by kind (acl, api, spec, source, fanout, store, restart, leader, certs, "
+            "audit).",
             ["kind"],
             registry=registry,
         )

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from controller import decide
+from controller import adopt, decide
 from controller.kube import ForbiddenError, Obj, path
 from controller.model import (
     FINALIZER,
@@ -20,15 +20,8 @@ from controller.model import (
 from controller.queue import RETRY_DELAY
 from rotor import API
 from rotor.acl import Grant
-from rotor.errors import ConflictError, RetryableError, RotorError
-from rotor.layout import (
-    ANN_PHASE,
-    ANN_ROTATE_REQUESTED,
-    ANN_VERSION,
-    LABEL_MANAGED_BY,
-    LABEL_SECRET,
-    MANAGED_BY,
-)
+from rotor.errors import ConflictError, RotorError
+from rotor.layout import ANN_ROTATE_REQUESTED
 from rotor.names import SecretRef
 from rotor.spec import RotatingSecretSpec
 
@@ -39,6 +32,11 @@ log = logging.getLogger("rotor.controller")
 
 FORBIDDEN_DELAY = 30.0  # a missing permission is fixed by a person: no tight retry loop
 CONFLICT_DELAY = 0.5
+ADOPT_ATTEMPTS = 5
+
+
+def _source_url(ref: SecretRef) -> str:
+    return path("v1", "secrets", ref.namespace, ref.name)
 
 
 class Reconciler:
@@ -102,7 +100,13 @@ class Reconciler:
     async def _reconcile_spec(self, obs: RotatingSecretObs, spec: RotatingSecretSpec) -> None:
         ctl = self.ctl
         ref = obs.ref
-        source = await self.ensure_source(obs)
+        try:
+            source = await self.ensure_source(obs)
+        except adopt.SourceNotOwned as e:
+            ctl.metrics.errors.labels("source").inc()
+            log.warning("reconcile %s: %s", ref, e)
+            await ctl.status.write(obs, decide.source_not_owned_status(obs, str(e)))
+            return
         stale = ctl.aclsync.staleness()
         acl_known = ctl.aclsync.acl is not None and not stale.revoke
         grants = decide.effective_grants(ctl.aclsync.acl, stale)
@@ -170,53 +174,55 @@ class Reconciler:
         return await self.ctl.kube.apatch(url, patch)
 
     async def ensure_source(self, obs: RotatingSecretObs) -> SourceObs | None:
-        """Create the source Secret (owned, labelled, no value yet) or repair its metadata, and
-        pass a ``rotor.dev/rotate-now`` request on to the writer."""
+        """Create the source Secret (owned, labelled, no value yet) or adopt an existing one
+        (:mod:`controller.adopt`), and pass a ``rotor.dev/rotate-now`` request on to the
+        writer. Raises :class:`~controller.adopt.SourceNotOwned` for a Secret another owner
+        controls."""
         ctl = self.ctl
         ref = obs.ref
         source = ctl.index.sources.get(ref)
-        owner = {
-            "apiVersion": API,
-            "kind": "RotatingSecret",
-            "name": ref.name,
-            "uid": obs.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        labels = {LABEL_SECRET: ref.name, LABEL_MANAGED_BY: MANAGED_BY}
-        url = path("v1", "secrets", ref.namespace, ref.name)
         if source is None:
-            annotations = {ANN_VERSION: "0", ANN_PHASE: "committed"}
-            if obs.rotate_now:
-                annotations[ANN_ROTATE_REQUESTED] = obs.rotate_now
-            body: Obj = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
-                    "name": ref.name,
-                    "namespace": ref.namespace,
-                    "labels": labels,
-                    "annotations": annotations,
-                    "ownerReferences": [owner],
-                },
-            }
-            try:
-                created = await ctl.kube.acreate(path("v1", "secrets", ref.namespace), body)
-            except RetryableError:  # exists already (we have not seen it yet): adopt it below
-                created = await ctl.kube.aget(url) or {}
-                patch: Obj = {"metadata": {"labels": labels, "ownerReferences": [owner]}}
-                created = await ctl.kube.apatch(url, patch)
-            ctl.on_secret("ADDED", created)
-            return ctl.index.sources.get(ref)
-        patch = {}
-        if not source.owned or not source.labelled:
-            patch["metadata"] = {"labels": labels, "ownerReferences": [owner]}
-        if obs.rotate_now and source.rotate_requested != obs.rotate_now:
-            patch.setdefault("metadata", {})["annotations"] = {ANN_ROTATE_REQUESTED: obs.rotate_now}
-        if patch:
-            ctl.on_secret("MODIFIED", await ctl.kube.apatch(url, patch))
+            source = await self._create_source(obs)
+        if source is None or not source.owned or not source.labelled:
+            source = await self._adopt_source(obs)
+        if source is not None and obs.rotate_now and source.rotate_requested != obs.rotate_now:
+            patch = {"metadata": {"annotations": {ANN_ROTATE_REQUESTED: obs.rotate_now}}}
+            ctl.on_secret("MODIFIED", await ctl.kube.apatch(_source_url(ref), patch))
         return ctl.index.sources.get(ref)
+
+    async def _create_source(self, obs: RotatingSecretObs) -> SourceObs | None:
+        """The new source Secret; None when one exists already (409 AlreadyExists, not seen
+        yet). Any other failure (an unavailable server too) is raised: it is retried."""
+        ctl = self.ctl
+        url = path("v1", "secrets", obs.ref.namespace)
+        try:
+            created = await ctl.kube.acreate(url, adopt.source_body(obs))
+        except ConflictError:
+            return None
+        ctl.on_secret("ADDED", created)
+        return ctl.index.sources.get(obs.ref)
+
+    async def _adopt_source(self, obs: RotatingSecretObs) -> SourceObs | None:
+        """Adopt the existing Secret as read, with its resourceVersion as the precondition;
+        read it again after a conflict."""
+        ctl = self.ctl
+        url = _source_url(obs.ref)
+        for _ in range(ADOPT_ATTEMPTS):
+            current = await ctl.kube.aget(url)
+            if current is None:
+                raise ConflictError(f"{url}: the Secret went away while adopting it")
+            decision = adopt.adoption(current, obs)
+            if decision.problem:
+                raise adopt.SourceNotOwned(decision.problem)
+            if decision.patch is None:
+                ctl.on_secret("MODIFIED", current)
+                return ctl.index.sources.get(obs.ref)
+            try:
+                ctl.on_secret("MODIFIED", await ctl.kube.apatch(url, decision.patch))
+            except ConflictError:
+                continue  # changed since it was read: read it again
+            return ctl.index.sources.get(obs.ref)
+        raise ConflictError(f"{url}: changed {ADOPT_ATTEMPTS} times while adopting it")
 
     async def cleanup(self, ref: SecretRef) -> None:
         """Remove the views and the Roles/RoleBindings of a RotatingSecret that is going away.

@@ -5,8 +5,8 @@ Conditions (each ``True``/``False``/``Unknown`` with a reason and a message):
 
 ==================== =========================================================================
 ``Ready``            the spec is valid and a committed value is published to every granted
-                     consumer (reasons: Ready, InvalidSpec, Suspended, NoWriter, WaitingForValue,
-                     Rotating, AclStale, Deleting)
+                     consumer (reasons: Ready, InvalidSpec, SourceNotOwned, Suspended, NoWriter,
+                     WaitingForValue, Rotating, AclStale, Deleting)
 ``AccessGranted``    the ACL grants a writer (reasons: Granted, AwaitingApproval, NoRequests,
                      AclStale, AclRevokedStale, AclUnavailable)
 ``Published``        every granted RO consumer's view holds the current version (reasons:
@@ -45,6 +45,7 @@ CONDITION_TYPES = (READY, ACCESS_GRANTED, PUBLISHED, EXTERNAL_STORE_SYNCED, ROTA
 # Reasons (CamelCase, as Kubernetes conventions ask).
 R_READY = "Ready"
 R_INVALID_SPEC = "InvalidSpec"
+R_SOURCE_NOT_OWNED = "SourceNotOwned"  # a Secret of the source's name has another controller
 R_SUSPENDED = "Suspended"
 R_NO_WRITER = "NoWriter"
 R_WAITING_FOR_VALUE = "WaitingForValue"
