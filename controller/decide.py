@@ -434,160 +434,188 @@ def secret_status(
     stores: StoreSync | None = None,
     skipped: Sequence[SkippedEntry] = (),
 ) -> st.RotatingSecretStatus:
-    """Phase, version, writer, rotation times, consumers and the four conditions."""
+    """Phase, version, writer, rotation times, consumers and the five conditions."""
     state = source.state if source else None
     version = state.version if state else 0
-    conds: list[st.Condition] = []
     if obs.error is not None or obs.spec is None:
         message = str(obs.error) if obs.error else "spec is missing"
         return failed_status(
             obs, version, consumers, st.R_INVALID_SPEC, message, "the spec is invalid"
         )
     spec = obs.spec
+    access = access_condition(consumers, stale, skipped)
+    published = published_condition(consumers, version, plan, stores)
+    ready = ready_condition(obs, spec, writer, state, consumers, access, published, acl_known)
+    conds = (
+        ready,
+        access,
+        published,
+        store_condition(spec, stores),
+        rotated_condition(state),
+    )
+    last = state.rotated_at if state else None
+    return st.RotatingSecretStatus(
+        phase=phase_of(state),
+        version=version,
+        writer=st.WriterRef(writer.name, writer.service_account) if writer else None,
+        last_rotation=last,
+        next_rotation=(last + spec.rotation.interval) if last and not spec.suspend else None,
+        consumers=tuple(consumers),
+        conditions=conds,
+        observed_generation=obs.generation,
+        rotate_requested=obs.rotate_now,
+    )
+
+
+def phase_of(state: SecretState | None) -> st.Phase:
+    if state is None or not state.has_value:
+        return "Pending"
+    return "Rotating" if state.phase == "pending" else "Active"
+
+
+def _stale_access(stale: Staleness) -> st.Condition:
+    reason = st.R_ACL_REVOKED_STALE if stale.revoke else st.R_ACL_STALE
+    age = "never read" if stale.age == float("inf") else f"unreachable for {stale.age:.0f}s"
+    what = "applying no grants (onStale=revoke)" if stale.revoke else "keeping the last good ACL"
+    return _cond(st.ACCESS_GRANTED, None, reason, f"ACL backend {age}; {what}")
+
+
+def _rw_access(consumers: Sequence[st.ConsumerStatus]) -> st.Condition:
+    """AccessGranted from the RW consumers: granted, awaiting approval, denied, or none."""
     rw_wanted = [c for c in consumers if c.access == "rw"]
     rw_granted = [c for c in rw_wanted if c.state == "granted"]
-    ro = [c for c in consumers if c.access == "ro"]
-
-    # AccessGranted
-    if stale.stale:
-        reason = st.R_ACL_REVOKED_STALE if stale.revoke else st.R_ACL_STALE
-        age = "never read" if stale.age == float("inf") else f"unreachable for {stale.age:.0f}s"
-        what = (
-            "applying no grants (onStale=revoke)" if stale.revoke else "keeping the last good ACL"
-        )
-        access = _cond(st.ACCESS_GRANTED, None, reason, f"ACL backend {age}; {what}")
-    elif rw_granted:
-        access = _cond(
-            st.ACCESS_GRANTED,
-            True,
-            st.R_GRANTED,
-            f"writers: {', '.join(c.principal for c in rw_granted)}",
-        )
-    elif rw_wanted:
+    if rw_granted:
+        writers = ", ".join(c.principal for c in rw_granted)
+        return _cond(st.ACCESS_GRANTED, True, st.R_GRANTED, f"writers: {writers}")
+    if rw_wanted:
         denied = [c for c in rw_wanted if c.state == "denied"]
-        access = _cond(
+        return _cond(
             st.ACCESS_GRANTED,
             False,
             st.R_DENIED if denied and len(denied) == len(rw_wanted) else st.R_AWAITING_APPROVAL,
             f"RW access requested by {', '.join(c.principal for c in rw_wanted)}; an admin "
             "approves it in the ACL",
         )
-    else:
-        access = _cond(
-            st.ACCESS_GRANTED,
-            False,
-            st.R_NO_REQUESTS,
-            "no workload asks to write this secret (annotate one with rotor.dev/rw)",
-        )
-    if skipped and not stale.stale:
-        what = "; ".join(str(e) for e in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
-        text = f"{len(skipped)} unusable ACL entries for this secret left out: {what}"
-        if access.status == "True":
-            access = replace(access, message=f"{access.message}; {text}")
-        else:
-            access = _cond(
-                st.ACCESS_GRANTED, False, st.R_ACL_ENTRY_SKIPPED, f"{text}; {access.message}"
-            )
-    conds.append(access)
+    return _cond(
+        st.ACCESS_GRANTED,
+        False,
+        st.R_NO_REQUESTS,
+        "no workload asks to write this secret (annotate one with rotor.dev/rw)",
+    )
 
-    # Published
-    granted_ro = [c for c in ro if c.state == "granted"]
+
+def access_condition(
+    consumers: Sequence[st.ConsumerStatus],
+    stale: Staleness,
+    skipped: Sequence[SkippedEntry] = (),
+) -> st.Condition:
+    """``AccessGranted``: the ACL's staleness first, then the RW grants; unusable ACL entries
+    for the secret are named (and are the reason unless a writer is granted)."""
+    if stale.stale:
+        return _stale_access(stale)
+    access = _rw_access(consumers)
+    if not skipped:
+        return access
+    what = "; ".join(str(e) for e in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+    text = f"{len(skipped)} unusable ACL entries for this secret left out: {what}"
+    if access.status == "True":
+        return replace(access, message=f"{access.message}; {text}")
+    return _cond(st.ACCESS_GRANTED, False, st.R_ACL_ENTRY_SKIPPED, f"{text}; {access.message}")
+
+
+_HOLD_REASONS = {
+    "NoValue": st.R_NOT_COMMITTED,
+    "NotCommitted": st.R_NOT_COMMITTED,
+    "ChecksumMismatch": st.R_CHECKSUM_MISMATCH,
+    "StoreNotSynced": st.R_STORE_NOT_SYNCED,
+}
+_HOLD_TEXT = {
+    "NoValue": "no committed value yet",
+    "NotCommitted": "a rotation is pending; views keep the last committed version",
+    "ChecksumMismatch": "the source Secret's checksum does not match its data; "
+    "nothing is published until the writer repairs it",
+    "StoreNotSynced": "an external store does not hold the committed version: ",
+}
+
+
+def published_condition(
+    consumers: Sequence[st.ConsumerStatus],
+    version: int,
+    plan: FanoutPlan | None,
+    stores: StoreSync | None = None,
+) -> st.Condition:
+    """``Published``: held (and why), no consumer, consumers behind, or all up to date."""
+    granted_ro = [c for c in consumers if c.access == "ro" and c.state == "granted"]
     behind = [c for c in granted_ro if (c.version or 0) != version]
     if plan is not None and plan.hold and granted_ro:
-        hold_reason = {
-            "NoValue": st.R_NOT_COMMITTED,
-            "NotCommitted": st.R_NOT_COMMITTED,
-            "ChecksumMismatch": st.R_CHECKSUM_MISMATCH,
-            "StoreNotSynced": st.R_STORE_NOT_SYNCED,
-        }[plan.hold]
-        hold_text = {
-            "NoValue": "no committed value yet",
-            "NotCommitted": "a rotation is pending; views keep the last committed version",
-            "ChecksumMismatch": "the source Secret's checksum does not match its data; "
-            "nothing is published until the writer repairs it",
-            "StoreNotSynced": "an external store does not hold the committed version: "
-            + (stores.message if stores else ""),
-        }[plan.hold]
-        published = _cond(st.PUBLISHED, plan.hold == "NotCommitted", hold_reason, hold_text)
-    elif not granted_ro:
-        published = _cond(st.PUBLISHED, True, st.R_NO_CONSUMERS, "no granted RO consumer")
-    elif behind:
-        published = _cond(
+        text = _HOLD_TEXT[plan.hold]
+        if plan.hold == "StoreNotSynced":
+            text += stores.message if stores else ""
+        return _cond(st.PUBLISHED, plan.hold == "NotCommitted", _HOLD_REASONS[plan.hold], text)
+    if not granted_ro:
+        return _cond(st.PUBLISHED, True, st.R_NO_CONSUMERS, "no granted RO consumer")
+    if behind:
+        return _cond(
             st.PUBLISHED,
             False,
             st.R_PUBLISHING,
             f"{len(behind)} of {len(granted_ro)} consumers behind version {version}",
         )
-    else:
-        published = _cond(
-            st.PUBLISHED,
-            True,
-            st.R_UP_TO_DATE,
-            f"{len(granted_ro)} consumers hold version {version}",
-        )
-    conds.append(published)
+    return _cond(
+        st.PUBLISHED, True, st.R_UP_TO_DATE, f"{len(granted_ro)} consumers hold version {version}"
+    )
 
-    # ExternalStoreSynced
+
+def store_condition(spec: RotatingSecretSpec, stores: StoreSync | None) -> st.Condition:
+    """``ExternalStoreSynced``: none configured, in sync, behind, unavailable or not verified."""
     sync = stores or StoreSync()
     if not spec.external_stores:
-        conds.append(
-            _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_NO_EXTERNAL_STORES, "none configured")
-        )
-    elif sync.state == "synced":
-        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, True, st.R_IN_SYNC, sync.message))
-    elif sync.state == "behind":
-        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, False, st.R_STORE_NOT_SYNCED, sync.message))
-    elif sync.state == "unavailable":
-        conds.append(_cond(st.EXTERNAL_STORE_SYNCED, None, st.R_STORE_UNAVAILABLE, sync.message))
-    else:
-        conds.append(
-            _cond(
-                st.EXTERNAL_STORE_SYNCED,
-                None,
-                st.R_NOT_VERIFIED,
-                sync.message or "checked when a committed version is to be published",
-            )
-        )
+        return _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_NO_EXTERNAL_STORES, "none configured")
+    if sync.state == "synced":
+        return _cond(st.EXTERNAL_STORE_SYNCED, True, st.R_IN_SYNC, sync.message)
+    if sync.state == "behind":
+        return _cond(st.EXTERNAL_STORE_SYNCED, False, st.R_STORE_NOT_SYNCED, sync.message)
+    if sync.state == "unavailable":
+        return _cond(st.EXTERNAL_STORE_SYNCED, None, st.R_STORE_UNAVAILABLE, sync.message)
+    return _cond(
+        st.EXTERNAL_STORE_SYNCED,
+        None,
+        st.R_NOT_VERIFIED,
+        sync.message or "checked when a committed version is to be published",
+    )
 
-    # Ready and phase
-    phase: st.Phase = "Active"
+
+def ready_condition(
+    obs: RotatingSecretObs,
+    spec: RotatingSecretSpec,
+    writer: PodInfo | None,
+    state: SecretState | None,
+    consumers: Sequence[st.ConsumerStatus],
+    access: st.Condition,
+    published: st.Condition,
+    acl_known: bool,
+) -> st.Condition:
+    """``Ready``: the first of deleting, suspended, no writer, no value, a stale ACL, not
+    published; else Ready."""
     if obs.deleting:
-        ready = _cond(st.READY, False, st.R_DELETING, "removing views and bindings")
-    elif spec.suspend:
-        ready = _cond(st.READY, False, st.R_SUSPENDED, "rotation is suspended (spec.suspend)")
-    elif writer is None:
+        return _cond(st.READY, False, st.R_DELETING, "removing views and bindings")
+    if spec.suspend:
+        return _cond(st.READY, False, st.R_SUSPENDED, "rotation is suspended (spec.suspend)")
+    if writer is None:
+        rw_granted = any(c.access == "rw" and c.state == "granted" for c in consumers)
         why = (
             "no Ready pod of a granted writer"
             if rw_granted
             else "no workload holds the RW grant for this secret"
         )
-        ready = _cond(st.READY, False, st.R_NO_WRITER, why)
-    elif state is None or not state.has_value:
-        ready = _cond(st.READY, False, st.R_WAITING_FOR_VALUE, f"waiting for {writer.name}")
-    elif access.status == "Unknown" and acl_known:
-        ready = _cond(st.READY, True, access.reason, access.message)
-    elif published.status != "True":
-        ready = _cond(st.READY, False, published.reason, published.message)
-    else:
-        ready = _cond(st.READY, True, st.R_READY, f"version {version} published")
-    conds.insert(0, ready)
-    conds.append(rotated_condition(state))
+        return _cond(st.READY, False, st.R_NO_WRITER, why)
     if state is None or not state.has_value:
-        phase = "Pending"
-    elif state.phase == "pending":
-        phase = "Rotating"
-    last = state.rotated_at if state else None
-    return st.RotatingSecretStatus(
-        phase=phase,
-        version=version,
-        writer=st.WriterRef(writer.name, writer.service_account) if writer else None,
-        last_rotation=last,
-        next_rotation=(last + spec.rotation.interval) if last and not spec.suspend else None,
-        consumers=tuple(consumers),
-        conditions=tuple(conds),
-        observed_generation=obs.generation,
-        rotate_requested=obs.rotate_now,
-    )
+        return _cond(st.READY, False, st.R_WAITING_FOR_VALUE, f"waiting for {writer.name}")
+    if access.status == "Unknown" and acl_known:
+        return _cond(st.READY, True, access.reason, access.message)
+    if published.status != "True":
+        return _cond(st.READY, False, published.reason, published.message)
+    return _cond(st.READY, True, st.R_READY, f"version {state.version} published")
 
 
 def rotated_condition(state: SecretState | None) -> st.Condition:

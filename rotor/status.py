@@ -6,9 +6,9 @@ Conditions (each ``True``/``False``/``Unknown`` with a reason and a message):
 ==================== =========================================================================
 ``Ready``            the spec is valid and a committed value is published to every granted
                      consumer (reasons: Ready, InvalidSpec, SourceNotOwned, Suspended, NoWriter,
-                     WaitingForValue, Rotating, AclStale, Deleting)
-``AccessGranted``    the ACL grants a writer (reasons: Granted, AwaitingApproval, NoRequests,
-                     AclStale, AclRevokedStale, AclUnavailable)
+                     WaitingForValue, the reason of AccessGranted or Published, Deleting)
+``AccessGranted``    the ACL grants a writer (reasons: Granted, AwaitingApproval, Denied,
+                     NoRequests, AclStale, AclRevokedStale, AclEntrySkipped)
 ``Published``        every granted RO consumer's view holds the current version (reasons:
                      UpToDate, Publishing, NoConsumers, NotCommitted, ChecksumMismatch,
                      StoreNotSynced)
@@ -49,7 +49,6 @@ R_SOURCE_NOT_OWNED = "SourceNotOwned"  # a Secret of the source's name has anoth
 R_SUSPENDED = "Suspended"
 R_NO_WRITER = "NoWriter"
 R_WAITING_FOR_VALUE = "WaitingForValue"
-R_ROTATING = "Rotating"
 R_DELETING = "Deleting"
 R_GRANTED = "Granted"
 R_AWAITING_APPROVAL = "AwaitingApproval"
@@ -57,7 +56,6 @@ R_DENIED = "Denied"
 R_NO_REQUESTS = "NoRequests"
 R_ACL_STALE = "AclStale"
 R_ACL_REVOKED_STALE = "AclRevokedStale"
-R_ACL_UNAVAILABLE = "AclUnavailable"
 R_ACL_ENTRY_SKIPPED = "AclEntrySkipped"  # an ACL entry for this secret is unusable and left out
 R_UP_TO_DATE = "UpToDate"
 R_PUBLISHING = "Publishing"
