@@ -27,7 +27,9 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.vault import TokenLogin, VaultStore
-from controller.audit import AuditConfig, Receiver, make_events_app
+from audit.app import make_events_app
+from audit.receiver import Receiver
+from rotor.auditwire import AuditConfig
 from rotor.external import RotorMetadata
 from rotor.settings.audit import AuditSettings
 from tests.conftest import free_port

@@ -1,8 +1,9 @@
 """Vault as a source: the pure decision to propagate a value a person changed in an external store.
 
-When the audit receiver (:mod:`controller.audit`) reports a write to a referenced KV path, the
-controller reads the store's current version (:meth:`controller.vault.VaultReader.read_values`)
-and calls :func:`decide_propagation` with the source Secret's state. On ``propagate`` it patches
+When the audit receiver (the package ``audit``, over HTTP) reports a write to a referenced KV
+path, the controller reads the store's current version
+(:meth:`controller.vault.VaultReader.read_values`) and calls :func:`decide_propagation` with the
+source Secret's state. On ``propagate`` it patches
 the source Secret to the returned state (resourceVersion precondition: a conflict means re-read
 and decide again), then fans the new version out as for any commit; the store already holds it,
 so the fan-out hold passes. The previous value stays as ``<file>.previous`` for ``overlap``, as in

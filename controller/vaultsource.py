@@ -5,7 +5,7 @@
   identities are Rotor's own (the Kubernetes auth roles of the ExternalStores); the controller
   writes it as the ConfigMap ``ROTOR_AUDIT_CONFIGMAP`` (key ``config.json``) in its namespace,
   which the receiver mounts and re-reads.
-* :class:`VaultSource` long-polls the receiver (:func:`controller.audit.fetch_events`); for each
+* :class:`VaultSource` long-polls the receiver (:func:`fetch_events`, over HTTP only); for each
   event it reads the path's current version (:meth:`controller.vault.VaultReader.read_values`),
   decides with :func:`controller.propagate.decide_propagation`, and on ``propagate`` patches
   the source Secret with a resourceVersion precondition (the new version, the values from Vault,
@@ -24,12 +24,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from controller.audit import fetch_events, render_config
 from controller.kube import Obj, path
 from controller.model import RotatingSecretObs, meta
 from controller.propagate import decide_propagation
+from rotor.auditwire import AuditEvent, EventsPage, render_config
 from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RotorError
 from rotor.layout import SecretState
 from rotor.names import SecretRef
@@ -91,6 +91,31 @@ def audit_config(
     }
     pairs: Iterable[tuple[str, str]] = ((t.mount, t.path) for t in targets(rsecs, stores))
     return render_config(pairs, roles=sorted(r for r in roles if r))
+
+
+async def fetch_events(
+    session: Any, url: str, since: int, epoch: str = "", wait: float = 30.0, token: str = ""
+) -> EventsPage:
+    """One long-poll of the receiver (``session``: an ``aiohttp.ClientSession``).
+
+    The controller keeps ``since = page.last`` and ``epoch = page.epoch``; when ``page.reset``
+    (the receiver restarted) it re-checks every referenced path instead of trusting the queue.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    params = {"since": str(since), "wait": str(wait), "epoch": epoch}
+    async with session.get(f"{url.rstrip('/')}/events", params=params, headers=headers) as resp:
+        resp.raise_for_status()
+        body = await resp.json()
+    return EventsPage(
+        str(body["epoch"]),
+        bool(body["reset"]),
+        int(body["last"]),
+        int(body["dropped"]),
+        tuple(
+            AuditEvent(e["path"], e["storeVersion"], e["time"], e["actor"], e["seq"])
+            for e in body["events"]
+        ),
+    )
 
 
 class VaultSource:

@@ -22,7 +22,11 @@ from tests.conftest import require_tool
 IMAGES = {
     # Dockerfile: (packages it copies, extras it installs, the command it runs)
     "Dockerfile.agent": (("rotor", "agent"), ("vault", "postgres"), "rotor-agent"),
-    "Dockerfile.controller": (("rotor", "controller", "webhook"), ("controller", "webhook"), ""),
+    "Dockerfile.controller": (
+        ("rotor", "controller", "webhook", "audit"),
+        ("controller", "webhook"),
+        "",
+    ),
 }
 
 
@@ -140,7 +144,7 @@ def _optional_imports(tree: ast.AST) -> set[int]:
 def imported_distributions(packages: tuple[str, ...]) -> dict[str, set[str]]:
     """Third-party distributions the packages' modules import unconditionally, with where."""
     provider = metadata.packages_distributions()
-    ours = {"rotor", "agent", "webhook", "controller"}
+    ours = {"rotor", "agent", "webhook", "controller", "audit"}
     out: dict[str, set[str]] = {}
     for pkg in packages:
         for path in sorted((ROOT / pkg).rglob("*.py")):

@@ -1,4 +1,4 @@
-"""controller.audit: the audit receiver, pure filter and queue, HTTP apps, and a real OpenBao
+"""audit: the audit receiver, pure filter and queue, HTTP apps, and a real OpenBao
 socket audit device."""
 
 from __future__ import annotations
@@ -18,21 +18,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from agent.vault import TokenLogin, VaultStore
-from controller.audit import (
-    AuditConfig,
-    AuditEvent,
-    EventQueue,
-    FileTail,
-    Receiver,
-    classify,
-    fetch_events,
-    main,
-    make_events_app,
-    make_ingest_app,
-    parse_line,
-    render_config,
-    serve,
-)
+from audit.app import make_events_app, make_ingest_app
+from audit.entries import parse_line
+from audit.filter import classify
+from audit.inputs import FileTail
+from audit.main import main, serve
+from audit.queue import EventQueue
+from audit.receiver import Receiver
+from controller.vaultsource import fetch_events
+from rotor.auditwire import AuditConfig, AuditEvent, render_config
 from rotor.errors import InvalidSpec
 from rotor.external import RotorMetadata
 from rotor.settings.audit import AuditSettings

@@ -10,7 +10,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.audit import make_events_app, make_ingest_app, parse_line
+from audit.app import make_events_app, make_ingest_app
+from audit.entries import parse_line
 from tests.conftest import free_port, until
 from tests.vault.test_audit import entry, make_receiver
 

@@ -21,10 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from agent.files import AtomicWriter
 from agent.vault import TokenLogin, VaultStore
+from audit.app import make_events_app
+from audit.receiver import Receiver
 from controller import vaultsource
-from controller.audit import Receiver, make_events_app, render_config
 from controller.kube import path
 from rotor import API
+from rotor.auditwire import render_config
 from rotor.external import RotorMetadata
 from rotor.layout import ANN_VERSION, view_name
 from rotor.names import Principal, SecretRef
