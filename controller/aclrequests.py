@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rotor.acl import AclBackend, AclSnapshot, Grant
+from rotor.acl import AclBackend, AclSnapshot
 from rotor.errors import NotFoundError
 from rotor.names import SecretRef
 
@@ -62,10 +62,8 @@ def to_record(
     for w in sorted(set(wants)):
         if w.secret not in known or (w.secret, w.principal, w.mode) in asked:
             continue
-        if Grant(w.secret, w.principal, w.mode) in snap.grants:
-            continue
-        if w.mode == "ro" and Grant(w.secret, w.principal, "rw") in snap.grants:
-            continue  # a writer reads what it writes
+        if snap.allows(w.secret, w.principal, w.mode):
+            continue  # granted already (a writer reads what it writes: the ACL's one rule)
         if (
             len(out) >= per_sync
             or by_principal[w.principal] >= per_principal

@@ -41,6 +41,25 @@ def want(secret: str, principal: str, mode: str = "ro") -> Want:
     return Want(SecretRef.parse(secret, None, "s"), Principal.parse(principal), mode)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("grant_mode", "asked", "recorded"),
+    [
+        (None, "ro", True),
+        (None, "rw", True),
+        ("ro", "ro", False),
+        ("ro", "rw", True),
+        ("rw", "rw", False),
+        ("rw", "ro", False),  # a writer reads what it writes (AclSnapshot.allows)
+    ],
+)
+def test_only_requests_the_acl_does_not_allow_are_recorded(grant_mode, asked, recorded):
+    db, api = SecretRef("shop", "db"), Principal.parse("shop/api")
+    grants = frozenset({Grant(db, api, grant_mode)} if grant_mode else set())
+    snap = AclSnapshot(version=1, grants=grants, secrets=frozenset({db}))
+    chosen = aclrequests.to_record(snap, [want("shop/db", "shop/api", asked)], {db})
+    assert bool(chosen.record) == recorded
+
+
 def test_pending_requests_are_capped_per_principal_namespace_and_sync():
     secrets = {SecretRef("shop", f"s{i}") for i in range(100)}
     snap = AclSnapshot(version=1, secrets=frozenset(secrets))
