@@ -148,7 +148,6 @@ def desired_rbac(
     ``fieldSelector=metadata.name=<name>``, which is how the agent watches one object.
     """
     mine = sorted(g for g in grants if g.secret == secret)
-    out: list[Obj] = []
     by_role: dict[tuple[str, str], list[str]] = {}
     writer = has_writer_grant(secret, mine)
     for g in mine:
@@ -158,78 +157,67 @@ def desired_rbac(
             by_role.setdefault(("ro", g.principal.namespace), []).append(
                 g.principal.service_account
             )
+    out: list[Obj] = []
     for (mode, namespace), accounts in sorted(by_role.items()):
-        name = rbac_name(mode, secret)
         if mode == "rw":
-            rules: list[Obj] = [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "resourceNames": [secret.name],
-                    "verbs": ["get", "list", "watch", "patch", "update"],
-                },
-                {
-                    "apiGroups": [API_GROUP],
-                    "resources": ["rotatingsecrets"],
-                    "resourceNames": [secret.name],
-                    "verbs": ["get", "list", "watch"],
-                },
-            ]
-            admins = sorted(set(admin_secrets) - {secret.name})
-            if admins:
-                rules.append(
-                    {
-                        "apiGroups": [""],
-                        "resources": ["secrets"],
-                        "resourceNames": admins,
-                        "verbs": ["get"],
-                    }
-                )
-            stores = sorted(set(external_stores))
-            if stores:
-                rules.append(
-                    {
-                        "apiGroups": [API_GROUP],
-                        "resources": ["externalstores"],
-                        "resourceNames": stores,
-                        "verbs": ["get"],
-                    }
-                )
+            rules = _rw_rules(secret, external_stores, admin_secrets)
         else:
-            rules = [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "resourceNames": [view_name(secret.namespace, secret.name)],
-                    "verbs": ["get", "list", "watch"],
-                }
-            ]
-        metadata = {"name": name, "namespace": namespace, "labels": _labels(secret)}
-        out.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": metadata,
-                "rules": rules,
-            }
-        )
-        out.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": dict(metadata),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": name,
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
-                    for sa in sorted(set(accounts))
-                ],
-            }
-        )
+            rules = [_rule("", "secrets", [view_name(secret.namespace, secret.name)], READ)]
+        out.extend(_role_and_binding(secret, rbac_name(mode, secret), namespace, rules, accounts))
     return out
+
+
+READ = ("get", "list", "watch")
+
+
+def _rule(group: str, resource: str, names: list[str], verbs: Iterable[str]) -> Obj:
+    return {
+        "apiGroups": [group],
+        "resources": [resource],
+        "resourceNames": names,
+        "verbs": list(verbs),
+    }
+
+
+def _rw_rules(
+    secret: SecretRef, external_stores: Iterable[str], admin_secrets: Iterable[str]
+) -> list[Obj]:
+    """The writer's rules: its source Secret, its RotatingSecret, a PostgreSQL target's admin
+    credential and the ExternalStores it writes."""
+    rules = [
+        _rule("", "secrets", [secret.name], (*READ, "patch", "update")),
+        _rule(API_GROUP, "rotatingsecrets", [secret.name], READ),
+    ]
+    admins = sorted(set(admin_secrets) - {secret.name})
+    if admins:
+        rules.append(_rule("", "secrets", admins, ["get"]))
+    stores = sorted(set(external_stores))
+    if stores:
+        rules.append(_rule(API_GROUP, "externalstores", stores, ["get"]))
+    return rules
+
+
+def _role_and_binding(
+    secret: SecretRef, name: str, namespace: str, rules: list[Obj], accounts: Iterable[str]
+) -> list[Obj]:
+    metadata = {"name": name, "namespace": namespace, "labels": _labels(secret)}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata,
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": dict(metadata),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
+            for sa in sorted(set(accounts))
+        ],
+    }
+    return [role, binding]
 
 
 # -- fan-out ---------------------------------------------------------------------------------------
