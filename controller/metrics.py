@@ -13,6 +13,13 @@ _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._work(registry)
+        self._acl(registry)
+        self._publishing(registry)
+        self._cluster(registry)
+
+    def _work(self, registry: CollectorRegistry) -> None:
+        """Reconciles and failures."""
         self.reconciles = Counter(
             "rotor_controller_reconciles_total",
             "Reconciles of a RotatingSecret, by result (ok, conflict: retried, error).",
@@ -26,6 +33,9 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+
+    def _acl(self, registry: CollectorRegistry) -> None:
+        """The ACL: sync time, staleness, unusable entries, entries by state."""
         self.acl_sync_seconds = Histogram(
             "rotor_controller_acl_sync_duration_seconds",
             "Time to read the ACL and record new requests.",
@@ -56,6 +66,9 @@ class Metrics:
             ["state", "mode"],
             registry=registry,
         )
+
+    def _publishing(self, registry: CollectorRegistry) -> None:
+        """The fan-out: time, views written, consumers behind."""
         self.fanout_seconds = Histogram(
             "rotor_controller_fanout_duration_seconds",
             "Time to write the RO views of one secret's new version.",
@@ -72,6 +85,9 @@ class Metrics:
             "Granted RO consumers whose view is not at the current version.",
             registry=registry,
         )
+
+    def _cluster(self, registry: CollectorRegistry) -> None:
+        """Restarts, leadership, external stores, Vault as a source, RotatingSecrets by phase."""
         self.restarts = Counter(
             "rotor_controller_restarts_total",
             "Workloads restarted because their pods were admitted without injection, by action.",
