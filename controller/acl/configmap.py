@@ -133,10 +133,8 @@ def _mode(value: object, field: str) -> Mode:
     return value
 
 
-def parse_document(text: str | None, origin: str) -> AclSnapshot:
-    """Read ``acl.yaml``; every error names the entry, e.g. ``<origin>.grants[2].mode``."""
-    if not text or not text.strip():
-        return AclSnapshot(version=0)
+def _load(text: str, origin: str) -> object:
+    """The YAML document (the fast path first); a syntax error names the line."""
     try:
         doc = _fast_load(text)
         if doc is None:
@@ -145,8 +143,11 @@ def parse_document(text: str | None, origin: str) -> AclSnapshot:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InvalidSpec(origin, f"is not valid YAML{where}", "fix the YAML syntax") from None
-    if doc is None:
-        return AclSnapshot(version=0)
+    return doc
+
+
+def _check_top(doc: object, origin: str) -> int:
+    """The document's shape; returns its version."""
     if not isinstance(doc, dict):
         raise InvalidSpec(origin, "expected a mapping", "write version, secrets, grants, requests")
     extra = sorted(set(doc) - {"version", "secrets", "grants", "requests"})
@@ -157,45 +158,50 @@ def parse_document(text: str | None, origin: str) -> AclSnapshot:
     version = doc.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InvalidSpec(f"{origin}.version", f"{version!r} is not a version", "use an integer")
+    return version
 
-    def entries(key: str) -> list[Mapping[str, Any]]:
-        raw = doc.get(key) or []
-        if not isinstance(raw, list):
-            raise InvalidSpec(f"{origin}.{key}", "expected a list", "")
-        for i, e in enumerate(raw):
-            if not isinstance(e, dict):
-                raise InvalidSpec(
-                    f"{origin}.{key}[{i}]",
-                    "expected a mapping",
-                    "write {secret: ns/name, principal: ns/sa, mode: rw|ro}",
-                )
-        return raw
 
-    secrets: set[SecretRef] = set()
+def _entries(doc: Mapping[str, Any], key: str, origin: str) -> list[Mapping[str, Any]]:
+    raw = doc.get(key) or []
+    if not isinstance(raw, list):
+        raise InvalidSpec(f"{origin}.{key}", "expected a list", "")
+    for i, e in enumerate(raw):
+        if not isinstance(e, dict):
+            raise InvalidSpec(
+                f"{origin}.{key}[{i}]",
+                "expected a mapping",
+                "write {secret: ns/name, principal: ns/sa, mode: rw|ro}",
+            )
+    return raw
+
+
+def _secrets(doc: Mapping[str, Any], origin: str) -> set[SecretRef]:
     raw_secrets = doc.get("secrets") or []
     if not isinstance(raw_secrets, list):
         raise InvalidSpec(f"{origin}.secrets", "expected a list of ns/name", "")
-    for i, s in enumerate(raw_secrets):
-        secrets.add(SecretRef.parse(str(s), None, f"{origin}.secrets[{i}]"))
+    return {
+        SecretRef.parse(str(s), None, f"{origin}.secrets[{i}]") for i, s in enumerate(raw_secrets)
+    }
 
-    def triple(e: Mapping[str, Any], where: str, i: int) -> tuple[SecretRef, Principal, Mode]:
-        secret = SecretRef.parse(str(e.get("secret", "")), None, _field(where, i, "secret"))
-        principal = Principal.parse(str(e.get("principal", "")), _field(where, i, "principal"))
-        mode = _mode(e.get("mode"), _field(where, i, "mode"))
-        if mode == "rw" and principal.namespace != secret.namespace:
-            raise InvalidSpec(
-                _field(where, i, "principal"),
-                f"{principal} cannot write {secret} (another namespace)",
-                "a writer must be in the secret's namespace; use mode ro",
-            )
-        return secret, principal, mode
 
-    grants: set[Grant] = set()
-    for i, entry in enumerate(entries("grants")):
-        grants.add(Grant(*triple(entry, f"{origin}.grants", i)))
+def _triple(e: Mapping[str, Any], where: str, i: int) -> tuple[SecretRef, Principal, Mode]:
+    secret = SecretRef.parse(str(e.get("secret", "")), None, _field(where, i, "secret"))
+    principal = Principal.parse(str(e.get("principal", "")), _field(where, i, "principal"))
+    mode = _mode(e.get("mode"), _field(where, i, "mode"))
+    if mode == "rw" and principal.namespace != secret.namespace:
+        raise InvalidSpec(
+            _field(where, i, "principal"),
+            f"{principal} cannot write {secret} (another namespace)",
+            "a writer must be in the secret's namespace; use mode ro",
+        )
+    return secret, principal, mode
+
+
+def _requests(doc: Mapping[str, Any], origin: str, grants: set[Grant]) -> list[AccessRequest]:
+    """The requests not granted already (a request for a grant is moot)."""
     requests: list[AccessRequest] = []
-    for i, entry in enumerate(entries("requests")):
-        s, p, m = triple(entry, f"{origin}.requests", i)
+    for i, entry in enumerate(_entries(doc, "requests", origin)):
+        s, p, m = _triple(entry, f"{origin}.requests", i)
         state = entry.get("state", "pending")
         if state not in ("pending", "denied"):
             raise InvalidSpec(
@@ -205,6 +211,24 @@ def parse_document(text: str | None, origin: str) -> AclSnapshot:
             )
         if Grant(s, p, m) not in grants:
             requests.append(AccessRequest(s, p, m, state))
+    return requests
+
+
+def parse_document(text: str | None, origin: str) -> AclSnapshot:
+    """Read ``acl.yaml``; every error names the entry, e.g. ``<origin>.grants[2].mode``."""
+    if not text or not text.strip():
+        return AclSnapshot(version=0)
+    doc = _load(text, origin)
+    if doc is None:
+        return AclSnapshot(version=0)
+    version = _check_top(doc, origin)
+    assert isinstance(doc, dict)
+    secrets = _secrets(doc, origin)
+    grants = {
+        Grant(*_triple(entry, f"{origin}.grants", i))
+        for i, entry in enumerate(_entries(doc, "grants", origin))
+    }
+    requests = _requests(doc, origin, grants)
     return AclSnapshot(
         version=version,
         grants=frozenset(grants),
