@@ -133,16 +133,17 @@ def acl_hash(acl: dict[str, Any]) -> bytes:
     return hashlib.sha256(encode_acl(acl)).digest()
 
 
-def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
-    """A decoded ``Acl`` record as an :class:`AclSnapshot`. An entry whose names are not
-    Kubernetes names (rotor.names) is left out and listed in ``skipped``; the rest applies."""
+class _Names:
+    """Parses the names of one ACL record once each, and collects the entries left out."""
 
-    seen: dict[tuple[str, str], SecretRef | Principal | str] = {}  # names repeat: parse once
-    skipped: list[SkippedEntry] = []
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.seen: dict[tuple[str, str], SecretRef | Principal | str] = {}
+        self.skipped: list[SkippedEntry] = []
 
-    def parse(kind: str, text: str) -> SecretRef | Principal | str:
+    def parse(self, kind: str, text: str) -> SecretRef | Principal | str:
         """The name, or why it is not one."""
-        found = seen.get((kind, text))
+        found = self.seen.get((kind, text))
         if found is None:
             value: SecretRef | Principal
             try:
@@ -154,46 +155,59 @@ def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
                 found = value if str(value) == text else f"{kind} {text!r}: spaces around it"
             except InvalidSpec as e:
                 found = f"{kind} {text!r}: {e.problem}"
-            seen[(kind, text)] = found
+            self.seen[(kind, text)] = found
         return found
 
-    secrets: set[SecretRef] = set()
-    for i, s in enumerate(acl["secrets"]):
-        ref = parse("secret", s)
-        if isinstance(ref, SecretRef):
-            secrets.add(ref)
-        else:
-            skipped.append(SkippedEntry(f"acl.secrets[{i}]", s, str(ref)))
+    def secrets(self, raw: list[str]) -> set[SecretRef]:
+        out: set[SecretRef] = set()
+        for i, s in enumerate(raw):
+            ref = self.parse("secret", s)
+            if isinstance(ref, SecretRef):
+                out.add(ref)
+            else:
+                self.skipped.append(SkippedEntry(f"acl.secrets[{i}]", s, str(ref)))
+        return out
 
-    def entry(where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode] | None:
+    def entry(self, where: str, e: dict[str, Any]) -> tuple[SecretRef, Principal, Mode] | None:
         """The secret, principal and mode that a grant and a request both carry."""
-        secret = parse("secret", e["secret"])
-        principal = parse("principal", e["principal"])
-        mode = cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{origin}: {where}.mode"))
+        secret = self.parse("secret", e["secret"])
+        principal = self.parse("principal", e["principal"])
+        mode = cast(Mode, _variant(e["mode"], ("rw", "ro"), f"{self.origin}: {where}.mode"))
         if isinstance(secret, SecretRef) and isinstance(principal, Principal):
             return secret, principal, mode
         problems = [p for p in (secret, principal) if isinstance(p, str)]
-        skipped.append(SkippedEntry(where, e["secret"], "; ".join(problems)))
+        self.skipped.append(SkippedEntry(where, e["secret"], "; ".join(problems)))
         return None
 
+    def requests(self, raw: list[dict[str, Any]]) -> list[AccessRequest]:
+        out: list[AccessRequest] = []
+        for i, r in enumerate(raw):
+            where = f"acl.requests[{i}]"
+            triple = self.entry(where, r)
+            state = cast(
+                RequestState,
+                _variant(r["state"], ("pending", "denied"), f"{self.origin}: {where}.state"),
+            )
+            if triple is not None:
+                out.append(AccessRequest(*triple, state))
+        return out
+
+
+def to_snapshot(acl: dict[str, Any], origin: str) -> AclSnapshot:
+    """A decoded ``Acl`` record as an :class:`AclSnapshot`. An entry whose names are not
+    Kubernetes names (rotor.names) is left out and listed in ``skipped``; the rest applies."""
+    names = _Names(origin)
+    secrets = names.secrets(acl["secrets"])
     grants: set[Grant] = set()
     for i, g in enumerate(acl["grants"]):
-        triple = entry(f"acl.grants[{i}]", g)
+        triple = names.entry(f"acl.grants[{i}]", g)
         if triple is not None:
             grants.add(Grant(*triple))
-    requests: list[AccessRequest] = []
-    for i, r in enumerate(acl["requests"]):
-        where = f"acl.requests[{i}]"
-        triple = entry(where, r)
-        state = cast(
-            RequestState, _variant(r["state"], ("pending", "denied"), f"{origin}: {where}.state")
-        )
-        if triple is not None:
-            requests.append(AccessRequest(*triple, state))
+    requests = names.requests(acl["requests"])
     return AclSnapshot(
         version=int(acl["version"]),
         grants=frozenset(grants),
         requests=tuple(sorted(requests)),
         secrets=frozenset(secrets),
-        skipped=tuple(skipped),
+        skipped=tuple(names.skipped),
     )
