@@ -43,13 +43,22 @@ LIST_CHUNK = 500
 listing of every workload of a large cluster is never held in memory at once."""
 
 
-def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorRegistry:
-    """A kopf registry of this controller's watches (one per controller; tests make several)."""
-    registry = kopf.OperatorRegistry()
-    intake = ctl.intake = Intake(ctl)
-    # Handlers are coroutines: kopf runs sync handlers in threads, and the index is not
-    # thread-safe (it lives on the event loop).
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf's settings (its startup handler)."""
+    settings.scanning.disabled = True  # fixed resources: no CRD or namespace scanning
+    settings.posting.level = logging.WARNING
+    settings.queueing.exit_timeout = 0.5  # per-object workers hold no state of ours
+    # Handlers only update the index: a per-object worker may exit at once; thousands of
+    # idle ones (one per object at the initial listing) would set the memory high-water mark.
+    settings.queueing.idle_timeout = 0.1
+    settings.watching.client_timeout = 600  # a watch that never closes is restarted
+    settings.watching.server_timeout = 540
+    settings.watching.chunk_size = LIST_CHUNK
+    settings.watching.label_selectors["v1", "pods"] = INJECTED_LABEL
+    settings.watching.label_selectors["v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
+
+def _add_login(registry: kopf.OperatorRegistry, server: str | None) -> None:
     if server is not None:
 
         @kopf.on.login(registry=registry)
@@ -64,19 +73,15 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
             info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
             return info
 
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.scanning.disabled = True  # fixed resources: no CRD or namespace scanning
-        settings.posting.level = logging.WARNING
-        settings.queueing.exit_timeout = 0.5  # per-object workers hold no state of ours
-        # Handlers only update the index: a per-object worker may exit at once; thousands of
-        # idle ones (one per object at the initial listing) would set the memory high-water mark.
-        settings.queueing.idle_timeout = 0.1
-        settings.watching.client_timeout = 600  # a watch that never closes is restarted
-        settings.watching.server_timeout = 540
-        settings.watching.chunk_size = LIST_CHUNK
-        settings.watching.label_selectors["v1", "pods"] = INJECTED_LABEL
-        settings.watching.label_selectors["v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorRegistry:
+    """A kopf registry of this controller's watches (one per controller; tests make several)."""
+    registry = kopf.OperatorRegistry()
+    intake = ctl.intake = Intake(ctl)
+    # Handlers are coroutines: kopf runs sync handlers in threads, and the index is not
+    # thread-safe (it lives on the event loop).
+    _add_login(registry, server)
+    kopf.on.startup(registry=registry)(configure)
 
     @kopf.on.event(API_GROUP, API_VERSION, "rotatingsecrets", registry=registry)
     async def rotating_secret(event: kopf.RawEvent, **_: Any) -> None:
@@ -104,16 +109,9 @@ def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorR
     return registry
 
 
-async def run_controller(
-    ctl: Controller,
-    registry: kopf.OperatorRegistry,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None = None,
-) -> None:
-    """Run kopf and the controller's loops until ``stop`` is set."""
-    kopf_ready = asyncio.Event()
-    await ctl.seed_rbac()
-    # The loops exist before kopf starts: kopf waits for (then cancels) tasks created after it.
+def start_loops(ctl: Controller) -> list[asyncio.Task[None]]:
+    """The controller's loops, as tasks: the worker, ACL, gauges and stores, and the audit
+    receiver's client, the certificates and the uninjected-pod finder when they are on."""
     loops = [
         asyncio.create_task(ctl.worker(), name="reconcile"),
         asyncio.create_task(ctl.acl_loop(), name="acl"),
@@ -131,6 +129,20 @@ async def run_controller(
         loops.append(asyncio.create_task(ctl.cert_loop(), name="certs"))
     if ctl.intake is not None:
         loops.append(asyncio.create_task(ctl.intake.loop(), name="uninjected"))
+    return loops
+
+
+async def run_controller(
+    ctl: Controller,
+    registry: kopf.OperatorRegistry,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run kopf and the controller's loops until ``stop`` is set."""
+    kopf_ready = asyncio.Event()
+    await ctl.seed_rbac()
+    # The loops exist before kopf starts: kopf waits for (then cancels) tasks created after it.
+    loops = start_loops(ctl)
     operator = asyncio.create_task(
         kopf.operator(
             registry=registry,
