@@ -66,6 +66,24 @@ async def _put_secret(
         await kube.aapply(path("v1", "secrets", settings.namespace), body)
 
 
+def _pair(data: dict[str, str], cert: str, key: str) -> certs.KeyPair | None:
+    return certs.KeyPair(data[cert], data[key]) if cert in data and key in data else None
+
+
+async def _patch_bundle(kube: Kube, settings: ControllerSettings, ops: list[Obj]) -> bool:
+    """Patch the caBundle; False when the webhook configuration went away meanwhile."""
+    try:
+        await kube.apatch(
+            path(ADMISSION, WEBHOOK_CONFIGS, None, settings.webhook_config_name),
+            ops,
+            JSON_PATCH,
+        )
+    except NotFoundError:
+        return False
+    log.info("webhook certificates: caBundle of %s updated", settings.webhook_config_name)
+    return True
+
+
 async def sync_certs(kube: Kube, settings: ControllerSettings, now: float) -> CertSync:
     ns = settings.namespace
     config = await kube.aget(path(ADMISSION, WEBHOOK_CONFIGS, None, settings.webhook_config_name))
@@ -79,16 +97,7 @@ async def sync_certs(kube: Kube, settings: ControllerSettings, now: float) -> Ce
     serving_obj = await kube.aget(path("v1", "secrets", ns, serving_name))
     ca_obj = await kube.aget(path("v1", "secrets", ns, ca_name))
     serving, ca_data = certs.read_secret(serving_obj), certs.read_secret(ca_obj)
-    ca = (
-        certs.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
-        if "ca.crt" in ca_data and "ca.key" in ca_data
-        else None
-    )
-    leaf = (
-        certs.KeyPair(serving["tls.crt"], serving["tls.key"])
-        if "tls.crt" in serving and "tls.key" in serving
-        else None
-    )
+    ca, leaf = _pair(ca_data, "ca.crt", "ca.key"), _pair(serving, "tls.crt", "tls.key")
     plan = certs.plan_certs(ca, leaf, serving.get("ca.crt"), now, names)
     if plan.new_ca or ca is None:
         ca = certs.make_ca(now)
@@ -102,16 +111,8 @@ async def sync_certs(kube: Kube, settings: ControllerSettings, now: float) -> Ce
         log.info("webhook certificates: new CA (Secret %s/%s)", ns, ca_name)
     trusted = certs.bundle(ca.cert_pem, plan.keep_old)
     ops = certs.ca_bundle_patch(config, trusted)
-    if ops:
-        try:
-            await kube.apatch(
-                path(ADMISSION, WEBHOOK_CONFIGS, None, settings.webhook_config_name),
-                ops,
-                JSON_PATCH,
-            )
-        except NotFoundError:
-            return CertSync(plan.new_ca, waiting=f"{settings.webhook_config_name} went away")
-        log.info("webhook certificates: caBundle of %s updated", settings.webhook_config_name)
+    if ops and not await _patch_bundle(kube, settings, ops):
+        return CertSync(plan.new_ca, waiting=f"{settings.webhook_config_name} went away")
     if plan.new_leaf or leaf is None:
         leaf = certs.make_serving_cert(ca, names, now)
         data = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": trusted}
