@@ -16,11 +16,11 @@ never echoed back even when the receiver's identity filter missed them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rotor.external import StoreValues
+from rotor.external import StoreRecord, StoreValues
 from rotor.layout import SecretState, checksum
 from rotor.protocol import commit, prepare
 
@@ -47,23 +47,9 @@ class Propagation:
     state: SecretState | None = None
 
 
-def decide_propagation(
-    state: SecretState,
-    read: StoreValues | None,
-    files: Sequence[str],
-    now: float,
-    overlap: float,
-    where: str,
-) -> Propagation:
-    """Decide whether the store's current version (``read``) becomes the next source version.
-
-    ``files``: the RotatingSecret's files (``spec.files``); ``where``: ``<store>:<mount>/<path>``
-    for messages (no value is ever put in a message).
-    """
-    if read is None or read.record is None:
-        return Propagation("none", "NotFound", f"{where} holds nothing")
-    rec = read.record
-    at = f"{where} version {rec.store_version}"
+def _not_a_change(state: SecretState, rec: StoreRecord, at: str) -> Propagation | None:
+    """Nothing to propagate (or not yet): a deletion, a version the source holds, Rotor's own
+    write, or a change during a rotation."""
     if rec.deleted:
         return Propagation(
             "none", "Deleted", f"{at} is deleted; the next rotation writes a new version"
@@ -81,19 +67,47 @@ def decide_propagation(
     if state.phase == "pending":
         # the writer's check-and-set fails on this version and it aborts; decide again then
         return Propagation("wait", "RotationInFlight", f"{at} changed during a rotation")
-    missing = sorted(set(files) - set(read.values))
-    extra = sorted(set(read.values) - set(files))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra)}")
+    return None
+
+
+def _keys_mismatch(files: Sequence[str], values: Mapping[str, bytes]) -> str:
+    """Which files the store's version lacks or has in excess ("" when they match)."""
+    missing = sorted(set(files) - set(values))
+    extra = sorted(set(values) - set(files))
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing)}")
+    if extra:
+        parts.append(f"unexpected {', '.join(extra)}")
+    return "; ".join(parts)
+
+
+def decide_propagation(
+    state: SecretState,
+    read: StoreValues | None,
+    files: Sequence[str],
+    now: float,
+    overlap: float,
+    where: str,
+) -> Propagation:
+    """Decide whether the store's current version (``read``) becomes the next source version.
+
+    ``files``: the RotatingSecret's files (``spec.files``); ``where``: ``<store>:<mount>/<path>``
+    for messages (no value is ever put in a message).
+    """
+    if read is None or read.record is None:
+        return Propagation("none", "NotFound", f"{where} holds nothing")
+    at = f"{where} version {read.record.store_version}"
+    skip = _not_a_change(state, read.record, at)
+    if skip is not None:
+        return skip
+    mismatch = _keys_mismatch(files, read.values)
+    if mismatch:
         return Propagation(
             "reject",
             "KeysMismatch",
             f"{at} was changed outside Rotor but its keys do not match the RotatingSecret's "
-            f"files ({'; '.join(parts)}); write every file of the secret at once",
+            f"files ({mismatch}); write every file of the secret at once",
         )
     values = {f: read.values[f] for f in files}
     new = commit(prepare(state, values, now, state.writer or ""), now, overlap)
