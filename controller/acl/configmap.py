@@ -281,6 +281,44 @@ Change = Callable[[AclSnapshot], AclSnapshot | None]
 """Return the new ACL, or None when nothing needs to change."""
 
 
+def _new_requests(
+    s: AclSnapshot, asks: list[tuple[SecretRef, Principal, Mode]]
+) -> list[AccessRequest]:
+    """The asks ``s`` records neither as a request nor as a grant, for secrets it knows."""
+    have = {(r.secret, r.principal, r.mode) for r in s.requests}
+    return [
+        AccessRequest(secret, principal, mode, "pending")
+        for secret, principal, mode in dict.fromkeys(asks)
+        if secret in s.secrets
+        and (secret, principal, mode) not in have
+        and Grant(secret, principal, mode) not in s.grants
+    ]
+
+
+def _with_requests(s: AclSnapshot, new: list[AccessRequest]) -> tuple[AclSnapshot | None, int]:
+    """``s`` with as many of ``new`` as fit in :data:`MAX_DOCUMENT_BYTES` (None if none), and
+    how many."""
+    if not new:
+        return None, 0
+    room = max(0, MAX_DOCUMENT_BYTES - len(render_document(s).encode()))
+    empty = len(render_document(AclSnapshot(0)).encode())
+    per_entry = max(
+        len(render_document(AclSnapshot(0, requests=(r,))).encode()) - empty for r in new[:8]
+    )
+    fit = min(len(new), room // max(1, per_entry))
+    while True:
+        out = AclSnapshot(
+            s.version + 1,
+            s.grants,
+            tuple(sorted((*s.requests, *new[:fit]), key=_order)),
+            s.secrets,
+        )
+        if fit == 0 or len(render_document(out).encode()) <= MAX_DOCUMENT_BYTES:
+            break
+        fit = fit * 9 // 10
+    return (out if fit else None), fit
+
+
 class ConfigMapAclBackend:
     """:class:`rotor.acl.AclBackend` over a ConfigMap ``namespace/name``."""
 
@@ -389,45 +427,17 @@ class ConfigMapAclBackend:
 
         def change(s: AclSnapshot) -> AclSnapshot | None:
             nonlocal recorded
-            have = {(r.secret, r.principal, r.mode) for r in s.requests}
-            new = [
-                AccessRequest(secret, principal, mode, "pending")
-                for secret, principal, mode in dict.fromkeys(asks)
-                if secret in s.secrets
-                and (secret, principal, mode) not in have
-                and Grant(secret, principal, mode) not in s.grants
-            ]
-            if not new:
-                recorded = 0
-                return None
-            base = len(render_document(s).encode())
-            room = max(0, MAX_DOCUMENT_BYTES - base)
-            empty = len(render_document(AclSnapshot(0)).encode())
-            per_entry = max(
-                len(render_document(AclSnapshot(0, requests=(r,))).encode()) - empty
-                for r in new[:8]
-            )
-            fit = min(len(new), room // max(1, per_entry))
-            while True:
-                out = AclSnapshot(
-                    s.version + 1,
-                    s.grants,
-                    tuple(sorted((*s.requests, *new[:fit]), key=_order)),
-                    s.secrets,
-                )
-                if fit == 0 or len(render_document(out).encode()) <= MAX_DOCUMENT_BYTES:
-                    break
-                fit = fit * 9 // 10
-            if fit < len(new):
+            new = _new_requests(s, asks)
+            out, recorded = _with_requests(s, new)
+            if recorded < len(new):
                 log.warning(
                     "%s: %d access requests not recorded: the ConfigMap would pass %d bytes "
                     "(approve or deny pending requests to make room)",
                     self.origin,
-                    len(new) - fit,
+                    len(new) - recorded,
                     MAX_DOCUMENT_BYTES,
                 )
-            recorded = fit
-            return out if fit else None
+            return out
 
         await asyncio.to_thread(self._change, change)
         return recorded
