@@ -5,7 +5,10 @@
 * :func:`choose_writer` - the one RW pod that rotates a secret
 * :func:`desired_rbac` - the Roles and RoleBindings the grants of a secret need
 * :func:`plan_fanout` - which RO views to write and which to delete
-* :func:`consumer_statuses`, :func:`secret_status` - what the status says
+* :func:`consumer_statuses`, :func:`secret_status` - what the status says: one function per
+  condition (:func:`ready_condition`, :func:`access_condition`, :func:`published_condition`,
+  :func:`store_condition`, :func:`rotated_condition`), :func:`failed_status` when nothing else
+  can be said (an invalid spec, a source Secret that is not Rotor's)
 * :func:`restart_action` - how to restart a pod admitted without injection
 """
 
