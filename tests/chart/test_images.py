@@ -100,7 +100,24 @@ def test_dockerignore_keeps_tests_and_git_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*") :][:1] == ["*"], "ignore everything, then allow"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "rotor", "agent", "webhook", "controller"}
+    # what the Dockerfiles copy from the build context must be let through, and nothing else
+    copied = {
+        src.rstrip("/")
+        for dockerfile in ("Dockerfile.agent", "Dockerfile.controller")
+        for word, args in instructions(dockerfile)
+        if word == "COPY" and not args.startswith("--from")
+        for src in args.split()[:-1]
+    }
+    assert copied == allowed
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "rotor",
+        "agent",
+        "webhook",
+        "controller",
+        "audit",
+    }
 
 
 @cache
