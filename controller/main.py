@@ -103,7 +103,7 @@ async def run(
 
     async def leading(stop: asyncio.Event) -> None:
         ctl = Controller(settings, kube, backend, metrics)
-        await run_controller(ctl, build_registry(ctl, server), stop)
+        await run_controller(ctl, build_registry(ctl, server, api.configuration), stop)
 
     if settings.leader_election:
         elector = LeaderElector(kube, settings.namespace, LEASE_NAME, identity, metrics)

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from controller.intake import Intake
 from controller.operator import Controller
@@ -58,12 +59,42 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
-def _add_login(registry: kopf.OperatorRegistry, server: str | None) -> None:
+def connection_info(cfg: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the kubernetes client's configuration the controller already
+    loaded (from ``--kubeconfig``, KUBECONFIG, the pod's service account or ~/.kube/config), so
+    kopf's watches and the controller's own calls use one identity and one server. (kopf's
+    ``login_via_client`` would load the default kubeconfig again and ignore ``--kubeconfig``.)"""
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")  # "Bearer <token>" or a bare token
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+def _add_login(
+    registry: kopf.OperatorRegistry, server: str | None, cfg: client.Configuration | None
+) -> None:
     if server is not None:
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=server, scheme=None, insecure=True)
+
+    elif cfg is not None:
+
+        @kopf.on.login(registry=registry)
+        def login_as_the_controller(**_: Any) -> kopf.ConnectionInfo:
+            return connection_info(cfg)
 
     else:
         # A registry of our own gets none of kopf's default login handlers: without this one
@@ -74,13 +105,15 @@ def _add_login(registry: kopf.OperatorRegistry, server: str | None) -> None:
             return info
 
 
-def build_registry(ctl: Controller, server: str | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    ctl: Controller, server: str | None = None, cfg: client.Configuration | None = None
+) -> kopf.OperatorRegistry:
     """A kopf registry of this controller's watches (one per controller; tests make several)."""
     registry = kopf.OperatorRegistry()
     intake = ctl.intake = Intake(ctl)
     # Handlers are coroutines: kopf runs sync handlers in threads, and the index is not
     # thread-safe (it lives on the event loop).
-    _add_login(registry, server)
+    _add_login(registry, server, cfg)
     kopf.on.startup(registry=registry)(configure)
 
     @kopf.on.event(API_GROUP, API_VERSION, "rotatingsecrets", registry=registry)

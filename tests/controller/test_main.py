@@ -86,3 +86,47 @@ def test_controller_process_leads_works_serves_metrics_and_stops_cleanly(kube_em
         log.close()
         print((tmp_path / "controller.log").read_text()[-3000:])
         kube.close()
+
+
+def test_kubeconfig_flag_is_what_the_watches_log_in_with(kube_emulator, tmp_path):
+    """``--kubeconfig FILE`` is the controller's identity for its watches too (kopf's own login
+    would read KUBECONFIG, here a file for a server that is not there, and never see the
+    RotatingSecret)."""
+    emu = kube_emulator
+    good = emu.write_kubeconfig(tmp_path / "good")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(good.read_text().replace(emu.url, f"http://127.0.0.1:{free_port()}"))
+    kube = Kube(emu.api_client())
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(elsewhere),
+        ROTOR_CONTROLLER_METRICS_PORT=str(free_port()),
+        ROTOR_LOG_LEVEL="WARNING",
+        ROTOR_LEADER_ELECTION="false",
+    )
+    log = (tmp_path / "controller.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.main", "--kubeconfig", str(good)],
+        env=env,
+        stderr=log,
+    )
+    try:
+        kube.create(
+            path(API, "rotatingsecrets", "shop"),
+            {
+                "apiVersion": API,
+                "kind": "RotatingSecret",
+                "metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"keys": [{"name": "password", "generator": {"type": "password"}}]},
+            },
+        )
+        poll(lambda: kube.get(path("v1", "secrets", "shop", "db")), "the source Secret")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        print((tmp_path / "controller.log").read_text()[-3000:])
+        kube.close()
