@@ -26,6 +26,20 @@ def poll(check, what):
         time.sleep(0.1)
 
 
+def reconciles_a_rotating_secret(kube: Kube) -> None:
+    """Create shop/db and wait for the controller to create its source Secret."""
+    kube.create(
+        path(API, "rotatingsecrets", "shop"),
+        {
+            "apiVersion": API,
+            "kind": "RotatingSecret",
+            "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"keys": [{"name": "password", "generator": {"type": "password"}}]},
+        },
+    )
+    poll(lambda: kube.get(path("v1", "secrets", "shop", "db")), "the source Secret")
+
+
 def test_controller_process_leads_works_serves_metrics_and_stops_cleanly(kube_emulator, tmp_path):
     kube = Kube(kube_emulator.api_client())
     port = free_port()
@@ -47,16 +61,7 @@ def test_controller_process_leads_works_serves_metrics_and_stops_cleanly(kube_em
         lease = poll(lambda: kube.get(lease_url), "the Lease")
         assert lease["spec"]["holderIdentity"].startswith("rotor-controller-0")
 
-        kube.create(
-            path(API, "rotatingsecrets", "shop"),
-            {
-                "apiVersion": API,
-                "kind": "RotatingSecret",
-                "metadata": {"name": "db", "namespace": "shop"},
-                "spec": {"keys": [{"name": "password", "generator": {"type": "password"}}]},
-            },
-        )
-        poll(lambda: kube.get(path("v1", "secrets", "shop", "db")), "the source Secret")
+        reconciles_a_rotating_secret(kube)
 
         def scrape():
             try:
@@ -111,16 +116,7 @@ def test_kubeconfig_flag_is_what_the_watches_log_in_with(kube_emulator, tmp_path
         stderr=log,
     )
     try:
-        kube.create(
-            path(API, "rotatingsecrets", "shop"),
-            {
-                "apiVersion": API,
-                "kind": "RotatingSecret",
-                "metadata": {"name": "db", "namespace": "shop"},
-                "spec": {"keys": [{"name": "password", "generator": {"type": "password"}}]},
-            },
-        )
-        poll(lambda: kube.get(path("v1", "secrets", "shop", "db")), "the source Secret")
+        reconciles_a_rotating_secret(kube)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 0
     finally:
