@@ -40,19 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from controller.kube import Kube, path  # noqa: E402
 from rotor import API  # noqa: E402
+from rotorctl.processes import proc_status  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.kubeemu import EmulatorThread  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SETTLE_TIMEOUT = 300.0
-
-
-def proc_status(pid: int, field: str) -> float:
-    """A ``kB`` field of /proc/PID/status, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -62,6 +62,7 @@ from rotor.settings.controller import ControllerSettings  # noqa: E402
 from rotorctl import chartrbac  # noqa: E402
 from rotorctl.kubeapi import Api  # noqa: E402
 from rotorctl.kubeemu import EmulatorThread  # noqa: E402
+from rotorctl.processes import proc_status  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 DB = SecretRef("shop", "db")
@@ -414,20 +415,13 @@ def controller_process(
             proc.wait(30)
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def baseline_rss() -> float:
     proc = subprocess.Popen(
         [sys.executable, "-c", "import kopf, kubernetes, sys; sys.stdin.read()"],
         stdin=subprocess.PIPE,
     )
     time.sleep(3)  # let the imports finish (a benchmark, not a test)
-    value = rss_mib(proc.pid)
+    value = proc_status(proc.pid, "VmRSS")
     proc.communicate(b"")
     return value
 
@@ -580,19 +574,12 @@ def bench_rss(m: int) -> dict[str, float]:
             )
             out["reconciled_s"] = time.monotonic() - start
             time.sleep(5)  # settle (a benchmark, not a test)
-            out["rss"] = rss_mib(proc.pid)
-            out["hwm"] = hwm_mib(proc.pid)
+            out["rss"] = proc_status(proc.pid, "VmRSS")
+            out["hwm"] = proc_status(proc.pid, "VmHWM")
             out["events"] = _count(emu, lambda r, o: r.plural == "events")
             out["objects"] = _count(emu, lambda r, o: True)
         kube.close()
     return out
-
-
-def hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def versions() -> str:

@@ -29,6 +29,7 @@ process per pod), next to two baselines measured or modelled in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from rotor.layout import SecretState  # noqa: E402
 from rotor.names import SecretRef  # noqa: E402
 from rotor.protocol import commit, prepare  # noqa: E402
 from rotorctl.harness import Api, PropagationProbe, System, wait_for  # noqa: E402
+from rotorctl.processes import proc_status  # noqa: E402
 
 NS, NAME = "shop", "db"
 KUBELET_SYNC = 60.0
@@ -269,12 +271,9 @@ def fmt(s: float) -> str:
 def agent_rss(pids: list[int]) -> float:
     out = []
     for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out.append(int(line.split()[1]) / 1024)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # the agent has gone
+            if rss := proc_status(pid, "VmRSS"):  # none: a zombie
+                out.append(rss)
     return statistics.median(out) if out else float("nan")
 
 

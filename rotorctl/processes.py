@@ -33,6 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def proc_status(pid: int, field: str) -> float:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``), in MiB; 0.0 if absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class Cancelled(HarnessError):
     """The wait was cancelled (Ctrl-C or SIGTERM while starting)."""
 
