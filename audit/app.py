@@ -165,6 +165,14 @@ async def file_tailer(app: web.Application) -> AsyncIterator[None]:
     async def follow() -> None:
         for line in await asyncio.to_thread(follower.read_lines):
             r.accept(parse_line(line))
+        too_long = follower.take_too_long()
+        if too_long:
+            r.metrics.entries.labels("too_long").inc(too_long)
+            log.warning(
+                "audit file: dropped %d entries longer than %d bytes (ROTOR_AUDIT_MAX_LINE)",
+                too_long,
+                r.settings.max_line,
+            )
 
     await asyncio.to_thread(follower.read_lines)  # note where the file ends now
     log.info("audit file: following %s", r.settings.tail_file)

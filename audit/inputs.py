@@ -28,9 +28,13 @@ class FileTail:
         self.pos = 0
         self.buf = b""
         self.from_start = from_start
+        self.skipping = False  # inside a line longer than max_line: drop up to its newline
+        self.too_long = 0  # lines dropped for their length since the last take_too_long()
 
     def read_lines(self) -> list[bytes]:
-        """The complete lines written since the last call (blocking; run it in a thread)."""
+        """The complete lines written since the last call (blocking; run it in a thread). At most
+        ``4 * max_line`` bytes are read per call (the rest next call), and a line longer than
+        ``max_line``, finished or not, is dropped and counted in ``too_long``, never kept."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -39,17 +43,35 @@ class FileTail:
         if self.inode is None:  # first look: start at the end, old entries are not news
             self.inode, self.pos = st.st_ino, (0 if self.from_start else st.st_size)
         elif st.st_ino != self.inode or st.st_size < self.pos:  # rotated or truncated
-            self.inode, self.pos, self.buf = st.st_ino, 0, b""
+            self.inode, self.pos, self.buf, self.skipping = st.st_ino, 0, b"", False
         if st.st_size <= self.pos:
             return []
         with self.path.open("rb") as f:
             f.seek(self.pos)
-            data = f.read(max(st.st_size - self.pos, 0))
+            data = f.read(min(st.st_size - self.pos, 4 * self.max_line))
         self.pos += len(data)
-        *lines, self.buf = (self.buf + data).split(b"\n")
-        if len(self.buf) > self.max_line:  # an unterminated giant: drop it
-            self.buf = b""
-        return [line for line in lines if line.strip()]
+        return [line for line in self._split(data) if line.strip()]
+
+    def _split(self, data: bytes) -> list[bytes]:
+        """``data`` after what is buffered, cut into lines of at most ``max_line`` bytes."""
+        if self.skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return []
+            self.skipping, data = False, data[cut + 1 :]
+        *lines, tail = (self.buf + data).split(b"\n")
+        kept = [line for line in lines if len(line) <= self.max_line]
+        self.too_long += len(lines) - len(kept)
+        self.buf = tail
+        if len(tail) > self.max_line:  # an unfinished giant: drop it up to its newline
+            self.buf, self.skipping = b"", True
+            self.too_long += 1
+        return kept
+
+    def take_too_long(self) -> int:
+        """How many lines were dropped for their length since the last call."""
+        n, self.too_long = self.too_long, 0
+        return n
 
 
 async def handle_socket(

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from audit.app import make_events_app, make_ingest_app
 from audit.entries import parse_line
+from audit.inputs import FileTail
 from tests.conftest import free_port, until
 from tests.vault.test_audit import entry, make_receiver
 
@@ -94,3 +95,43 @@ async def test_healthz_says_so_when_an_input_has_stopped(tmp_path):
         resp = await client.get("/healthz")
         assert resp.status == 503
         assert (await resp.json())["inputs"]["file"] == "stopped"
+
+
+def test_file_tail_drops_every_line_longer_than_the_bound_finished_or_not(tmp_path):
+    """A complete line over max_line is dropped and counted like an unfinished one (it was
+    parsed whole: a 35 MiB line took +138 MiB and 1.3 s of the loop), and one call reads at
+    most 4 x max_line, so the tail's memory is bounded whatever the file holds."""
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"")
+    tail = FileTail(str(log), 1024)
+    assert tail.read_lines() == []
+    giant = json.dumps(entry() | {"pad": "x" * 10_000}).encode()
+    log.write_bytes(giant + b"\n" + b'{"a": 1}\n' + b"y" * 5000)  # complete, short, unfinished
+    lines: list[bytes] = []
+    for _ in range(10):
+        before = tail.pos
+        lines += tail.read_lines()
+        assert tail.pos - before <= 4 * 1024
+    assert lines == [b'{"a": 1}']
+    assert tail.take_too_long() == 2
+    with log.open("ab") as f:
+        f.write(b"yy\n" + b'{"b": 2}\n')  # the end of the unfinished giant, then an entry
+    assert tail.read_lines() == [b'{"b": 2}']
+    assert tail.take_too_long() == 0
+
+
+async def test_file_input_counts_an_oversized_entry_and_takes_the_next(tmp_path, caplog):
+    audit_log = tmp_path / "audit.log"
+    audit_log.write_bytes(b"")
+    r = make_receiver(tmp_path, tail_file=str(audit_log), tail_poll=0.02, max_line=4096)
+    async with TestClient(TestServer(make_events_app(r, serve_socket=True))):
+        await until(lambda: "file" in r.inputs, what="the file input")
+        big = entry() | {"pad": "hmac-sha256:" + "x" * 100_000}
+        with audit_log.open("ab") as f:
+            f.write(json.dumps(big).encode() + b"\n")
+            f.write(json.dumps(entry(path="kv/data/team/api", mount="kv/")).encode() + b"\n")
+        await until(lambda: r.queue.since(0), what="the entry after the oversized one")
+    assert [e.path for e in r.queue.since(0)] == ["kv/team/api"]
+    assert r.metrics.entries.labels("too_long")._value.get() == 1
+    assert "dropped 1 entries longer than 4096 bytes (ROTOR_AUDIT_MAX_LINE)" in caplog.text
+    assert "x" * 100 not in caplog.text
