@@ -360,6 +360,8 @@ class IcServer:
         self.root = BlsKey()
         self.subnet = BlsKey() if delegated else None
         self.fault: str | None = None
+        self.acl_reply: bytes | None = None  # answer acl() with these bytes (a hostile reply)
+        self.query_body: bytes | None = None  # answer every query with this HTTP body
         self.fail_next = 0  # answer 503 to this many requests first
         self.replies: dict[bytes, tuple[str, bytes]] = {}
         self.calls: list[str] = []  # "<api> <endpoint> <method>"
@@ -472,7 +474,7 @@ class IcServer:
             rtype = Types.Record({"acl": acl_t, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
             value = {
                 "acl": {**acl, "version": str(acl["version"]), "grants": [], "requests": []},
-                "certificate": [],
+                "certificate": [cert],
             }
         if self.fault == "no-certificate-field":
             rtype = Types.Record({"acl": self.methods["acl"].retTypes[0].getType()._fields["acl"]})
@@ -482,7 +484,7 @@ class IcServer:
             rtype = Types.Record({"acl": acl_t, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
             value = {
                 "acl": {"version": acl["version"], "secrets": acl["secrets"]},
-                "certificate": [],
+                "certificate": [cert],
             }
         return bytes(encode([{"type": rtype, "value": value}]))
 
@@ -542,7 +544,11 @@ class IcServer:
         content = await self._envelope(request)
         method = content["method_name"]
         self.calls.append(f"{api} query {method}")
-        if self.fault == "reject":
+        if self.query_body is not None:
+            return web.Response(body=self.query_body, content_type="application/cbor")
+        if self.acl_reply is not None and method == "acl":
+            answer: dict[str, Any] = {"status": "replied", "reply": {"arg": self.acl_reply}}
+        elif self.fault == "reject":
             answer: dict[str, Any] = {
                 "status": "rejected",
                 "reject_code": 5,

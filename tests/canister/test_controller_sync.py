@@ -44,7 +44,7 @@ def kube() -> Iterator[Kube]:
     ("fault", "message"),
     [
         ("wrong-type", "not the expected Candid"),
-        ("missing-field", "Cannot find field"),
+        ("missing-field", "the field grants is missing"),
         ("stale", "3600s old"),
         ("mismatch", "certified hash does not match"),
         ("bad-signature", "BLS signature"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -11,6 +12,7 @@ from ic.constants import IC_ROOT_KEY
 from ic.identity import Identity
 
 from controller.acl.canister.candid import (
+    CERTIFICATE_ONLY,
     CERTIFIED_ACL,
     RESULT,
     _variant,
@@ -20,7 +22,7 @@ from controller.acl.canister.candid import (
     to_snapshot,
     triple_args,
 )
-from controller.acl.canister.certificate import Verify, _raw_key
+from controller.acl.canister.certificate import Verify, _raw_key, check_certified_data
 from controller.acl.canister.errors import CanisterAnswerError
 from controller.acl.canister.transport import IDENTITY_KEY, IcClient, load_identity
 from rotor.acl import AclSnapshot, Mode
@@ -129,20 +131,33 @@ class CanisterAclBackend:
     async def snapshot(self) -> AclSnapshot:
         await self._ready()
         data = await self.client.query("acl", candid_args())
-        value = decode_one(data, CERTIFIED_ACL, f"{self.client.origin}: acl")
-        acl = value["acl"]
-        snap = to_snapshot(acl, self.client.origin)
-        digest = acl_hash(acl)
-        if self.client.verify != "none":
-            cert = value["certificate"]
-            if not cert:
-                raise CanisterAnswerError(
-                    f"{self.client.origin}: acl came without a certificate "
-                    "(ROTOR_CANISTER_VERIFY=none skips the check)"
-                )
-            self.client.check_certificate(bytes(cert[0]), digest)
+        # off the event loop: bounded (wire.py), but a large ACL still takes milliseconds
+        snap, digest = await asyncio.to_thread(self.read_acl, data)
         self._check_version(snap.version, digest)
         return snap
+
+    def read_acl(self, data: bytes) -> tuple[AclSnapshot, bytes]:
+        """The ACL of an ``acl`` answer and its hash. The certificate is read first (the ACL
+        skipped, nothing of it built) and checked (signature, time, canister) before the ACL is
+        decoded, whose hash must then be the certified data."""
+        origin = f"{self.client.origin}: acl"
+        cert = None
+        if self.client.verify != "none":
+            raw = decode_one(data, CERTIFICATE_ONLY, origin)["certificate"]
+            if not raw:
+                raise CanisterAnswerError(
+                    f"{origin} came without a certificate "
+                    "(ROTOR_CANISTER_VERIFY=none skips the check)"
+                )
+            cert = self.client.check_certificate(bytes(raw[0]), None)
+        acl = decode_one(data, CERTIFIED_ACL, origin)["acl"]
+        digest = acl_hash(acl)
+        if cert is not None:
+            try:
+                check_certified_data(cert, self.client.canister.bytes, digest)
+            except CanisterAnswerError as e:
+                raise CanisterAnswerError(f"{self.client.origin}: {e}") from None
+        return to_snapshot(acl, self.client.origin), digest
 
     def _check_version(self, version: int, digest: bytes) -> None:
         """The ACL version only grows: an older one, even validly certified within

@@ -7,62 +7,22 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, cast
 
-from ic.candid import NullClass, OptClass, RecordClass, ReservedClass, Types, decode, encode
-from ic.utils import labelHash
+from ic.candid import Types, encode
 
 from controller.acl.canister.errors import CanisterAnswerError
+from controller.acl.canister.wire import CandidLimit, decode_first
 from rotor.acl import AccessRequest, AclSnapshot, Grant, Mode, RequestState, SkippedEntry
 from rotor.errors import InvalidSpec
 from rotor.names import Principal, SecretRef
 
-
-# -- Candid records that follow the subtyping rules -----------------------------------------------
-class Record(RecordClass):  # type: ignore[misc]  # ic-py is untyped
-    """``Types.Record`` whose decoding follows the Candid rules for a field missing on the wire:
-    an ``opt`` field is null (``[]``), a ``null`` or ``reserved`` one None (Candid spec,
-    "Records": a record type may gain optional fields). ic-py 1.0.1 (the last release, 2022)
-    raises "Cannot find field" instead, so a canister that drops an optional field, or has not
-    added it yet, could not be read. Fields are merged by label hash, the order on the wire."""
-
-    def decodeValue(self, b: Any, t: Any) -> dict[str, Any]:  # ic-py's name
-        wire = self.checkType(t)
-        if not isinstance(wire, RecordClass):
-            raise ValueError("Not a record type")
-        expected = list(self._fields.items())  # ic-py keeps fields sorted by label hash
-        out: dict[str, Any] = {}
-        i = 0
-        for key, wire_type in wire._fields.items():
-            h = labelHash(key)
-            while i < len(expected) and labelHash(expected[i][0]) < h:
-                out[expected[i][0]] = _absent(*expected[i])
-                i += 1
-            if i < len(expected) and labelHash(expected[i][0]) == h:
-                name, typ = expected[i]
-                out[name] = typ.decodeValue(b, wire_type)
-                i += 1
-            else:  # a field this side does not know: read past it
-                wire_type.decodeValue(b, wire_type)
-        for name, typ in expected[i:]:
-            out[name] = _absent(name, typ)
-        return out
-
-
-def _absent(name: str, typ: Any) -> Any:
-    if isinstance(typ, OptClass):
-        return []
-    if isinstance(typ, NullClass | ReservedClass):
-        return None
-    raise ValueError(f"Cannot find field {name}")
-
-
 # -- Candid types of canister/acl.did -------------------------------------------------------------
 MODE = Types.Variant({"rw": Types.Null, "ro": Types.Null})
 REQUEST_STATE = Types.Variant({"pending": Types.Null, "denied": Types.Null})
-GRANT = Record({"secret": Types.Text, "principal": Types.Text, "mode": MODE})
-REQUEST = Record(
+GRANT = Types.Record({"secret": Types.Text, "principal": Types.Text, "mode": MODE})
+REQUEST = Types.Record(
     {"secret": Types.Text, "principal": Types.Text, "mode": MODE, "state": REQUEST_STATE}
 )
-ACL = Record(
+ACL = Types.Record(
     {
         "version": Types.Nat64,
         "secrets": Types.Vec(Types.Text),
@@ -70,11 +30,14 @@ ACL = Record(
         "requests": Types.Vec(REQUEST),
     }
 )
-CERTIFIED_ACL = Record({"acl": ACL, "certificate": Types.Opt(Types.Vec(Types.Nat8))})
+CERTIFICATE = Types.Opt(Types.Vec(Types.Nat8))
+CERTIFIED_ACL = Types.Record({"acl": ACL, "certificate": CERTIFICATE})
+CERTIFICATE_ONLY = Types.Record({"acl": Types.Reserved, "certificate": CERTIFICATE})
+"""The answer of ``acl`` read for its certificate only: the ACL is skipped, nothing of it built."""
 ROLE = Types.Variant({"admin": Types.Null, "operator": Types.Null})
 ERROR = Types.Variant(
     {
-        "not_authorized": Record({"caller": Types.Text, "needs": ROLE}),
+        "not_authorized": Types.Record({"caller": Types.Text, "needs": ROLE}),
         "unknown_secret": Types.Text,
         "invalid": Types.Text,
         "last_admin": Types.Null,
@@ -94,14 +57,12 @@ def triple_args(secret: SecretRef, principal: Principal, mode: Mode) -> bytes:
 
 
 def decode_one(data: bytes, typ: Any, what: str) -> Any:
-    """Decode one Candid value of ``typ``; any mismatch names ``what``."""
+    """Decode the first Candid value of ``data`` as ``typ`` with the bounded decoder (wire.py:
+    linear in the bytes, a step budget); any mismatch or excess names ``what``."""
     try:
-        out = decode(data, typ)
-    except Exception as e:  # ic-py raises ValueError, TypeError, IndexError... on bad input
+        return decode_first(data, typ)
+    except CandidLimit as e:
         raise CanisterAnswerError(f"{what}: not the expected Candid ({e})") from None
-    if not out:
-        raise CanisterAnswerError(f"{what}: an empty Candid answer")
-    return out[0]["value"]
 
 
 # -- the ACL: canonical encoding (certified) and conversion ---------------------------------------

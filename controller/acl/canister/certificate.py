@@ -147,11 +147,15 @@ def parse_certificate(data: bytes) -> Certificate:
     raw_time = lookup(tree, [b"time"])
     if raw_time is None:
         raise CanisterAnswerError("certificate: no /time")
+    try:
+        root_hash = tree_digest(tree)
+    except RecursionError:  # a tree nested deeper than Python recurses: not a certificate
+        raise CanisterAnswerError("certificate: the hash tree is nested too deep") from None
     return Certificate(
         tree=tree,
         signature=bytes(cert["signature"]),
         delegation=cert.get("delegation"),
-        root_hash=tree_digest(tree),
+        root_hash=root_hash,
         time_ns=leb128(raw_time),
     )
 
@@ -232,6 +236,17 @@ def _check_signature(
         )
 
 
+def check_certified_data(cert: Certificate, canister_id: bytes, expected: bytes) -> None:
+    """The value at /canister/<canister_id>/certified_data must be ``expected``."""
+    found = lookup(cert.tree, [b"canister", canister_id, b"certified_data"])
+    if found is None:
+        raise CanisterAnswerError("certificate: no certified_data for this canister")
+    if found != expected:
+        raise CanisterAnswerError(
+            "certificate: the certified hash does not match the ACL in the answer"
+        )
+
+
 def verify_certificate(
     data: bytes,
     *,
@@ -248,13 +263,7 @@ def verify_certificate(
     if verify == "none":
         return cert
     if certified_data is not None:
-        found = lookup(cert.tree, [b"canister", canister_id, b"certified_data"])
-        if found is None:
-            raise CanisterAnswerError("certificate: no certified_data for this canister")
-        if found != certified_data:
-            raise CanisterAnswerError(
-                "certificate: the certified hash does not match the ACL in the answer"
-            )
+        check_certified_data(cert, canister_id, certified_data)
     age = now - cert.time_ns / 1e9
     if abs(age) > max_age:
         when = f"{age:.0f}s old" if age > 0 else f"{-age:.0f}s in the future"

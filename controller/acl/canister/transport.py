@@ -48,6 +48,7 @@ DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.5
 ATTEMPT_JITTER = (0.5, 1.5)  # each wait between attempts: half to one and a half of its step
 POLL_FIRST, POLL_MAX = 0.05, 1.0  # read_state polls for a call's reply: 50 ms doubling to 1 s
+MAX_ANSWER = 4 * 1024 * 1024  # an HTTP answer: the IC's largest reply (3 MiB) and its envelope
 INGRESS_EXPIRY = 240.0  # the IC accepts at most 5 minutes ahead
 # The endpoints the interface specification prefers (v2 query and read_state are deprecated; v4
 # call answers synchronously, with a certificate whose delegation has the sharded ranges).
@@ -159,7 +160,7 @@ class IcClient:
                 async with session.post(
                     url, data=body, headers={"Content-Type": "application/cbor"}
                 ) as resp:
-                    data = await resp.read()
+                    data = await self._read(endpoint, resp)
                     if kind_of(resp.status) is not UnavailableError:  # 429 and 5xx are retried
                         return resp.status, data
                     err = self._http_error(endpoint, resp.status, data, resp.headers)
@@ -175,6 +176,23 @@ class IcClient:
             status=answer.status,
             headers=answer.headers,
             payload=answer.payload,
+        )
+
+    async def _read(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, at most MAX_ANSWER bytes (read before anything of it is authenticated)."""
+        if (resp.content_length or 0) > MAX_ANSWER:
+            raise self._too_large(endpoint)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER:
+                raise self._too_large(endpoint)
+        return bytes(body)
+
+    def _too_large(self, endpoint: str) -> CanisterAnswerError:
+        return CanisterAnswerError(
+            f"{self.origin}: {endpoint}: the answer is larger than {MAX_ANSWER // 1024} KiB "
+            "(the IC's replies are at most 3 MiB); not read"
         )
 
     def _session(self) -> aiohttp.ClientSession:
