@@ -27,6 +27,9 @@ KIND = "AdmissionReview"
 MAX_WARNINGS = 5
 """The API server may truncate long warning lists; more secrets are summarised in one line."""
 
+MAX_PATCH = 1024 * 1024
+"""Bytes of JSON patch one answer may carry (MAX_ADDED in inject.py bounds its entries)."""
+
 Result = Literal["injected", "skipped", "denied"]
 
 
@@ -174,7 +177,16 @@ def decide(review: object, settings: WebhookSettings) -> Decision:
         return Decision(_answer(uid, allowed=False, status=status), "denied", reason=str(e))
     if not p.ops or p.request is None:
         return Decision(_answer(uid), "skipped", reason=p.reason)
-    patch = base64.b64encode(_json.dumps(p.ops)).decode()
+    ops = _json.dumps(p.ops)
+    if len(ops) > MAX_PATCH:
+        message = (
+            f"rotor: the patch for this pod would be {len(ops) // 1024} KiB (at most "
+            f"{MAX_PATCH // 1024} KiB; etcd stores no object over 1.5 MiB): ask for fewer "
+            "secrets, use fewer containers or a shorter rotor.dev/mount-path"
+        )
+        status = {"code": 400, "reason": "BadRequest", "message": message}
+        return Decision(_answer(uid, allowed=False, status=status), "denied", reason=message)
+    patch = base64.b64encode(ops).decode()
     review_out = _answer(
         uid,
         patchType="JSONPatch",

@@ -47,6 +47,9 @@ AGENT_UID = 65532
 SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 SA_TOKEN_EXPIRY = 3607
 """What the kubelet asks for its own projected token (it refreshes it at 80 % of the lifetime)."""
+MAX_ADDED = 4096
+"""Volume mounts or envFrom entries one patch may add over all containers: 64 secrets in each of
+64 containers. A patch grows with containers x secrets; past this it is refused, not built."""
 STARTUP_PERIOD = 1
 STARTUP_FAILURES = 600
 """The startup probe waits up to 10 minutes per start; the kubelet then restarts the agent,
@@ -194,11 +197,29 @@ def _check_free(
                 )
 
 
+def _check_fanout(
+    containers: list[tuple[str, int, Mapping[str, Any]]], per_container: int, what: str
+) -> None:
+    """Refuse a pod whose patch would add more than MAX_ADDED entries: the patch (and the
+    webhook's memory) grows with containers x secrets, and a 34 KiB review of 2,000 containers
+    with 64 secrets once took the webhook past its memory limit."""
+    total = len(containers) * per_container
+    if total > MAX_ADDED:
+        raise InvalidSpec(
+            "spec.containers",
+            f"{len(containers)} containers (init ones included) x {per_container} {what} "
+            f"would be {total} entries to add; Rotor adds at most {MAX_ADDED} to one pod",
+            "ask for fewer secrets in this pod, use fewer containers, or use delivery agent "
+            "(one mount per container)",
+        )
+
+
 def _mount_all(
     p: Patch,
     containers: list[tuple[str, int, Mapping[str, Any]]],
     mounts: list[dict[str, Any]],
 ) -> None:
+    _check_fanout(containers, len(mounts), "volume mounts")
     for key, i, c in containers:
         p.extend(c, "volumeMounts", f"/spec/{key}/{i}/volumeMounts", mounts)
 
@@ -428,7 +449,9 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
             {"prefix": env_prefix(r.name), "secretRef": {"name": v, "optional": True}}
             for r, v in zip(req.ro, views, strict=True)
         ]
-        for key, i, c in _containers(spec):
+        containers = _containers(spec)
+        _check_fanout(containers, len(sources), "envFrom entries")
+        for key, i, c in containers:
             _list(c.get("envFrom"), f"spec.{key}[{i}].envFrom")
             p.extend(c, "envFrom", f"/spec/{key}/{i}/envFrom", sources)
 

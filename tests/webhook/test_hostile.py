@@ -85,7 +85,8 @@ async def test_a_256_kib_annotation_is_denied_and_others_are_answered(served: Se
 
 
 async def test_a_slow_decision_does_not_hold_back_other_requests(served: Served, monkeypatch):
-    """While one review is being decided, /healthz and other reviews are answered."""
+    """While one large review is being decided, /healthz and other reviews are answered (a
+    review over app.INLINE_BODY is decided off the event loop; a small one, bounded, on it)."""
     from webhook import app
 
     release, entered = threading.Event(), threading.Event()
@@ -100,7 +101,8 @@ async def test_a_slow_decision_does_not_hold_back_other_requests(served: Served,
 
     monkeypatch.setattr(app, "decide", decide)
     async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
-        slow = asyncio.create_task(served.post(s, review(pod({"rotor.dev/ro": "slow"}))))
+        large = pod({"rotor.dev/ro": "slow", "note": "x" * app.INLINE_BODY})
+        slow = asyncio.create_task(served.post(s, review(large)))
         for _ in range(2000):  # until the slow review is inside decide()
             if entered.is_set():
                 break
@@ -115,3 +117,69 @@ async def test_a_slow_decision_does_not_hold_back_other_requests(served: Served,
         finally:
             release.set()
         assert (await slow)["response"]["allowed"] is True
+
+
+# -- containers x secrets (issue 24, item 1) ------------------------------------------------------
+SECRETS_64 = ",".join(f"s{i:02d}" for i in range(64))
+
+
+def many_containers(n: int, annotations: dict[str, str]) -> dict:
+    return pod(annotations, containers=[{"name": f"c{i}", "image": "x"} for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    ("delivery", "containers", "what"),
+    [("volume", 2000, "volume mounts"), ("env", 2000, "envFrom entries"), ("agent", 6000, "")],
+)
+async def test_a_pod_of_many_containers_x_secrets_is_denied_with_the_bound_and_the_fix(
+    served: Served, delivery: str, containers: int, what: str
+):
+    """A 34 KiB review of 2,000 containers x 64 secrets took the webhook to 134 MiB (its limit
+    is 128Mi) and 20,000 containers answered 135 MiB; now the patch is never built."""
+    annotations = {"rotor.dev/ro": SECRETS_64}
+    if delivery != "agent":
+        annotations["rotor.dev/delivery"] = delivery
+    hostile = review(many_containers(containers, annotations))
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+        async with s.post(f"{served.url}/mutate", json=hostile, ssl=served.client_ssl) as r:
+            assert r.status == 200
+            raw = await r.read()
+        other = await served.post(s, review(pod({"rotor.dev/rw": "db"})))
+    assert len(raw) < 4096  # a denial, not a patch
+    denied = json.loads(raw)["response"]
+    assert denied["allowed"] is False
+    message = denied["status"]["message"]
+    assert "spec.containers" in message
+    assert f"{containers} containers" in message
+    assert "Rotor adds at most 4096 to one pod" in message
+    assert what in message
+    assert "fewer secrets" in message
+    assert other["response"]["allowed"] is True
+
+
+def test_64_containers_x_64_secrets_is_still_injected():
+    from tests.webhook.kube import apply
+    from webhook.admission import mutate
+
+    p = many_containers(64, {"rotor.dev/ro": SECRETS_64, "rotor.dev/delivery": "volume"})
+    answer = mutate(review(p), WebhookSettings())
+    assert answer["response"]["allowed"] is True
+    after = apply(p, answer)
+    assert all(len(c["volumeMounts"]) == 64 for c in after["spec"]["containers"])
+    assert len(after["spec"]["volumes"]) == 64
+
+
+def test_a_patch_over_1_mib_is_denied():
+    """Each entry is bounded in count; a long mount path makes each one large."""
+    from webhook.admission import mutate
+
+    annotations = {
+        "rotor.dev/ro": SECRETS_64,
+        "rotor.dev/delivery": "volume",
+        "rotor.dev/mount-path": "/" + "m" * 250 + ("/" + "m" * 250) * 7,
+    }
+    answer = mutate(review(many_containers(60, annotations)), WebhookSettings())
+    denied = answer["response"]
+    assert denied["allowed"] is False, "the patch was built"
+    assert "at most 1024 KiB" in denied["status"]["message"]
+    assert "shorter rotor.dev/mount-path" in denied["status"]["message"]
