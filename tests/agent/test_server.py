@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,7 +18,7 @@ from agent.server import make_app, serve
 from rotor.settings.agent import AgentSettings
 from rotor.spec import RotatingSecretSpec
 from tests.agent.fakes import FakeClock
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from tests.doubles import MemoryStateStore
 
 SPEC = RotatingSecretSpec.from_dict({"keys": [{"name": "pw", "generator": {"type": "uuid"}}]})
@@ -242,3 +243,116 @@ async def test_cleanup_stops_the_background_and_open_connections(tmp_path: Path)
     writer.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+# -- hostile clients (issue 24, item 3) -----------------------------------------------------------
+async def _served_runner(tmp_path: Path) -> tuple[Any, int]:
+    registry = CollectorRegistry()
+    runner = await serve(make_app(registry, agent_for(tmp_path, registry, ["db"])), "127.0.0.1", 0)
+    return runner, int(runner.addresses[0][1])
+
+
+async def _closed(reader: asyncio.StreamReader, within: float) -> bytes:
+    """What the server sent before it closed the connection (fails if it is still open)."""
+    out = b""
+    async with asyncio.timeout(within):
+        while chunk := await reader.read(65536):
+            out += chunk
+    return out
+
+
+async def test_a_request_head_over_8_kib_is_refused(
+    served: tuple[str, Agent, CollectorRegistry],
+) -> None:
+    url, _, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    pad = b"X-Pad: " + b"a" * 9000 + b"\r\n"
+    [big] = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+    assert big.startswith(b"431 ")
+    [unfinished] = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + pad * 8)
+    assert unfinished.startswith(b"431 ")
+    pad = b"X-Pad: " + b"a" * 7000 + b"\r\n"
+    [fine] = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+    assert fine.startswith(b"200 ")
+
+
+async def test_a_slow_request_head_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slowloris (one header byte now and then, never the end) is closed REQUEST_TIMEOUT after
+    its first byte, although it is never idle for the keep-alive time."""
+    import agent.server
+
+    monkeypatch.setattr(agent.server, "REQUEST_TIMEOUT", 0.5, raising=False)
+    runner, port = await _served_runner(tmp_path)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = asyncio.get_running_loop().time()
+
+        async def trickle() -> None:
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                writer.write(b"X: y\r\n")
+
+        task = asyncio.create_task(trickle())
+        assert await _closed(reader, 5) == b""
+        assert asyncio.get_running_loop().time() - start < 2
+        task.cancel()
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_client_that_never_reads_its_answers_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelined requests whose answers are never read: drain() gives up after WRITE_TIMEOUT and
+    the connection goes, with what was buffered for it."""
+    import socket
+
+    import agent.server
+
+    monkeypatch.setattr(agent.server, "WRITE_TIMEOUT", 0.5, raising=False)
+    runner, port = await _served_runner(tmp_path)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=sock)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        writer.write(request * 5000)  # answers of a few MiB, more than the socket buffers
+        await until(lambda: len(runner.connections) == 1, what="the connection")
+        await until(lambda: not runner.connections, timeout=10, what="the connection dropped")
+        writer.transport.abort()
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 10)
+
+
+async def test_at_most_32_connections_and_the_probe_still_gets_in(tmp_path: Path) -> None:
+    """300 connections each holding an unfinished 7 KiB head (the issue: 300 x 63 KiB took the
+    agent from 28 to 66 MiB): at most MAX_CONNECTIONS stay open, the oldest waiting ones give
+    way, and a probe that comes after them is answered."""
+    from agent.server import MAX_CONNECTIONS
+
+    runner, port = await _served_runner(tmp_path)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 7000
+    held = []
+    try:
+        for _ in range(300):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head)
+            held.append((reader, writer))
+        await asyncio.sleep(0.2)
+        assert len(runner.connections) <= MAX_CONNECTIONS
+        [probe] = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert probe.startswith(b"200 ")
+        gone = 0
+        for reader, _ in held[:200]:  # the oldest were closed to make room
+            gone += await _closed(reader, 5) == b""
+        assert gone == 200
+    finally:
+        for _, writer in held:
+            writer.close()
+        await runner.cleanup()
