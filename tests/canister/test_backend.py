@@ -14,6 +14,7 @@ import ecdsa
 import pytest
 from ic.constants import IC_ROOT_KEY
 from ic.principal import Principal as IcPrincipal
+from kubernetes.client import ApiException
 
 from controller.acl import make_backend
 from controller.acl.canister import (
@@ -537,3 +538,76 @@ async def test_an_entry_with_a_bad_name_is_skipped_and_named(
     assert str(entry) == (
         "acl.grants[1] (secret 'Not A/Name'): secret 'Not A/Name': 'Not A' is not a valid namespace"
     )
+
+
+# -- ... and across restarts (issue 24, item 14) --------------------------------------------------
+class ConfigMaps:
+    """The three ConfigMap calls of ConfigMapMark, answered as the API server does (404 for a
+    missing one, 409 for creating one that exists)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], dict[str, str]] = {}
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        if (namespace, name) not in self.data:
+            raise ApiException(status=404)
+        return SimpleNamespace(data=dict(self.data[namespace, name]))
+
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.data:
+            raise ApiException(status=409)
+        self.data[key] = dict(body["data"])
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: Any) -> None:
+        if (namespace, name) not in self.data:
+            raise ApiException(status=404)
+        self.data[namespace, name].update(body["data"])
+
+
+MARK = ("rotor-system", "rotor-acl-canister-version")
+
+
+async def test_a_replayed_older_acl_is_refused_after_a_restart(
+    model_server: IcServer, controller_identity: Any, admin_identity: Any
+) -> None:
+    """The highest version read is kept in a ConfigMap: a new controller process refuses an
+    older ACL too (before, only the process that had read the newer one did)."""
+    from controller.acl.canister.mark import ConfigMapMark
+
+    api = ConfigMaps()
+
+    def process() -> Any:  # a controller process: its own backend, the same ConfigMap
+        mark = ConfigMapMark(api, *MARK, model_server.canister_id)
+        return backend_for(model_server, controller_identity, mark=mark)
+
+    backend = process()
+    await backend.register_secret(DB)
+    await backend.request_access(DB, WEB, "ro")
+    await backend_for(model_server, admin_identity).approve(DB, WEB, "ro")
+    granted = await backend.snapshot()
+    assert Grant(DB, WEB, "ro") in granted.grants
+    before = copy.deepcopy(model_server.model)
+    await backend_for(model_server, admin_identity).revoke(DB, WEB, "ro")
+    revoked = await backend.snapshot()
+    assert api.data[MARK]["version"] == str(revoked.version)
+    assert await process().snapshot() == revoked  # a restart reads the same version
+    model_server.model = before  # the older state, certified afresh, after a restart
+    with pytest.raises(CanisterAnswerError, match=r"version \d+ is older than version \d+") as e:
+        await process().snapshot()
+    assert "kept in configmap rotor-system/rotor-acl-canister-version" in str(e.value)
+    assert "delete it only if the canister was reinstalled" in str(e.value)
+    other = ConfigMapMark(api, *MARK, "ryjl3-tyaaa-aaaaa-aaaba-cai")  # another canister's mark
+    assert await other.load() is None
+
+
+def test_the_controller_keeps_the_version_in_a_configmap_of_its_namespace(
+    ic_server: IcServer,
+) -> None:
+    pem = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1).to_pem()
+    core = FakeCoreV1({"identity.pem": base64.b64encode(pem).decode()})
+    backend = make_backend(
+        settings(canister_id=ic_server.canister_id, canister_host=ic_server.url), core
+    )
+    mark = backend.mark  # type: ignore[attr-defined]
+    assert mark.origin == "configmap rotor-system/rotor-acl-canister-version"

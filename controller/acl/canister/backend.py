@@ -24,6 +24,7 @@ from controller.acl.canister.candid import (
 )
 from controller.acl.canister.certificate import Verify, _raw_key, check_certified_data
 from controller.acl.canister.errors import CanisterAnswerError
+from controller.acl.canister.mark import MARK_SUFFIX, ConfigMapMark, Mark, MemoryMark, VersionMark
 from controller.acl.canister.transport import IDENTITY_KEY, IcClient, load_identity
 from rotor.acl import AclSnapshot, Mode
 from rotor.errors import (
@@ -45,10 +46,15 @@ class CanisterAclBackend:
 
     name = "canister"
 
-    def __init__(self, client: IcClient, *, fetch_root_key: bool = False) -> None:
+    def __init__(
+        self, client: IcClient, *, fetch_root_key: bool = False, mark: VersionMark | None = None
+    ) -> None:
         self.client = client
         self._fetch_root_key = fetch_root_key
-        self._last: tuple[int, bytes] | None = None  # version and hash of the last ACL read
+        self.mark: VersionMark = mark or MemoryMark()
+        self._last: Mark | None = None  # version and hash of the highest ACL read
+        self._loaded = False  # _last was read from the mark
+        self._saved: Mark | None = None
 
     @classmethod
     def from_settings(cls, settings: ControllerSettings, core_v1: Any) -> CanisterAclBackend:
@@ -82,6 +88,12 @@ class CanisterAclBackend:
             verify=settings.canister_verify,
             root_key=settings.canister_root_key,
             max_age=settings.canister_cert_max_age,
+            mark=ConfigMapMark(
+                core_v1,
+                settings.namespace,
+                settings.acl_configmap + MARK_SUFFIX,
+                settings.canister_id,
+            ),
         )
 
     @classmethod
@@ -94,6 +106,7 @@ class CanisterAclBackend:
         verify: Verify = "strict",
         root_key: str = "",
         max_age: float = DEFAULT_CANISTER_CERT_MAX_AGE,
+        mark: VersionMark | None = None,
         **client_options: Any,
     ) -> CanisterAclBackend:
         """``root_key``: hex DER, empty for the IC mainnet key, ``fetch`` to ask the host
@@ -121,7 +134,7 @@ class CanisterAclBackend:
             max_age=max_age,
             **client_options,
         )
-        return cls(client, fetch_root_key=fetch)
+        return cls(client, fetch_root_key=fetch, mark=mark)
 
     async def _ready(self) -> None:
         if self._fetch_root_key:
@@ -130,11 +143,31 @@ class CanisterAclBackend:
 
     async def snapshot(self) -> AclSnapshot:
         await self._ready()
+        if not self._loaded:  # the highest version a process before this one read
+            self._last = await self.mark.load()
+            self._loaded = True
         data = await self.client.query("acl", candid_args())
         # off the event loop: bounded (wire.py), but a large ACL still takes milliseconds
         snap, digest = await asyncio.to_thread(self.read_acl, data)
         self._check_version(snap.version, digest)
+        await self._keep(Mark(snap.version, digest))
         return snap
+
+    async def _keep(self, mark: Mark) -> None:
+        """Keep the version where a restart finds it; a failure is retried at the next read."""
+        if self._saved == mark:
+            return
+        try:
+            await self.mark.save(mark)
+            self._saved = mark
+        except RotorError as e:
+            log.warning(
+                "%s: acl version %d could not be kept (%s); until it is, a restarted "
+                "controller would accept an older one",
+                self.client.origin,
+                mark.version,
+                e,
+            )
 
     def read_acl(self, data: bytes) -> tuple[AclSnapshot, bytes]:
         """The ACL of an ``acl`` answer and its hash. The certificate is read first (the ACL
@@ -160,23 +193,27 @@ class CanisterAclBackend:
         return to_snapshot(acl, self.client.origin), digest
 
     def _check_version(self, version: int, digest: bytes) -> None:
-        """The ACL version only grows: an older one, even validly certified within
-        ROTOR_CANISTER_CERT_MAX_AGE, is a replayed or lagging answer and would bring back
-        revoked grants; another ACL of the same version is a forged or forked one."""
+        """The ACL version only grows, across restarts too (the mark): an older one, even
+        validly certified within ROTOR_CANISTER_CERT_MAX_AGE, is a replayed or lagging answer
+        and would bring back revoked grants; another ACL of the same version is a forged or
+        forked one."""
         last = self._last
         if last is not None:
-            if version < last[0]:
+            kept = getattr(self.mark, "origin", "")
+            where = f" (kept in {kept}; delete it only if the canister was reinstalled)"
+            where = where if kept else ""
+            if version < last.version:
                 raise CanisterAnswerError(
                     f"{self.client.origin}: acl: version {version} is older than version "
-                    f"{last[0]} read before (a replayed or lagging answer); the last good ACL "
-                    "stays"
+                    f"{last.version} read before (a replayed or lagging answer); the last good "
+                    f"ACL stays{where}"
                 )
-            if version == last[0] and digest != last[1]:
+            if version == last.version and digest != last.digest:
                 raise CanisterAnswerError(
                     f"{self.client.origin}: acl: another ACL of version {version} than the one "
-                    "read before; the last good ACL stays"
+                    f"read before; the last good ACL stays{where}"
                 )
-        self._last = (version, digest)
+        self._last = Mark(version, digest)
 
     async def _update(self, method: str, arg: bytes) -> int:
         await self._ready()
