@@ -2,7 +2,8 @@
 
 The controller's identity (a PEM key from a Kubernetes Secret) signs requests to the canister
 over the IC HTTP interface (v2: ``query``, ``call`` then ``read_state`` for the reply). ic-py
-gives the identity, request signing, request ids and Candid; the HTTP transport is written here
+gives the identity, request signing, request ids and Candid encoding; answers are decoded by the
+bounded decoder of :mod:`.wire` (ic-py's cannot be bounded); the HTTP transport is written here
 with aiohttp because ic-py 1.0.1's async update path polls with a blocking sleep (``waiter``), has
 no timeouts and returns a rejection as a plain string.
 
@@ -23,8 +24,9 @@ raises :class:`CanisterAnswerError`, a retryable :class:`~rotor.errors.Unavailab
 controller keeps the last good ACL and reports staleness, as for any unreachable backend.
 
 Modules: :mod:`.candid` (types of acl.did, canonical encoding, snapshot conversion),
-:mod:`.certificate` (pure verification, no I/O), :mod:`.transport` (the IC HTTP interface and the
-identity), :mod:`.backend` (:class:`CanisterAclBackend`).
+:mod:`.wire` (the bounded Candid decoder), :mod:`.certificate` (pure verification, no I/O),
+:mod:`.transport` (the IC HTTP interface and the identity), :mod:`.backend`
+(:class:`CanisterAclBackend`), :mod:`.mark` (the highest ACL version, kept across restarts).
 """
 
 from controller.acl.canister.backend import CanisterAclBackend
