@@ -20,15 +20,12 @@ from rotor.annotations import PodRequest
 from rotor.errors import InvalidSpec
 from rotor.settings.webhook import WebhookSettings
 from webhook import _json
-from webhook.inject import plan
+from webhook.inject import MAX_PATCH, plan
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 MAX_WARNINGS = 5
 """The API server may truncate long warning lists; more secrets are summarised in one line."""
-
-MAX_PATCH = 1024 * 1024
-"""Bytes of JSON patch one answer may carry (MAX_ADDED in inject.py bounds its entries)."""
 
 Result = Literal["injected", "skipped", "denied"]
 

@@ -33,6 +33,7 @@ from rotor.errors import AnnotationError, InvalidSpec
 from rotor.layout import view_name
 from rotor.names import SecretRef
 from rotor.settings.webhook import WebhookSettings
+from webhook import _json
 from webhook.patch import Op, Patch, escape
 
 AGENT_CONTAINER = "rotor-agent"
@@ -50,6 +51,8 @@ SA_TOKEN_EXPIRY = 3607
 MAX_ADDED = 4096
 """Volume mounts or envFrom entries one patch may add over all containers: 64 secrets in each of
 64 containers. A patch grows with containers x secrets; past this it is refused, not built."""
+MAX_PATCH = 1024 * 1024
+"""Bytes of JSON patch one answer may carry (checked before it is built, and again after)."""
 STARTUP_PERIOD = 1
 STARTUP_FAILURES = 600
 """The startup probe waits up to 10 minutes per start; the kubelet then restarts the agent,
@@ -198,19 +201,27 @@ def _check_free(
 
 
 def _check_fanout(
-    containers: list[tuple[str, int, Mapping[str, Any]]], per_container: int, what: str
+    containers: list[tuple[str, int, Mapping[str, Any]]], items: list[Any], what: str
 ) -> None:
-    """Refuse a pod whose patch would add more than MAX_ADDED entries: the patch (and the
-    webhook's memory) grows with containers x secrets, and a 34 KiB review of 2,000 containers
-    with 64 secrets once took the webhook past its memory limit."""
-    total = len(containers) * per_container
+    """Refuse a pod whose patch would add more than MAX_ADDED entries or MAX_PATCH bytes: the
+    patch (and the webhook's memory) grows with containers x secrets, and a 56 KiB review of
+    2,000 containers with 64 secrets once took the webhook past its memory limit."""
+    total = len(containers) * len(items)
     if total > MAX_ADDED:
         raise InvalidSpec(
             "spec.containers",
-            f"{len(containers)} containers (init ones included) x {per_container} {what} "
+            f"{len(containers)} containers (init ones included) x {len(items)} {what} "
             f"would be {total} entries to add; Rotor adds at most {MAX_ADDED} to one pod",
             "ask for fewer secrets in this pod, use fewer containers, or use delivery agent "
             "(one mount per container)",
+        )
+    size = len(containers) * len(_json.dumps(items))
+    if size > MAX_PATCH:
+        raise InvalidSpec(
+            "spec.containers",
+            f"the patch would be {size // 1024} KiB (at most {MAX_PATCH // 1024} KiB; etcd "
+            "stores no object over 1.5 MiB)",
+            "ask for fewer secrets, use fewer containers or a shorter rotor.dev/mount-path",
         )
 
 
@@ -219,7 +230,7 @@ def _mount_all(
     containers: list[tuple[str, int, Mapping[str, Any]]],
     mounts: list[dict[str, Any]],
 ) -> None:
-    _check_fanout(containers, len(mounts), "volume mounts")
+    _check_fanout(containers, mounts, "volume mounts")
     for key, i, c in containers:
         p.extend(c, "volumeMounts", f"/spec/{key}/{i}/volumeMounts", mounts)
 
@@ -450,7 +461,7 @@ def _inject_views(p: Patch, spec: Mapping[str, Any], req: ann.PodRequest) -> Non
             for r, v in zip(req.ro, views, strict=True)
         ]
         containers = _containers(spec)
-        _check_fanout(containers, len(sources), "envFrom entries")
+        _check_fanout(containers, sources, "envFrom entries")
         for key, i, c in containers:
             _list(c.get("envFrom"), f"spec.{key}[{i}].envFrom")
             p.extend(c, "envFrom", f"/spec/{key}/{i}/envFrom", sources)
