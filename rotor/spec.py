@@ -15,7 +15,7 @@ from typing import Any, Literal, cast, get_args
 
 from rotor.durations import format_duration, parse_duration
 from rotor.errors import InvalidSpec
-from rotor.names import check_key_name, check_name
+from rotor.names import check_key_name, check_name, loopback_url_problem
 
 GeneratorType = Literal["password", "token", "hex", "uuid", "rsa", "ecdsa", "ed25519"]
 GENERATOR_TYPES: tuple[str, ...] = get_args(GeneratorType)
@@ -320,7 +320,6 @@ ALTERNATE_SUFFIXES = ("_a", "_b")
 VERSION_SUFFIX = "_v"
 """per-version: the role of version N is ``<role>_v<N>``."""
 MAX_PER_VERSION_ROLE_LENGTH = 63 - len(VERSION_SUFFIX) - 10
-LOOPBACK_URL = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
 _ROLE = re.compile(ROLE_PATTERN)
 
 
@@ -328,7 +327,7 @@ def _role(obj: Mapping[str, Any], key: str, field: str, required: bool) -> str |
     value = obj.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _ROLE.match(value) or len(value) > MAX_ROLE_LENGTH:
+    if not isinstance(value, str) or not _ROLE.fullmatch(value) or len(value) > MAX_ROLE_LENGTH:
         raise InvalidSpec(
             f"{field}.{key}",
             f"{value!r} is not a role name" if value is not None else "a role name is required",
@@ -541,10 +540,13 @@ class HookTargetSpec:
         obj = _mapping(value, field)
         reject_unknown(obj, {"overlapEnd"}, field)
         url = obj.get("overlapEnd")
-        if not isinstance(url, str) or not url.startswith(LOOPBACK_URL):
+        problem = "overlapEnd is required" if url is None else f"{url!r} is not a URL"
+        if isinstance(url, str):
+            problem = loopback_url_problem(url) or ""
+        if problem or not isinstance(url, str):
             raise InvalidSpec(
                 f"{field}.overlapEnd",
-                f"{url!r} is not a loopback URL" if url is not None else "overlapEnd is required",
+                problem,
                 "give http://127.0.0.1:PORT/PATH (the writer pod's own app)",
             )
         return cls(url)

@@ -379,6 +379,12 @@ def test_postgres_target_defaults_files_and_round_trip() -> None:
             "at most 61 characters",
         ),
         (
+            pg_spec(role="app\n"),  # `$` matches before a final newline: the whole name is checked
+            "spec.target.postgres.role",
+            "'app\\n' is not a role name",
+            "lower-case letters",
+        ),
+        (
             pg_spec(connectTimeout="0s"),
             "spec.target.postgres.connectTimeout",
             "'0s' is out of range",
@@ -420,3 +426,35 @@ def test_per_version_needs_an_overlap() -> None:
     assert ok.target.postgres is not None
     assert ok.target.postgres.owns("app_v12")
     assert not ok.target.postgres.owns("app_a")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1@127.0.0.1:18099/x",  # the agent would POST to the host after @
+        "http://127.0.0.1:1@other.example/x",
+        "http://localhost:80@10.0.0.1:80/",
+        "http://@127.0.0.1:80/x",
+        "http://127.0.0.1:80/x#frag",
+        "http://127.0.0.1:80/x y",
+        "http://127.0.0.1/x",  # no port
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1.example:80/",
+    ],
+)
+def test_hook_target_url_is_parsed_not_matched_by_prefix(url: str) -> None:
+    value = spec(target={"hook": {"overlapEnd": url}})
+    with pytest.raises(InvalidSpec) as e:
+        RotatingSecretSpec.from_dict(value)
+    assert e.value.field == "spec.target.hook.overlapEnd"
+    assert "http://127.0.0.1:PORT/PATH" in e.value.fix
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/retire", "http://localhost:1/", "http://[::1]:80/a@b?c=d"]
+)
+def test_hook_target_accepts_loopback_urls(url: str) -> None:
+    s = RotatingSecretSpec.from_dict(spec(target={"hook": {"overlapEnd": url}}))
+    assert s.target is not None
+    assert s.target.hook is not None
+    assert s.target.hook.overlap_end == url
