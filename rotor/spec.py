@@ -321,6 +321,7 @@ VERSION_SUFFIX = "_v"
 """per-version: the role of version N is ``<role>_v<N>``."""
 MAX_PER_VERSION_ROLE_LENGTH = 63 - len(VERSION_SUFFIX) - 10
 _ROLE = re.compile(ROLE_PATTERN)
+_DIGITS = re.compile("[0-9]+")
 
 
 def _role(obj: Mapping[str, Any], key: str, field: str, required: bool) -> str | None:
@@ -435,7 +436,7 @@ class PostgresTargetSpec:
         """Whether ``role`` is one this target made or rotates."""
         if self.strategy == "per-version":
             prefix = self.role + VERSION_SUFFIX
-            return role.startswith(prefix) and role[len(prefix) :].isdigit()
+            return role.startswith(prefix) and _DIGITS.fullmatch(role[len(prefix) :]) is not None
         return role in self.roles
 
     @classmethod

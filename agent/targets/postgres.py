@@ -11,7 +11,8 @@ Strategies (docs/database.md):
   the overlap the retired role is locked (``NOLOGIN``; ``terminate`` also ends its sessions;
   ``keep`` leaves it); the next rotation unlocks it with its new password.
 * ``per-version``: a new role ``<role>_v<N>`` for each version (created like the alternating
-  ones), dropped with its sessions terminated when its overlap ends (objects it owns are
+  ones and marked as Rotor's by a ``COMMENT ON ROLE``, :func:`version_marker`; no other role is
+  ever dropped), dropped with its sessions terminated when its overlap ends (objects it owns are
   reassigned to ``template`` first, or dropped without one). Stale version roles (e.g. skipped
   by a rotate-now inside an overlap) are dropped at the next rotation or overlap end; the
   current and the previous version's roles are never touched. ``onOverlapEnd: keep`` keeps them.
@@ -80,6 +81,13 @@ def retired_role(spec: PostgresTargetSpec, state: SecretState) -> str | None:
     if not spec.owns(previous) or previous == current:
         return None  # never lock the role consumers use now
     return previous
+
+
+def version_marker(spec: PostgresTargetSpec) -> str:
+    """The comment Rotor puts on each per-version role it creates (``COMMENT ON ROLE``): only
+    roles carrying it are dropped, never another role that merely has the ``<role>_v<N>`` shape
+    (a person's, or one made before Rotor marked its roles: drop those by hand)."""
+    return f"rotor.dev: per-version role of {spec.role}"
 
 
 def _classify_connect(e: psycopg.Error, where: str) -> TargetError:
@@ -205,6 +213,12 @@ class PostgresTarget:
         if await self._exists(conn, role):
             return
         await conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        if s.strategy == "per-version":  # only roles carrying this mark are ever dropped
+            await conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    sql.Identifier(role), sql.Literal(version_marker(s))
+                )
+            )
         if s.template is not None:
             await conn.execute(
                 sql.SQL("GRANT {} TO {}").format(sql.Identifier(s.template), sql.Identifier(role))
@@ -251,7 +265,9 @@ class PostgresTarget:
         by the template role instead, docs/database.md); the next call tries again."""
         prefix = self.spec.role + "_v"
         cur = await conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) "
+            "AND shobj_description(oid, 'pg_authid') = %s",
+            (prefix, version_marker(self.spec)),
         )
         stale = sorted(r for (r,) in await cur.fetchall() if self.spec.owns(r) and r not in keep)
         failed: list[str] = []
