@@ -92,6 +92,13 @@ def version_marker(spec: PostgresTargetSpec) -> str:
 
 def _classify_connect(e: psycopg.Error, where: str) -> TargetError:
     text = str(e).lower()
+    if "authentication method requirement" in text or "channel binding" in text:
+        return TargetError(
+            R_LOGIN_REFUSED,
+            f"{where} did not offer SCRAM-SHA-256 for the admin login (the password was not "
+            "sent); set password_encryption = scram-sha-256, re-set the admin's password and "
+            "use scram-sha-256 in pg_hba.conf",
+        )
     if any(p in text for p in _REFUSED):
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         return TargetError(R_LOGIN_REFUSED, f"{where} refused the admin login ({first})")
@@ -139,7 +146,13 @@ class PostgresTarget:
             "application_name": APPLICATION_NAME,
         }
         if password is not None:
+            # The password goes only into a SCRAM exchange: libpq refuses a server (or whoever
+            # answers for it) that asks for it in clear or as md5; with TLS required, the
+            # exchange is also bound to the TLS channel (a relaying man in the middle fails).
             params["password"] = password
+            params["require_auth"] = "scram-sha-256"
+            if s.sslmode in ("require", "verify-ca", "verify-full"):
+                params["channel_binding"] = "require"
         if s.sslrootcert is not None:
             params["sslrootcert"] = s.sslrootcert
         try:

@@ -117,3 +117,32 @@ async def test_per_version_drops_only_the_roles_rotor_made(
         await r.step()
     assert version_roles(pg, role) == [f"{role}_v3", f"{role}_v77"]
     assert pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}_v77'") == "t"
+
+
+def hba_first(pg: PgServer, line: str) -> None:
+    """Put ``line`` first in the server's pg_hba.conf and reload."""
+    hba = pg.folder / "data" / "pg_hba.conf"
+    hba.write_text(line + "\n" + hba.read_text())
+    pg.psql("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("method", ["password", "md5"])
+async def test_the_admin_password_is_never_sent_but_by_scram(
+    pg: PgServer, template: str, tmp_path: Path, method: str
+) -> None:
+    """A server (or whoever answers for it) that asks for the password in clear or as md5 gets
+    nothing: the rotation aborts with a reason that names the fix, nothing is committed."""
+    admin = f"{method}_admin_{role_name()}"
+    secret = "admin-in-clear-123"
+    pg.psql(f"SET password_encryption = 'md5'; CREATE ROLE {admin} LOGIN CREATEROLE "
+            f"PASSWORD '{secret}'")  # fmt: skip
+    hba_first(pg, f"host all {admin} 127.0.0.1/32 {method}")
+    (tmp_path / "admin").write_text(secret)
+    spec = spec_dict(pg, role_name(), tmp_path, template=template)
+    spec["target"]["postgres"]["admin"] = {"user": admin, "passwordFile": str(tmp_path / "admin")}
+    r, _ = rotator(tmp_path, FakeClock(), spec)
+    await r.step()
+    assert r.state.version == 0
+    assert r.state.abort_reason == "AdminLoginRefused"
+    assert "did not offer SCRAM-SHA-256" in r.state.last_abort
+    assert "scram-sha-256 in pg_hba.conf" in r.state.last_abort
