@@ -236,7 +236,9 @@ class SecretRotator:
                 stored = await self._recover(stored, now)
             expired = stored.state if self._held(now) else expire_previous(stored.state, now)
             if expired is not stored.state:
-                await self._retire(stored.state)
+                failure = await self._retire(stored.state)
+                if failure is not None or expired.last_retire_failure:
+                    expired = replace(expired, last_retire_failure=failure or "")
                 stored = Stored(expired, await self.store.write(expired, stored.token))
                 log.info("previous value dropped secret=%s version=%d", self.name, expired.version)
             fresh, self._requested = self._requested, False
@@ -320,15 +322,18 @@ class SecretRotator:
             return e
         return None
 
-    async def _retire(self, state: SecretState) -> None:
-        """The previous value's overlap ended: the target may lock or drop it."""
+    async def _retire(self, state: SecretState) -> str | None:
+        """The previous value's overlap ended: the target may lock or drop it. A failure is
+        counted, logged and returned as ``<Reason>: <message>`` (recorded on the state)."""
         if self.target is None or not state.previous:
-            return
+            return None
         try:
             await self.target.retire(state)
         except TargetError as e:
             self.metrics.target_failures.labels(self.name, "retire", e.reason).inc()
             log.warning("target %s could not retire secret=%s: %s", self.target.kind, self.name, e)
+            return f"{e.reason}: overlap end of version {state.version - 1}: {e}"
+        return None
 
     async def _abort(self, stored: Stored, now: float, why: str, detail: str = "") -> Stored:
         aborted = abort(stored.state, detail or why, now)

@@ -626,6 +626,12 @@ def rotated_condition(state: SecretState | None) -> st.Condition:
         return _cond(st.ROTATED, False, reason, f"rotation aborted{at}: {message.strip()}{keep}")
     if state is None or not state.has_value:
         return _cond(st.ROTATED, None, st.R_WAITING_FOR_VALUE, "no rotation has committed yet")
+    if state.last_retire_failure:  # e.g. the retired role's sessions live on (no grant)
+        reason, _, message = state.last_retire_failure.partition(":")
+        if not reason.isalnum() or not reason[:1].isupper():
+            reason, message = st.R_ROTATION_ABORTED, state.last_retire_failure
+        text = f"version {state.version} committed, but the {message.strip()}"
+        return _cond(st.ROTATED, False, reason, text)
     return _cond(st.ROTATED, True, st.R_COMMITTED, f"version {state.version} committed")
 
 

@@ -254,11 +254,9 @@ class PostgresTarget:
             elif await self._exists(conn, role):
                 await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
                 if self.spec.on_overlap_end == "terminate":
-                    await conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE usename = %s AND pid <> pg_backend_pid()",
-                        (role,),
-                    )
+                    await self._terminate(conn, role)
+        except TargetError:
+            raise
         except psycopg.errors.InsufficientPrivilege as e:
             raise TargetError(R_PERMISSION_DENIED, f"{self.where}: {_short(e)}") from None
         except psycopg.Error as e:
@@ -271,6 +269,23 @@ class PostgresTarget:
             role,
             self.spec.on_overlap_end,
         )
+
+    async def _terminate(self, conn: psycopg.AsyncConnection[Any], role: str) -> None:
+        """End the sessions of ``role`` (locked already). PostgreSQL allows it only to members of
+        ``pg_signal_backend`` (or of the role): without it, a PermissionDenied naming the grant."""
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename = %s AND pid <> pg_backend_pid()",
+                (role,),
+            )
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise TargetError(
+                R_PERMISSION_DENIED,
+                f"{self.where}: role {role!r} is locked but its sessions were not ended "
+                f"({_short(e)}); GRANT pg_signal_backend TO {await self._admin_user()} "
+                "(docs/database.md)",
+            ) from None
 
     async def _drop_stale(self, conn: psycopg.AsyncConnection[Any], keep: set[str]) -> list[str]:
         """per-version: drop every version role of this target but ``keep``, ending its
@@ -288,11 +303,10 @@ class PostgresTarget:
             ident = sql.Identifier(role)
             try:
                 await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
-                await conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE usename = %s AND pid <> pg_backend_pid()",
-                    (role,),
-                )
+                try:
+                    await self._terminate(conn, role)
+                except TargetError as e:
+                    failed.append(str(e))  # dropped all the same: it can log in no more
                 await conn.execute(sql.SQL("DROP ROLE {}").format(ident))
             except psycopg.errors.DependentObjectsStillExist:
                 failed.append(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -146,3 +147,78 @@ async def test_the_admin_password_is_never_sent_but_by_scram(
     assert r.state.abort_reason == "AdminLoginRefused"
     assert "did not offer SCRAM-SHA-256" in r.state.last_abort
     assert "scram-sha-256 in pg_hba.conf" in r.state.last_abort
+
+
+def admin_spec(pg: PgServer, tmp_path: Path, template: str, grant: str = "") -> dict[str, Any]:
+    """A spec whose admin is a fresh CREATEROLE role (``grant``: what else it is granted)."""
+    admin = f"admin_{role_name()}"
+    pg.psql(f"CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD 'admin-pass-123'")
+    if grant:
+        pg.psql(f"GRANT {grant} TO {admin}")
+    (tmp_path / admin).write_text("admin-pass-123")
+    spec = spec_dict(pg, role_name(), tmp_path, template=template, onOverlapEnd="terminate")
+    spec["target"]["postgres"]["admin"] = {"user": admin, "passwordFile": str(tmp_path / admin)}
+    return spec
+
+
+async def overlap_end_with_a_session(
+    pg: PgServer, r: SecretRotator, clock: FakeClock, tmp_path: Path
+) -> psycopg.Connection[Any]:
+    """Rotate, open a session as the pair the files held, end that pair's overlap."""
+    f = files(tmp_path)
+    session = psycopg.connect(pg.conninfo(f["username"].decode(), f["password"].decode()))
+    await clock.advance(3600)
+    await r.step()
+    await clock.advance(601)
+    await r.step()
+    return session
+
+
+def alive(session: psycopg.Connection[Any]) -> bool:
+    try:
+        session.execute("SELECT 1").fetchone()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+async def test_terminate_without_pg_signal_backend_is_a_recorded_failure(
+    pg: PgServer, template: str, tmp_path: Path
+) -> None:
+    """With the privileges CREATEROLE gives, PostgreSQL 15 refuses to end another role's
+    sessions: the role is locked, the failure is recorded on the state (the controller's
+    Rotated condition) and counted; after the grant the next overlap end clears it."""
+    spec = admin_spec(pg, tmp_path, template)
+    admin = spec["target"]["postgres"]["admin"]["user"]
+    clock = FakeClock()
+    r, reg = rotator(tmp_path, clock, spec)
+    await r.step()
+    session = await overlap_end_with_a_session(pg, r, clock, tmp_path)
+    failure = r.state.last_retire_failure
+    assert failure.startswith("PermissionDenied: overlap end of version 1: ")
+    assert f"GRANT pg_signal_backend TO {admin}" in failure
+    assert alive(session)  # PostgreSQL kept it: that is what the record says
+    assert reg.get_sample_value(
+        "rotor_agent_target_failures_total",
+        {"secret": "db", "step": "retire", "reason": "PermissionDenied"},
+    )
+    session.close()
+    pg.psql(f"GRANT pg_signal_backend TO {admin}")
+    session = await overlap_end_with_a_session(pg, r, clock, tmp_path)
+    assert not alive(session)
+    assert r.state.last_retire_failure == ""
+
+
+async def test_terminate_with_pg_signal_backend_ends_the_retired_sessions(
+    pg: PgServer, template: str, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    r, _ = rotator(tmp_path, clock, admin_spec(pg, tmp_path, template, "pg_signal_backend"))
+    await r.step()
+    held = files(tmp_path)
+    session = await overlap_end_with_a_session(pg, r, clock, tmp_path)
+    assert not alive(session)
+    assert "not permitted to log in" in (login(pg, held["username"], held["password"]) or "")
+    now = files(tmp_path)
+    assert login(pg, now["username"], now["password"]) is None
+    assert r.state.last_retire_failure == ""
