@@ -403,6 +403,7 @@ class RwSecret:
             if obj is not None:
                 try:
                     spec = RotatingSecretSpec.from_dict(obj.get("spec"))
+                    spec.rotation.check_jitter(self.settings.jitter, "spec.rotation.overlap")
                 except InvalidSpec as e:
                     log.error("RotatingSecret %s has an invalid spec: %s", self.ref, e)
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}

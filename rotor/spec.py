@@ -16,6 +16,7 @@ from typing import Any, Literal, cast, get_args
 from rotor.durations import format_duration, parse_duration
 from rotor.errors import InvalidSpec
 from rotor.names import check_key_name, check_name, loopback_url_problem
+from rotor.settings.agent import DEFAULT_JITTER
 
 GeneratorType = Literal["password", "token", "hex", "uuid", "rsa", "ecdsa", "ed25519"]
 GENERATOR_TYPES: tuple[str, ...] = get_args(GeneratorType)
@@ -260,14 +261,26 @@ class RotationSpec:
             if "overlap" in obj
             else min(DEFAULT_OVERLAP, interval / 2)
         )
-        if overlap >= interval:
+        out = cls(interval, overlap)
+        out.check_jitter(DEFAULT_JITTER, f"{field}.overlap")
+        return out
+
+    def check_jitter(self, jitter: float, field: str) -> None:
+        """The overlap must end before the earliest next rotation, ``interval * (1 - jitter)``
+        (the jitter only shortens the interval): a rotation inside the overlap ends the previous
+        value early (the alternating strategy changes its password) while ``.rotor.json`` still
+        calls it valid. The spec is checked with the default jitter; the agent again with its
+        own (``ROTOR_JITTER``)."""
+        shortest = self.interval * (1.0 - jitter)
+        if self.overlap > 0 and self.overlap >= shortest:
             raise InvalidSpec(
-                f"{field}.overlap",
-                f"overlap {format_duration(overlap)} is not "
-                f"shorter than interval {format_duration(interval)}",
-                "make overlap shorter than interval (0s turns it off)",
+                field,
+                f"overlap {format_duration(self.overlap)} is not shorter than the shortest "
+                f"jittered interval {format_duration(shortest)} (interval "
+                f"{format_duration(self.interval)} less jitter {jitter:g})",
+                f"make overlap shorter than {format_duration(shortest)} (0s turns it off), or "
+                "lengthen the interval",
             )
-        return cls(interval, overlap)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -190,8 +190,15 @@ def test_generator_defaults_and_round_trip(gen: dict[str, Any], expected: Genera
         (
             spec(rotation={"interval": "1h", "overlap": "1h"}),
             "spec.rotation.overlap",
-            "overlap 1h is not shorter than interval 1h",
-            "make overlap shorter than interval (0s turns it off)",
+            "overlap 1h is not shorter than the shortest jittered interval 57m (interval 1h "
+            "less jitter 0.05)",
+            "make overlap shorter than 57m (0s turns it off)",
+        ),
+        (  # a rotation may come 5% early: inside the overlap, the previous value dies early
+            spec(rotation={"interval": "20m", "overlap": "19m30s"}),
+            "spec.rotation.overlap",
+            "overlap 19m30s is not shorter than the shortest jittered interval 19m",
+            "make overlap shorter than 19m",
         ),
         (
             spec(rotation={"interval": "daily"}),
@@ -458,3 +465,17 @@ def test_hook_target_accepts_loopback_urls(url: str) -> None:
     assert s.target is not None
     assert s.target.hook is not None
     assert s.target.hook.overlap_end == url
+
+
+def test_the_agent_checks_the_overlap_with_its_own_jitter() -> None:
+    """Issue 24: interval 2s, overlap 1.5s and ROTOR_JITTER=0.5 revoked the previous pair early
+    in 98 of 203 rotations; the agent refuses it naming the field and the fix."""
+    rotation = RotatingSecretSpec.from_dict(
+        spec(rotation={"interval": "2s", "overlap": "1500ms"})
+    ).rotation
+    rotation.check_jitter(0.2, "spec.rotation.overlap")  # 1.6s > 1.5s: fine
+    with pytest.raises(InvalidSpec) as e:
+        rotation.check_jitter(0.5, "db: spec.rotation.overlap")
+    assert e.value.field == "db: spec.rotation.overlap"
+    assert "shortest jittered interval 1s" in e.value.problem
+    assert "make overlap shorter than 1s" in e.value.fix
