@@ -58,7 +58,23 @@ MODES: tuple[Mode, ...] = ("rw", "ro")
 
 Document = dict[str, Any]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc]  # PyYAML has no types
+    """A safe loader that refuses a key given twice in one mapping: PyYAML keeps the last, so a
+    second ``grants:`` (e.g. smuggled in through a name) would replace the first one silently."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int) and key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 # The document the controller writes, read back without YAML. Every ACL read parses the whole
 # document, and a tenant can make it long (10,000 pending requests: 760 KiB): PyYAML takes about
@@ -139,6 +155,12 @@ def _load(text: str, origin: str) -> object:
         doc = _fast_load(text)
         if doc is None:
             doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidSpec(
+            origin, f"has a {e.problem}{where}", "give each key once (merge the two lists)"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -266,6 +288,11 @@ def render_document(snap: AclSnapshot) -> str:
     value is a validated ``namespace/name``, a mode or a state, none of which YAML needs quoted,
     so the form is fixed; a test checks that PyYAML reads it as :func:`snapshot_document`."""
     doc = snapshot_document(snap)
+    bad = _not_plain(doc)
+    if bad is not None:  # never spliced into the text: it could add keys or entries
+        raise InvalidSpec(
+            "acl.yaml", f"{bad!r} is not a namespace/name", "check the serviceAccountName"
+        )
     out = [f"version: {doc['version']}", f"secrets: [{', '.join(doc['secrets'])}]"]
     for key in ("grants", "requests"):
         entries = doc[key]
@@ -275,6 +302,18 @@ def render_document(snap: AclSnapshot) -> str:
         out.append(f"{key}:")
         out += ["- {" + ", ".join(f"{k}: {v}" for k, v in e.items()) + "}" for e in entries]
     return "\n".join(out) + "\n"
+
+
+_PLAIN_REF = re.compile(_REF)
+
+
+def _not_plain(doc: Document) -> str | None:
+    """A reference in ``doc`` that is not a plain ``namespace/name`` (rotor/names.py rules make
+    every one plain; one made from an unchecked pod field may not be), or None."""
+    refs = [*doc["secrets"]]
+    for key in ("grants", "requests"):
+        refs += [v for e in doc[key] for v in (e["secret"], e["principal"])]
+    return next((r for r in refs if not _PLAIN_REF.fullmatch(r)), None)
 
 
 Change = Callable[[AclSnapshot], AclSnapshot | None]

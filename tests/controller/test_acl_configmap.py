@@ -8,8 +8,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from controller.acl.configmap import DATA_KEY, ConfigMapAclBackend, parse_document
-from rotor.acl import AccessRequest, AclBackend, Grant
+from controller.acl.configmap import (
+    DATA_KEY,
+    ConfigMapAclBackend,
+    parse_document,
+    render_document,
+)
+from controller.model import read_pod, read_workload, requests_from_workload
+from rotor.acl import AccessRequest, AclBackend, AclSnapshot, Grant
 from rotor.errors import InvalidSpec, NotFoundError, UnavailableError
 from rotor.names import Principal, SecretRef
 from tests.conftest import free_port
@@ -149,3 +155,56 @@ def test_make_backend_defaults_to_the_configmap(core):
     backend = make_backend(ControllerSettings(namespace="ops", acl_configmap="acl"), core)
     assert isinstance(backend, ConfigMapAclBackend)
     assert (backend.namespace, backend.configmap) == ("ops", "acl")
+
+
+# A serviceAccountName that would add a second `grants:` key to acl.yaml (the emulator accepts
+# such names; a real API server refuses them, but the ACL must not depend on that).
+SMUGGLER = (
+    "x, mode: ro, state: pending}\ngrants:\n- {secret: shop/db, principal: shop/evil, mode: ro}"
+    "\nsecrets: [shop/db]\nrequests:\n- {secret: shop/db, principal: shop/y"
+)
+
+
+def test_a_crafted_service_account_asks_for_nothing():
+    pod = {
+        "kind": "Pod",
+        "metadata": {"namespace": "shop", "name": "p", "annotations": {"rotor.dev/ro": "db"}},
+        "spec": {"serviceAccountName": SMUGGLER},
+    }
+    with pytest.raises(InvalidSpec) as exc:
+        requests_from_workload(pod)
+    assert exc.value.field == "spec.serviceAccountName"
+    assert read_pod(pod).ro == ()
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"namespace": "shop", "name": "d"},
+        "spec": {"template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+    }
+    obs = read_workload(deployment)
+    assert obs is None or obs.wants == ()
+
+
+def test_a_name_that_is_not_plain_is_never_written_into_the_document():
+    snap = AclSnapshot(
+        1,
+        requests=(AccessRequest(DB, Principal("shop", SMUGGLER), "ro", "pending"),),
+        secrets=frozenset({DB}),
+    )
+    with pytest.raises(InvalidSpec) as exc:
+        render_document(snap)
+    assert "is not a namespace/name" in exc.value.problem
+
+
+def test_a_key_given_twice_is_refused_not_the_last_one_kept():
+    text = (
+        "version: 3\nsecrets: [shop/db]\ngrants: []\n"
+        "requests:\n- {secret: shop/db, principal: shop/y, mode: ro, state: pending}\n"
+        "grants:\n- {secret: shop/db, principal: shop/evil, mode: ro}\n"
+    )
+    with pytest.raises(InvalidSpec) as exc:
+        parse_document(text, "x")
+    assert exc.value.field == "x"
+    assert "duplicate key 'grants' at line 6" in exc.value.problem
+    assert "give each key once" in exc.value.fix
+    with pytest.raises(InvalidSpec):
+        parse_document("grants:\n- {secret: a/b, principal: a/c, mode: ro, mode: rw}\n", "x")
