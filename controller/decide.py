@@ -36,10 +36,12 @@ from rotor.acl import AclSnapshot, Grant, SkippedEntry
 from rotor.layout import (
     ANN_CHECKSUM,
     ANN_NEXT_ROTATION,
+    ANN_POSTGRES_ADMIN_FOR,
     ANN_PREVIOUS_EXPIRES,
     ANN_ROTATED_AT,
     ANN_VERSION,
     LABEL_MANAGED_BY,
+    LABEL_SECRET,
     LABEL_VIEW_OF,
     MANAGED_BY,
     SecretState,
@@ -126,6 +128,28 @@ def admin_secrets(spec: RotatingSecretSpec) -> frozenset[str]:
     return (
         frozenset([pg.admin.secret_ref]) if pg is not None and pg.admin.secret_ref else frozenset()
     )
+
+
+def admin_secret_problem(secret: SecretRef, name: str, obj: Mapping[str, Any] | None) -> str:
+    """Why the writer of ``secret`` may not read the admin Secret ``name`` (``obj``, None when
+    absent), or ``""``. A spec edit must not grant: the Secret itself opts in by naming the
+    RotatingSecret in ``rotor.dev/postgres-admin-for``, and no Secret Rotor manages (a source, a
+    view) is ever one."""
+    where = f"spec.target.postgres.admin.secretRef: Secret {secret.namespace}/{name}"
+    if obj is None:
+        return f"{where} does not exist (or the controller may not read it)"
+    m = obj.get("metadata") or {}
+    labels = m.get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY or LABEL_SECRET in labels:
+        return f"{where} is a Secret Rotor manages; give the admin credential its own Secret"
+    named = str((m.get("annotations") or {}).get(ANN_POSTGRES_ADMIN_FOR, ""))
+    if secret.name not in {n.strip() for n in named.split(",")}:
+        return (
+            f"{where} does not name {secret.name!r} in its annotation {ANN_POSTGRES_ADMIN_FOR}; "
+            f"whoever owns it adds: kubectl annotate secret -n {secret.namespace} {name} "
+            f"{ANN_POSTGRES_ADMIN_FOR}={secret.name}"
+        )
+    return ""
 
 
 def _labels(secret: SecretRef) -> dict[str, str]:

@@ -62,6 +62,10 @@ ANN_LAST_RETIRE_FAILURE = PREFIX + "last-retire-failure"
 """``<Reason>: <message>`` of the last overlap end the target could not complete (e.g. sessions
 of the retired role not terminated); removed by the next one that succeeds. The controller's
 ``Rotated`` condition shows it."""
+ANN_POSTGRES_ADMIN_FOR = PREFIX + "postgres-admin-for"
+"""On a Secret that holds a PostgreSQL admin credential: the names of the RotatingSecrets (same
+namespace, comma-separated) whose writer may read it. The opt-in of whoever may edit that Secret:
+a RotatingSecret's ``spec.target.postgres.admin.secretRef`` alone grants nothing."""
 ANN_ROTATE_REQUESTED = PREFIX + "rotate-requested"
 """On a source Secret, set by the controller: the value of the RotatingSecret's
 ``rotor.dev/rotate-now`` annotation. The writer rotates once when it differs from the last value
