@@ -9,8 +9,14 @@ Data key ``acl.yaml`` (see docs/acl.md)::
     requests:                        # asked for by annotated workloads, waiting for an admin
       - {secret: shop/db-password, principal: shop/web, mode: ro, state: pending}
 
-An admin approves a request by moving it to ``grants`` (``kubectl edit``), denies it by setting
-``state: denied``, and revokes a grant by deleting it. Every write made here is a JSON merge patch
+Two ConfigMaps of that format, so the controller's own identity cannot grant: ``<name>`` holds
+the grants and only ACL admins may write it (the chart gives the controller ``get`` on it, no
+more); ``<name>-requests`` holds the secrets the ACL knows and the requests, written by the
+controller (and by admins: ``rotor acl approve`` adds the grant to ``<name>``, then drops the
+request here). Grants found in ``<name>-requests`` are ignored; requests and secrets found in
+``<name>`` (an ACL from before the split, an admin's edit) are read as well. An admin approves a
+request by adding it to ``grants`` of ``<name>``, denies it by setting ``state: denied`` in
+``<name>-requests``, and revokes a grant by deleting it. Every write made here is a JSON merge patch
 carrying the ``metadata.resourceVersion`` it read, so a concurrent edit (an admin's, another
 controller's) is never lost: the API server answers 409 and the change is re-applied to the fresh
 copy.
@@ -25,6 +31,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -55,6 +62,8 @@ MAX_ATTEMPTS = 20
 BACKOFF = 0.02  # seconds; the jittered wait grows with each conflict
 BACKOFF_MAX = BACKOFF * MAX_ATTEMPTS  # the longest wait, as before the one policy
 MODES: tuple[Mode, ...] = ("rw", "ro")
+REQUESTS_SUFFIX = "-requests"
+"""The requests ConfigMap is ``<grants ConfigMap>-requests``."""
 
 Document = dict[str, Any]
 
@@ -137,6 +146,10 @@ def _order(e: Grant | AccessRequest) -> tuple[str, ...]:
     sorting 10,000 requests by it takes 0.02 s, by the dataclass comparisons 1.2 s."""
     key = (e.secret.namespace, e.secret.name, e.principal.namespace, e.principal.service_account)
     return (*key, e.mode, e.state) if isinstance(e, AccessRequest) else (*key, e.mode)
+
+
+def _grant(r: AccessRequest) -> Grant:
+    return Grant(r.secret, r.principal, r.mode)
 
 
 def _field(where: str, i: int, key: str) -> str:
@@ -367,37 +380,45 @@ class ConfigMapAclBackend:
         self.core_v1 = core_v1
         self.namespace = namespace
         self.configmap = name
+        self.requests_configmap = name + REQUESTS_SUFFIX
+
+    def _origin(self, name: str) -> str:
+        return f"configmap {self.namespace}/{name} data[{DATA_KEY}]"
 
     @property
     def origin(self) -> str:
-        return f"configmap {self.namespace}/{self.configmap} data[{DATA_KEY}]"
+        return self._origin(self.configmap)
 
     # -- blocking edges --------------------------------------------------------------------------
-    def _read(self) -> tuple[str | None, str | None]:
-        """(text, resourceVersion); (None, None) when the ConfigMap does not exist."""
+    def _read(self, name: str | None = None) -> tuple[str | None, str | None]:
+        """(text, resourceVersion) of ConfigMap ``name`` (the grants by default); (None, None)
+        when it does not exist."""
+        name = name or self.configmap
         try:
-            with mapped_errors(self.origin):
+            with mapped_errors(self._origin(name)):
                 # the raw JSON: the client's model deserialisation of a 760 KiB ConfigMap costs
                 # about 0.5 s, json.loads a few milliseconds (bench/acl_revocation.py)
                 raw = self.core_v1.read_namespaced_config_map(
-                    self.configmap, self.namespace, _preload_content=False
+                    name, self.namespace, _preload_content=False
                 )
                 cm = json.loads(raw.data)  # type: ignore[arg-type]  # a urllib3 response here
         except NotFoundError:
             return None, None
         except ValueError as e:
-            raise UnavailableError(f"{self.origin}: the API server sent no JSON ({e})") from None
+            raise UnavailableError(
+                f"{self._origin(name)}: the API server sent no JSON ({e})"
+            ) from None
         data = cm.get("data") or {}
         rv = (cm.get("metadata") or {}).get("resourceVersion")
         text = data.get(DATA_KEY)
         return (text if isinstance(text, str) else None), (str(rv) if rv is not None else None)
 
-    def _write(self, text: str, resource_version: str | None) -> None:
-        with mapped_errors(self.origin):
+    def _write(self, text: str, resource_version: str | None, name: str) -> None:
+        with mapped_errors(self._origin(name)):
             if resource_version is None:
                 body = client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(
-                        name=self.configmap,
+                        name=name,
                         namespace=self.namespace,
                         labels={"app.kubernetes.io/managed-by": "rotor"},
                     ),
@@ -410,17 +431,52 @@ class ConfigMapAclBackend:
                     "data": {DATA_KEY: text},
                 }
                 self.core_v1.patch_namespaced_config_map(
-                    self.configmap, self.namespace, patch, _content_type=MERGE_PATCH
+                    name, self.namespace, patch, _content_type=MERGE_PATCH
                 )
 
-    def _change(self, change: Change) -> None:
+    def _both(self) -> tuple[AclSnapshot, AclSnapshot]:
+        text, _ = self._read(self.configmap)
+        grants = parse_document(text, self.origin)
+        text, _ = self._read(self.requests_configmap)
+        return grants, parse_document(text, self._origin(self.requests_configmap))
+
+    def _read_all(self) -> AclSnapshot:
+        """The ACL: grants from the grants ConfigMap only; requests and secrets from both."""
+        grants, asked = self._both()
+        return AclSnapshot(
+            grants.version + asked.version,
+            grants.grants,
+            tuple(
+                sorted(
+                    {
+                        r
+                        for r in (*grants.requests, *asked.requests)
+                        if _grant(r) not in grants.grants
+                    },
+                    key=_order,
+                )
+            ),
+            grants.secrets | asked.secrets,
+        )
+
+    def _change(self, change: Change, requests: bool = False) -> None:
+        """Apply ``change`` to one ConfigMap (re-read and re-applied on a conflict). The
+        requests ConfigMap (``requests``) gets the requests and secrets of the result only,
+        never its grants; the change sees the grants of the grants ConfigMap."""
+        name = self.requests_configmap if requests else self.configmap
         for attempt in range(MAX_ATTEMPTS):
-            text, rv = self._read()
-            new = change(parse_document(text, self.origin))
+            text, rv = self._read(name)
+            current = parse_document(text, self._origin(name))
+            if requests:
+                granted = parse_document(self._read()[0], self.origin).grants
+                current = AclSnapshot(current.version, granted, current.requests, current.secrets)
+            new = change(current)
             if new is None:
                 return
+            if requests:
+                new = AclSnapshot(new.version, frozenset(), new.requests, new.secrets)
             try:
-                self._write(render_document(new), rv)
+                self._write(render_document(new), rv, name)
                 return
             except ConflictError:  # someone else wrote in between: re-read, re-apply
                 draw = random.random()  # noqa: S311 - jitter
@@ -431,8 +487,7 @@ class ConfigMapAclBackend:
 
     # -- AclBackend ------------------------------------------------------------------------------
     async def snapshot(self) -> AclSnapshot:
-        text, _ = await asyncio.to_thread(self._read)
-        return parse_document(text, self.origin)
+        return await asyncio.to_thread(self._read_all)
 
     async def register_secret(self, secret: SecretRef) -> None:
         def change(s: AclSnapshot) -> AclSnapshot | None:
@@ -440,7 +495,7 @@ class ConfigMapAclBackend:
                 return None
             return AclSnapshot(s.version + 1, s.grants, s.requests, s.secrets | {secret})
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
 
     async def request_access(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         def change(s: AclSnapshot) -> AclSnapshot | None:
@@ -455,7 +510,7 @@ class ConfigMapAclBackend:
                 s.version + 1, s.grants, tuple(sorted((*s.requests, req), key=_order)), s.secrets
             )
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
 
     async def request_many(self, asks: list[tuple[SecretRef, Principal, Mode]]) -> int:
         """Record many pending requests with one read and one write; returns how many were new.
@@ -478,7 +533,7 @@ class ConfigMapAclBackend:
                 )
             return out
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
         return recorded
 
     def _without_request(
@@ -489,29 +544,48 @@ class ConfigMapAclBackend:
         )
 
     async def approve(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        """The grant into the grants ConfigMap, then the request out of both."""
         grant = Grant(secret, principal, mode)
 
-        def change(s: AclSnapshot) -> AclSnapshot | None:
+        def add(s: AclSnapshot) -> AclSnapshot | None:
             rest = self._without_request(s, secret, principal, mode)
             if grant in s.grants and rest == s.requests:
                 return None
-            return AclSnapshot(s.version + 1, s.grants | {grant}, rest, s.secrets | {secret})
+            return AclSnapshot(s.version + 1, s.grants | {grant}, rest, s.secrets)
 
-        await asyncio.to_thread(self._change, change)
-
-    async def deny(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
-        denied = AccessRequest(secret, principal, mode, "denied")
-
-        def change(s: AclSnapshot) -> AclSnapshot | None:
+        def drop(s: AclSnapshot) -> AclSnapshot | None:
             rest = self._without_request(s, secret, principal, mode)
-            grants = s.grants - {Grant(secret, principal, mode)}
-            if denied in s.requests and grants == s.grants:
-                return None
-            return AclSnapshot(
-                s.version + 1, grants, tuple(sorted((*rest, denied), key=_order)), s.secrets
+            known = s.secrets | {secret}
+            return (
+                None
+                if rest == s.requests and known == s.secrets
+                else replace(s, version=s.version + 1, requests=rest, secrets=known)
             )
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, add)
+        await asyncio.to_thread(self._change, drop, True)
+
+    async def deny(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        """The grant out of the grants ConfigMap, the request denied in the requests one."""
+        denied = AccessRequest(secret, principal, mode, "denied")
+
+        def ungrant(s: AclSnapshot) -> AclSnapshot | None:
+            rest = self._without_request(s, secret, principal, mode)
+            grants = s.grants - {_grant(denied)}
+            if grants == s.grants and rest == s.requests:
+                return None
+            return AclSnapshot(s.version + 1, grants, rest, s.secrets)
+
+        def mark(s: AclSnapshot) -> AclSnapshot | None:
+            if denied in s.requests:
+                return None
+            rest = self._without_request(s, secret, principal, mode)
+            return replace(
+                s, version=s.version + 1, requests=tuple(sorted((*rest, denied), key=_order))
+            )
+
+        await asyncio.to_thread(self._change, ungrant)
+        await asyncio.to_thread(self._change, mark, True)
 
     async def revoke(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         grant = Grant(secret, principal, mode)

@@ -63,13 +63,19 @@ async def test_request_approve_deny_revoke(backend, core):
     await backend.revoke(DB, API, "rw")
     assert not (await backend.snapshot()).grants
 
-    # what an admin sees and edits
-    cm = core.read_namespaced_config_map("rotor-acl", "rotor-system")
+    # what an admin sees and edits: requests where the controller writes, grants apart
+    cm = core.read_namespaced_config_map("rotor-acl-requests", "rotor-system")
     doc = yaml.safe_load(cm.data[DATA_KEY])
     assert doc["secrets"] == ["shop/db"]
     assert doc["requests"] == [
         {"secret": "shop/db", "principal": "web/web", "mode": "ro", "state": "denied"}
     ]
+    assert doc["grants"] == []
+    grants = yaml.safe_load(
+        core.read_namespaced_config_map("rotor-acl", "rotor-system").data[DATA_KEY]
+    )
+    assert grants["grants"] == []
+    assert grants["requests"] == []
 
 
 async def test_request_for_unknown_secret_is_refused(backend):
@@ -80,18 +86,66 @@ async def test_request_for_unknown_secret_is_refused(backend):
 async def test_admin_edit_is_read(backend, core):
     await backend.register_secret(DB)
     await backend.request_access(DB, WEB, "ro")
-    cm = core.read_namespaced_config_map("rotor-acl", "rotor-system")
+    cm = core.read_namespaced_config_map("rotor-acl-requests", "rotor-system")
     doc = yaml.safe_load(cm.data[DATA_KEY])
-    doc["grants"].append(doc["requests"].pop())  # approve by moving the entry
-    del doc["grants"][0]["state"]
+    grant = doc["requests"][0]
+    del grant["state"]
+    core.create_namespaced_config_map(  # approve: the entry into the grants ConfigMap
+        "rotor-system",
+        {
+            "metadata": {"name": "rotor-acl"},
+            "data": {DATA_KEY: yaml.safe_dump({"grants": [grant]})},
+        },
+    )
+    snap = await backend.snapshot()
+    assert snap.grants == {Grant(DB, WEB, "ro")}
+    assert snap.requests == ()
+
+
+async def test_a_grant_in_the_requests_configmap_grants_nothing(backend, core):
+    """Issue 24: the controller writes requests, so whoever holds its token could write a grant
+    there too; only the grants ConfigMap (ACL admins) grants."""
+    await backend.register_secret(DB)
+    await backend.request_access(DB, WEB, "ro")
+    cm = core.read_namespaced_config_map("rotor-acl-requests", "rotor-system")
+    doc = yaml.safe_load(cm.data[DATA_KEY])
+    doc["grants"] = [{"secret": "shop/db", "principal": "web/evil", "mode": "ro"}]
     core.patch_namespaced_config_map(
-        "rotor-acl",
+        "rotor-acl-requests",
         "rotor-system",
         {"data": {DATA_KEY: yaml.safe_dump(doc)}},
         _content_type="application/merge-patch+json",
     )
     snap = await backend.snapshot()
+    assert snap.grants == frozenset()
+    assert snap.requests == (AccessRequest(DB, WEB, "ro", "pending"),)
+    await backend.approve(DB, WEB, "ro")  # what `rotor acl approve` does
+    snap = await backend.snapshot()
     assert snap.grants == {Grant(DB, WEB, "ro")}
+    assert snap.requests == ()
+    grants = yaml.safe_load(
+        core.read_namespaced_config_map("rotor-acl", "rotor-system").data[DATA_KEY]
+    )
+    assert grants["grants"] == [{"secret": "shop/db", "principal": "web/web", "mode": "ro"}]
+
+
+async def test_an_acl_from_before_the_split_is_still_read(backend, core):
+    """One ConfigMap holding secrets, grants and requests (what earlier versions wrote)."""
+    text = (
+        "version: 4\nsecrets: [shop/db]\n"
+        "grants:\n- {secret: shop/db, principal: shop/api, mode: rw}\n"
+        "requests:\n- {secret: shop/db, principal: web/web, mode: ro, state: pending}\n"
+    )
+    core.create_namespaced_config_map(
+        "rotor-system", {"metadata": {"name": "rotor-acl"}, "data": {DATA_KEY: text}}
+    )
+    snap = await backend.snapshot()
+    assert snap.grants == {Grant(DB, API, "rw")}
+    assert snap.requests == (AccessRequest(DB, WEB, "ro", "pending"),)
+    assert snap.secrets == {DB}
+    await backend.approve(DB, WEB, "ro")
+    snap = await backend.snapshot()
+    assert snap.grants == {Grant(DB, API, "rw"), Grant(DB, WEB, "ro")}
     assert snap.requests == ()
 
 
