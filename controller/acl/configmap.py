@@ -48,10 +48,10 @@ log = logging.getLogger("rotor.controller")
 DATA_KEY = "acl.yaml"
 README_KEY = "README"
 README = """\
-Rotor access-control list (ConfigMap backend). Edit acl.yaml:
-- approve a request: move it from `requests` to `grants` (drop the `state` field);
-- deny a request: set its `state: denied`;
-- revoke: delete the entry from `grants`.
+Rotor access-control list (ConfigMap backend): grants in <name>, requests in <name>-requests.
+- approve a request: add it to `grants` of <name> (drop the `state` field);
+- deny a request: set its `state: denied` in <name>-requests;
+- revoke: delete the entry from `grants` of <name>. Grants in <name>-requests are ignored.
 Modes: rw (writes the secret; its own namespace only), ro (reads a view in its namespace).
 The controller applies changes within one ACL poll (ROTOR_ACL_POLL, default 30s).
 """
