@@ -117,6 +117,18 @@ class Killer:
         _wait(lambda: read_pair(self.files)[2] >= version or phase == "pending", 30, "restart")
 
 
+def _friendly_clients(
+    files: Path, port: int, args: argparse.Namespace, overlap: float
+) -> dict[str, Any]:
+    """Clients that follow docs/database.md: new connections from the files, long-lived ones
+    that reconnect, and a pool that recycles connections within the overlap."""
+    return {
+        "new-connection": Clients(files, port, new=args.clients, long=0).start(),
+        "long-lived": Clients(files, port, new=0, long=args.long_lived, hold=args.hold).start(),
+        "pool": PoolClients(files, port, max_lifetime=overlap * 0.6).start(),
+    }
+
+
 def kills_main(args: argparse.Namespace) -> dict[str, Any]:
     """``alternating`` with ``onOverlapEnd: terminate`` (the admin holds pg_signal_backend),
     new-connection, long-lived and pooled clients, and ``--kills`` kill -9s of the agent right
@@ -146,13 +158,7 @@ def kills_main(args: argparse.Namespace) -> dict[str, Any]:
             _wait(lambda: (files / ".rotor.json").exists(), 60, "the first value")
             first = read_pair(files)[2]
             overlap = args.interval / 2
-            kinds = {
-                "new-connection": Clients(files, pg.port, new=args.clients, long=0).start(),
-                "long-lived": Clients(
-                    files, pg.port, new=0, long=args.long_lived, hold=args.hold
-                ).start(),
-                "pool": PoolClients(files, pg.port, max_lifetime=overlap * 0.6).start(),
-            }
+            kinds = _friendly_clients(files, pg.port, args, overlap)
             started = time.monotonic()
             while (
                 sum(killer.kills.values()) < args.kills
@@ -166,19 +172,25 @@ def kills_main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             killer.proc.kill()
             killer.proc.wait()
+    return _kill_report(killer.kills, tallies, rotations, elapsed)
+
+
+def _kill_report(
+    kills: dict[str, int], tallies: dict[str, Any], rotations: int, elapsed: float
+) -> dict[str, Any]:
     res: dict[str, Any] = {
         "elapsed_s": round(elapsed, 1),
         "rotations": rotations,
-        "kills": killer.kills,
+        "kills": kills,
     }
     for k, t in tallies.items():
         res[k] = {"logins": t.logins, "failed_logins": t.failed_first + t.failed_retry,
                   "sessions_ended": t.ended, "sample_errors": t.errors[:2]}  # fmt: skip
     res["target_met"] = all(res[k]["failed_logins"] == 0 for k in tallies)
     print(
-        f"alternating + terminate under kill -9: {sum(killer.kills.values())} kills "
-        f"({killer.kills['commit-before-swap']} between commit and swap, "
-        f"{killer.kills['pending']} while pending), {rotations} rotations, {res['elapsed_s']}s"
+        f"alternating + terminate under kill -9: {sum(kills.values())} kills "
+        f"({kills['commit-before-swap']} between commit and swap, "
+        f"{kills['pending']} while pending), {rotations} rotations, {res['elapsed_s']}s"
     )
     print(f"{'clients':<15} {'logins':>8} {'failed logins':>13} {'sessions ended':>14}")
     for k in tallies:
