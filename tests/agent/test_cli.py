@@ -69,7 +69,7 @@ KEY = {"name": "password", "generator": {"type": "password", "length": 20}}
                 }
             ],
             "[0].spec.rotation.overlap",
-            "make overlap shorter than interval",
+            "make overlap shorter than 57m",
         ),
         (
             [{"name": "db", "spec": {"keys": [KEY], "rotation": {"interval": 60}}}],
