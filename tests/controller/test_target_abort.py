@@ -139,6 +139,7 @@ async def test_each_recorded_abort_is_a_rotated_condition_and_one_warning_event(
     assert cond["status"] == "True"
 
 
+@pytest.mark.slow  # a running controller per case: 5-9 s each
 @pytest.mark.parametrize("name", ["other", "plain", "for-another"])
 async def test_a_spec_edit_alone_never_grants_a_secret(rotor, name):
     """Issue 24: admin.secretRef could name any Secret of the namespace (another RotatingSecret's
