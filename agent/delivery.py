@@ -14,9 +14,10 @@ waits for those in flight (shutdown, tests).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
-from agent.files import AtomicWriter, files_for, value_files
+from agent.files import METADATA, AtomicWriter, files_for, value_files
 from agent.hooks import Reloader
 from agent.metrics import AgentMetrics
 from rotor.layout import SecretState, checksum
@@ -65,6 +66,18 @@ class Delivery:
             if not first:
                 self._notify(state.version, value_files(files))
         return True
+
+    def shown_version(self) -> int:
+        """The version the app sees now: the last written here, or (none written yet, e.g. at a
+        restart) the one in the folder's ``.rotor.json``; 0 when there is none."""
+        if self._written is not None:
+            return self._version
+        try:
+            meta = json.loads(self.files.read().get(METADATA, b"{}"))
+        except (OSError, ValueError):
+            return 0
+        version = meta.get("version") if isinstance(meta, dict) else None
+        return version if isinstance(version, int) else 0
 
     def forget(self) -> None:
         """Another writer of these files takes over; the next :meth:`deliver` writes again (and

@@ -136,6 +136,9 @@ class SecretRotator:
         self.generator = generator
         self.target = target
         self.stored = Stored(SecretState())
+        self.held_until: float | None = None
+        """The grace of the previous value, counted from when its successor's files were swapped
+        in (not from the commit): until then it is not retired and no scheduled rotation runs."""
         self.failures = 0
         self.retry_at: float | None = None
         self._requested = False
@@ -180,7 +183,7 @@ class SecretRotator:
 
     def wakeup_at(self) -> float | None:
         """When the next step has something to do (``None``: nothing scheduled)."""
-        return wakeup_at(
+        at = wakeup_at(
             self.state,
             self.spec,
             self.clock.time(),
@@ -189,6 +192,13 @@ class SecretRotator:
             files_written=self.delivery.written,
             request_open=self._request_open,
         )
+        held = self.held_until
+        if at is None or held is None or self._request_open or not self.delivery.written:
+            return at
+        return max(at, held) if held > self.clock.time() else at
+
+    def _held(self, now: float) -> bool:
+        return self.held_until is not None and now < self.held_until
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -217,12 +227,18 @@ class SecretRotator:
         """Recover, expire, rotate if needed, write files, update metrics: one pass."""
         now = self.clock.time()
         stored = await self.store.read()
+        if not self.delivery.written:
+            # A start (or a crash between a commit and its files): the committed state's files
+            # go in first, before anything retires or changes what they hold.
+            self._sync_files(stored.state)
         try:
             if stored.state.phase == "pending":
                 stored = await self._recover(stored, now)
-            expired = expire_previous(stored.state, now)
+            expired = stored.state if self._held(now) else expire_previous(stored.state, now)
             if expired is not stored.state:
-                await self._retire(stored.state)
+                failure = await self._retire(stored.state)
+                if failure is not None or expired.last_retire_failure:
+                    expired = replace(expired, last_retire_failure=failure or "")
                 stored = Stored(expired, await self.store.write(expired, stored.token))
                 log.info("previous value dropped secret=%s version=%d", self.name, expired.version)
             fresh, self._requested = self._requested, False
@@ -234,6 +250,8 @@ class SecretRotator:
                 self.settings.jitter,
                 requested=fresh or self._request_open,
             )
+            if reason == "due" and self._held(now):
+                reason = None  # the previous value's grace from its files swap is not over
             if reason is not None and starts_rotation(reason, now, self.retry_at, fresh):
                 if reason == "requested":
                     self._request_open = True  # until a commit (an abort keeps it open)
@@ -304,15 +322,18 @@ class SecretRotator:
             return e
         return None
 
-    async def _retire(self, state: SecretState) -> None:
-        """The previous value's overlap ended: the target may lock or drop it."""
+    async def _retire(self, state: SecretState) -> str | None:
+        """The previous value's overlap ended: the target may lock or drop it. A failure is
+        counted, logged and returned as ``<Reason>: <message>`` (recorded on the state)."""
         if self.target is None or not state.previous:
-            return
+            return None
         try:
             await self.target.retire(state)
         except TargetError as e:
             self.metrics.target_failures.labels(self.name, "retire", e.reason).inc()
             log.warning("target %s could not retire secret=%s: %s", self.target.kind, self.name, e)
+            return f"{e.reason}: overlap end of version {state.version - 1}: {e}"
+        return None
 
     async def _abort(self, stored: Stored, now: float, why: str, detail: str = "") -> Stored:
         aborted = abort(stored.state, detail or why, now)
@@ -402,18 +423,24 @@ class SecretRotator:
         self.metrics.rotation_duration.labels(self.name).observe(time.perf_counter() - started)
         return stored
 
-    def _sync_files(self) -> None:
-        """Write the files when they differ from what was last written (and reload the app)."""
-        state = self.state
+    def _sync_files(self, state: SecretState | None = None) -> None:
+        """Write the files when they differ from what was last written (and reload the app).
+        When the app is shown a new version that keeps a previous value, that value's grace
+        (``held_until``) starts now: the app could not have read the new one before."""
+        state = state if state is not None else self.state
         if not state.has_value:
             return
         # The time stored at the commit, as mirrors (replicas, RO consumers) see it too.
         due = state.next_rotation if state.next_rotation is not None else self._due(state)
+        shown = self.delivery.shown_version()
         try:
-            self.delivery.deliver(state, due)
+            written = self.delivery.deliver(state, due)
         except OSError as e:
             log.error("cannot write files secret=%s folder=%s: %s", self.name, self.files.target, e)
             self._failed(self.clock.time())
+            return
+        if written and state.version != shown and state.previous:
+            self.held_until = self.clock.time() + self.spec.rotation.overlap
 
     def _due(self, state: SecretState) -> float | None:
         return next_rotation_at(state, self.spec, jitter_draw(state), self.settings.jitter)

@@ -70,7 +70,7 @@ from rotor.env import AgentEnv
 from rotor.errors import InvalidSpec, RotorError
 from rotor.external import ExternalStoreWriter, RotorMetadata, StoreRecord
 from rotor.kubepaths import rotor_path
-from rotor.layout import SecretState, checksum, view_name
+from rotor.layout import ANN_POSTGRES_ADMIN_FOR, SecretState, checksum, view_name
 from rotor.logs import register_secret
 from rotor.names import SecretRef
 from rotor.protocol import backoff_delay, plan_store_write
@@ -259,6 +259,12 @@ def kube_admin(kube: KubeClient, namespace: str, admin: PostgresAdmin) -> AdminS
         where = f"spec.target.postgres.admin.secretRef: Secret {namespace}/{name}"
         try:
             obj = await kube.get_or_none(secret_path(namespace, name))
+        except Forbidden:
+            raise TargetError(
+                R_ADMIN_CREDENTIAL,
+                f"{where} cannot be read (forbidden): the controller grants it only when the "
+                f"Secret names this RotatingSecret in its annotation {ANN_POSTGRES_ADMIN_FOR}",
+            ) from None
         except RotorError as e:
             raise TargetError(R_ADMIN_CREDENTIAL, f"{where} cannot be read ({e})") from None
         if obj is None:
@@ -403,6 +409,7 @@ class RwSecret:
             if obj is not None:
                 try:
                     spec = RotatingSecretSpec.from_dict(obj.get("spec"))
+                    spec.rotation.check_jitter(self.settings.jitter, "spec.rotation.overlap")
                 except InvalidSpec as e:
                     log.error("RotatingSecret %s has an invalid spec: %s", self.ref, e)
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}

@@ -230,9 +230,11 @@ def prepare_dir(folder: Path, names: Sequence[str] = ()) -> int:
     return fd
 
 
-def check_standalone(secrets: Sequence[StandaloneSecret]) -> None:
-    """Refuse what standalone mode cannot do (read a Kubernetes Secret), naming the field."""
+def check_standalone(secrets: Sequence[StandaloneSecret], jitter: float) -> None:
+    """Refuse what standalone mode cannot do (read a Kubernetes Secret) and an overlap that
+    outlasts the shortest interval with this agent's jitter, naming the field."""
     for s in secrets:
+        s.spec.rotation.check_jitter(jitter, f"{s.name}: spec.rotation.overlap")
         pg = s.spec.target.postgres if s.spec.target is not None else None
         if pg is not None and pg.admin.secret_ref is not None:
             raise InvalidSpec(
@@ -262,7 +264,7 @@ def build_agent(opts: Options) -> Any:
     from agent.metrics import AgentMetrics
     from agent.store import FileStore
 
-    check_standalone(opts.secrets)
+    check_standalone(opts.secrets, opts.settings.jitter)
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry)
     clock = SystemClock()

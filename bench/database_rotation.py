@@ -4,6 +4,7 @@ same run, on the same server, at the same time.
 
     python bench/database_rotation.py      # >= 100 rotations and >= 10,000 logins each, 1 s
     python bench/database_rotation.py --rotations 10 --min-logins 0    # a quick look
+    python bench/database_rotation.py --kills 25    # alternating + terminate + a pool, kill -9s
 
 One real PostgreSQL 15 (Debian's package; tests/postgres/pgserver.py starts it on a free
 127.0.0.1 port, SCRAM-SHA-256 on TCP) and one real ``rotor-agent standalone`` process rotating
@@ -38,7 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.postgres.consumers import Clients, read_pair  # noqa: E402
+from tests.postgres.consumers import Clients, PoolClients, read_pair  # noqa: E402
 from tests.postgres.pgserver import ADMIN, ADMIN_PASSWORD, pg_server  # noqa: E402
 
 STRATEGIES = ("single", "alternating")
@@ -80,6 +81,125 @@ def _wait(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+class Killer:
+    """kill -9 of the agent right after it writes its state, then a restart: the state file's
+    change is the commit (or the prepare); the files swap comes after it, so a kill that lands
+    before the swap leaves the committed version ahead of the files (the crash window). Each
+    kill is classified after the fact from the state file and the files."""
+
+    def __init__(self, start: Any, state: Path, files: Path) -> None:
+        self.start, self.state, self.files = start, state, files
+        self.proc: subprocess.Popen[str] = start()
+        self.kills = {"commit-before-swap": 0, "pending": 0, "other": 0}
+
+    def _stored(self) -> tuple[int, str]:
+        doc = json.loads(self.state.read_text())
+        ann = doc.get("annotations") or {}
+        return int(ann.get("rotor.dev/version") or 0), str(ann.get("rotor.dev/phase"))
+
+    def kill_once(self, timeout: float) -> None:
+        """Wait for the next state write, kill at once, classify, restart."""
+        mtime = self.state.stat().st_mtime_ns
+        deadline = time.monotonic() + timeout
+        while self.state.stat().st_mtime_ns == mtime:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.0002)
+        self.proc.kill()
+        self.proc.wait()
+        version, phase = self._stored()
+        shown = read_pair(self.files)[2]
+        kind = "pending" if phase == "pending" else "other"
+        if phase == "committed" and version > shown:
+            kind = "commit-before-swap"
+        self.kills[kind] += 1
+        self.proc = self.start()
+        _wait(lambda: read_pair(self.files)[2] >= version or phase == "pending", 30, "restart")
+
+
+def _friendly_clients(
+    files: Path, port: int, args: argparse.Namespace, overlap: float
+) -> dict[str, Any]:
+    """Clients that follow docs/database.md: new connections from the files, long-lived ones
+    that reconnect, and a pool that recycles connections within the overlap."""
+    return {
+        "new-connection": Clients(files, port, new=args.clients, long=0).start(),
+        "long-lived": Clients(files, port, new=0, long=args.long_lived, hold=args.hold).start(),
+        "pool": PoolClients(files, port, max_lifetime=overlap * 0.6).start(),
+    }
+
+
+def kills_main(args: argparse.Namespace) -> dict[str, Any]:
+    """``alternating`` with ``onOverlapEnd: terminate`` (the admin holds pg_signal_backend),
+    new-connection, long-lived and pooled clients, and ``--kills`` kill -9s of the agent right
+    after its state writes. Target: 0 failed logins of these friendly clients across kills."""
+    with pg_server() as pg, tempfile.TemporaryDirectory(prefix="rotor-dbkill-") as tmp:
+        pg.psql(
+            "CREATE TABLE items (id int); CREATE ROLE bench_rw NOLOGIN; "
+            f"GRANT SELECT ON items TO bench_rw; GRANT pg_signal_backend TO {ADMIN}"
+        )
+        folder = Path(tmp)
+        cfg = _config(folder, pg.port, "alternating", args.interval)
+        doc = yaml.safe_load(cfg.read_text())
+        doc[0]["spec"]["target"]["postgres"]["onOverlapEnd"] = "terminate"
+        cfg.write_text(yaml.safe_dump(doc))
+        out_dir, files = folder / "out", folder / "out" / "alternating"
+        env = {**os.environ, "ROTOR_JITTER": "0", "ROTOR_LOG_LEVEL": "WARNING"}
+
+        def start() -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "agent", "standalone", "--config", str(cfg),
+                 "--dir", str(out_dir), "--metrics-port", "0"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+
+        killer = Killer(start, out_dir / ".rotor" / "alternating.json", files)
+        try:
+            _wait(lambda: (files / ".rotor.json").exists(), 60, "the first value")
+            first = read_pair(files)[2]
+            overlap = args.interval / 2
+            kinds = _friendly_clients(files, pg.port, args, overlap)
+            started = time.monotonic()
+            while (
+                sum(killer.kills.values()) < args.kills
+                and time.monotonic() - started < args.max_seconds
+            ):
+                killer.kill_once(timeout=3 * args.interval)
+            time.sleep(2 * args.interval)  # the last restart's overlap ends under the clients
+            elapsed = time.monotonic() - started
+            tallies = {k: c.close() for k, c in kinds.items()}
+            rotations = read_pair(files)[2] - first
+        finally:
+            killer.proc.kill()
+            killer.proc.wait()
+    return _kill_report(killer.kills, tallies, rotations, elapsed)
+
+
+def _kill_report(
+    kills: dict[str, int], tallies: dict[str, Any], rotations: int, elapsed: float
+) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "elapsed_s": round(elapsed, 1),
+        "rotations": rotations,
+        "kills": kills,
+    }
+    for k, t in tallies.items():
+        res[k] = {"logins": t.logins, "failed_logins": t.failed_first + t.failed_retry,
+                  "sessions_ended": t.ended, "sample_errors": t.errors[:2]}  # fmt: skip
+    res["target_met"] = all(res[k]["failed_logins"] == 0 for k in tallies)
+    print(
+        f"alternating + terminate under kill -9: {sum(kills.values())} kills "
+        f"({kills['commit-before-swap']} between commit and swap, "
+        f"{kills['pending']} while pending), {rotations} rotations, {res['elapsed_s']}s"
+    )
+    print(f"{'clients':<15} {'logins':>8} {'failed logins':>13} {'sessions ended':>14}")
+    for k in tallies:
+        r = res[k]
+        print(f"{k:<15} {r['logins']:>8} {r['failed_logins']:>13} {r['sessions_ended']:>14}")
+    print(f"target (0 failed logins across kills): {'met' if res['target_met'] else 'NOT met'}")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rotations", type=int, default=100)
@@ -94,8 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="new-connection clients per secret")
     ap.add_argument("--long-lived", type=int, default=1, help="long-lived clients per secret")
     ap.add_argument("--hold", type=float, default=0.5, help="seconds a long-lived client holds")
+    ap.add_argument(
+        "--kills",
+        type=int,
+        default=0,
+        help="instead: alternating + terminate + a pool, with this many kill -9s of the agent",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.kills:
+        res = kills_main(args)
+        if args.json:
+            print(json.dumps(res, indent=1))
+        return 0
     out: dict[str, Any] = {"rotations_asked": args.rotations, "interval_s": args.interval}
     with pg_server() as pg, tempfile.TemporaryDirectory(prefix="rotor-dbbench-") as tmp:
         pg.psql(

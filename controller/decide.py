@@ -36,10 +36,12 @@ from rotor.acl import AclSnapshot, Grant, SkippedEntry
 from rotor.layout import (
     ANN_CHECKSUM,
     ANN_NEXT_ROTATION,
+    ANN_POSTGRES_ADMIN_FOR,
     ANN_PREVIOUS_EXPIRES,
     ANN_ROTATED_AT,
     ANN_VERSION,
     LABEL_MANAGED_BY,
+    LABEL_SECRET,
     LABEL_VIEW_OF,
     MANAGED_BY,
     SecretState,
@@ -126,6 +128,28 @@ def admin_secrets(spec: RotatingSecretSpec) -> frozenset[str]:
     return (
         frozenset([pg.admin.secret_ref]) if pg is not None and pg.admin.secret_ref else frozenset()
     )
+
+
+def admin_secret_problem(secret: SecretRef, name: str, obj: Mapping[str, Any] | None) -> str:
+    """Why the writer of ``secret`` may not read the admin Secret ``name`` (``obj``, None when
+    absent), or ``""``. A spec edit must not grant: the Secret itself opts in by naming the
+    RotatingSecret in ``rotor.dev/postgres-admin-for``, and no Secret Rotor manages (a source, a
+    view) is ever one."""
+    where = f"spec.target.postgres.admin.secretRef: Secret {secret.namespace}/{name}"
+    if obj is None:
+        return f"{where} does not exist (or the controller may not read it)"
+    m = obj.get("metadata") or {}
+    labels = m.get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY or LABEL_SECRET in labels:
+        return f"{where} is a Secret Rotor manages; give the admin credential its own Secret"
+    named = str((m.get("annotations") or {}).get(ANN_POSTGRES_ADMIN_FOR, ""))
+    if secret.name not in {n.strip() for n in named.split(",")}:
+        return (
+            f"{where} does not name {secret.name!r} in its annotation {ANN_POSTGRES_ADMIN_FOR}; "
+            f"whoever owns it adds: kubectl annotate secret -n {secret.namespace} {name} "
+            f"{ANN_POSTGRES_ADMIN_FOR}={secret.name}"
+        )
+    return ""
 
 
 def _labels(secret: SecretRef) -> dict[str, str]:
@@ -626,6 +650,12 @@ def rotated_condition(state: SecretState | None) -> st.Condition:
         return _cond(st.ROTATED, False, reason, f"rotation aborted{at}: {message.strip()}{keep}")
     if state is None or not state.has_value:
         return _cond(st.ROTATED, None, st.R_WAITING_FOR_VALUE, "no rotation has committed yet")
+    if state.last_retire_failure:  # e.g. the retired role's sessions live on (no grant)
+        reason, _, message = state.last_retire_failure.partition(":")
+        if not reason.isalnum() or not reason[:1].isupper():
+            reason, message = st.R_ROTATION_ABORTED, state.last_retire_failure
+        text = f"version {state.version} committed, but the {message.strip()}"
+        return _cond(st.ROTATED, False, reason, text)
     return _cond(st.ROTATED, True, st.R_COMMITTED, f"version {state.version} committed")
 
 

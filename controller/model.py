@@ -25,7 +25,7 @@ from rotor.layout import (
     MANAGED_BY,
     SecretState,
 )
-from rotor.names import Principal, SecretRef
+from rotor.names import Principal, SecretRef, check_name
 from rotor.protocol import publishable
 from rotor.spec import RotatingSecretSpec
 
@@ -282,12 +282,23 @@ def _service_account(pod_spec: Mapping[str, Any]) -> str:
     return str(pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default")
 
 
+def _valid_service_account(name: str) -> bool:
+    """A real API server refuses any other name; the emulator and a hostile object may not, and
+    the name goes into the ACL document and RoleBindings (rotor/names.py rules)."""
+    try:
+        check_name(name, "spec.serviceAccountName")
+    except InvalidSpec:
+        return False
+    return True
+
+
 def _wants(
     annotations: Mapping[str, str], namespace: str, service_account: str
 ) -> tuple[Want, ...]:
     req = ann.parse_pod(annotations, namespace)
     if req is None:
         return ()
+    check_name(service_account, "spec.serviceAccountName")  # a pod with it asks for nothing
     p = Principal(namespace, service_account)
     return tuple(sorted({Want(s, p, "rw") for s in req.rw} | {Want(s, p, "ro") for s in req.ro}))
 
@@ -396,6 +407,8 @@ def read_pod(obj: Mapping[str, Any]) -> PodInfo:
         req = ann.parse_pod(annotations, namespace)
     except InvalidSpec:
         req = None  # denied at admission; a pod that slipped through asks for nothing
+    if not _valid_service_account(_service_account(spec)):
+        req = None
     conditions = (obj.get("status") or {}).get("conditions") or []
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"

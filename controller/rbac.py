@@ -45,11 +45,27 @@ class RbacWriter:
         them."""
         mine = frozenset(g for g in grants if g.secret == ref)
         names = frozenset(x.store for x in spec.external_stores)
-        admins = decide.admin_secrets(spec)
+        admins = await self._admin_secrets(ref, spec)
         if self._inputs.get(ref) != (mine, names, admins):  # RBAC depends on these only
             await self.apply(ref, decide.desired_rbac(ref, mine, names, admins))
             self._inputs[ref] = (mine, names, admins)
         return mine
+
+    async def _admin_secrets(self, ref: SecretRef, spec: RotatingSecretSpec) -> frozenset[str]:
+        """The admin Secrets of ``spec`` that opted in to ``ref`` (read at each sync, so removing
+        the annotation removes the grant); the others are refused, logged."""
+        allowed = set()
+        for name in sorted(decide.admin_secrets(spec)):
+            try:
+                obj = await self.ctl.kube.aget(path("v1", "secrets", ref.namespace, name))
+            except ForbiddenError:
+                obj = None
+            problem = decide.admin_secret_problem(ref, name, obj)
+            if problem:
+                log.warning("%s: the writer gets no access: %s", ref, problem)
+            else:
+                allowed.add(name)
+        return frozenset(allowed)
 
     async def remove(self, ref: SecretRef) -> None:
         await self.apply(ref, [])

@@ -13,11 +13,10 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from rotor import PREFIX
 from rotor.errors import AnnotationError, InvalidSpec
-from rotor.names import SecretRef, check_name
+from rotor.names import SecretRef, check_name, loopback_url_problem
 
 RW = PREFIX + "rw"
 """Comma list of RotatingSecret names in the pod's namespace that this workload writes."""
@@ -146,22 +145,10 @@ class PodRequest:
 
 
 def _loopback_url(value: str, annotation: str, what: str) -> str:
-    fix = f"write {what} as http://127.0.0.1:PORT/PATH (the app in the same pod)"
-    # urlsplit drops tab, CR and LF silently, but the raw value is what the agent later sends:
-    # refuse them (and every other control character or space) before looking at the parts.
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise AnnotationError(annotation, f"{value!r} contains a space or control character", fix)
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        raise AnnotationError(annotation, f"{value!r} has a bad port", fix) from None
-    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise AnnotationError(annotation, f"{value!r} is not a loopback http URL", fix)
-    if port is None or parts.username or parts.password or parts.fragment:
-        raise AnnotationError(
-            annotation, f"{value!r} must name a port and carry no user or fragment", fix
-        )
+    problem = loopback_url_problem(value)
+    if problem is not None:
+        fix = f"write {what} as http://127.0.0.1:PORT/PATH (the app in the same pod)"
+        raise AnnotationError(annotation, problem, fix)
     return value
 
 

@@ -27,7 +27,7 @@ import yaml
 from rotor import API_GROUP, API_VERSION
 from rotor import spec as s
 from rotor.durations import PATTERN as DURATION_PATTERN
-from rotor.names import DNS1123_SUBDOMAIN, KEY_NAME
+from rotor.names import DNS1123_SUBDOMAIN, KEY_NAME, LOOPBACK_URL
 from rotor.status import STATUS_SCHEMA
 
 Schema = dict[str, Any]
@@ -344,7 +344,7 @@ def target_schema() -> Schema:
                 "properties": {
                     "overlapEnd": {
                         "type": "string",
-                        "pattern": "^http://(127\\.0\\.0\\.1|localhost|\\[::1\\]):",
+                        "pattern": LOOPBACK_URL,
                         "description": "Loopback URL POSTed when the previous value's overlap "
                         "ends.",
                     }

@@ -48,8 +48,8 @@ def format_duration(seconds: float) -> str:
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     out = []
-    rest = round(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    rest = round(seconds * 1000)  # milliseconds: 1.5 s is 1s500ms, not 2s
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
         n, rest = divmod(rest, size)
         if n:
             out.append(f"{n}{unit}")

@@ -58,6 +58,14 @@ ANN_LAST_ABORT = PREFIX + "last-abort"
 """``<Reason>: <message>`` of the last rotation that aborted (names and reasons, never a value);
 removed by the next commit. The controller turns it into a condition reason and an Event."""
 ANN_LAST_ABORT_AT = PREFIX + "last-abort-at"
+ANN_LAST_RETIRE_FAILURE = PREFIX + "last-retire-failure"
+"""``<Reason>: <message>`` of the last overlap end the target could not complete (e.g. sessions
+of the retired role not terminated); removed by the next one that succeeds. The controller's
+``Rotated`` condition shows it."""
+ANN_POSTGRES_ADMIN_FOR = PREFIX + "postgres-admin-for"
+"""On a Secret that holds a PostgreSQL admin credential: the names of the RotatingSecrets (same
+namespace, comma-separated) whose writer may read it. The opt-in of whoever may edit that Secret:
+a RotatingSecret's ``spec.target.postgres.admin.secretRef`` alone grants nothing."""
 ANN_ROTATE_REQUESTED = PREFIX + "rotate-requested"
 """On a source Secret, set by the controller: the value of the RotatingSecret's
 ``rotor.dev/rotate-now`` annotation. The writer rotates once when it differs from the last value
@@ -133,6 +141,8 @@ class SecretState:
     last_abort: str = ""
     """``<Reason>: <message>`` of the last aborted rotation (``""`` once a rotation commits)."""
     last_abort_at: float | None = None
+    last_retire_failure: str = ""
+    """``<Reason>: <message>`` of the last failed overlap end (``""`` once one succeeds)."""
 
     @property
     def abort_reason(self) -> str:
@@ -206,6 +216,7 @@ class SecretState:
             next_rotation=t(ANN_NEXT_ROTATION),
             last_abort=ann.get(ANN_LAST_ABORT, ""),
             last_abort_at=t(ANN_LAST_ABORT_AT),
+            last_retire_failure=ann.get(ANN_LAST_RETIRE_FAILURE, ""),
         )
 
     def secret_data(self) -> dict[str, str]:
@@ -236,4 +247,5 @@ class SecretState:
         out[ANN_NEXT_ROTATION] = at(self.next_rotation) if self.next_rotation is not None else ""
         out[ANN_LAST_ABORT] = self.last_abort
         out[ANN_LAST_ABORT_AT] = at(self.last_abort_at) if self.last_abort_at is not None else ""
+        out[ANN_LAST_RETIRE_FAILURE] = self.last_retire_failure
         return out

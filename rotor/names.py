@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from rotor.errors import InvalidSpec
 
@@ -17,6 +18,31 @@ KEY_NAME = r"^[A-Za-z0-9]([-_A-Za-z0-9]*[A-Za-z0-9])?$"
 _SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
 _LABEL = re.compile(DNS1123_LABEL)
 _KEY = re.compile(KEY_NAME)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_URL = r"^http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}([/?][^#\s]*)?$"
+"""The CRD's pattern for a loopback URL: the authority is a loopback host and a port, nothing else
+(no user part: ``http://127.0.0.1:1@other.host/`` would go to ``other.host``)."""
+
+
+def loopback_url_problem(value: str) -> str | None:
+    """Why ``value`` is not ``http://<loopback>:PORT[/PATH]``, or None. One rule for the apply
+    hook and reload annotations, the agent's flags and ``spec.target.hook.overlapEnd``: the URL
+    is parsed (not matched by prefix), so the host the agent would connect to is the one checked."""
+    # urlsplit drops tab, CR and LF silently, but the raw value is what the agent later sends:
+    # refuse them (and every other control character or space) before looking at the parts.
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return f"{value!r} contains a space or control character"
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        return f"{value!r} has a bad port"
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
+        return f"{value!r} is not a loopback http URL"
+    if port is None or "@" in parts.netloc or parts.fragment:
+        return f"{value!r} must name a port and carry no user or fragment"
+    return None
 
 
 def check_name(value: object, field: str) -> str:

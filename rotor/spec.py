@@ -15,7 +15,8 @@ from typing import Any, Literal, cast, get_args
 
 from rotor.durations import format_duration, parse_duration
 from rotor.errors import InvalidSpec
-from rotor.names import check_key_name, check_name
+from rotor.names import check_key_name, check_name, loopback_url_problem
+from rotor.settings.agent import DEFAULT_JITTER
 
 GeneratorType = Literal["password", "token", "hex", "uuid", "rsa", "ecdsa", "ed25519"]
 GENERATOR_TYPES: tuple[str, ...] = get_args(GeneratorType)
@@ -260,14 +261,26 @@ class RotationSpec:
             if "overlap" in obj
             else min(DEFAULT_OVERLAP, interval / 2)
         )
-        if overlap >= interval:
+        out = cls(interval, overlap)
+        out.check_jitter(DEFAULT_JITTER, f"{field}.overlap")
+        return out
+
+    def check_jitter(self, jitter: float, field: str) -> None:
+        """The overlap must end before the earliest next rotation, ``interval * (1 - jitter)``
+        (the jitter only shortens the interval): a rotation inside the overlap ends the previous
+        value early (the alternating strategy changes its password) while ``.rotor.json`` still
+        calls it valid. The spec is checked with the default jitter; the agent again with its
+        own (``ROTOR_JITTER``)."""
+        shortest = self.interval * (1.0 - jitter)
+        if self.overlap > 0 and self.overlap >= shortest:
             raise InvalidSpec(
-                f"{field}.overlap",
-                f"overlap {format_duration(overlap)} is not "
-                f"shorter than interval {format_duration(interval)}",
-                "make overlap shorter than interval (0s turns it off)",
+                field,
+                f"overlap {format_duration(self.overlap)} is not shorter than the shortest "
+                f"jittered interval {format_duration(shortest)} (interval "
+                f"{format_duration(self.interval)} less jitter {jitter:g})",
+                f"make overlap shorter than {format_duration(shortest)} (0s turns it off), or "
+                "lengthen the interval",
             )
-        return cls(interval, overlap)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,15 +333,15 @@ ALTERNATE_SUFFIXES = ("_a", "_b")
 VERSION_SUFFIX = "_v"
 """per-version: the role of version N is ``<role>_v<N>``."""
 MAX_PER_VERSION_ROLE_LENGTH = 63 - len(VERSION_SUFFIX) - 10
-LOOPBACK_URL = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
 _ROLE = re.compile(ROLE_PATTERN)
+_DIGITS = re.compile("[0-9]+")
 
 
 def _role(obj: Mapping[str, Any], key: str, field: str, required: bool) -> str | None:
     value = obj.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _ROLE.match(value) or len(value) > MAX_ROLE_LENGTH:
+    if not isinstance(value, str) or not _ROLE.fullmatch(value) or len(value) > MAX_ROLE_LENGTH:
         raise InvalidSpec(
             f"{field}.{key}",
             f"{value!r} is not a role name" if value is not None else "a role name is required",
@@ -436,7 +449,7 @@ class PostgresTargetSpec:
         """Whether ``role`` is one this target made or rotates."""
         if self.strategy == "per-version":
             prefix = self.role + VERSION_SUFFIX
-            return role.startswith(prefix) and role[len(prefix) :].isdigit()
+            return role.startswith(prefix) and _DIGITS.fullmatch(role[len(prefix) :]) is not None
         return role in self.roles
 
     @classmethod
@@ -541,10 +554,13 @@ class HookTargetSpec:
         obj = _mapping(value, field)
         reject_unknown(obj, {"overlapEnd"}, field)
         url = obj.get("overlapEnd")
-        if not isinstance(url, str) or not url.startswith(LOOPBACK_URL):
+        problem = "overlapEnd is required" if url is None else f"{url!r} is not a URL"
+        if isinstance(url, str):
+            problem = loopback_url_problem(url) or ""
+        if problem or not isinstance(url, str):
             raise InvalidSpec(
                 f"{field}.overlapEnd",
-                f"{url!r} is not a loopback URL" if url is not None else "overlapEnd is required",
+                problem,
                 "give http://127.0.0.1:PORT/PATH (the writer pod's own app)",
             )
         return cls(url)

@@ -11,7 +11,8 @@ Strategies (docs/database.md):
   the overlap the retired role is locked (``NOLOGIN``; ``terminate`` also ends its sessions;
   ``keep`` leaves it); the next rotation unlocks it with its new password.
 * ``per-version``: a new role ``<role>_v<N>`` for each version (created like the alternating
-  ones), dropped with its sessions terminated when its overlap ends (objects it owns are
+  ones and marked as Rotor's by a ``COMMENT ON ROLE``, :func:`version_marker`; no other role is
+  ever dropped), dropped with its sessions terminated when its overlap ends (objects it owns are
   reassigned to ``template`` first, or dropped without one). Stale version roles (e.g. skipped
   by a rotate-now inside an overlap) are dropped at the next rotation or overlap end; the
   current and the previous version's roles are never touched. ``onOverlapEnd: keep`` keeps them.
@@ -82,8 +83,22 @@ def retired_role(spec: PostgresTargetSpec, state: SecretState) -> str | None:
     return previous
 
 
+def version_marker(spec: PostgresTargetSpec) -> str:
+    """The comment Rotor puts on each per-version role it creates (``COMMENT ON ROLE``): only
+    roles carrying it are dropped, never another role that merely has the ``<role>_v<N>`` shape
+    (a person's, or one made before Rotor marked its roles: drop those by hand)."""
+    return f"rotor.dev: per-version role of {spec.role}"
+
+
 def _classify_connect(e: psycopg.Error, where: str) -> TargetError:
     text = str(e).lower()
+    if "authentication method requirement" in text or "channel binding" in text:
+        return TargetError(
+            R_LOGIN_REFUSED,
+            f"{where} did not offer SCRAM-SHA-256 for the admin login (the password was not "
+            "sent); set password_encryption = scram-sha-256, re-set the admin's password and "
+            "use scram-sha-256 in pg_hba.conf",
+        )
     if any(p in text for p in _REFUSED):
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         return TargetError(R_LOGIN_REFUSED, f"{where} refused the admin login ({first})")
@@ -131,7 +146,13 @@ class PostgresTarget:
             "application_name": APPLICATION_NAME,
         }
         if password is not None:
+            # The password goes only into a SCRAM exchange: libpq refuses a server (or whoever
+            # answers for it) that asks for it in clear or as md5; with TLS required, the
+            # exchange is also bound to the TLS channel (a relaying man in the middle fails).
             params["password"] = password
+            params["require_auth"] = "scram-sha-256"
+            if s.sslmode in ("require", "verify-ca", "verify-full"):
+                params["channel_binding"] = "require"
         if s.sslrootcert is not None:
             params["sslrootcert"] = s.sslrootcert
         try:
@@ -205,6 +226,12 @@ class PostgresTarget:
         if await self._exists(conn, role):
             return
         await conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        if s.strategy == "per-version":  # only roles carrying this mark are ever dropped
+            await conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    sql.Identifier(role), sql.Literal(version_marker(s))
+                )
+            )
         if s.template is not None:
             await conn.execute(
                 sql.SQL("GRANT {} TO {}").format(sql.Identifier(s.template), sql.Identifier(role))
@@ -227,11 +254,9 @@ class PostgresTarget:
             elif await self._exists(conn, role):
                 await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
                 if self.spec.on_overlap_end == "terminate":
-                    await conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE usename = %s AND pid <> pg_backend_pid()",
-                        (role,),
-                    )
+                    await self._terminate(conn, role)
+        except TargetError:
+            raise
         except psycopg.errors.InsufficientPrivilege as e:
             raise TargetError(R_PERMISSION_DENIED, f"{self.where}: {_short(e)}") from None
         except psycopg.Error as e:
@@ -245,13 +270,32 @@ class PostgresTarget:
             self.spec.on_overlap_end,
         )
 
+    async def _terminate(self, conn: psycopg.AsyncConnection[Any], role: str) -> None:
+        """End the sessions of ``role`` (locked already). PostgreSQL allows it only to members of
+        ``pg_signal_backend`` (or of the role): without it, a PermissionDenied naming the grant."""
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename = %s AND pid <> pg_backend_pid()",
+                (role,),
+            )
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise TargetError(
+                R_PERMISSION_DENIED,
+                f"{self.where}: role {role!r} is locked but its sessions were not ended "
+                f"({_short(e)}); GRANT pg_signal_backend TO {await self._admin_user()} "
+                "(docs/database.md)",
+            ) from None
+
     async def _drop_stale(self, conn: psycopg.AsyncConnection[Any], keep: set[str]) -> list[str]:
         """per-version: drop every version role of this target but ``keep``, ending its
         sessions first. Returns what could not be dropped (a role that owns objects: own them
         by the template role instead, docs/database.md); the next call tries again."""
         prefix = self.spec.role + "_v"
         cur = await conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) "
+            "AND shobj_description(oid, 'pg_authid') = %s",
+            (prefix, version_marker(self.spec)),
         )
         stale = sorted(r for (r,) in await cur.fetchall() if self.spec.owns(r) and r not in keep)
         failed: list[str] = []
@@ -259,11 +303,10 @@ class PostgresTarget:
             ident = sql.Identifier(role)
             try:
                 await conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
-                await conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE usename = %s AND pid <> pg_backend_pid()",
-                    (role,),
-                )
+                try:
+                    await self._terminate(conn, role)
+                except TargetError as e:
+                    failed.append(str(e))  # dropped all the same: it can log in no more
                 await conn.execute(sql.SQL("DROP ROLE {}").format(ident))
             except psycopg.errors.DependentObjectsStillExist:
                 failed.append(

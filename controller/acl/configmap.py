@@ -9,8 +9,14 @@ Data key ``acl.yaml`` (see docs/acl.md)::
     requests:                        # asked for by annotated workloads, waiting for an admin
       - {secret: shop/db-password, principal: shop/web, mode: ro, state: pending}
 
-An admin approves a request by moving it to ``grants`` (``kubectl edit``), denies it by setting
-``state: denied``, and revokes a grant by deleting it. Every write made here is a JSON merge patch
+Two ConfigMaps of that format, so the controller's own identity cannot grant: ``<name>`` holds
+the grants and only ACL admins may write it (the chart gives the controller ``get`` on it, no
+more); ``<name>-requests`` holds the secrets the ACL knows and the requests, written by the
+controller (and by admins: ``rotor acl approve`` adds the grant to ``<name>``, then drops the
+request here). Grants found in ``<name>-requests`` are ignored; requests and secrets found in
+``<name>`` (an ACL from before the split, an admin's edit) are read as well. An admin approves a
+request by adding it to ``grants`` of ``<name>``, denies it by setting ``state: denied`` in
+``<name>-requests``, and revokes a grant by deleting it. Every write made here is a JSON merge patch
 carrying the ``metadata.resourceVersion`` it read, so a concurrent edit (an admin's, another
 controller's) is never lost: the API server answers 409 and the change is re-applied to the fresh
 copy.
@@ -25,6 +31,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -41,10 +48,10 @@ log = logging.getLogger("rotor.controller")
 DATA_KEY = "acl.yaml"
 README_KEY = "README"
 README = """\
-Rotor access-control list (ConfigMap backend). Edit acl.yaml:
-- approve a request: move it from `requests` to `grants` (drop the `state` field);
-- deny a request: set its `state: denied`;
-- revoke: delete the entry from `grants`.
+Rotor access-control list (ConfigMap backend): grants in <name>, requests in <name>-requests.
+- approve a request: add it to `grants` of <name> (drop the `state` field);
+- deny a request: set its `state: denied` in <name>-requests;
+- revoke: delete the entry from `grants` of <name>. Grants in <name>-requests are ignored.
 Modes: rw (writes the secret; its own namespace only), ro (reads a view in its namespace).
 The controller applies changes within one ACL poll (ROTOR_ACL_POLL, default 30s).
 """
@@ -55,10 +62,28 @@ MAX_ATTEMPTS = 20
 BACKOFF = 0.02  # seconds; the jittered wait grows with each conflict
 BACKOFF_MAX = BACKOFF * MAX_ATTEMPTS  # the longest wait, as before the one policy
 MODES: tuple[Mode, ...] = ("rw", "ro")
+REQUESTS_SUFFIX = "-requests"
+"""The requests ConfigMap is ``<grants ConfigMap>-requests``."""
 
 Document = dict[str, Any]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc]  # PyYAML has no types
+    """A safe loader that refuses a key given twice in one mapping: PyYAML keeps the last, so a
+    second ``grants:`` (e.g. smuggled in through a name) would replace the first one silently."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int) and key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 # The document the controller writes, read back without YAML. Every ACL read parses the whole
 # document, and a tenant can make it long (10,000 pending requests: 760 KiB): PyYAML takes about
@@ -123,6 +148,10 @@ def _order(e: Grant | AccessRequest) -> tuple[str, ...]:
     return (*key, e.mode, e.state) if isinstance(e, AccessRequest) else (*key, e.mode)
 
 
+def _grant(r: AccessRequest) -> Grant:
+    return Grant(r.secret, r.principal, r.mode)
+
+
 def _field(where: str, i: int, key: str) -> str:
     return f"{where}[{i}].{key}"
 
@@ -139,6 +168,12 @@ def _load(text: str, origin: str) -> object:
         doc = _fast_load(text)
         if doc is None:
             doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidSpec(
+            origin, f"has a {e.problem}{where}", "give each key once (merge the two lists)"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -266,6 +301,11 @@ def render_document(snap: AclSnapshot) -> str:
     value is a validated ``namespace/name``, a mode or a state, none of which YAML needs quoted,
     so the form is fixed; a test checks that PyYAML reads it as :func:`snapshot_document`."""
     doc = snapshot_document(snap)
+    bad = _not_plain(doc)
+    if bad is not None:  # never spliced into the text: it could add keys or entries
+        raise InvalidSpec(
+            "acl.yaml", f"{bad!r} is not a namespace/name", "check the serviceAccountName"
+        )
     out = [f"version: {doc['version']}", f"secrets: [{', '.join(doc['secrets'])}]"]
     for key in ("grants", "requests"):
         entries = doc[key]
@@ -275,6 +315,18 @@ def render_document(snap: AclSnapshot) -> str:
         out.append(f"{key}:")
         out += ["- {" + ", ".join(f"{k}: {v}" for k, v in e.items()) + "}" for e in entries]
     return "\n".join(out) + "\n"
+
+
+_PLAIN_REF = re.compile(_REF)
+
+
+def _not_plain(doc: Document) -> str | None:
+    """A reference in ``doc`` that is not a plain ``namespace/name`` (rotor/names.py rules make
+    every one plain; one made from an unchecked pod field may not be), or None."""
+    refs = [*doc["secrets"]]
+    for key in ("grants", "requests"):
+        refs += [v for e in doc[key] for v in (e["secret"], e["principal"])]
+    return next((r for r in refs if not _PLAIN_REF.fullmatch(r)), None)
 
 
 Change = Callable[[AclSnapshot], AclSnapshot | None]
@@ -328,37 +380,45 @@ class ConfigMapAclBackend:
         self.core_v1 = core_v1
         self.namespace = namespace
         self.configmap = name
+        self.requests_configmap = name + REQUESTS_SUFFIX
+
+    def _origin(self, name: str) -> str:
+        return f"configmap {self.namespace}/{name} data[{DATA_KEY}]"
 
     @property
     def origin(self) -> str:
-        return f"configmap {self.namespace}/{self.configmap} data[{DATA_KEY}]"
+        return self._origin(self.configmap)
 
     # -- blocking edges --------------------------------------------------------------------------
-    def _read(self) -> tuple[str | None, str | None]:
-        """(text, resourceVersion); (None, None) when the ConfigMap does not exist."""
+    def _read(self, name: str | None = None) -> tuple[str | None, str | None]:
+        """(text, resourceVersion) of ConfigMap ``name`` (the grants by default); (None, None)
+        when it does not exist."""
+        name = name or self.configmap
         try:
-            with mapped_errors(self.origin):
+            with mapped_errors(self._origin(name)):
                 # the raw JSON: the client's model deserialisation of a 760 KiB ConfigMap costs
                 # about 0.5 s, json.loads a few milliseconds (bench/acl_revocation.py)
                 raw = self.core_v1.read_namespaced_config_map(
-                    self.configmap, self.namespace, _preload_content=False
+                    name, self.namespace, _preload_content=False
                 )
                 cm = json.loads(raw.data)  # type: ignore[arg-type]  # a urllib3 response here
         except NotFoundError:
             return None, None
         except ValueError as e:
-            raise UnavailableError(f"{self.origin}: the API server sent no JSON ({e})") from None
+            raise UnavailableError(
+                f"{self._origin(name)}: the API server sent no JSON ({e})"
+            ) from None
         data = cm.get("data") or {}
         rv = (cm.get("metadata") or {}).get("resourceVersion")
         text = data.get(DATA_KEY)
         return (text if isinstance(text, str) else None), (str(rv) if rv is not None else None)
 
-    def _write(self, text: str, resource_version: str | None) -> None:
-        with mapped_errors(self.origin):
+    def _write(self, text: str, resource_version: str | None, name: str) -> None:
+        with mapped_errors(self._origin(name)):
             if resource_version is None:
                 body = client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(
-                        name=self.configmap,
+                        name=name,
                         namespace=self.namespace,
                         labels={"app.kubernetes.io/managed-by": "rotor"},
                     ),
@@ -371,17 +431,52 @@ class ConfigMapAclBackend:
                     "data": {DATA_KEY: text},
                 }
                 self.core_v1.patch_namespaced_config_map(
-                    self.configmap, self.namespace, patch, _content_type=MERGE_PATCH
+                    name, self.namespace, patch, _content_type=MERGE_PATCH
                 )
 
-    def _change(self, change: Change) -> None:
+    def _both(self) -> tuple[AclSnapshot, AclSnapshot]:
+        text, _ = self._read(self.configmap)
+        grants = parse_document(text, self.origin)
+        text, _ = self._read(self.requests_configmap)
+        return grants, parse_document(text, self._origin(self.requests_configmap))
+
+    def _read_all(self) -> AclSnapshot:
+        """The ACL: grants from the grants ConfigMap only; requests and secrets from both."""
+        grants, asked = self._both()
+        return AclSnapshot(
+            grants.version + asked.version,
+            grants.grants,
+            tuple(
+                sorted(
+                    {
+                        r
+                        for r in (*grants.requests, *asked.requests)
+                        if _grant(r) not in grants.grants
+                    },
+                    key=_order,
+                )
+            ),
+            grants.secrets | asked.secrets,
+        )
+
+    def _change(self, change: Change, requests: bool = False) -> None:
+        """Apply ``change`` to one ConfigMap (re-read and re-applied on a conflict). The
+        requests ConfigMap (``requests``) gets the requests and secrets of the result only,
+        never its grants; the change sees the grants of the grants ConfigMap."""
+        name = self.requests_configmap if requests else self.configmap
         for attempt in range(MAX_ATTEMPTS):
-            text, rv = self._read()
-            new = change(parse_document(text, self.origin))
+            text, rv = self._read(name)
+            current = parse_document(text, self._origin(name))
+            if requests:
+                granted = parse_document(self._read()[0], self.origin).grants
+                current = AclSnapshot(current.version, granted, current.requests, current.secrets)
+            new = change(current)
             if new is None:
                 return
+            if requests:
+                new = AclSnapshot(new.version, frozenset(), new.requests, new.secrets)
             try:
-                self._write(render_document(new), rv)
+                self._write(render_document(new), rv, name)
                 return
             except ConflictError:  # someone else wrote in between: re-read, re-apply
                 draw = random.random()  # noqa: S311 - jitter
@@ -392,8 +487,7 @@ class ConfigMapAclBackend:
 
     # -- AclBackend ------------------------------------------------------------------------------
     async def snapshot(self) -> AclSnapshot:
-        text, _ = await asyncio.to_thread(self._read)
-        return parse_document(text, self.origin)
+        return await asyncio.to_thread(self._read_all)
 
     async def register_secret(self, secret: SecretRef) -> None:
         def change(s: AclSnapshot) -> AclSnapshot | None:
@@ -401,7 +495,7 @@ class ConfigMapAclBackend:
                 return None
             return AclSnapshot(s.version + 1, s.grants, s.requests, s.secrets | {secret})
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
 
     async def request_access(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         def change(s: AclSnapshot) -> AclSnapshot | None:
@@ -416,7 +510,7 @@ class ConfigMapAclBackend:
                 s.version + 1, s.grants, tuple(sorted((*s.requests, req), key=_order)), s.secrets
             )
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
 
     async def request_many(self, asks: list[tuple[SecretRef, Principal, Mode]]) -> int:
         """Record many pending requests with one read and one write; returns how many were new.
@@ -439,7 +533,7 @@ class ConfigMapAclBackend:
                 )
             return out
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, change, True)
         return recorded
 
     def _without_request(
@@ -450,29 +544,48 @@ class ConfigMapAclBackend:
         )
 
     async def approve(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        """The grant into the grants ConfigMap, then the request out of both."""
         grant = Grant(secret, principal, mode)
 
-        def change(s: AclSnapshot) -> AclSnapshot | None:
+        def add(s: AclSnapshot) -> AclSnapshot | None:
             rest = self._without_request(s, secret, principal, mode)
             if grant in s.grants and rest == s.requests:
                 return None
-            return AclSnapshot(s.version + 1, s.grants | {grant}, rest, s.secrets | {secret})
+            return AclSnapshot(s.version + 1, s.grants | {grant}, rest, s.secrets)
 
-        await asyncio.to_thread(self._change, change)
-
-    async def deny(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
-        denied = AccessRequest(secret, principal, mode, "denied")
-
-        def change(s: AclSnapshot) -> AclSnapshot | None:
+        def drop(s: AclSnapshot) -> AclSnapshot | None:
             rest = self._without_request(s, secret, principal, mode)
-            grants = s.grants - {Grant(secret, principal, mode)}
-            if denied in s.requests and grants == s.grants:
-                return None
-            return AclSnapshot(
-                s.version + 1, grants, tuple(sorted((*rest, denied), key=_order)), s.secrets
+            known = s.secrets | {secret}
+            return (
+                None
+                if rest == s.requests and known == s.secrets
+                else replace(s, version=s.version + 1, requests=rest, secrets=known)
             )
 
-        await asyncio.to_thread(self._change, change)
+        await asyncio.to_thread(self._change, add)
+        await asyncio.to_thread(self._change, drop, True)
+
+    async def deny(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
+        """The grant out of the grants ConfigMap, the request denied in the requests one."""
+        denied = AccessRequest(secret, principal, mode, "denied")
+
+        def ungrant(s: AclSnapshot) -> AclSnapshot | None:
+            rest = self._without_request(s, secret, principal, mode)
+            grants = s.grants - {_grant(denied)}
+            if grants == s.grants and rest == s.requests:
+                return None
+            return AclSnapshot(s.version + 1, grants, rest, s.secrets)
+
+        def mark(s: AclSnapshot) -> AclSnapshot | None:
+            if denied in s.requests:
+                return None
+            rest = self._without_request(s, secret, principal, mode)
+            return replace(
+                s, version=s.version + 1, requests=tuple(sorted((*rest, denied), key=_order))
+            )
+
+        await asyncio.to_thread(self._change, ungrant)
+        await asyncio.to_thread(self._change, mark, True)
 
     async def revoke(self, secret: SecretRef, principal: Principal, mode: Mode) -> None:
         grant = Grant(secret, principal, mode)

@@ -69,7 +69,7 @@ KEY = {"name": "password", "generator": {"type": "password", "length": 20}}
                 }
             ],
             "[0].spec.rotation.overlap",
-            "make overlap shorter than interval",
+            "make overlap shorter than 57m",
         ),
         (
             [{"name": "db", "spec": {"keys": [KEY], "rotation": {"interval": 60}}}],
@@ -133,6 +133,27 @@ def test_bad_flags_exit_2_with_one_clear_line(
     assert r.returncode == 2
     assert expected in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_an_overlap_longer_than_the_jittered_interval_is_refused(tmp_path: Path) -> None:
+    """With ROTOR_JITTER=0.5 a 2s interval may rotate after 1s: a 1.5s overlap would end early."""
+    doc = [{"name": "db", "spec": {
+        "keys": [{"name": "pw", "generator": {"type": "password"}}],
+        "rotation": {"interval": "2s", "overlap": "1500ms"},
+    }}]  # fmt: skip
+    path = write_config(tmp_path, doc)
+    r = subprocess.run(
+        [*AGENT, "--config", str(path), "--dir", "out", "--once"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ROTOR_JITTER": "0.5"},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert (
+        "db: spec.rotation.overlap: overlap 1s500ms is not shorter than the shortest " in r.stderr
+    )
+    assert "make overlap shorter than 1s" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "db").exists()
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path) -> None:

@@ -280,3 +280,14 @@ def test_controller_holds_every_right_it_grants() -> None:
         for rule in role["rules"]:
             assert covered(rule, held), rule
     assert not covered({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}, held)
+
+
+def test_the_controller_may_not_write_the_acl_grants() -> None:
+    """Issue 24: it wrote the one ACL ConfigMap (requests and grants), so its token could grant.
+    Now it changes only the requests ConfigMap; the grants one it may read."""
+    mine = rights(render({}), CONTROLLER_SA)
+    writes = {r for r in mine if r[1] == "configmaps" and r[4] in WRITE_VERBS - {"create"}}
+    assert writes == {
+        ("", "configmaps", "namespace", "rotor-acl-requests", v) for v in ("patch", "update")
+    }
+    assert ("", "configmaps", "namespace", "all", "get") in mine

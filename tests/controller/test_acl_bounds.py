@@ -136,7 +136,9 @@ async def test_the_configmap_stays_under_the_api_server_limit(kube_emulator):
     ]
     recorded = await backend.request_many(asks)  # type: ignore[arg-type]
     assert 0 < recorded < 12_000
-    cm = await asyncio.to_thread(core.read_namespaced_config_map, "rotor-acl", "rotor-system")
+    cm = await asyncio.to_thread(
+        core.read_namespaced_config_map, "rotor-acl-requests", "rotor-system"
+    )
     text = cm.data[DATA_KEY]
     assert len(text.encode()) <= MAX_DOCUMENT_BYTES
     assert len(yaml.safe_load(text)["requests"]) == recorded

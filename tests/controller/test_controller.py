@@ -344,7 +344,7 @@ async def test_malformed_rotating_secret_is_reported_and_disturbs_nothing(rotor)
     ready = await eventually(lambda: _bad_ready(rotor))
     assert ready["reason"] == "InvalidSpec"
     assert "spec.rotation.overlap" in ready["message"]
-    assert "make overlap shorter than interval" in ready["message"]
+    assert "make overlap shorter than 57m" in ready["message"]
     assert (await rotor.status("shop", "bad"))["phase"] == "Failed"
 
     async def event() -> Any:

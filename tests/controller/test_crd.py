@@ -237,6 +237,19 @@ INVALID = [  # (spec, field the parser names)
         {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://10.0.0.1:80/x"}}},
         "spec.target.hook.overlapEnd",
     ),
+    # A user part moves the host: the agent would POST the previous values to the host after @.
+    (
+        {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://127.0.0.1:1@10.0.0.1:80/x"}}},
+        "spec.target.hook.overlapEnd",
+    ),
+    (
+        {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://localhost:1@evil.example/"}}},
+        "spec.target.hook.overlapEnd",
+    ),
+    (
+        {"keys": [KEY], "target": {"hook": {"overlapEnd": "http://127.0.0.1:80#frag"}}},
+        "spec.target.hook.overlapEnd",
+    ),
     (
         {
             "keys": [KEY],

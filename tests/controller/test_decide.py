@@ -493,3 +493,23 @@ def test_an_abort_the_writer_recorded_is_a_rotated_condition_and_one_event():
     )
     rotated = next(c for c in ok.conditions if c.type == "Rotated")
     assert (rotated.status, rotated.reason) == ("True", "Committed")
+
+
+def test_a_failed_overlap_end_the_writer_recorded_is_a_rotated_condition():
+    failed = replace(
+        V2,
+        last_retire_failure="PermissionDenied: overlap end of version 1: PostgreSQL h:5432/db: "
+        "role 'app_a' is locked but its sessions were not ended (...); GRANT "
+        "pg_signal_backend TO rotor_admin (docs/database.md)",
+    )
+    s = decide.secret_status(
+        _obs(PG_SPEC), _source(failed), pod("a"), (), None, decide.Staleness(False, 0, False), True
+    )
+    rotated = next(c for c in s.conditions if c.type == "Rotated")
+    assert (rotated.status, rotated.reason) == ("False", "PermissionDenied")
+    assert rotated.message.startswith("version 2 committed, but the overlap end of version 1")
+    assert "GRANT pg_signal_backend TO rotor_admin" in rotated.message
+    assert _ready(s).status == "True"
+    assert [(c.type, c.reason) for c in decide.new_failures([], s.conditions)] == [
+        ("Rotated", "PermissionDenied")
+    ]

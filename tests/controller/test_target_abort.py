@@ -7,8 +7,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from controller.decide import rbac_name
 from controller.kube import path
+from rotor.layout import ANN_POSTGRES_ADMIN_FOR as ADMIN_FOR
 from rotor.layout import SecretState
 from rotor.names import Principal
 from rotor.protocol import abort, commit, prepare
@@ -28,7 +31,17 @@ async def _rotated(h: Harness, reason: str) -> dict[str, Any] | None:
     return c if c.get("reason") == reason else None
 
 
+def admin_secret(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "shop", "annotations": annotations or {}},
+        "data": {"password": "YWRtaW4tcGFzcw=="},
+    }
+
+
 async def test_admin_secret_grant_and_abort_reported_as_condition_and_event(rotor):
+    await create(rotor, "v1", "secrets", admin_secret("pg", {ADMIN_FOR: "other, db"}))
     await rotor.rsec("shop", "db", SPEC)
     await create(
         rotor, "apps/v1", "deployments", deployment_body("shop", "pg", "pg", {"rotor.dev/rw": "db"})
@@ -124,3 +137,37 @@ async def test_each_recorded_abort_is_a_rotated_condition_and_one_warning_event(
     )
     cond = await eventually(lambda: _rotated(rotor, "Committed"), what="Rotated=True")
     assert cond["status"] == "True"
+
+
+@pytest.mark.slow  # a running controller per case: 5-9 s each
+@pytest.mark.parametrize("name", ["other", "plain", "for-another"])
+async def test_a_spec_edit_alone_never_grants_a_secret(rotor, name):
+    """Issue 24: admin.secretRef could name any Secret of the namespace (another RotatingSecret's
+    source) and the writer's Role got ``get`` on it. The Secret must opt in; a Secret Rotor
+    manages never does."""
+    await rotor.rsec("shop", "other", {"keys": SPEC["keys"]})
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "other"), what="other's source")
+    await create(rotor, "v1", "secrets", admin_secret("plain"))
+    await create(rotor, "v1", "secrets", admin_secret("for-another", {ADMIN_FOR: "another"}))
+    await create(
+        rotor, "apps/v1", "deployments", deployment_body("shop", "pg", "pg", {"rotor.dev/rw": "db"})
+    )
+    await create(rotor, "v1", "pods", pod_body("shop", "pg-0", "pg", {"rotor.dev/rw": "db"}))
+    pg = {**SPEC["target"]["postgres"], "admin": {"secretRef": {"name": name}}}
+    await rotor.rsec("shop", "db", {**SPEC, "target": {"postgres": pg}})
+    await eventually(lambda: rotor.get("v1", "secrets", "shop", "db"), what="the source")
+    await eventually(lambda: _pending(rotor), what="the RW request")
+    await rotor.backend.approve(DB, Principal("shop", "pg"), "rw")
+
+    async def role() -> Any:
+        r = await rotor.get(RBAC, "roles", "shop", rbac_name("rw", DB))
+        return r if r and any(x["resourceNames"] == ["db"] for x in r["rules"]) else None
+
+    r = await eventually(role, what="the RW Role")
+    granted = {n for x in r["rules"] for n in x.get("resourceNames", [])}
+    assert granted == {"db"}
+
+
+async def _pending(h: Harness) -> bool:
+    snap = await h.backend.snapshot()
+    return any(r.secret == DB and r.state == "pending" for r in snap.requests)

@@ -50,6 +50,8 @@ class Tally:
     logins: int = 0
     failed_first: int = 0
     failed_retry: int = 0
+    ended: int = 0
+    """Sessions ended under a client (``onOverlapEnd: terminate``); it reconnects."""
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -112,6 +114,9 @@ class Clients:
                     conn.execute("SELECT 1").fetchone()
             except RuntimeError:
                 time.sleep(0.01)
+            except psycopg.OperationalError:  # ended at the overlap end right after the login
+                with self.tally.lock:
+                    self.tally.ended += 1
 
     def _long_lived(self) -> None:
         while not self.stop.is_set():
@@ -122,9 +127,13 @@ class Clients:
                 continue
             with conn:
                 until = time.monotonic() + self.hold
-                while time.monotonic() < until and not self.stop.is_set():
-                    conn.execute("SELECT 1").fetchone()
-                    time.sleep(0.01)
+                try:
+                    while time.monotonic() < until and not self.stop.is_set():
+                        conn.execute("SELECT 1").fetchone()
+                        time.sleep(0.01)
+                except psycopg.OperationalError:  # ended at the overlap end: reconnect
+                    with self.tally.lock:
+                        self.tally.ended += 1
 
     def start(self) -> Clients:
         for t in self.threads:
@@ -135,4 +144,66 @@ class Clients:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=30)
+        return self.tally
+
+
+class PoolClients:
+    """A connection pool as apps use one: ``size`` connections shared by ``workers`` threads; a
+    connection older than ``max_lifetime`` (below the overlap) is closed and a new one opened
+    with the files as they are then; one that fails a query (e.g. its session was ended at the
+    end of the overlap) is discarded and replaced. Logins are counted like the other clients';
+    ended sessions apart (``Tally.ended``)."""
+
+    def __init__(
+        self, folder: Path, port: int, *, size: int = 2, workers: int = 2, max_lifetime: float = 0.3
+    ) -> None:
+        self.clients = Clients(folder, port, new=0, long=0)
+        self.tally = self.clients.tally
+        self.stop = self.clients.stop
+        self.max_lifetime = max_lifetime
+        self._idle: list[tuple[float, psycopg.Connection[tuple[object, ...]]]] = []
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(size)
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
+
+    def _checkout(self) -> tuple[float, psycopg.Connection[tuple[object, ...]]]:
+        with self._lock:
+            while self._idle:
+                born, conn = self._idle.pop()
+                if time.monotonic() - born < self.max_lifetime and not conn.closed:
+                    return born, conn
+                conn.close()
+        return time.monotonic(), self.clients._connect()
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            with self._slots:
+                try:
+                    born, conn = self._checkout()
+                except RuntimeError:
+                    time.sleep(0.01)
+                    continue
+                try:
+                    conn.execute("SELECT 1").fetchone()
+                except psycopg.OperationalError:
+                    with self.tally.lock:
+                        self.tally.ended += 1
+                    conn.close()
+                    continue
+                with self._lock:
+                    self._idle.append((born, conn))
+            time.sleep(0.002)
+
+    def start(self) -> PoolClients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def close(self) -> Tally:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        with self._lock:
+            for _, conn in self._idle:
+                conn.close()
         return self.tally

@@ -32,7 +32,8 @@ def test_writer_rotates_a_role_pair_and_the_reader_always_holds_one_that_logs_in
             "GRANT SELECT ON items TO sys_rw")  # fmt: skip
     system.ensure_namespace(NS)
     system.api.create(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin", "namespace": NS},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin", "namespace": NS,
+                      "annotations": {"rotor.dev/postgres-admin-for": NAME}},
          "data": {"username": base64.b64encode(ADMIN.encode()).decode(),
                   "password": base64.b64encode(ADMIN_PASSWORD.encode()).decode()}}
     )  # fmt: skip

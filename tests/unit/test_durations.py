@@ -57,7 +57,15 @@ def test_errors_name_the_field_and_the_fix(value: object, problem: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(5400, "1h30m"), (0.25, "250ms"), (0, "0ms"), (86400, "1d"), (90061, "1d1h1m1s"), (30, "30s")],
+    [
+        (5400, "1h30m"),
+        (0.25, "250ms"),
+        (0, "0ms"),
+        (86400, "1d"),
+        (90061, "1d1h1m1s"),
+        (30, "30s"),
+        (1.5, "1s500ms"),
+    ],
 )
 def test_format_reads_back(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -190,8 +190,15 @@ def test_generator_defaults_and_round_trip(gen: dict[str, Any], expected: Genera
         (
             spec(rotation={"interval": "1h", "overlap": "1h"}),
             "spec.rotation.overlap",
-            "overlap 1h is not shorter than interval 1h",
-            "make overlap shorter than interval (0s turns it off)",
+            "overlap 1h is not shorter than the shortest jittered interval 57m (interval 1h "
+            "less jitter 0.05)",
+            "make overlap shorter than 57m (0s turns it off)",
+        ),
+        (  # a rotation may come 5% early: inside the overlap, the previous value dies early
+            spec(rotation={"interval": "20m", "overlap": "19m30s"}),
+            "spec.rotation.overlap",
+            "overlap 19m30s is not shorter than the shortest jittered interval 19m",
+            "make overlap shorter than 19m",
         ),
         (
             spec(rotation={"interval": "daily"}),
@@ -379,6 +386,12 @@ def test_postgres_target_defaults_files_and_round_trip() -> None:
             "at most 61 characters",
         ),
         (
+            pg_spec(role="app\n"),  # `$` matches before a final newline: the whole name is checked
+            "spec.target.postgres.role",
+            "'app\\n' is not a role name",
+            "lower-case letters",
+        ),
+        (
             pg_spec(connectTimeout="0s"),
             "spec.target.postgres.connectTimeout",
             "'0s' is out of range",
@@ -420,3 +433,49 @@ def test_per_version_needs_an_overlap() -> None:
     assert ok.target.postgres is not None
     assert ok.target.postgres.owns("app_v12")
     assert not ok.target.postgres.owns("app_a")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1@127.0.0.1:18099/x",  # the agent would POST to the host after @
+        "http://127.0.0.1:1@other.example/x",
+        "http://localhost:80@10.0.0.1:80/",
+        "http://@127.0.0.1:80/x",
+        "http://127.0.0.1:80/x#frag",
+        "http://127.0.0.1:80/x y",
+        "http://127.0.0.1/x",  # no port
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1.example:80/",
+    ],
+)
+def test_hook_target_url_is_parsed_not_matched_by_prefix(url: str) -> None:
+    value = spec(target={"hook": {"overlapEnd": url}})
+    with pytest.raises(InvalidSpec) as e:
+        RotatingSecretSpec.from_dict(value)
+    assert e.value.field == "spec.target.hook.overlapEnd"
+    assert "http://127.0.0.1:PORT/PATH" in e.value.fix
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/retire", "http://localhost:1/", "http://[::1]:80/a@b?c=d"]
+)
+def test_hook_target_accepts_loopback_urls(url: str) -> None:
+    s = RotatingSecretSpec.from_dict(spec(target={"hook": {"overlapEnd": url}}))
+    assert s.target is not None
+    assert s.target.hook is not None
+    assert s.target.hook.overlap_end == url
+
+
+def test_the_agent_checks_the_overlap_with_its_own_jitter() -> None:
+    """Issue 24: interval 2s, overlap 1.5s and ROTOR_JITTER=0.5 revoked the previous pair early
+    in 98 of 203 rotations; the agent refuses it naming the field and the fix."""
+    rotation = RotatingSecretSpec.from_dict(
+        spec(rotation={"interval": "2s", "overlap": "1500ms"})
+    ).rotation
+    rotation.check_jitter(0.2, "spec.rotation.overlap")  # 1.6s > 1.5s: fine
+    with pytest.raises(InvalidSpec) as e:
+        rotation.check_jitter(0.5, "db: spec.rotation.overlap")
+    assert e.value.field == "db: spec.rotation.overlap"
+    assert "shortest jittered interval 1s" in e.value.problem
+    assert "make overlap shorter than 1s" in e.value.fix
