@@ -361,3 +361,7 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "choose another port, or 0 to turn the metrics server off" in r.stderr
     assert "Traceback" not in r.stderr
+    # refused before anything is written: no version 1 in the folder, none in the log
+    assert not (tmp_path / "out" / "db").exists()
+    assert "version=1" not in r.stderr
+    assert "version 1" not in r.stderr
