@@ -47,6 +47,19 @@ def test_demo_rotate_every_and_duration_take_durations(flag: str, seconds: float
     assert args.duration == 60.0
 
 
+def test_kube_and_demo_take_duration_the_same_way(capsys) -> None:
+    """`rotor kube --duration 5s` and `rotor demo --duration 5s` both work; both refuse a bare
+    number (one rule for every duration flag, rotor/durations.py)."""
+    parser = cli.build_parser(cli.ControllerSettings())
+    assert parser.parse_args(["kube", "--duration", "5s"]).duration == 5.0
+    assert parser.parse_args(["demo", "--duration", "5s"]).duration == 5.0
+    for command in ("kube", "demo"):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([command, "--duration", "5"])
+        assert e.value.code == 2
+        assert "--duration" in capsys.readouterr().err
+
+
 def test_demo_rejects_a_bad_interval(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["demo", "--rotate-every", "5x"])
