@@ -120,3 +120,27 @@ def test_demo_status_line_says_what_each_number_counts_down() -> None:
     assert line.endswith("s (--duration)")
     line = demo._status_line(FakeSystem({}), None)
     assert line == "version 3; next rotation not scheduled yet; Ctrl-C stops the demo"
+
+
+def test_the_chart_is_found_in_the_checkout_a_plain_install_runs_in(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`pip install '.[cli]'` (not editable) puts rotorctl in site-packages, without charts/:
+    `rotor demo` run in the checkout finds charts/rotor there; elsewhere it says in one line
+    where the chart is and how to point at it."""
+    from rotorctl import chartrbac
+
+    checkout = tmp_path / "checkout"
+    (checkout / "charts").mkdir(parents=True)
+    (checkout / "charts" / "rotor").symlink_to(chartrbac.CHART)
+    monkeypatch.setattr(chartrbac, "CHART", tmp_path / "site-packages" / "charts" / "rotor")
+    monkeypatch.delenv(chartrbac.CHART_ENV, raising=False)
+    monkeypatch.chdir(checkout)
+    assert chartrbac.chart_dir() == checkout / "charts" / "rotor"
+    assert any(d["kind"] == "ClusterRole" for d in chartrbac.identities("rotor-system"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(chartrbac.ChartUnavailable) as e:
+        chartrbac.chart_dir()
+    assert "run this in the checkout, or set ROTOR_CHART=CHECKOUT/charts/rotor" in str(e.value)
+    monkeypatch.setenv(chartrbac.CHART_ENV, str(checkout / "charts" / "rotor"))
+    assert chartrbac.chart_dir() == checkout / "charts" / "rotor"
