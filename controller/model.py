@@ -322,6 +322,7 @@ class WorkloadObs:
     """The template asks for a secret (even in malformed annotations) and does not opt out."""
     error: InvalidSpec | None = None
     """Why its annotations ask for nothing (malformed)."""
+    uid: str = ""
     env: tuple[SecretRef, ...] = ()
     """The RO secrets its pods read as env vars (``rotor.dev/delivery: env``): a new version
     reaches them only through a restart (:mod:`controller.envrestart`)."""
@@ -383,6 +384,7 @@ def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
         wants=wants,
         wants_rotor=wants_rotor,
         error=error,
+        uid=str(m.get("uid", "")),
         env=env,
     )
 
