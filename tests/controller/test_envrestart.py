@@ -8,6 +8,8 @@ import itertools
 import time
 from typing import Any
 
+import pytest
+
 from controller.envrestart import RESTARTED_FOR, restart_delay
 from controller.kube import path
 from controller.model import RESTARTED_AT, parse_timestamp, read_workload
@@ -71,6 +73,7 @@ async def _template(h: Harness) -> dict[str, str]:
     return dict(dep["spec"]["template"]["metadata"].get("annotations") or {})
 
 
+@pytest.mark.slow  # about 15 s: ten rotations and a window
 @with_settings(restart_min_interval=WINDOW)
 async def test_env_readers_restart_once_per_window_over_ten_quick_rotations(rotor):
     await writer_setup(rotor)
@@ -122,3 +125,32 @@ async def test_a_workload_reading_files_is_not_restarted(rotor):
     await asyncio.sleep(1.0)  # a restart would have been made at once (no earlier one)
     assert RESTARTED_FOR not in await _template(rotor)
     assert await _restarts(rotor) == []
+
+
+@with_settings(restart_method="evict", restart_min_interval=0.5)
+async def test_the_least_privilege_mode_evicts_env_readers_and_patches_no_workload(rotor):
+    # kmock has no pods/eviction subresource: answered here as the API server does without a
+    # PodDisruptionBudget in the way (it deletes the pod)
+    evicted: list[str] = []
+    real_create = rotor.ctl.kube.acreate
+
+    async def acreate(url: str, body: dict[str, Any]) -> Any:
+        if url.endswith("/eviction"):
+            evicted.append(body["metadata"]["name"])
+            await rotor.ctl.kube.adelete(url.removesuffix("/eviction"))
+            return {"kind": "Status", "status": "Success"}
+        return await real_create(url, body)
+
+    rotor.ctl.kube.acreate = acreate  # type: ignore[method-assign]
+    await writer_setup(rotor)
+    await create(rotor, "apps/v1", "deployments", deployment_body("web", "web", "web", ENV))
+    labels = {"app": "web", "rotor.dev/injected": "true"}  # pod_body replaces its labels
+    await create(rotor, "v1", "pods", pod_body("web", "web-0", "web", ENV, labels=labels))
+    await eventually(lambda: _pending(rotor, DB, WEB, "ro"))
+    await rotor.backend.approve(DB, WEB, "ro")
+    await commit_value(rotor, DB, b"value-number-0000")
+    (event,) = await eventually(lambda: _restarts(rotor), what="a restart by eviction")
+    assert evicted == ["web-0"]
+    assert "its pods evicted, restartMethod evict" in event["message"]
+    assert RESTARTED_FOR not in await _template(rotor)  # no patch on the workload
+    assert rotor.metrics.env_restarts.labels("evict")._value.get() == 1
