@@ -30,13 +30,14 @@ endif
 $(BIN)/python:
 	@echo "creating the virtual environment $(VENV)/ ($(PY) -m venv)"
 	@$(PY) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 
 # Skipped when pyproject.toml has not changed since the last install (a second `make demo`
-# starts at once).
+# starts at once). The venv's own pip is used as it comes (3.11's supports editable installs):
+# upgrading it first cost up to 25 s; --no-compile leaves the bytecode to the first import
+# (compiling all of kubernetes' modules was most of pip's time).
 $(VENV)/.setup-demo: pyproject.toml | $(BIN)/python
 	@echo "installing Rotor and the demo's dependencies into $(VENV)/ (pip install -e '.[demo]'; about a minute the first time)"
-	@$(PY) tools/pip_progress.py $(VENV)/pip.log $(BIN)/pip install -e '.[demo]'
+	@$(PY) tools/pip_progress.py $(VENV)/pip.log $(BIN)/pip install --no-compile -e '.[demo]'
 	@touch $@
 
 setup: $(VENV)/.setup-demo
