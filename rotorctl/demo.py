@@ -287,14 +287,12 @@ def _summary(delays: list[float], grant_waits: list[float]) -> str:
 
 def command(name: str = "rotor") -> str:
     """A command of this installation as a user types it in another terminal: its bare name
-    when that shell finds this one on its PATH, else its path (``.venv/bin/rotor`` under ``make
-    demo``, whose PATH is the Makefile's own)."""
-    mine = Path(sys.executable).parent / name
+    when that shell finds this one on its PATH, else its full path (``/.../.venv/bin/rotor``
+    under ``make demo``, whose PATH is the Makefile's own), which runs from any folder."""
+    mine = Path(sys.executable).parent.absolute() / name
     found = shutil.which(name)
     if found and Path(found).resolve() == mine.resolve() and "MAKELEVEL" not in os.environ:
         return name
-    with contextlib.suppress(ValueError):
-        return str(mine.relative_to(Path.cwd()))
     return str(mine)
 
 
