@@ -125,3 +125,42 @@ def _commands(text: str) -> dict[str, str]:
         elif line.strip().startswith("ACL:"):
             found["acl"] = line.split("ACL:", 1)[1].strip()
     return found
+
+
+@pytest.mark.slow
+def test_the_readmes_other_commands_run_from_the_same_install(venv: Path, tmp_path: Path) -> None:
+    """`rotor-agent standalone --demo` (README, "The agent") and `rotor kube --duration 5s`
+    (docs/demo.md) from the fresh install; each stops cleanly."""
+    bin_dir = venv.parent / "venv" / "bin"
+    kube = subprocess.run(
+        [str(bin_dir / "rotor"), "kube", "--duration", "5s", "--kubeconfig", "kc"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert kube.returncode == 0, kube.stderr
+    assert (tmp_path / "kc").is_file()
+    agent = subprocess.Popen(
+        [str(bin_dir / "rotor-agent"), "standalone", "--demo"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert agent.stdout is not None
+        banner = ""
+        end = time.monotonic() + 60
+        while "Ctrl-C stops it" not in banner and time.monotonic() < end:
+            banner += agent.stdout.readline()
+        assert "rotates every 30s into rotor-demo/demo/" in banner, banner
+        assert (tmp_path / "rotor-demo" / "demo" / "password").is_file()
+        agent.terminate()
+        assert agent.wait(30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        if agent.stdout is not None:
+            agent.stdout.close()
