@@ -350,11 +350,25 @@ async def _run(opts: Options, agent: Any, registry: Any, out: TextIO) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, agent.request_rotation)
     try:
+        if opts.metrics_port and not opts.demo:
+            _check_port(opts.metrics_host, opts.metrics_port)  # before version 1 is written
         await agent.start()
         return await _serve(opts, agent, registry, out, stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a ``--metrics-port`` that cannot be listened on, before anything is rotated."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as e:
+        raise InvalidSpec(
+            "--metrics-port",
+            f"cannot listen on {host}:{port} ({e.strerror})",
+            "choose another port, or 0 to turn the metrics server off",
+        ) from None
 
 
 async def _serve(opts: Options, agent: Any, registry: Any, out: TextIO, stop: asyncio.Event) -> int:

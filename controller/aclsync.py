@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller import aclrequests, decide
 from rotor import status as st
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from controller.operator import Controller
 
 log = logging.getLogger("rotor.controller")
+
+MAX_WAIT_EVENTS = 20
+"""Events on waiting workloads per recorded batch (the batch itself is capped)."""
+API_VERSIONS = {"Job": "batch/v1", "Pod": "v1"}
 
 
 class AclSync:
@@ -109,13 +113,46 @@ class AclSync:
                     + (" and others" if len(chosen.principals_held) > 5 else ""),
                 )
             self._held_reported = chosen.principals_held
-            changed = await aclrequests.record(ctl.backend, chosen.record) or changed
+            recorded = await aclrequests.record(ctl.backend, chosen.record)
+            changed = recorded or changed
+            if recorded:
+                await self._tell_workloads(chosen.record)
         except Exception as e:  # the ACL read is still good; the next round tries again
             ctl.metrics.errors.labels("acl").inc()
             log.warning("recording ACL requests failed: %s", str(e) or type(e).__name__)
             return
         if changed:
             await self.read_acl()
+
+    async def _tell_workloads(self, recorded: tuple[Any, ...]) -> None:
+        """An Event on each workload whose request was just recorded as pending: its pods wait
+        for the grant; the exact command that approves it (at most ``MAX_WAIT_EVENTS``)."""
+        ctl = self.ctl
+        if ctl.intake is None:
+            return
+        told = 0
+        for w in ctl.intake.workloads.values():
+            for want in (x for x in w.wants if x in set(recorded)):
+                if told >= MAX_WAIT_EVENTS:
+                    return
+                told += 1
+                message = (
+                    f"its pods ask {want.mode} access to {want.secret} as {want.principal}; the "
+                    "request awaits an admin's approval, and with rotor.dev/wait: true (the "
+                    "default) the app does not start until it is granted: rotor acl approve "
+                    f"{want.secret} {want.principal} {want.mode}"
+                )
+                with contextlib.suppress(RotorError):
+                    await ctl.events.post(
+                        w.namespace,
+                        w.kind,
+                        w.name,
+                        w.uid,
+                        "AwaitingApproval",
+                        message,
+                        "Normal",
+                        API_VERSIONS.get(w.kind, "apps/v1"),
+                    )
 
     async def _report_skipped(self, snap: AclSnapshot) -> None:
         """Entries the backend left out as unusable: a metric for each, and once each a

@@ -47,7 +47,7 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2."""
 
 
-INSTALL_HINT = "pip install 'kube-rotor[cli]' (from a checkout: pip install '.[cli]')"
+INSTALL_HINT = "pip install '.[cli]' in a checkout of Rotor (it is not on PyPI)"
 _EXTRA_OF = {
     "kubernetes": "the Kubernetes client (the configmap backend)",
     "ic": "ic-py (the canister backend)",

@@ -458,7 +458,7 @@ def secret_status(
             obs, version, consumers, st.R_INVALID_SPEC, message, "the spec is invalid"
         )
     spec = obs.spec
-    access = access_condition(consumers, stale, skipped)
+    access = access_condition(consumers, stale, skipped, obs.ref)
     published = published_condition(consumers, version, plan, stores)
     ready = ready_condition(obs, spec, writer, state, consumers, access, published, acl_known)
     conds = (
@@ -495,21 +495,50 @@ def _stale_access(stale: Staleness) -> st.Condition:
     return _cond(st.ACCESS_GRANTED, None, reason, f"ACL backend {age}; {what}")
 
 
-def _rw_access(consumers: Sequence[st.ConsumerStatus]) -> st.Condition:
-    """AccessGranted from the RW consumers: granted, awaiting approval, denied, or none."""
+def approve_commands(secret: SecretRef | None, pending: Sequence[st.ConsumerStatus]) -> str:
+    """The exact commands that approve ``pending`` requests (the first three)."""
+    if secret is None or not pending:
+        return ""
+    lines = [f"rotor acl approve {secret} {c.principal} {c.access}" for c in pending[:3]]
+    return "; approve with: " + "; ".join(lines) + (" ..." if len(pending) > 3 else "")
+
+
+def _rw_access(
+    consumers: Sequence[st.ConsumerStatus], secret: SecretRef | None = None
+) -> st.Condition:
+    """AccessGranted from the RW consumers: granted, awaiting approval, denied, or none; the
+    pending requests are named with the command that approves them."""
     rw_wanted = [c for c in consumers if c.access == "rw"]
     rw_granted = [c for c in rw_wanted if c.state == "granted"]
+    pending = [c for c in consumers if c.reason == st.R_AWAITING_APPROVAL]
     if rw_granted:
         writers = ", ".join(c.principal for c in rw_granted)
-        return _cond(st.ACCESS_GRANTED, True, st.R_GRANTED, f"writers: {writers}")
-    if rw_wanted:
-        denied = [c for c in rw_wanted if c.state == "denied"]
+        waiting = ", ".join(f"{c.principal} {c.access}" for c in pending)
+        text = f"; awaiting approval: {waiting}" if waiting else ""
+        return _cond(
+            st.ACCESS_GRANTED,
+            True,
+            st.R_GRANTED,
+            f"writers: {writers}{text}{approve_commands(secret, pending)}",
+        )
+    denied = [c for c in rw_wanted if c.state == "denied"]
+    if rw_wanted and len(denied) == len(rw_wanted):
+        who = ", ".join(c.principal for c in denied)
         return _cond(
             st.ACCESS_GRANTED,
             False,
-            st.R_DENIED if denied and len(denied) == len(rw_wanted) else st.R_AWAITING_APPROVAL,
-            f"RW access requested by {', '.join(c.principal for c in rw_wanted)}; an admin "
-            "approves it in the ACL",
+            st.R_DENIED,
+            f"RW access of {who} was denied in the ACL; nothing is written until an admin "
+            f"reverses that (rotor acl approve {secret or '<secret>'} {denied[0].principal} rw)",
+        )
+    if rw_wanted:
+        who = ", ".join(c.principal for c in rw_wanted if c.state != "denied")
+        return _cond(
+            st.ACCESS_GRANTED,
+            False,
+            st.R_AWAITING_APPROVAL,
+            f"RW access requested by {who} awaits an admin's approval; the writer's pods wait "
+            f"for it{approve_commands(secret, pending)}",
         )
     return _cond(
         st.ACCESS_GRANTED,
@@ -523,12 +552,13 @@ def access_condition(
     consumers: Sequence[st.ConsumerStatus],
     stale: Staleness,
     skipped: Sequence[SkippedEntry] = (),
+    secret: SecretRef | None = None,
 ) -> st.Condition:
     """``AccessGranted``: the ACL's staleness first, then the RW grants; unusable ACL entries
     for the secret are named (and are the reason unless a writer is granted)."""
     if stale.stale:
         return _stale_access(stale)
-    access = _rw_access(consumers)
+    access = _rw_access(consumers, secret)
     if not skipped:
         return access
     what = "; ".join(str(e) for e in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
@@ -567,6 +597,15 @@ def published_condition(
         if plan.hold == "StoreNotSynced":
             text += stores.message if stores else ""
         return _cond(st.PUBLISHED, plan.hold == "NotCommitted", _HOLD_REASONS[plan.hold], text)
+    orphaned = [c for c in consumers if c.access == "ro" and c.reason == st.R_NO_WRITER]
+    if not granted_ro and orphaned:
+        return _cond(
+            st.PUBLISHED,
+            False,
+            st.R_NO_WRITER,
+            f"{len(orphaned)} RO consumers hold their grant, but no principal holds the RW "
+            "grant, so nothing is published to them (their views go until a writer is granted)",
+        )
     if not granted_ro:
         return _cond(st.PUBLISHED, True, st.R_NO_CONSUMERS, "no granted RO consumer")
     if behind:

@@ -27,6 +27,7 @@ def event_body(
     type_: str,
     now: float,
     suffix: str,
+    api_version: str = API,
 ) -> dict[str, object]:
     """The Event (``suffix`` makes its name unique; the message is cut at 1 KiB)."""
     ts = format_time(now)
@@ -35,7 +36,7 @@ def event_body(
         "kind": "Event",
         "metadata": {"name": f"{name}.{suffix}", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": API,
+            "apiVersion": api_version,
             "kind": kind,
             "name": name,
             "namespace": namespace,
@@ -73,6 +74,7 @@ class EventRecorder:
         reason: str,
         message: str,
         type_: str = "Warning",
+        api_version: str = API,
     ) -> None:
         body = event_body(
             namespace,
@@ -84,5 +86,6 @@ class EventRecorder:
             type_,
             self.ctl.clock(),
             uuid.uuid4().hex[:16],
+            api_version,
         )
         await self.ctl.kube.acreate(path("v1", "events", namespace), body)

@@ -94,6 +94,12 @@ class Metrics:
             ["action"],
             registry=registry,
         )
+        self.env_restarts = Counter(
+            "rotor_controller_env_restarts_total",
+            "Workloads restarted because a secret they read as env vars changed, by method.",
+            ["method"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "rotor_controller_leader",
             "1 while this replica holds the leader Lease.",

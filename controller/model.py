@@ -333,6 +333,10 @@ class WorkloadObs:
     """The template asks for a secret (even in malformed annotations) and does not opt out."""
     error: InvalidSpec | None = None
     """Why its annotations ask for nothing (malformed)."""
+    uid: str = ""
+    env: tuple[SecretRef, ...] = ()
+    """The RO secrets its pods read as env vars (``rotor.dev/delivery: env``): a new version
+    reaches them only through a restart (:mod:`controller.envrestart`)."""
 
 
 def label_selector(selector: object) -> str | None:
@@ -373,8 +377,11 @@ def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
     if not any(a in annotations for a in ann.REQUEST_ANNOTATIONS):
         return None  # the common case, decided before any parsing
     error: InvalidSpec | None = None
+    env: tuple[SecretRef, ...] = ()
     try:
         wants = requests_from_workload(obj)
+        req = ann.parse_pod(annotations, str(m.get("namespace", "")))
+        env = req.ro if req is not None and req.delivery == "env" else ()
     except InvalidSpec as e:
         wants, error = (), e
     wants_rotor = ann.wants_rotor(annotations)
@@ -388,6 +395,8 @@ def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
         wants=wants,
         wants_rotor=wants_rotor,
         error=error,
+        uid=str(m.get("uid", "")),
+        env=env,
     )
 
 

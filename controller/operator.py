@@ -24,6 +24,7 @@ attribute       concern                                     module
 ``status``      the status and failure Events               :mod:`controller.statuswriter`
 ``events``      core/v1 Events                              :mod:`controller.events`
 ``restarter``   pods admitted without injection             :mod:`controller.restart`
+``env_restarts`` workloads reading a changed secret as env  :mod:`controller.envrestart`
 =============== =========================================== ==================================
 
 The methods below are the controller's face to kopf's handlers, the runner and tests; each is
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from controller import certsync, gauges
 from controller.aclsync import AclSync
 from controller.decide import Staleness
+from controller.envrestart import EnvRestarts
 from controller.events import EventRecorder
 from controller.index import Index, ObjectIntake
 from controller.kube import Kube
@@ -86,6 +88,7 @@ class Controller:
         self.status = StatusWriter(self)
         self.events = EventRecorder(self)
         self.restarter = Restarter(self)
+        self.env_restarts = EnvRestarts(self)
         self.vault_source: Any = None
         """The audit-receiver client (:class:`controller.vaultsource.VaultSource`), if on."""
         self.intake: Intake | None = None

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from typing import Any
 
 import kopf
@@ -165,6 +167,18 @@ def start_loops(ctl: Controller) -> list[asyncio.Task[None]]:
     return loops
 
 
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``, however often they come. kopf's own handlers (installed
+    as it starts, in the main thread) set a future's result, and a second signal while it stops
+    (a demo's stop, Ctrl-C twice) logged ``InvalidStateError``; an Event may be set again."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
 async def run_controller(
     ctl: Controller,
     registry: kopf.OperatorRegistry,
@@ -190,6 +204,7 @@ async def run_controller(
         waiter = asyncio.create_task(kopf_ready.wait())
         await asyncio.wait({waiter, operator}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+        _stop_on_signals(stop)
         if ready is not None:
             ready.set()
         await operator  # returns when stop is set

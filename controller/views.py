@@ -40,6 +40,9 @@ class ViewWriter:
         async def upsert(ns: str) -> None:
             assert state is not None
             out[ns] = await self._write(ref, state, ns, ns in views)
+            before = views.get(ns)
+            if before is None or before.version != out[ns].version:
+                self.ctl.env_restarts.view_changed(ref, ns, out[ns].version)
 
         async def delete(ns: str) -> None:
             await self.ctl.kube.adelete(path("v1", "secrets", ns, views[ns].name))

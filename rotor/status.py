@@ -10,8 +10,8 @@ Conditions (each ``True``/``False``/``Unknown`` with a reason and a message):
 ``AccessGranted``    the ACL grants a writer (reasons: Granted, AwaitingApproval, Denied,
                      NoRequests, AclStale, AclRevokedStale, AclEntrySkipped)
 ``Published``        every granted RO consumer's view holds the current version (reasons:
-                     UpToDate, Publishing, NoConsumers, NotCommitted, ChecksumMismatch,
-                     StoreNotSynced)
+                     UpToDate, Publishing, NoConsumers, NoWriter, NotCommitted,
+                     ChecksumMismatch, StoreNotSynced)
 ``ExternalStoreSynced`` every external store holds the committed version (reasons:
                      NoExternalStores, InSync, StoreNotSynced, StoreUnavailable, NotVerified)
 ``Rotated``          the writer's last rotation committed (reasons: Committed, WaitingForValue,

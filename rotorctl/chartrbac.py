@@ -8,6 +8,7 @@ a source checkout (an editable install)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import yaml
 Obj = dict[str, Any]
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "rotor"
+"""The chart beside the sources: an editable install (``pip install -e``) or the tests."""
+CHART_ENV = "ROTOR_CHART"
 RELEASE = "rotor"
 IDENTITY_KINDS = (
     "ServiceAccount",
@@ -40,20 +43,34 @@ class ChartUnavailable(RuntimeError):
     """The chart or helm-python-sdk is missing (the message says how to get them)."""
 
 
+def chart_dir() -> Path:
+    """charts/rotor: ``$ROTOR_CHART``, else beside the sources (an editable install), else in
+    the current folder (``pip install '.[cli]'``, then ``rotor demo`` in the checkout)."""
+    if os.environ.get(CHART_ENV):
+        chart = Path(os.environ[CHART_ENV])
+        if not (chart / "Chart.yaml").is_file():
+            raise ChartUnavailable(f"{CHART_ENV}={chart}: no Chart.yaml there; unset it")
+        return chart
+    for chart in (CHART, Path.cwd() / "charts" / "rotor"):
+        if (chart / "Chart.yaml").is_file():
+            return chart
+    raise ChartUnavailable(
+        "the chart charts/rotor (its RBAC is what the demo runs under) is in the Rotor "
+        f"checkout, not in this installation: run this in the checkout, or set {CHART_ENV}="
+        "CHECKOUT/charts/rotor"
+    )
+
+
 def render(namespace: str, values: Mapping[str, Any] | None = None) -> list[Obj]:
     """Every object the chart renders for release ``rotor`` in ``namespace``."""
-    if not (CHART / "Chart.yaml").exists():
-        raise ChartUnavailable(
-            f"the chart is not at {CHART}: run from a source checkout "
-            "(pip install -e '.[demo]') so the real RBAC can be rendered"
-        )
+    chart = chart_dir()
     try:
         import helm_python as helm
     except ImportError:
         raise ChartUnavailable(
-            "helm-python-sdk is not installed: pip install 'kube-rotor[demo]'"
+            "helm-python-sdk is not installed: pip install '.[demo]' in a checkout of Rotor"
         ) from None
-    files = helm.Chart.load(CHART).render(
+    files = helm.Chart.load(chart).render(
         _merge(IMAGES, dict(values or {})), name=RELEASE, namespace=namespace
     )
     out: list[Obj] = []

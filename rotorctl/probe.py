@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rotor.layout import ANN_PHASE, PREVIOUS_SUFFIX, SecretState, checksum
+from rotor.layout import ANN_PHASE, PREVIOUS_SUFFIX, SecretState, checksum, view_name
 from rotorctl.kubelet import Pod
 from rotorctl.processes import STOP_TIMEOUT
 
@@ -83,6 +83,16 @@ def uncommitted(
     return out
 
 
+def propagation(commit_at: float, seen_at: float, view_since: float) -> tuple[float, bool]:
+    """(seconds, waited for a grant) of one delivery: from the commit's store to the files, or,
+    when the reader's view was made after the commit (its access was granted, or granted again
+    after a revoke, only then), from the view's creation: the wait for an approval is a
+    person's, not propagation (pure)."""
+    if view_since > commit_at:  # nan > x is False: a view there before the probe started
+        return seen_at - view_since, True
+    return seen_at - commit_at, False
+
+
 class PropagationProbe:
     """Measures the time from the writer's commit to each RO pod's files holding it.
 
@@ -115,6 +125,9 @@ class PropagationProbe:
         self.commits: dict[int, Commit] = {}
         self.held: dict[str, list[tuple[float, str]]] = {}
         self._by_checksum: dict[str, int] = {}
+        self._views: dict[str, list[tuple[str, float]]] = {}
+        """Consumer namespace -> (uid, when stored first) of each view made there (nan: there
+        before the probe started)."""
         self._early: dict[str, dict[str, float]] = {}
         """checksum -> pod -> when, for values seen before any commit of them was stored."""
         self._lock = threading.Lock()
@@ -128,6 +141,10 @@ class PropagationProbe:
         current = self.system.source(self.namespace, self.name)
         if current is not None:
             self._stored(current, math.nan)
+        for ns in {p.namespace for p in self.readers}:  # views made before the probe: nan
+            view = self.system.source(ns, view_name(self.namespace, self.name))
+            if view is not None:
+                self._view_stored(view, math.nan)
         for t in self._threads:
             t.start()
         return self
@@ -147,6 +164,7 @@ class PropagationProbe:
 
     def _stored(self, obj: Obj, at: float) -> None:
         """Emulator hook (its thread): an object was stored at ``at``."""
+        self._view_stored(obj, at)
         state = committed_state(obj, self.namespace, self.name)
         if state is None:
             return
@@ -158,6 +176,24 @@ class PropagationProbe:
             self._by_checksum.setdefault(c.checksum, c.version)
             for pod, when in self._early.pop(c.checksum, {}).items():
                 c.seen.setdefault(pod, when)
+
+    def _view_stored(self, obj: Obj, at: float) -> None:
+        """A reader's view with a new uid: made at ``at`` (a grant, or a grant again)."""
+        m = obj.get("metadata") or {}
+        if m.get("name") != view_name(self.namespace, self.name):
+            return
+        ns, uid = str(m.get("namespace", "")), str(m.get("uid", ""))
+        with self._lock:
+            made = self._views.setdefault(ns, [])
+            if not made or made[-1][0] != uid:
+                made.append((uid, at))
+
+    def _view_since(self, pod: str, seen_at: float) -> float:
+        """When the view that brought ``pod`` its files at ``seen_at`` was made (nan: before
+        the probe started, or not known)."""
+        ns = next((p.namespace for p in self.readers if p.name == pod), "")
+        made = [at for _, at in self._views.get(ns, []) if not at > seen_at]
+        return made[-1] if made else math.nan
 
     def _poll(self) -> None:
         links: dict[str, str] = {}
@@ -205,13 +241,30 @@ class PropagationProbe:
         with self._lock:
             return uncommitted(self.held, self._by_checksum, self.commits)
 
+    def _deliveries(self) -> list[tuple[float, bool]]:
+        return [
+            propagation(c.at, t, self._view_since(pod, t))
+            for c in self.commits.values()
+            if not math.isnan(c.at)  # not the commit already there when the probe started
+            for pod, t in c.seen.items()
+        ]
+
+    def delivery(self, version: int, pod: str) -> tuple[float, bool] | None:
+        """(seconds, waited for a grant) of ``version`` reaching ``pod`` (:func:`propagation`),
+        None when it has not (or was there before the probe started)."""
+        with self._lock:
+            c = self.commits.get(version)
+            if c is None or pod not in c.seen or math.isnan(c.at):
+                return None
+            return propagation(c.at, c.seen[pod], self._view_since(pod, c.seen[pod]))
+
     def delays(self) -> list[float]:
         """Seconds from each commit's store to each reader holding it (commits the probe saw
-        being stored)."""
+        being stored), without the deliveries that waited for a grant (:meth:`grant_waits`)."""
         with self._lock:
-            return [
-                t - c.at
-                for c in self.commits.values()
-                if not math.isnan(c.at)  # not the commit already there when the probe started
-                for t in c.seen.values()
-            ]
+            return [s for s, waited in self._deliveries() if not waited]
+
+    def grant_waits(self) -> list[float]:
+        """Seconds from a reader's view being made (a grant after the commit) to its files."""
+        with self._lock:
+            return [s for s, waited in self._deliveries() if waited]

@@ -128,5 +128,11 @@ class Proc:
 
 def _script(name: str) -> str:
     """A console script of this installation (next to this Python first)."""
+    return find_script(name) or name
+
+
+def find_script(name: str) -> str | None:
+    """A command next to this Python (the virtual environment's ``bin/``, on PATH or not), else
+    on PATH; None when neither has it."""
     here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
+    return str(here) if here.exists() else shutil.which(name)

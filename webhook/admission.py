@@ -121,22 +121,36 @@ def _is_pod_create(request: AdmissionRequest) -> bool:
     )
 
 
-def warnings_for(
-    req: PodRequest, settings: WebhookSettings, restart_policy: object = "Always"
-) -> list[str]:
-    """What the user should know: a secret is delivered only once it exists and is granted."""
+def _waits(req: PodRequest, settings: WebhookSettings) -> str:
+    """Who waits for a secret to exist and its access to be granted."""
+    if req.delivery == "agent" and req.wait and settings.sidecar_mode == "native":
+        return "the app waits (rotor.dev/wait: true) until it exists and"
     if req.delivery == "agent":
-        then = "the agent waits until it exists and access is granted"
-        if req.wait and settings.sidecar_mode == "native":
-            then += "; the app starts after that"
-    elif req.delivery == "volume":
-        then = "its files stay absent until it exists and access is granted"
-    else:
-        then = "its env vars stay unset until it exists and access is granted"
-    out = [
-        f"rotor: {ref}: {then}; see kubectl get rsec -n {ref.namespace} {ref.name}"
-        for ref in req.secrets[:MAX_WARNINGS]
-    ]
+        return "the agent waits (the app does not) until it exists and"
+    if req.delivery == "volume":
+        return "its files stay absent until it exists and"
+    return "its env vars stay unset until it exists and"
+
+
+def warnings_for(
+    req: PodRequest,
+    settings: WebhookSettings,
+    restart_policy: object = "Always",
+    service_account: str = "default",
+) -> list[str]:
+    """What the user should know: a secret is delivered only once it exists and its access is
+    granted; the access request the pod makes, and the command that approves it. The webhook
+    reads no ACL, so it says what happens if the request is pending."""
+    principal = f"{req.namespace}/{service_account}"
+    waits = _waits(req, settings)
+    out = []
+    for ref in req.secrets[:MAX_WARNINGS]:
+        mode = "rw" if ref in req.rw else "ro"
+        out.append(
+            f"rotor: {ref}: {waits} {principal} is granted {mode}; a pending request is approved "
+            f"with: rotor acl approve {ref} {principal} {mode} (kubectl get rsec -n "
+            f"{ref.namespace} {ref.name})"
+        )
     if len(req.secrets) > MAX_WARNINGS:
         out.append(f"rotor: and {len(req.secrets) - MAX_WARNINGS} more secrets, the same way")
     if req.delivery == "agent" and req.wait and settings.sidecar_mode == "classic":
@@ -188,6 +202,11 @@ def decide(review: object, settings: WebhookSettings) -> Decision:
         uid,
         patchType="JSONPatch",
         patch=patch,
-        warnings=warnings_for(p.request, settings, pod["spec"].get("restartPolicy", "Always")),
+        warnings=warnings_for(
+            p.request,
+            settings,
+            pod["spec"].get("restartPolicy", "Always"),
+            str(pod["spec"].get("serviceAccountName") or "default"),
+        ),
     )
     return Decision(review_out, "injected", p.request)

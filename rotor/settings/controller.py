@@ -36,6 +36,10 @@ class ControllerSettings:
     metrics_port: int = DEFAULT_METRICS_PORT
     restart_uninjected: bool = True
     restart_min_interval: float = DEFAULT_RESTART_INTERVAL
+    restart_env_consumers: bool = True
+    """Restart, through their owner, the workloads that read a secret as env vars
+    (``rotor.dev/delivery: env``) when its view changes, at most once per
+    ``restart_min_interval`` per workload (``restart_method`` says how)."""
     uninjected_sweep: float = DEFAULT_UNINJECTED_SWEEP  # list every annotated workload's
     # uninjected pods this often (and about 1 s after each of its events)
     restart_method: Literal["template", "evict"] = "template"
@@ -98,6 +102,9 @@ class ControllerSettings:
             ),
             restart_min_interval=env_duration(
                 e, "ROTOR_RESTART_MIN_INTERVAL", d.restart_min_interval
+            ),
+            restart_env_consumers=env_bool(
+                e, "ROTOR_RESTART_ENV_CONSUMERS", d.restart_env_consumers
             ),
             uninjected_sweep=env_duration(e, "ROTOR_UNINJECTED_SWEEP", d.uninjected_sweep),
             leader_election=env_bool(e, "ROTOR_LEADER_ELECTION", d.leader_election),

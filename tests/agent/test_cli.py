@@ -382,3 +382,20 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "choose another port, or 0 to turn the metrics server off" in r.stderr
     assert "Traceback" not in r.stderr
+    # refused before anything is written: no version 1 in the folder, none in the log
+    assert not (tmp_path / "out" / "db").exists()
+    assert "version=1" not in r.stderr
+    assert "version 1" not in r.stderr
+
+
+def test_the_error_docs_agent_md_shows_is_what_its_config_file_gives(tmp_path: Path) -> None:
+    """docs/agent.md's example error is printed for its own example config file with the typo
+    it names: the path in it is the one a user sees."""
+    doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
+    config = doc.split("## Config file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert "type: password, length: 32" in config
+    (tmp_path / "secrets.yaml").write_text(config.replace("type: password,", "type: pasword,", 1))
+    r = run(tmp_path, "--config", "secrets.yaml", "--dir", "out", "--once")
+    assert r.returncode == 2
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("rotor-agent: error:")]
+    assert line in doc

@@ -41,7 +41,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "failure-ignore": {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}},
     "no-match-conditions": {"webhook": {"matchConditions": "never"}},
     "restart-evict": {"controller": {"restartMethod": "evict"}},
-    "restart-off": {"controller": {"restartUninjected": False}},
+    "restart-off": {"controller": {"restartUninjected": False, "restartEnvConsumers": False}},
     "scheduling": {
         "imagePullSecrets": [{"name": "regcred"}],
         **{

@@ -143,7 +143,9 @@ def test_printed_rotor_lines_work_with_the_canister_backend(
 def test_notes_say_what_a_principal_is_and_how_to_get_rotor() -> None:
     text = notes({}, "rotor-system")
     assert "A principal is NAMESPACE/SERVICEACCOUNT" in text
-    assert "pip install 'kube-rotor[cli]'" in text
+    # no index serves kube-rotor: the command that works is the one from the checkout
+    assert "pip install '.[cli]'" in text
+    assert "kube-rotor[cli]" not in text
     assert "rotor acl requests" not in text
 
 
@@ -214,3 +216,20 @@ def test_uninstall_removes_what_the_release_leaves_behind(values: dict[str, Any]
     if settings.audit_configmap:
         assert settings.audit_configmap in deleted["configmap"]
     assert "rolebindings" in deleted  # the per-grant RBAC, by label
+
+
+def test_what_notes_say_get_rsec_shows_is_what_its_columns_are() -> None:
+    """`kubectl get rsec` shows the CRD's printer columns and nothing else: the NOTES name only
+    those, and show the consumers with a jsonpath (the columns have none)."""
+    text = notes({}, "rotor-system")
+    (crd,) = [c for c in crds() if c["spec"]["names"]["plural"] == "rotatingsecrets"]
+    columns = {
+        c["name"].lower() for v in crd["spec"]["versions"] for c in v["additionalPrinterColumns"]
+    }
+    said = re.search(r"get rsec db-password\n\s+shows the ([^,\n]+(?:, the [^,\n]+)*)", text)
+    assert said is not None
+    named = re.split(r",? (?:and )?the ", said.group(1).rstrip(","))
+    assert named
+    assert {n.strip() for n in named} <= columns, (named, columns)
+    assert "consumer" not in said.group(0)
+    assert "get rsec db-password -o jsonpath='{.status.consumers}'" in text

@@ -158,10 +158,19 @@ def test_controller_rights_are_bounded(combo: str) -> None:
     [
         ({}, True, True, False, True),
         ({"controller": {"restartMethod": "evict"}}, False, False, True, True),
-        ({"controller": {"restartUninjected": False}}, False, False, False, True),
+        # env consumers are still restarted (the template patch)
+        ({"controller": {"restartUninjected": False}}, True, True, False, True),
+        ({"controller": {"restartEnvConsumers": False}}, True, True, False, True),
+        (
+            {"controller": {"restartUninjected": False, "restartEnvConsumers": False}},
+            False,
+            False,
+            False,
+            True,
+        ),
         (
             {
-                "controller": {"restartUninjected": False},
+                "controller": {"restartUninjected": False, "restartEnvConsumers": False},
                 "certs": {"provider": "cert-manager"},
             },
             False,

@@ -126,3 +126,37 @@ def test_kubeconfig_flag_is_what_the_watches_log_in_with(kube_emulator, tmp_path
         log.close()
         print((tmp_path / "controller.log").read_text()[-3000:])
         kube.close()
+
+
+def test_a_second_sigterm_while_stopping_is_harmless(kube_emulator, tmp_path):
+    """`rotor demo` (and a person pressing Ctrl-C twice) signals twice: the stop stays clean,
+    with no asyncio InvalidStateError in the log (kopf's handler set a done future again)."""
+    kube = Kube(kube_emulator.api_client())
+    env = dict(
+        os.environ,
+        ROTOR_CONTROLLER_METRICS_PORT=str(free_port()),
+        ROTOR_LOG_LEVEL="INFO",
+        ROTOR_LEADER_ELECTION="false",
+    )
+    log_path = tmp_path / "controller.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.main", "--server", kube_emulator.url],
+            env=env,
+            stderr=log,
+        )
+        try:
+            reconciles_a_rotating_secret(kube)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(DEADLINE) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            kube.close()
+    text = log_path.read_text()
+    assert "Operator is stopping" in text or "stopping" in text.lower()
+    assert "InvalidStateError" not in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]

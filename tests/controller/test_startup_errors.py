@@ -175,4 +175,4 @@ def test_rotor_without_an_optional_part_names_the_pip_command(
     err = one_line(p)
     assert p.returncode == 1
     assert needs in err
-    assert "pip install 'kube-rotor[cli]'" in err
+    assert "pip install '.[cli]' in a checkout of Rotor" in err

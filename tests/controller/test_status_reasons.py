@@ -24,6 +24,9 @@ FRESH = decide.Staleness(False, 0.0, False)
 WRITER = PodInfo("shop", "api-0", "uid-a", "api", 0.0, True, False, (DB,), (), True, True, None)
 RW = st.ConsumerStatus("shop/api", "rw", "granted", version=2)
 RO = st.ConsumerStatus("web/web", "ro", "granted", version=2)
+ORPHANED = st.ConsumerStatus("web/web", "ro", "pending", st.R_NO_WRITER)
+"""An RO consumer holding its grant while no principal holds the RW grant (the writer was
+revoked)."""
 
 
 def obs(**spec: Any) -> Any:
@@ -103,6 +106,7 @@ CASES: list[tuple[str, str, str, Build]] = [
     ),
     ("Published", "True", st.R_UP_TO_DATE, lambda: status()),
     ("Published", "True", st.R_NO_CONSUMERS, lambda: status(consumers=(RW,))),
+    ("Published", "False", st.R_NO_WRITER, lambda: status(consumers=(ORPHANED,))),
     (
         "Published",
         "False",
@@ -186,3 +190,33 @@ def test_condition_reason(ctype: str, cstatus: str, reason: str, build: Build) -
 def test_every_reason_is_produced() -> None:
     reasons = {v for k, v in vars(st).items() if k.startswith("R_")}
     assert reasons == {reason for _t, _s, reason, _b in CASES}
+
+
+def _message(built: st.RotatingSecretStatus, ctype: str) -> str:
+    return next(c.message for c in built.conditions if c.type == ctype)
+
+
+def test_a_denied_writer_is_not_told_an_admin_approves_it() -> None:
+    text = _message(
+        status(consumers=(replace(RW, state="denied", reason=st.R_DENIED),)), "AccessGranted"
+    )
+    assert "shop/api was denied" in text
+    assert "an admin approves it" not in text
+
+
+def test_a_pending_request_is_named_with_the_command_that_approves_it() -> None:
+    pending_rw = st.ConsumerStatus("shop/api", "rw", "pending", st.R_AWAITING_APPROVAL)
+    text = _message(status(consumers=(pending_rw,)), "AccessGranted")
+    assert "rotor acl approve shop/db shop/api rw" in text
+    pending_ro = st.ConsumerStatus("web/web", "ro", "pending", st.R_AWAITING_APPROVAL)
+    text = _message(status(consumers=(RW, pending_ro)), "AccessGranted")
+    assert "awaiting approval: web/web ro" in text
+    assert "rotor acl approve shop/db web/web ro" in text
+
+
+def test_with_the_writer_revoked_published_does_not_say_there_is_no_consumer() -> None:
+    """The RO consumer still holds its grant; the views go because no writer is granted."""
+    text = _message(status(consumers=(ORPHANED,)), "Published")
+    assert "no granted RO consumer" not in text
+    assert "1 RO consumers hold their grant" in text
+    assert "RW grant" in text

@@ -47,6 +47,19 @@ def test_demo_rotate_every_and_duration_take_durations(flag: str, seconds: float
     assert args.duration == 60.0
 
 
+def test_kube_and_demo_take_duration_the_same_way(capsys) -> None:
+    """`rotor kube --duration 5s` and `rotor demo --duration 5s` both work; both refuse a bare
+    number (one rule for every duration flag, rotor/durations.py)."""
+    parser = cli.build_parser(cli.ControllerSettings())
+    assert parser.parse_args(["kube", "--duration", "5s"]).duration == 5.0
+    assert parser.parse_args(["demo", "--duration", "5s"]).duration == 5.0
+    for command in ("kube", "demo"):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([command, "--duration", "5"])
+        assert e.value.code == 2
+        assert "--duration" in capsys.readouterr().err
+
+
 def test_demo_rejects_a_bad_interval(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["demo", "--rotate-every", "5x"])
@@ -107,3 +120,48 @@ def test_demo_status_line_says_what_each_number_counts_down() -> None:
     assert line.endswith("s (--duration)")
     line = demo._status_line(FakeSystem({}), None)
     assert line == "version 3; next rotation not scheduled yet; Ctrl-C stops the demo"
+
+
+def test_the_chart_is_found_in_the_checkout_a_plain_install_runs_in(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`pip install '.[cli]'` (not editable) puts rotorctl in site-packages, without charts/:
+    `rotor demo` run in the checkout finds charts/rotor there; elsewhere it says in one line
+    where the chart is and how to point at it."""
+    from rotorctl import chartrbac
+
+    checkout = tmp_path / "checkout"
+    (checkout / "charts").mkdir(parents=True)
+    (checkout / "charts" / "rotor").symlink_to(chartrbac.CHART)
+    monkeypatch.setattr(chartrbac, "CHART", tmp_path / "site-packages" / "charts" / "rotor")
+    monkeypatch.delenv(chartrbac.CHART_ENV, raising=False)
+    monkeypatch.chdir(checkout)
+    assert chartrbac.chart_dir() == checkout / "charts" / "rotor"
+    assert any(d["kind"] == "ClusterRole" for d in chartrbac.identities("rotor-system"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(chartrbac.ChartUnavailable) as e:
+        chartrbac.chart_dir()
+    assert "run this in the checkout, or set ROTOR_CHART=CHECKOUT/charts/rotor" in str(e.value)
+    monkeypatch.setenv(chartrbac.CHART_ENV, str(checkout / "charts" / "rotor"))
+    assert chartrbac.chart_dir() == checkout / "charts" / "rotor"
+
+
+def test_demo_prints_rotor_as_the_users_shell_runs_it(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` puts .venv/bin on the PATH of its own recipe only: the printed `rotor acl
+    list` must carry the path then, and be plain `rotor` where the user's shell finds it."""
+    import sys
+
+    from rotorctl.demo import command
+
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.chdir(bin_dir.parent.parent)  # the checkout, with .venv/ in it
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.delenv("MAKELEVEL", raising=False)
+    assert command() == "rotor"
+    monkeypatch.setenv("MAKELEVEL", "1")
+    printed = command()
+    assert Path(printed).resolve() == (bin_dir / "rotor").resolve()
+    monkeypatch.delenv("MAKELEVEL")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command() == printed
+    assert command("pip") == str(Path(printed).parent / "pip")

@@ -50,7 +50,9 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
             r"version 2 committed by the writer -> web/web's files changed \d+ ms", out
         )
         assert re.search(
-            r"ACL: +rotor acl list --kubeconfig \S+/kubeconfig --namespace rotor-system", out
+            # `rotor`, or its path when the user's shell would not find it (under make)
+            r"ACL: +(\S+/)?rotor acl list --kubeconfig \S+/kubeconfig --namespace rotor-system",
+            out,
         )
         assert (tmp_path / "demo" / ".rotor-demo").is_file()
         pids = [int(p) for p in re.findall(r"agent pid (\d+)", out)]

@@ -352,14 +352,24 @@ def test_only_pod_creation_is_patched(change, path):
     assert "patch" not in mutate(r, S)["response"]
 
 
-def test_warns_that_the_agent_waits_for_existence_and_grant():
-    resp = mutate(review(pod({"rotor.dev/rw": "db", "rotor.dev/ro": "other/api"})), S)["response"]
+def test_warns_that_the_app_waits_for_the_grant_naming_the_request_and_its_approval():
+    """By default (rotor.dev/wait: true) the app is held until the grant: the warning says so,
+    names the access request the pod makes (its principal and mode) and the approve command."""
+    body = pod({"rotor.dev/rw": "db", "rotor.dev/ro": "other/api"}, serviceAccountName="api")
+    resp = mutate(review(body), S)["response"]
     assert resp["warnings"] == [
-        "rotor: shop/db: the agent waits until it exists and access is granted; the app starts "
-        "after that; see kubectl get rsec -n shop db",
-        "rotor: other/api: the agent waits until it exists and access is granted; the app starts "
-        "after that; see kubectl get rsec -n other api",
+        "rotor: shop/db: the app waits (rotor.dev/wait: true) until it exists and shop/api is "
+        "granted rw; a pending request is approved with: rotor acl approve shop/db shop/api rw "
+        "(kubectl get rsec -n shop db)",
+        "rotor: other/api: the app waits (rotor.dev/wait: true) until it exists and shop/api is "
+        "granted ro; a pending request is approved with: rotor acl approve other/api shop/api ro "
+        "(kubectl get rsec -n other api)",
     ]
+    assert all(len(w) <= 256 for w in resp["warnings"])  # the API server may cut longer ones
+    no_wait = pod({"rotor.dev/ro": "other/api", "rotor.dev/wait": "false"})
+    (warning,) = mutate(review(no_wait), S)["response"]["warnings"]
+    assert "the agent waits (the app does not)" in warning
+    assert "rotor acl approve other/api shop/default ro" in warning
 
 
 def test_many_secrets_are_summarised_in_warnings():
