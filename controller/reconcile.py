@@ -164,7 +164,7 @@ class Reconciler:
             return obs
         # the whole list is replaced: the resourceVersion guards finalizers added meanwhile
         result = await self._patch_finalizers(obs, [*obs.finalizers, FINALIZER])
-        self.ctl.on_rotating_secret("MODIFIED", result)
+        self.ctl.objects.own_rotating_secret(result)
         return self.ctl.index.rsecs.get(obs.ref) or obs
 
     async def _drop_finalizer(self, obs: RotatingSecretObs) -> None:
@@ -190,7 +190,7 @@ class Reconciler:
             source = await self._adopt_source(obs)
         if source is not None and obs.rotate_now and source.rotate_requested != obs.rotate_now:
             patch = {"metadata": {"annotations": {ANN_ROTATE_REQUESTED: obs.rotate_now}}}
-            ctl.on_secret("MODIFIED", await ctl.kube.apatch(_source_url(ref), patch))
+            ctl.objects.own_secret(await ctl.kube.apatch(_source_url(ref), patch))
         return ctl.index.sources.get(ref)
 
     async def _create_source(self, obs: RotatingSecretObs) -> SourceObs | None:
@@ -202,7 +202,7 @@ class Reconciler:
             created = await ctl.kube.acreate(url, adopt.source_body(obs))
         except ConflictError:
             return None
-        ctl.on_secret("ADDED", created)
+        ctl.objects.own_secret(created)
         return ctl.index.sources.get(obs.ref)
 
     async def _adopt_source(self, obs: RotatingSecretObs) -> SourceObs | None:
@@ -218,10 +218,10 @@ class Reconciler:
             if decision.problem:
                 raise adopt.SourceNotOwned(decision.problem)
             if decision.patch is None:
-                ctl.on_secret("MODIFIED", current)
+                ctl.objects.own_secret(current)
                 return ctl.index.sources.get(obs.ref)
             try:
-                ctl.on_secret("MODIFIED", await ctl.kube.apatch(url, decision.patch))
+                ctl.objects.own_secret(await ctl.kube.apatch(url, decision.patch))
             except ConflictError:
                 continue  # changed since it was read: read it again
             return ctl.index.sources.get(obs.ref)
