@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.cli import _serve
 from agent.store import FileStore
+from rotor.errors import InvalidSpec
 from rotor.layout import SecretState
-from rotor.protocol import prepare
+from rotor.protocol import ProtocolError, prepare
 from tests.conftest import wait_until
 
 AGENT = [sys.executable, "-m", "agent", "standalone"]
@@ -361,3 +363,26 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "choose another port, or 0 to turn the metrics server off" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [
+        (InvalidSpec("spec.keys[0].name", "must be a DNS label", "rename it"), 2),
+        (ProtocolError("phase", "nothing is pending", "prepare before commit"), 1),
+    ],
+)
+def test_a_protocol_bug_is_reported_as_a_failure_not_as_bad_input(
+    raised: Exception, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 tells the user to fix their input; a refused transition is Rotor's bug (or a
+    lost race) and must not send them looking for a mistake in their spec."""
+
+    async def start(_config: object) -> int:
+        raise raised
+
+    assert _serve(lambda: None, lambda _c: "INFO", start) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    if code == 1:
+        assert "rotation protocol: phase: nothing is pending" in err
