@@ -373,10 +373,16 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     ],
 )
 def test_a_protocol_bug_is_reported_as_a_failure_not_as_bad_input(
-    raised: Exception, code: int, capsys: pytest.CaptureFixture[str]
+    raised: Exception,
+    code: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Exit 2 tells the user to fix their input; a refused transition is Rotor's bug (or a
     lost race) and must not send them looking for a mistake in their spec."""
+    # the process-wide set-up _serve does (a root handler on this test's stderr) stays out
+    monkeypatch.setattr("rotor.logs.setup", lambda _level: None)
+    monkeypatch.setattr("prometheus_client.disable_created_metrics", lambda: None)
 
     async def start(_config: object) -> int:
         raise raised

@@ -162,7 +162,7 @@ async def test_a_refused_token_is_reported_once_not_retried_like_a_blip(
         with caplog.at_level(logging.WARNING, "rotor.controller.vaultsource"):
             failures = await polls_in(1.0, url, token)
     assert (failures, len(counted)) == (1, 1)  # then every RETRY_MAX (30 s)
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.name == "rotor.controller.vaultsource"]
     assert record.levelno == logging.ERROR
     assert "ROTOR_AUDIT_RECEIVER_TOKEN_FILE" in record.getMessage()
     assert "a-stale-token" not in caplog.text
