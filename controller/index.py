@@ -9,7 +9,7 @@ and their watch events, which carry the resourceVersion the write got, are recog
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from controller.model import (
@@ -33,6 +33,12 @@ from rotor.spec import ExternalStoreSpec
 
 if TYPE_CHECKING:
     from controller.operator import Controller
+
+
+def _key_rv(obj: Mapping[str, Any]) -> tuple[tuple[str, str], str]:
+    m = meta(obj)
+    key = (str(m.get("namespace", "")), str(m.get("name", "")))
+    return key, str(m.get("resourceVersion") or "")
 
 
 def older_rv(resource_version: str, than: str) -> bool:
@@ -85,6 +91,9 @@ class ObjectIntake:
         self.ctl = ctl
         self._secret_rvs: dict[tuple[str, str], tuple[str, str]] = {}
         """(namespace, name) of a source Secret or view -> (uid, resourceVersion) last applied."""
+        self._marked: dict[tuple[str, str], tuple[str, list[tuple[SecretRef, int]]]] = {}
+        """(namespace, name) -> the resourceVersion of its last watch event and the marks it
+        made that may be taken back."""
 
     def on_rotating_secret(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         """A watch event: into the index, the secret marked unless the event tells nothing new
@@ -104,17 +113,20 @@ class ObjectIntake:
         self._apply_rotating_secret(obj)
 
     def _apply_rotating_secret(self, obj: Mapping[str, Any]) -> bool:
-        """Into the index; False when it tells nothing new: older than the version known, or
-        that version itself (the echo of this controller's own write, recognised by its
-        resourceVersion; the status writer records the one its write got)."""
+        """Into the index; False when it tells nothing new: older than the version known, that
+        version itself (the echo of this controller's own write, recognised by its
+        resourceVersion; the status writer records the one its write got), or a change of the
+        status alone."""
         index = self.ctl.index
         new = read_rotating_secret(obj)
         old = index.rsecs.get(new.ref)
         if old is not None and old.uid == new.uid:
             if older_rv(new.resource_version, old.resource_version):
                 return False  # a watch event older than what this controller just wrote
-            if new.resource_version == old.resource_version and new == old:
-                return False
+            index.rsecs[new.ref] = new
+            # Only this controller writes the status: a change of nothing else is its echo,
+            # even when it arrives before the status writer recorded what its write got.
+            return replace(new, resource_version=old.resource_version, status=old.status) != old
         index.rsecs[new.ref] = new
         if old is None and new.spec is not None:
             self.ctl.aclsync.wake()  # register the new secret with the ACL soon
@@ -137,14 +149,27 @@ class ObjectIntake:
 
     def on_secret(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         """A watch event of one of Rotor's Secrets (or a write that others must act on, e.g. a
-        value from Vault): into the index, the secrets it concerns marked."""
-        self.ctl.mark(self._apply_secret(kind, obj))
+        value from Vault): into the index, the secrets it concerns marked, revocably: when the
+        API's answer to this controller's own write arrives later with this resourceVersion,
+        the event was its echo and the mark is taken back (:meth:`own_secret`)."""
+        key, rv = _key_rv(obj)
+        marks = [(ref, self.ctl.queue.mark_revocably(ref)) for ref in self._apply_secret(kind, obj)]
+        revocable = [(ref, token) for ref, token in marks if token is not None]
+        if revocable and kind != "DELETED":
+            self._marked[key] = (rv, revocable)
+        else:
+            self._marked.pop(key, None)
 
     def own_secret(self, obj: Mapping[str, Any]) -> None:
         """This controller's own write (or read) of a Secret as the API answered it: into the
         index, nothing marked; the reconcile that wrote it goes on with it, and its watch event
-        (the same resourceVersion) is recognised as the echo."""
+        (the same resourceVersion) is recognised as the echo, before or after this answer."""
+        key, rv = _key_rv(obj)
+        marked = self._marked.pop(key, None)
         self._apply_secret("MODIFIED", obj)
+        if marked is not None and rv and marked[0] == rv:  # the echo came first
+            for ref, token in marked[1]:
+                self.ctl.queue.unmark(ref, token)
 
     def _apply_secret(self, kind: str | None, obj: Mapping[str, Any]) -> list[SecretRef]:
         """Into the index; the RotatingSecrets it concerns (none when it tells nothing new)."""

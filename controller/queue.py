@@ -58,6 +58,9 @@ class WorkQueue:
         self._timers: dict[SecretRef, asyncio.TimerHandle] = {}
         self._backoffs: dict[SecretRef, Backoff] = {}
         self._retry = retry
+        self._taken: dict[SecretRef, int] = {}
+        """Secrets whose only mark may still be taken back, with its token."""
+        self._seq = 0
 
     @property
     def timers(self) -> int:
@@ -70,8 +73,27 @@ class WorkQueue:
         return len(self._backoffs)
 
     def mark(self, refs: Iterable[SecretRef]) -> None:
-        self.dirty.update(refs)
+        for ref in refs:
+            self.dirty.add(ref)
+            self._taken.pop(ref, None)  # a mark that cannot be taken back
         self._wake.set()
+
+    def mark_revocably(self, ref: SecretRef) -> int | None:
+        """Mark ``ref``; a token to take this mark back with (:meth:`unmark`), None when it
+        was dirty already (then there is nothing of its own to take back)."""
+        if ref in self.dirty:
+            return None
+        self.mark([ref])
+        self._seq += 1
+        self._taken[ref] = self._seq
+        return self._seq
+
+    def unmark(self, ref: SecretRef, token: int) -> None:
+        """Take back the mark ``token`` gave, if nothing marked ``ref`` since and it has not
+        been picked up (a watch event that proved to be the echo of the controller's write)."""
+        if self._taken.get(ref) == token:
+            del self._taken[ref]
+            self.dirty.discard(ref)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -118,6 +140,7 @@ class WorkQueue:
                 if len(self.inflight) >= self.concurrency:
                     break  # a finishing reconcile wakes the worker again
                 self.dirty.discard(ref)
+                self._taken.pop(ref, None)
                 self.inflight.add(ref)
                 self.spawn(self._run_one(ref, handle))
 

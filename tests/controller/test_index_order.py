@@ -117,3 +117,34 @@ def test_a_rotating_secrets_echo_marks_nothing_but_a_change_at_that_version_does
     ctl.on_rotating_secret("MODIFIED", rotating_secret(14, length=40))
     assert ctl.queue.dirty == {DB}
     assert ctl.index.rsecs[DB].spec.keys[0].generator.length == 40  # type: ignore[union-attr]
+
+
+def test_an_echo_that_comes_before_the_answer_is_taken_back() -> None:
+    """Under load the watch can deliver the controller's write before the API's answer to it
+    reaches the reconcile that wrote it: the mark it made is taken back when the answer shows
+    the same resourceVersion, unless something else marked the secret meanwhile."""
+    ctl = controller()
+    ctl.on_secret("MODIFIED", source(12, 256))  # the writer's commit: work
+    ctl.queue.dirty.clear()  # picked up: the reconcile runs and writes (rv 257)
+    ctl.on_secret("MODIFIED", source(12, 257))  # its echo, first
+    assert ctl.queue.dirty == {DB}
+    ctl.objects.own_secret(source(12, 257))  # then the answer
+    assert ctl.queue.dirty == set()
+
+    ctl.on_secret("MODIFIED", source(12, 258))  # another echo first ...
+    ctl.mark([DB])  # ... and something else (an ACL poll) marks the secret too
+    ctl.objects.own_secret(source(12, 258))
+    assert ctl.queue.dirty == {DB}
+
+
+def test_a_change_of_the_status_alone_is_not_work() -> None:
+    """Only the controller writes a RotatingSecret's status: its echo marks nothing even before
+    the status writer recorded the resourceVersion its write got."""
+    ctl = controller()
+    ctl.on_rotating_secret("ADDED", rotating_secret(10))
+    ctl.queue.dirty.clear()
+    ctl.on_rotating_secret("MODIFIED", rotating_secret(11, status={"phase": "Pending"}))
+    assert ctl.queue.dirty == set()
+    assert ctl.index.rsecs[DB].status.phase == "Pending"
+    ctl.on_rotating_secret("MODIFIED", rotating_secret(12, length=40, status={"phase": "Pending"}))
+    assert ctl.queue.dirty == {DB}
