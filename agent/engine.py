@@ -20,7 +20,7 @@ transitions, writes it back with compare-and-swap, and then writes the files
 * Interval and jitter: the value is due at ``rotated_at + interval * (1 - jitter * draw)`` with
   ``draw`` in [0, 1) fixed per version (:func:`rotor.protocol.jitter_draw`).
 * Overlap: ``<file>.previous`` is written beside each file until ``previous_expires``; then the
-  state drops it (:func:`rotor.layout.expire_previous`) and the files are rewritten without it.
+  state drops it (:func:`rotor.protocol.expire_previous`) and the files are rewritten without it.
 * Rotate-now: :meth:`SecretRotator.request_rotation` (standalone: SIGUSR1 or ``POST /rotate``).
 * Recovery: a rotation found pending (the agent stopped in the middle) is finished or aborted
   (:func:`rotor.protocol.recovery`).

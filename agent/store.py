@@ -10,7 +10,7 @@ The engine (:mod:`agent.engine`) never reads or writes state any other way than 
   between it raises :class:`rotor.errors.ConflictError`; the caller re-reads and decides again,
   it never overwrites. A token of ``""`` means "create; nothing may exist yet".
 
-Every write goes through the pure transitions of :mod:`rotor.layout` (``prepare``, ``commit``,
+Every write goes through the pure transitions of :mod:`rotor.protocol` (``prepare``, ``commit``,
 ``abort``, ``expire_previous``), so the same engine drives any store that keeps these semantics.
 
 Implementations:
@@ -20,8 +20,9 @@ Implementations:
   ``rotor.dev/version``, ``rotor.dev/phase``, ...) and a revision counter as the token. The file is
   mode 0600 in a 0700 folder, replaced atomically (write a temporary file, fsync, ``rename``), and
   the compare-and-swap is serialised across processes with ``flock`` on a lock file beside it.
-* In-cluster mode (added separately): the source Secret, with ``metadata.resourceVersion`` as the
-  token and a merge patch carrying it as the precondition (409 -> ``ConflictError``).
+* In-cluster (:class:`agent.kubestore.KubeSecretStore`): the source Secret, with
+  ``metadata.resourceVersion`` as the token and a merge patch carrying it as the precondition
+  (409 -> ``ConflictError``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from audit.entries import entries, parse_line
 from audit.inputs import FileTail, handle_socket
 from audit.receiver import Receiver
+from rotor.auditwire import EventsPage
 from rotor.errors import InvalidSpec
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,8 @@ async def events(request: web.Request) -> web.Response:
     if reset:
         since = 0
     got = await r.queue.wait_since(since, min(max(wait, 0.0), r.settings.max_wait))
-    return web.json_response(
-        {
-            "epoch": r.queue.epoch,
-            "reset": reset,
-            "last": r.queue.last,
-            "dropped": r.queue.dropped,
-            "events": [e.to_dict() for e in got],
-        }
-    )
+    page = EventsPage(r.queue.epoch, reset, r.queue.last, r.queue.dropped, tuple(got))
+    return web.json_response(page.to_dict())
 
 
 async def healthz(request: web.Request) -> web.Response:

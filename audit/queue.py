@@ -7,9 +7,7 @@ import contextlib
 import secrets
 from collections import OrderedDict
 
-from rotor.auditwire import AuditEvent
-
-MAX_EVENTS_PER_ANSWER = 1000
+from rotor.auditwire import MAX_EVENTS_PER_PAGE, AuditEvent
 
 
 class EventQueue:
@@ -42,7 +40,7 @@ class EventQueue:
         self._changed = asyncio.Event()
         return stored
 
-    def since(self, seq: int, limit: int = MAX_EVENTS_PER_ANSWER) -> list[AuditEvent]:
+    def since(self, seq: int, limit: int = MAX_EVENTS_PER_PAGE) -> list[AuditEvent]:
         out = [e for e in self._events.values() if e.seq > seq]  # in sequence order
         return out[:limit]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from controller.selector import LabelSelector
 from rotor import annotations as ann
 from rotor.errors import InvalidSpec
 from rotor.layout import (
@@ -339,32 +340,8 @@ class WorkloadObs:
     reaches them only through a restart (:mod:`controller.envrestart`)."""
 
 
-def label_selector(selector: object) -> str | None:
-    """A ``metav1.LabelSelector`` (matchLabels, matchExpressions) as the query string the API
-    server takes in ``labelSelector``; None when it is empty or not one."""
-    if not isinstance(selector, Mapping):
-        return None
-    parts: list[str] = []
-    labels = selector.get("matchLabels") or {}
-    if not isinstance(labels, Mapping):
-        return None
-    parts.extend(f"{k}={v}" for k, v in sorted(labels.items()))
-    for e in selector.get("matchExpressions") or []:
-        if not isinstance(e, Mapping) or not isinstance(e.get("key"), str):
-            return None
-        key, op = e["key"], e.get("operator")
-        values = ",".join(sorted(str(v) for v in e.get("values") or []))
-        if op == "In" and values:
-            parts.append(f"{key} in ({values})")
-        elif op == "NotIn" and values:
-            parts.append(f"{key} notin ({values})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            return None
-    return ",".join(parts) or None
+def _query(selector: LabelSelector | None) -> str | None:
+    return selector.query() if selector is not None else None
 
 
 def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
@@ -391,7 +368,7 @@ def read_workload(obj: Mapping[str, Any]) -> WorkloadObs | None:
         kind=str(obj.get("kind", "")),
         namespace=str(m.get("namespace", "")),
         name=str(m.get("name", "")),
-        selector=label_selector(spec.get("selector")),
+        selector=_query(LabelSelector.parse(spec.get("selector"))),
         wants=wants,
         wants_rotor=wants_rotor,
         error=error,

@@ -15,7 +15,7 @@ attribute       concern                                     module
 ``index``       what is known of the cluster                :mod:`controller.index`
 ``objects``     RotatingSecrets, ExternalStores, Secrets in :mod:`controller.index`
 ``intake``      pods and workloads in, uninjected pods      :mod:`controller.intake`
-``queue``       dirty secrets, workers, retries             :mod:`controller.queue`
+``queue``       dirty secrets, workers, every requeue       :mod:`controller.queue`
 ``aclsync``     the ACL in use, its staleness, requests     :mod:`controller.aclsync`
 ``stores``      ExternalStore checks and the publish hold   :mod:`controller.stores`
 ``reconciler``  one RotatingSecret                          :mod:`controller.reconcile`
@@ -46,7 +46,7 @@ from controller.index import Index, ObjectIntake
 from controller.kube import Kube
 from controller.metrics import Metrics
 from controller.model import PodInfo, RotatingSecretObs, Want
-from controller.queue import DEFAULT_CONCURRENCY, WorkQueue
+from controller.queue import DEFAULT_CONCURRENCY, Requeue, WorkQueue
 from controller.rbac import RbacWriter
 from controller.reconcile import Reconciler
 from controller.restart import Restarter
@@ -133,8 +133,8 @@ class Controller:
     def spawn(self, coro: Any) -> None:
         self.queue.spawn(coro)
 
-    async def reconcile(self, ref: SecretRef) -> None:
-        await self.reconciler.reconcile(ref)
+    async def reconcile(self, ref: SecretRef) -> Requeue | None:
+        return await self.reconciler.reconcile(ref)
 
     async def seed_rbac(self) -> None:
         await self.rbac.seed()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.selector import LabelSelector
 from rotor.annotations import INJECT
 
 OPT_OUT_VALUES = ("false", "no", "0")
@@ -37,36 +38,6 @@ def opted_out(pod: Mapping[str, Any]) -> bool:
     return str(labels_of(pod).get(INJECT, "")).strip().lower() in OPT_OUT_VALUES
 
 
-def selector_matches(selector: object, labels: Mapping[str, str]) -> bool:
-    """A ``LabelSelector`` (``matchLabels`` and ``matchExpressions``) against labels. An empty
-    or missing selector matches nothing here (apps/v1 workloads always have one)."""
-    if not isinstance(selector, Mapping):
-        return False
-    match_labels = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or []
-    if not match_labels and not expressions:
-        return False
-    if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
-        return False
-    if any(labels.get(k) != v for k, v in match_labels.items()):
-        return False
-    for e in expressions:
-        if not isinstance(e, Mapping):
-            return False
-        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
-        if op == "In" and labels.get(str(key)) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[str(key)] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return True
-
-
 def link_problem(
     child: Mapping[str, Any],
     owner: Mapping[str, Any] | None,
@@ -87,6 +58,7 @@ def link_problem(
             f"the ownerReference of {child_name} does not carry the UID of {kind} "
             f"{meta.get('name')}"
         )
-    if not selector_matches((owner.get("spec") or {}).get("selector"), pod_labels):
+    selector = LabelSelector.parse((owner.get("spec") or {}).get("selector"))
+    if selector is None or not selector.matches(pod_labels):
         return f"the selector of {kind} {meta.get('name')} does not match the pod's labels"
     return ""

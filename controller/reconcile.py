@@ -1,6 +1,7 @@
 """Reconcile one RotatingSecret: its finalizer, its source Secret, RBAC, the fan-out to views
 and the status, each decision a call into :mod:`controller.decide`; and the outcome of a
-reconcile (counted, reported, retried: :meth:`Reconciler.run_one`)."""
+reconcile (counted, reported, and what the queue is to do next: :meth:`Reconciler.run_one`
+returns a :class:`~controller.queue.Requeue`; the queue alone schedules it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from controller.model import (
     ViewObs,
     source_label,
 )
-from controller.queue import RETRY_DELAY
+from controller.queue import Requeue
 from rotor import API
 from rotor.acl import Grant
 from rotor.errors import ConflictError, RotorError
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rotor.controller")
 
 FORBIDDEN_DELAY = 30.0  # a missing permission is fixed by a person: no tight retry loop
-CONFLICT_DELAY = 0.5
 ADOPT_ATTEMPTS = 5
 
 
@@ -42,19 +42,19 @@ def _source_url(ref: SecretRef) -> str:
 class Reconciler:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
-        self._expiry_timer: dict[SecretRef, float | None] = {}
-        """The previous-value expiry a reconcile is already scheduled for, per secret."""
 
-    async def run_one(self, ref: SecretRef) -> None:
-        """Reconcile ``ref``; count the outcome, report a failure and retry it later."""
+    async def run_one(self, ref: SecretRef) -> Requeue | None:
+        """Reconcile ``ref``; count the outcome, report a failure; what the queue is to do
+        next (:class:`~controller.queue.Requeue`: a failure backs off)."""
         ctl = self.ctl
         try:
-            await self.reconcile(ref)
+            asked = await self.reconcile(ref)
             ctl.metrics.reconciles.labels("ok").inc()
+            return asked
         except ConflictError as e:  # read a stale copy: the watch brings the new one; retry
             ctl.metrics.reconciles.labels("conflict").inc()
             log.info("reconcile %s: %s (retrying)", ref, e)
-            ctl.queue.retry_later(ref, CONFLICT_DELAY)
+            return Requeue(backoff=True)
         except ForbiddenError as e:
             ctl.metrics.reconciles.labels("error").inc()
             ctl.metrics.errors.labels("forbidden").inc()
@@ -62,7 +62,7 @@ class Reconciler:
             obs = ctl.index.rsecs.get(ref)
             if obs is not None:
                 await ctl.status.report_forbidden(obs, str(e))
-            ctl.queue.retry_later(ref, FORBIDDEN_DELAY)
+            return Requeue(backoff=True, hint=FORBIDDEN_DELAY)
         except RotorError as e:
             ctl.metrics.reconciles.labels("error").inc()
             ctl.metrics.errors.labels("api").inc()
@@ -71,22 +71,24 @@ class Reconciler:
             if obs is not None:
                 with contextlib.suppress(RotorError):
                     await ctl.events.event(obs, "ReconcileFailed", str(e))
-            ctl.queue.retry_later(ref, getattr(e, "delay", None) or RETRY_DELAY)
+            return Requeue(backoff=True, hint=getattr(e, "delay", None))
         except Exception:
             ctl.metrics.reconciles.labels("error").inc()
             log.exception("reconcile %s failed", ref)
-            ctl.queue.retry_later(ref)
+            return Requeue(backoff=True)
 
-    async def reconcile(self, ref: SecretRef) -> None:
+    async def reconcile(self, ref: SecretRef) -> Requeue | None:
+        """One reconcile of ``ref``; returns what the queue is to do next (a held fan-out backs
+        off, the previous value's expiry comes back at its time), None for nothing."""
         ctl = self.ctl
         obs = ctl.index.rsecs.get(ref)
         if obs is None:
             await self.cleanup(ref)
-            return
+            return None
         if obs.deleting:
             await self.cleanup(ref)
             await self._drop_finalizer(obs)
-            return
+            return None
         obs = await self._add_finalizer(obs)
         if obs.spec is None:
             ctl.metrics.errors.labels("spec").inc()
@@ -94,10 +96,12 @@ class Reconciler:
                 obs, ctl.index.sources.get(ref), None, (), None, ctl.aclsync.staleness(), False
             )
             await ctl.status.write(obs, status)
-            return
-        await self._reconcile_spec(obs, obs.spec)
+            return None
+        return await self._reconcile_spec(obs, obs.spec)
 
-    async def _reconcile_spec(self, obs: RotatingSecretObs, spec: RotatingSecretSpec) -> None:
+    async def _reconcile_spec(
+        self, obs: RotatingSecretObs, spec: RotatingSecretSpec
+    ) -> Requeue | None:
         ctl = self.ctl
         ref = obs.ref
         try:
@@ -106,7 +110,7 @@ class Reconciler:
             ctl.metrics.errors.labels("source").inc()
             log.warning("reconcile %s: %s", ref, e)
             await ctl.status.write(obs, decide.source_not_owned_status(obs, str(e)))
-            return
+            return None
         stale = ctl.aclsync.staleness()
         acl_known = ctl.aclsync.acl is not None and not stale.revoke
         grants = decide.effective_grants(ctl.aclsync.acl, stale)
@@ -118,10 +122,12 @@ class Reconciler:
             obs.status.writer,
         )
         plan: decide.FanoutPlan | None = None
+        expiry: float | None = None
         stores = await ctl.stores.check_stores(obs, source)
         if ctl.aclsync.acl is not None or stale.revoke:  # never act on an ACL not read yet
-            plan, views = await self._grant_and_publish(ref, spec, source, grants, views, stores)
-        ctl.stores.hold(ref, stores, source)
+            plan, views, expiry = await self._grant_and_publish(
+                ref, spec, source, grants, views, stores
+            )
         acl = ctl.aclsync.acl
         consumers = decide.consumer_statuses(
             ref, ctl.index.wants_for(ref), grants, acl, source, views
@@ -131,6 +137,7 @@ class Reconciler:
             obs, source, writer, consumers, plan, stale, acl_known, stores, skipped
         )
         await ctl.status.write(obs, status)
+        return Requeue(backoff=ctl.stores.held(stores, source), after=expiry)
 
     async def _grant_and_publish(
         self,
@@ -140,8 +147,9 @@ class Reconciler:
         grants: frozenset[Grant],
         views: dict[str, ViewObs],
         stores: decide.StoreSync,
-    ) -> tuple[decide.FanoutPlan, dict[str, ViewObs]]:
-        """RBAC for the grants, then the views; returns the plan and the views as they are."""
+    ) -> tuple[decide.FanoutPlan, dict[str, ViewObs], float | None]:
+        """RBAC for the grants, then the views; returns the plan, the views as they are, and
+        the seconds until the previous value expires from views (None: none shown)."""
         ctl = self.ctl
         mine = await ctl.rbac.sync(ref, spec, grants)
         granted = decide.granted_ro_namespaces(ref, mine)
@@ -149,19 +157,14 @@ class Reconciler:
         plan = decide.plan_fanout(shown, granted, views, stores.state)
         views = await ctl.views.fanout(ref, shown, plan, views)
         expiry = decide.previous_expiry_in(shown, ctl.clock())
-        state = shown.state if shown else None
-        at = state.previous_expires if state else None
-        if expiry is not None and granted and self._expiry_timer.get(ref) != at:
-            self._expiry_timer[ref] = at  # one timer per expiry: reconcile again then
-            ctl.queue.retry_later(ref, expiry + 0.05)
-        return plan, views
+        return plan, views, expiry + 0.05 if expiry is not None and granted else None
 
     async def _add_finalizer(self, obs: RotatingSecretObs) -> RotatingSecretObs:
         if FINALIZER in obs.finalizers:
             return obs
         # the whole list is replaced: the resourceVersion guards finalizers added meanwhile
         result = await self._patch_finalizers(obs, [*obs.finalizers, FINALIZER])
-        self.ctl.on_rotating_secret("MODIFIED", result)
+        self.ctl.objects.own_rotating_secret(result)
         return self.ctl.index.rsecs.get(obs.ref) or obs
 
     async def _drop_finalizer(self, obs: RotatingSecretObs) -> None:
@@ -187,7 +190,7 @@ class Reconciler:
             source = await self._adopt_source(obs)
         if source is not None and obs.rotate_now and source.rotate_requested != obs.rotate_now:
             patch = {"metadata": {"annotations": {ANN_ROTATE_REQUESTED: obs.rotate_now}}}
-            ctl.on_secret("MODIFIED", await ctl.kube.apatch(_source_url(ref), patch))
+            ctl.objects.own_secret(await ctl.kube.apatch(_source_url(ref), patch))
         return ctl.index.sources.get(ref)
 
     async def _create_source(self, obs: RotatingSecretObs) -> SourceObs | None:
@@ -199,7 +202,7 @@ class Reconciler:
             created = await ctl.kube.acreate(url, adopt.source_body(obs))
         except ConflictError:
             return None
-        ctl.on_secret("ADDED", created)
+        ctl.objects.own_secret(created)
         return ctl.index.sources.get(obs.ref)
 
     async def _adopt_source(self, obs: RotatingSecretObs) -> SourceObs | None:
@@ -215,10 +218,10 @@ class Reconciler:
             if decision.problem:
                 raise adopt.SourceNotOwned(decision.problem)
             if decision.patch is None:
-                ctl.on_secret("MODIFIED", current)
+                ctl.objects.own_secret(current)
                 return ctl.index.sources.get(obs.ref)
             try:
-                ctl.on_secret("MODIFIED", await ctl.kube.apatch(url, decision.patch))
+                ctl.objects.own_secret(await ctl.kube.apatch(url, decision.patch))
             except ConflictError:
                 continue  # changed since it was read: read it again
             return ctl.index.sources.get(obs.ref)

@@ -1,6 +1,7 @@
 """External stores: each ExternalStore's ``Ready`` check (when it appears or its spec changes,
 and every ``store_check_interval``), whether every store of a secret holds its committed version
-(checked once per version), and the hold of the fan-out until they do (with backoff)."""
+(checked once per version), and whether the fan-out is held until they do (the queue retries
+it with backoff)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from controller import decide
 from controller.kube import path
 from controller.model import RotatingSecretObs, SourceObs, meta
-from rotor import API, backoff
+from rotor import API
 from rotor import status as st
 from rotor.errors import InvalidSpec, LoginFailed, NotFoundError, RotorError
 from rotor.external import StoreCheck
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from controller.operator import Controller
 
 log = logging.getLogger("rotor.controller")
-
-HOLD_RETRY_MIN = 1.0
-HOLD_RETRY_MAX = 60.0
 
 StoreKey = tuple[str, str]
 
@@ -41,8 +39,6 @@ class StoreChecks:
         self.readers: dict[StoreKey, Any] = {}
         self._synced: dict[SecretRef, str] = {}
         """The checksum every external store of a secret was last seen to hold."""
-        self._hold_backoff: dict[SecretRef, int] = {}  # holds in a row
-        """The next retry delay of a fan-out held by an external store (doubles up to a cap)."""
         self._meta: dict[StoreKey, tuple[str, str, list[Any]]] = {}
         """ExternalStore -> (uid, spec digest, observed conditions)."""
         self._checked: dict[StoreKey, tuple[str, float]] = {}
@@ -179,16 +175,13 @@ class StoreChecks:
         self._synced[obs.ref] = digest
         return decide.StoreSync("synced", f"{where} hold version {source.state.version}")
 
-    def hold(self, ref: SecretRef, stores: decide.StoreSync, source: SourceObs | None) -> None:
-        """A fan-out held until the store holds the version: reconcile again with backoff (1 s
-        doubling to 60 s); anything else resets the backoff."""
-        if stores.state in ("behind", "unavailable") or (
+    @staticmethod
+    def held(stores: decide.StoreSync, source: SourceObs | None) -> bool:
+        """Whether the fan-out waits for a store to hold the version (the queue then
+        reconciles the secret again with its backoff, :mod:`controller.queue`)."""
+        return stores.state in ("behind", "unavailable") or (
             stores.state == "unverified" and source is not None and source.publishable
-        ):
-            held = self._hold_backoff[ref] = self._hold_backoff.get(ref, 0) + 1
-            self.ctl.queue.retry_later(ref, backoff.delay(held, HOLD_RETRY_MIN, HOLD_RETRY_MAX))
-        else:
-            self._hold_backoff.pop(ref, None)
+        )
 
     async def reader(self, key: StoreKey, spec: ExternalStoreSpec) -> Any:
         """A Vault reader per ExternalStore, kept until the store or its check changes."""

@@ -5,7 +5,8 @@
   identities are Rotor's own (the Kubernetes auth roles of the ExternalStores); the controller
   writes it as the ConfigMap ``ROTOR_AUDIT_CONFIGMAP`` (key ``config.json``) in its namespace,
   which the receiver mounts and re-reads.
-* :class:`VaultSource` long-polls the receiver (:func:`fetch_events`, over HTTP only); for each
+* :class:`VaultSource` long-polls the receiver (:func:`controller.auditclient.fetch_events`,
+  over HTTP only; a refused token is reported, not retried like a lost connection); for each
   event it reads the path's current version (:meth:`controller.vault.VaultReader.read_values`),
   decides with :func:`controller.propagate.decide_propagation`, and on ``propagate`` patches
   the source Secret with a resourceVersion precondition (the new version, the values from Vault,
@@ -24,13 +25,20 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from controller.kube import Obj, path
 from controller.model import RotatingSecretObs, meta
 from controller.propagate import decide_propagation
-from rotor.auditwire import AuditEvent, EventsPage, render_config
-from rotor.errors import ConflictError, InvalidSpec, NotFoundError, RotorError
+from rotor.auditwire import EventsPage, render_config
+from rotor.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidSpec,
+    NotFoundError,
+    RetryableError,
+    RotorError,
+)
 from rotor.layout import SecretState
 from rotor.names import SecretRef
 from rotor.protocol import secret_patch
@@ -93,31 +101,6 @@ def audit_config(
     return render_config(pairs, roles=sorted(r for r in roles if r))
 
 
-async def fetch_events(
-    session: Any, url: str, since: int, epoch: str = "", wait: float = 30.0, token: str = ""
-) -> EventsPage:
-    """One long-poll of the receiver (``session``: an ``aiohttp.ClientSession``).
-
-    The controller keeps ``since = page.last`` and ``epoch = page.epoch``; when ``page.reset``
-    (the receiver restarted) it re-checks every referenced path instead of trusting the queue.
-    """
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    params = {"since": str(since), "wait": str(wait), "epoch": epoch}
-    async with session.get(f"{url.rstrip('/')}/events", params=params, headers=headers) as resp:
-        resp.raise_for_status()
-        body = await resp.json()
-    return EventsPage(
-        str(body["epoch"]),
-        bool(body["reset"]),
-        int(body["last"]),
-        int(body["dropped"]),
-        tuple(
-            AuditEvent(e["path"], e["storeVersion"], e["time"], e["actor"], e["seq"])
-            for e in body["events"]
-        ),
-    )
-
-
 class VaultSource:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
@@ -126,6 +109,8 @@ class VaultSource:
         self.epoch = ""
         self._config_written = ""
         self._last_recheck = 0.0
+        self._reported = ""
+        """The last permanent failure logged (logged again only when it changes)."""
 
     def _token(self) -> str:
         f = self.settings.audit_receiver_token_file
@@ -169,6 +154,8 @@ class VaultSource:
     async def loop(self) -> None:
         import aiohttp  # only with a receiver configured
 
+        from controller.auditclient import fetch_events
+
         waits = Backoff(RETRY_MIN, RETRY_MAX)
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 15)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -182,23 +169,45 @@ class VaultSource:
                         POLL_WAIT,
                         self._token(),
                     )
-                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as e:
+                except RotorError as e:
                     self.ctl.metrics.errors.labels("audit").inc()
-                    delay = waits.next()
-                    log.warning("audit receiver: %s (retrying in %.0fs)", type(e).__name__, delay)
                     self.epoch = ""  # events may be lost meanwhile: re-check when it answers
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(self._after_failure(waits, e))
                     continue
                 waits.reset()
-                recheck = page.reset or not self.epoch or page.dropped > 0
-                self.since, self.epoch = page.last, page.epoch
-                now = time.monotonic()
-                if recheck or now - self._last_recheck >= self.settings.audit_recheck:
-                    self._last_recheck = now
-                    await self.recheck_all()
-                else:
-                    for changed in sorted({e.path for e in page.events}):
-                        await self.propagate_path(changed)
+                self._reported = ""
+                await self._on_page(page)
+
+    def _after_failure(self, waits: Backoff, e: RotorError) -> float:
+        """Seconds to wait after a failed poll. No answer (or 429/5xx) backs off from
+        ``RETRY_MIN``; a refused token or an answer that is not a page is not a blip: an error
+        logged once per cause, with the fix, and the poll tried again every ``RETRY_MAX`` (the
+        token file is read again each time)."""
+        if isinstance(e, RetryableError):
+            delay = waits.next(e.delay)
+            log.warning("audit receiver: %s (retrying in %.0fs)", e, delay)
+            return delay
+        if str(e) != self._reported:
+            self._reported = str(e)
+            fix = (
+                "the receiver refuses the controller's token: ROTOR_AUDIT_RECEIVER_TOKEN_FILE must"
+                " hold the token in the receiver's ROTOR_AUDIT_EVENTS_TOKEN_FILE"
+                if isinstance(e, ForbiddenError)
+                else "run the receiver of the controller's version"
+            )
+            log.error("audit receiver: %s; %s (trying again every %.0fs)", e, fix, RETRY_MAX)
+        return RETRY_MAX
+
+    async def _on_page(self, page: EventsPage) -> None:
+        recheck = page.reset or not self.epoch or page.dropped > 0
+        self.since, self.epoch = page.last, page.epoch
+        now = time.monotonic()
+        if recheck or now - self._last_recheck >= self.settings.audit_recheck:
+            self._last_recheck = now
+            await self.recheck_all()
+        else:
+            for changed in sorted({e.path for e in page.events}):
+                await self.propagate_path(changed)
 
     async def recheck_all(self) -> None:
         for full in sorted({t.full for t in self._targets()}):

@@ -74,7 +74,7 @@ class ViewWriter:
                 result = await kube.acreate(path("v1", "secrets", ns), body)
         else:
             result = await kube.aapply(path("v1", "secrets", ns), body)
-        self.ctl.on_secret("MODIFIED", result)
+        self.ctl.objects.own_secret(result)
         self.ctl.metrics.views_written.inc()
         return read_view(result)
 

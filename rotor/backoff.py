@@ -11,7 +11,7 @@ Why not a library: tenacity, stamina and backoff retry *one call* (a decorator o
 around it, raising when attempts run out). Rotor's loops are mostly not that shape: watches that
 reset on every event and never give up (``agent/kube.py``), the engine's schedule that stores a
 retry *time* (``rotor/protocol.py``), the controller's hold that re-queues a secret rather than
-sleeping (``controller/operator.py``), a poll with a deadline (``controller/acl/canister``).
+sleeping (``controller/queue.py``), a poll with a deadline (``controller/acl/canister``).
 What they share is the arithmetic below, a few lines; a dependency would also load in every
 agent sidecar, whose memory is paid once per pod (docs/benchmarks.md).
 """

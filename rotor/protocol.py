@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from rotor import backoff
-from rotor.errors import ConflictError, InvalidSpec
+from rotor.errors import ConflictError, RotorError
 from rotor.external import StoreRecord
 from rotor.layout import SecretState, checksum
 from rotor.settings.agent import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER
@@ -153,8 +153,18 @@ def wakeup_at(
 
 
 # -- transitions --------------------------------------------------------------------------------
-class ProtocolError(InvalidSpec):
-    """A transition was asked for in a state that does not allow it (a bug, or a lost race)."""
+class ProtocolError(RotorError):
+    """A transition was asked for in a state that does not allow it: a bug, or a lost race,
+    never a user's mistake (so not an :class:`~rotor.errors.InvalidSpec`: a CLI reports it as
+    a failure, exit 1, not as bad input). ``field`` and ``problem`` say what was refused,
+    ``expected`` what the caller should have done first."""
+
+    def __init__(self, field: str, problem: str, expected: str = "") -> None:
+        self.field = field
+        self.problem = problem
+        self.expected = expected
+        text = f"rotation protocol: {field}: {problem}"
+        super().__init__(text + (f" (expected: {expected})" if expected else ""))
 
 
 def prepare(

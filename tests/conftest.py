@@ -60,20 +60,12 @@ def require_tool(name: str, how: str) -> str:
 
 # The slow tiers: whole processes, compilers and real servers (each over a few seconds, see
 # `pytest --durations`). `pytest -m "not slow"` is the fast loop for iterations (2-3 minutes);
-# CI runs everything. A test may also carry @pytest.mark.slow itself.
-SLOW_PATHS = (
+# CI runs everything. Slow is marked by folder here (everything under these), or by the test
+# itself: `@pytest.mark.slow` on a test, `pytestmark = pytest.mark.slow` on a module. Never by
+# a test's or a file's name, which a rename would silently drop.
+SLOW_FOLDERS = (
     "tests/system/",
     "tests/images/",  # builds both images first (about 100 s even with the layers cached)
-    "tests/canister/test_motoko.py",
-    "tests/vault/test_controller_running.py",
-    "tests/controller/test_main.py",
-)
-SLOW_TESTS = frozenset(
-    {
-        "test_reader_process_never_sees_a_torn_empty_or_mixed_read",
-        "test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text",  # a real Prometheus
-        "test_every_answer_is_well_formed_and_every_patch_applies",  # hypothesis, about 5 s
-    }
 )
 
 
@@ -81,5 +73,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = str(config.rootpath) + os.sep
     for item in items:
         where = str(item.path).removeprefix(root)
-        if where.startswith(SLOW_PATHS) or getattr(item, "originalname", item.name) in SLOW_TESTS:
+        if where.startswith(SLOW_FOLDERS):
             item.add_marker(pytest.mark.slow)

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.cli import _serve
 from agent.store import FileStore
+from rotor.errors import InvalidSpec
 from rotor.layout import SecretState
-from rotor.protocol import prepare
+from rotor.protocol import ProtocolError, prepare
 from tests.conftest import wait_until
 
 AGENT = [sys.executable, "-m", "agent", "standalone"]
@@ -399,3 +401,32 @@ def test_the_error_docs_agent_md_shows_is_what_its_config_file_gives(tmp_path: P
     assert r.returncode == 2
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rotor-agent: error:")]
     assert line in doc
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [
+        (InvalidSpec("spec.keys[0].name", "must be a DNS label", "rename it"), 2),
+        (ProtocolError("phase", "nothing is pending", "prepare before commit"), 1),
+    ],
+)
+def test_a_protocol_bug_is_reported_as_a_failure_not_as_bad_input(
+    raised: Exception,
+    code: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exit 2 tells the user to fix their input; a refused transition is Rotor's bug (or a
+    lost race) and must not send them looking for a mistake in their spec."""
+    # the process-wide set-up _serve does (a root handler on this test's stderr) stays out
+    monkeypatch.setattr("rotor.logs.setup", lambda _level: None)
+    monkeypatch.setattr("prometheus_client.disable_created_metrics", lambda: None)
+
+    async def start(_config: object) -> int:
+        raise raised
+
+    assert _serve(lambda: None, lambda _c: "INFO", start) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    if code == 1:
+        assert "rotation protocol: phase: nothing is pending" in err

@@ -116,6 +116,7 @@ def test_every_payload_holds_the_metadata_of_its_own_version(tmp_path: Path) -> 
     }  # fmt: skip
 
 
+@pytest.mark.slow  # a reader process against 2000 rotations
 def test_reader_process_never_sees_a_torn_empty_or_mixed_read(tmp_path: Path) -> None:
     folder, stop = tmp_path / "s", tmp_path / "stop"
     w = AtomicWriter(folder)

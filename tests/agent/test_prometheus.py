@@ -9,6 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port, require_tool, wait_until
 
 HOW = "apt-get install -y --no-install-recommends prometheus"
@@ -27,6 +29,7 @@ def answer(url: str) -> str:
         return ""
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_prometheus_scrapes_the_agent_and_promtool_accepts_the_text(tmp_path: Path) -> None:
     prometheus = require_tool("prometheus", HOW)
     promtool = require_tool("promtool", HOW)

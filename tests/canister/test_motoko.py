@@ -10,6 +10,8 @@ import pytest
 
 from tests.canister.conftest import CANISTER, Moc
 
+pytestmark = pytest.mark.slow  # the Motoko compiler and interpreter
+
 INTERPRETER_CHECKS = [
     "sha256_vectors",
     "installer_is_admin",

@@ -4,40 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from controller.kube import path
-from controller.model import RESTARTED_AT, label_selector, read_workload
+from controller.model import RESTARTED_AT, read_workload
 from rotor.names import Principal, SecretRef
 from tests.controller.conftest import eventually, with_settings
 from tests.controller.test_controller import create, deployment_body, pod_body
-
-
-@pytest.mark.parametrize(
-    ("selector", "expected"),
-    [
-        ({"matchLabels": {"app": "api", "tier": "web"}}, "app=api,tier=web"),
-        (
-            {
-                "matchLabels": {"app": "api"},
-                "matchExpressions": [
-                    {"key": "track", "operator": "In", "values": ["stable", "canary"]},
-                    {"key": "env", "operator": "NotIn", "values": ["dev"]},
-                    {"key": "team", "operator": "Exists"},
-                    {"key": "legacy", "operator": "DoesNotExist"},
-                ],
-            },
-            "app=api,track in (canary,stable),env notin (dev),team,!legacy",
-        ),
-        ({}, None),  # empty: would select every pod of the namespace
-        (None, None),
-        ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}, None),
-        ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}, None),
-        ({"matchLabels": ["app"]}, None),
-    ],
-)
-def test_label_selector_as_the_api_server_takes_it(selector: Any, expected: str | None) -> None:
-    assert label_selector(selector) == expected
 
 
 def test_an_unannotated_workload_keeps_nothing_an_annotated_one_a_small_record() -> None:

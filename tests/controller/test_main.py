@@ -9,9 +9,13 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from controller.kube import Kube, path
 from rotor import API
 from tests.conftest import free_port, require_tool
+
+pytestmark = pytest.mark.slow  # the rotor-controller process
 
 DEADLINE = 30.0
 

@@ -39,6 +39,8 @@ from tests.controller.test_controller import commit_value, create, pod_body
 from tests.kubeemu import kube_emulator
 from tests.vault.conftest import start_bao
 
+pytestmark = pytest.mark.slow  # the controller process against OpenBao
+
 __all__ = ["kube_emulator"]
 
 SETTINGS = ControllerSettings(acl_poll=0.3, store_check_interval=1.0, manage_certs=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 
 import kubernetes_validate
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -166,6 +167,7 @@ def _names_unique(items: list[dict] | None, what: str) -> None:
     assert len(names) == len(set(names)), f"duplicate {what}: {names}"
 
 
+@pytest.mark.slow  # hypothesis, 500 pods: about 5 s
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pods(), st.sampled_from(sorted(SETTINGS)))
 def test_every_answer_is_well_formed_and_every_patch_applies(pod_ns, mode):

@@ -25,7 +25,7 @@ from audit.inputs import FileTail
 from audit.main import main, serve
 from audit.queue import EventQueue
 from audit.receiver import Receiver
-from controller.vaultsource import fetch_events
+from controller.auditclient import fetch_events
 from rotor.auditwire import AuditConfig, AuditEvent, render_config
 from rotor.errors import InvalidSpec
 from rotor.external import RotorMetadata

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from audit.app import make_events_app, make_ingest_app
 from audit.entries import parse_line
 from audit.inputs import FileTail
+from tests.audit.test_audit import entry, make_receiver
 from tests.conftest import free_port, until
-from tests.vault.test_audit import entry, make_receiver
 
 DEEP = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 """Nested far deeper than json.loads goes (it raises RecursionError, not ValueError)."""
