@@ -1,8 +1,8 @@
 """The whole of Rotor on one machine, as processes: used by ``rotor demo``, tests/system and
 bench/propagation.py.
 
-Split by concern: the API server is :mod:`rotorctl.kubeemu` (admission in
-:mod:`rotorctl.admission`, RBAC in :mod:`rotorctl.rbac`), the client of it :mod:`rotorctl.kubeapi`,
+Split by concern: the API server is :mod:`kubeemu.emulator` (admission in
+:mod:`kubeemu.admission`, RBAC in :mod:`kubeemu.rbac`), the client of it :mod:`rotorctl.kubeapi`,
 the kubelet's pod :mod:`rotorctl.kubelet`, processes :mod:`rotorctl.processes`, the
 propagation probe :mod:`rotorctl.probe`, the Deployment/ReplicaSet objects
 :mod:`rotorctl.workloads`, OpenBao :mod:`rotorctl.openbao`, the certificates :mod:`rotorctl.tls`
@@ -15,7 +15,7 @@ container the webhook injected, and an OpenBao dev server (``bao``) when asked a
 
 What is simulated, and how:
 
-* the Kubernetes API is :mod:`rotorctl.kubeemu` with ``secure=True`` (HTTPS, tokens, RBAC,
+* the Kubernetes API is :mod:`kubeemu.emulator` with ``secure=True`` (HTTPS, tokens, RBAC,
   mutating admission, garbage collection, selectors), not a kube-apiserver;
 * identities: the chart's ServiceAccounts and RBAC are rendered from charts/rotor
   (:mod:`rotorctl.chartrbac`) and applied; the controller runs with its ServiceAccount's token
@@ -53,6 +53,7 @@ from typing import Any
 
 from agent import kube as agent_kube
 from controller import certs
+from kubeemu.emulator import EmulatorThread
 from rotor import API
 from rotor import env as agent_env
 from rotor.annotations import ROTATE_NOW
@@ -60,7 +61,6 @@ from rotor.kubepaths import api_path
 from rotor.layout import SecretState
 from rotorctl import chartrbac
 from rotorctl.kubeapi import Api, ApiError, plural_of
-from rotorctl.kubeemu import EmulatorThread
 from rotorctl.kubelet import (
     AGENT_CONTAINER,
     FILES_VOLUME,

@@ -1,7 +1,7 @@
 """``rotor kube``: the strict Kubernetes API emulator on its own (docs/demo.md, "kubectl").
 
 It serves HTTPS on 127.0.0.1 with Rotor's CRDs, authentication and RBAC enforced (see
-:mod:`rotorctl.kubeemu`), and writes an admin kubeconfig (mode 0600) that a real ``kubectl``
+:mod:`kubeemu.emulator`), and writes an admin kubeconfig (mode 0600) that a real ``kubectl``
 uses: ``kubectl --kubeconfig FILE get rotatingsecrets -A``, ``apply --validate=false``,
 ``patch``, ``delete``, ``auth can-i``. Ctrl-C or SIGTERM (or ``--duration``) stops it."""
 
@@ -38,7 +38,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from rotorctl.kubeemu import EmulatorThread  # kmock: the demo extra, not `rotor acl`'s
+    from kubeemu.emulator import EmulatorThread  # kmock: the demo extra, not `rotor acl`'s
 
     stop = threading.Event()
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kubeemu.emulator import EmulatorThread
 from rotorctl.harness import System, wait_for
-from rotorctl.kubeemu import EmulatorThread
 from tests.system.test_flows import NAME, NS, RO_NS, approve, holds, pair, until
 
 NSX = "gc"

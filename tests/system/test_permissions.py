@@ -1,5 +1,5 @@
 """Every part under its real identity, as a user checks it: the emulator authenticates and
-authorizes each request (rotorctl.kubeemu, secure), the controller and webhook hold exactly the
+authorizes each request (kubeemu.emulator, secure), the controller and webhook hold exactly the
 chart's rendered RBAC, each agent its pod's service-account token and the per-grant Roles."""
 
 from __future__ import annotations

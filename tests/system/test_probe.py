@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from agent.files import METADATA, AtomicWriter
+from kubeemu.emulator import EmulatorThread
 from rotor.layout import SecretState, checksum
 from rotorctl.harness import Api, Pod, PropagationProbe, System, wait_for
-from rotorctl.kubeemu import EmulatorThread
 
 NS, NAME = "shop", "db"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from kubeemu.emulator import EmulatorThread
 from rotorctl.harness import wait_for
-from rotorctl.kubeemu import EmulatorThread
 
 RBAC = "rbac.authorization.k8s.io/v1"
 

@@ -1,4 +1,4 @@
-"""Kubernetes RBAC, as the real API server evaluates it, for the emulator (:mod:`rotorctl.kubeemu`).
+"""Kubernetes RBAC, as the real API server evaluates it, for the emulator (:mod:`kubeemu.emulator`).
 
 A port of the parts of ``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go`` and
 ``plugin/pkg/auth/authorizer/rbac`` the emulator needs (no library implements RBAC in Python):

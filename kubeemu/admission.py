@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import jsonpatch
 
-from rotorctl.rbac import User
-from rotorctl.selectors import SelectorError, selector_matches
+from kubeemu.rbac import User
+from kubeemu.selectors import SelectorError, selector_matches
 
 Obj = dict[str, Any]
 DEFAULT_TIMEOUT = 10.0

@@ -11,7 +11,7 @@ authenticated and authorized as the real server does it:
   ``system:serviceaccount:<ns>:<name>`` in ``system:serviceaccounts``,
   ``system:serviceaccounts:<ns>`` and ``system:authenticated``. No token or an unknown one: 401
   with a Status body;
-* **authorization**: Kubernetes RBAC (:mod:`rotorctl.rbac`) from the Roles, ClusterRoles and
+* **authorization**: Kubernetes RBAC (:mod:`kubeemu.rbac`) from the Roles, ClusterRoles and
   bindings stored here plus the bootstrap ``cluster-admin``, ``system:discovery`` and
   ``system:basic-user``; a refusal is a 403 Status with the real server's message;
 * **escalation**: creating or patching a Role/ClusterRole needs every right it grants (or
@@ -33,7 +33,7 @@ small handler (``_handle`` below) that, for every create and patch:
 * fills ``metadata.namespace`` from the URL on create (kmock loses watch events of bodies
   without it, the real API server fills it in);
 * on the ``status`` subresource keeps only ``status`` (the real server ignores the rest);
-* filters list and watch by ``labelSelector`` and ``fieldSelector`` (:mod:`rotorctl.selectors`;
+* filters list and watch by ``labelSelector`` and ``fieldSelector`` (:mod:`kubeemu.selectors`;
   a malformed selector is a 400), in every mode, so a controller that asks the server for only
   its objects is measured as it would be against a real API server; a watch reports an object
   that stops matching as DELETED (with its new state) and one that starts matching as ADDED, as
@@ -77,12 +77,12 @@ import yaml
 from kmock import action as k8s_action
 from kubernetes import client
 
+from controller import certs
+from kubeemu import rbac
+from kubeemu.admission import Admission, AdmissionRefused
+from kubeemu.rbac import Attributes, Policy, User
+from kubeemu.selectors import SelectorError, fields_match, labels_match, parse_fields, parse_labels
 from rotor.crd import all_crds
-from rotorctl import rbac
-from rotorctl.admission import Admission, AdmissionRefused
-from rotorctl.rbac import Attributes, Policy, User
-from rotorctl.selectors import SelectorError, fields_match, labels_match, parse_fields, parse_labels
-from rotorctl.tls import make_certs
 
 STARTUP_TIMEOUT = 10.0
 ADMIN_USER = "rotor-admin"
@@ -524,7 +524,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
         return {"kubernetes.io/metadata.name": namespace}
 
     async def _admit(self, request: kmock.Request, a: Attributes) -> None:
-        """Mutating admission (:mod:`rotorctl.admission`) of a create or an update."""
+        """Mutating admission (:mod:`kubeemu.admission`) of a create or an update."""
         if request.resource is None or a.verb not in ("create", "update", "patch"):
             return
         if not self._webhook_configs():
@@ -860,7 +860,7 @@ class EmulatorThread:
         if self.secure:
             # HTTPS: kubectl (client-go) sends a bearer token over TLS only.
             self._tls_dir = tempfile.TemporaryDirectory(prefix="rotor-kubeemu-")
-            ca, cert, key = make_certs(Path(self._tls_dir.name), "rotor-kube-emulator")
+            ca, cert, key = serving_certs(Path(self._tls_dir.name))
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cert, key)
             self.ca_file = ca
@@ -984,6 +984,19 @@ class EmulatorThread:
             ]
 
         return asyncio.run_coroutine_threadsafe(grab(), loop).result(STARTUP_TIMEOUT)
+
+
+def serving_certs(directory: Path, name: str = "rotor-kube-emulator") -> tuple[Path, Path, Path]:
+    """A throwaway CA and the emulator's certificate for 127.0.0.1/localhost, for a day, minted
+    by the controller's CA code (:mod:`controller.certs`): (ca, cert, key) files."""
+    now = time.time()
+    ca = certs.make_ca(now, certs.DAY, f"{name}-ca")
+    leaf = certs.make_serving_cert(ca, (name, "localhost"), now, certs.DAY, ips=("127.0.0.1",))
+    paths = (directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    for path, pem in zip(paths, (ca.cert_pem, leaf.cert_pem, leaf.key_pem), strict=True):
+        path.write_text(pem)
+    paths[2].chmod(0o600)
+    return paths
 
 
 def _tls_server(ctx: ssl.SSLContext) -> type[aiohttp.test_utils.RawTestServer]:
