@@ -76,6 +76,24 @@ def rule_matches(
     return scope == "*" or (scope == "Namespaced") == namespaced
 
 
+MAX_WARNINGS = 32
+MAX_WARNING_LENGTH = 256
+
+
+def admission_warnings(raw: Any) -> list[str]:
+    """A webhook's ``warnings``, as the API server passes them on: strings only, control
+    characters dropped, each at most 256 characters, at most 32 of them."""
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for w in raw[:MAX_WARNINGS]:
+        if isinstance(w, str):
+            text = "".join(c for c in w if c.isprintable())[:MAX_WARNING_LENGTH]
+            if text:
+                out.append(text)
+    return out
+
+
 class Admission:
     """The mutating-admission step of the emulator (one per :class:`StrictEmulator`)."""
 
@@ -116,8 +134,11 @@ class Admission:
         namespace: str,
         user: User,
         kind: str,
+        warnings: list[str] | None = None,
     ) -> Obj:
-        """``obj`` as every matching mutating webhook left it (or :class:`AdmissionRefused`)."""
+        """``obj`` as every matching mutating webhook left it (or :class:`AdmissionRefused`);
+        the webhooks' ``warnings`` are appended to ``warnings`` (the API server sends each back
+        as a ``Warning`` header)."""
         for config in sorted(self.configs(), key=lambda c: c["metadata"]["name"]):
             for hook in config.get("webhooks") or []:
                 if not self._applies(
@@ -132,6 +153,7 @@ class Admission:
                     (group, version, resource, subresource, kind),
                     namespace,
                     user,
+                    warnings if warnings is not None else [],
                 )
         return obj
 
@@ -170,6 +192,7 @@ class Admission:
         gvr: tuple[str, str, str, str, str],
         namespace: str,
         user: User,
+        warnings: list[str],
     ) -> Obj:
         name = str(hook.get("name") or "")
         group, version, resource, subresource, kind = gvr
@@ -212,6 +235,7 @@ class Admission:
                 f'Internal error occurred: failed calling webhook "{name}": failed to call '
                 f'webhook: Post "{url}?timeout={timeout:.0f}s": {type(e).__name__}: {e}',
             ) from None
+        warnings.extend(admission_warnings(resp.get("warnings")))
         if not resp.get("allowed"):
             status = resp.get("status") or {}
             msg = status.get("message") or "without explanation"
