@@ -89,10 +89,9 @@ def test_kubectl_apply_get_patch_delete(kube: Path, kubectl: str, tmp_path: Path
     assert "configmap/cfg configured" in out
     cm = json.loads(run(kubectl, kube, "get", "configmap", "cfg", "-n", "shop", "-o", "json"))
     assert cm["data"] == {"a": "2"}
-    assert run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop").splitlines()[0].split() == [
-        "NAME",
-        "AGE",
-    ]
+    # the CRD's printer columns, as a real server prints them
+    header = run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop").splitlines()[0]
+    assert header.split() == ["NAME", "VERSION", "PHASE", "WRITER", "NEXT", "ROTATION", "AGE"]
     assert run(kubectl, kube, "get", "cm", "-n", "shop", "-l", "app=web", "-o", "name") == (
         "configmap/cfg\n"
     )
