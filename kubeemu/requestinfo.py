@@ -82,7 +82,8 @@ def method(request: kmock.Request) -> str:
 async def parse(raw: aiohttp.web.BaseRequest, request_id: int) -> kmock.Request:
     """The request as the real server routes it (kmock's own parser, with what it lacks):
     ``/api/v1/namespaces[/NAME[/status|finalize]]`` is the ``namespaces`` resource, a PUT of a
-    named object an update, a protobuf body decoded, a JSON one parsed (anything else: None)."""
+    named object an update, a DELETE of a collection a deletecollection, a protobuf body
+    decoded, a JSON one parsed (anything else: None)."""
     body = await raw.read()
     http_method = raw.method.upper()
     query = dict(raw.query)
@@ -108,6 +109,8 @@ async def parse(raw: aiohttp.web.BaseRequest, request_id: int) -> kmock.Request:
         action = parsing.guess_k8s(k8s, kmock.method(http_method), query)
         if http_method == "PUT" and resource is not None and name:
             action = k8s_action.UPDATE
+        elif http_method == "DELETE" and resource is not None and not name:
+            action = k8s_action.DELETE  # a deletecollection (kmock routes none)
     return kmock.Request(
         id=request_id,
         raw_request=raw,

@@ -268,6 +268,18 @@ def deletecollection_is_not_authorized_by_resource_names(b: Backend) -> None:
     assert b.call("GET", f"{cms(ns)}/a").status == 200
 
 
+def deletecollection_deletes_what_the_selector_matches(b: Backend) -> None:
+    """``kubectl delete cm -l app=x``: every matching object in the namespace, nothing else."""
+    ns, other = b.namespace(), b.namespace()
+    for where, name, app in ((ns, "a", "x"), (ns, "b", "x"), (ns, "c", "y"), (other, "d", "x")):
+        assert b.call("POST", cms(where), cm(name, labels={"app": app})).status == 201
+    a = b.call("DELETE", f"{cms(ns)}?labelSelector=app%3Dx")
+    assert a.status == 200, a
+    left = {i["metadata"]["name"] for i in b.call("GET", cms(ns)).body["items"]}
+    assert left - {"kube-root-ca.crt"} == {"c"}
+    assert b.call("GET", f"{cms(other)}/d").status == 200
+
+
 def a_compound_field_selector_pins_the_name(b: Backend) -> None:
     """A list scoped by resourceNames is allowed when the field selector pins the name,
     whatever else it also says."""
@@ -590,6 +602,7 @@ CASES = [
     Case(a_binding_to_a_missing_role_needs_bind),
     Case(pods_star_does_not_cover_pods_log),
     Case(deletecollection_is_not_authorized_by_resource_names),
+    Case(deletecollection_deletes_what_the_selector_matches),
     Case(a_compound_field_selector_pins_the_name),
     Case(a_token_dies_with_its_service_account),
     Case(impersonation_acts_as_the_user_when_allowed),
