@@ -91,12 +91,14 @@ def _folder(given: str) -> Iterator[Path]:
 
 
 def _serve_real(args: argparse.Namespace, stop: threading.Event) -> int:
+    from rotorctl.backends import RealBackend
     from rotorctl.processes import Cancelled, HarnessError
     from rotorctl.realkube import ControlPlane, bin_dir
 
     try:
         binaries = bin_dir()  # before anything starts: without them, one line on building them
         with _folder(args.dir) as work, ControlPlane(work, binaries=binaries, cancel=stop) as cp:
+            RealBackend.install_crds_on(cp.api(), stop)  # Rotor's kinds, as the emulator has
             path = cp.write_kubeconfig(Path(args.kubeconfig).resolve())
             version = cp.version().get("gitVersion", "?")
             print(f"Kubernetes control plane {version}: {cp.url} (logs in {work / 'logs'})")
