@@ -19,7 +19,7 @@ authenticated and authorized as the real server does it:
   ``system:basic-user``; a refusal is a 403 Status with the real server's message;
 * **escalation**: creating or patching a Role/ClusterRole needs every right it grants (or
   ``escalate``), a binding needs the rights of the role it references (or ``bind`` on it; a
-  missing role without ``bind`` is a 403);
+  missing role without ``bind`` is a 404, as the real server answers);
 * the reviews (:mod:`kubeemu.reviews`): ``kubectl auth can-i`` (also ``--list``), ``auth
   whoami``, ``create token``.
 

@@ -37,7 +37,14 @@ from kubeemu import authn, crds, lifecycle, rbac, requestinfo, reviews, writes
 from kubeemu.admission import Admission, AdmissionRefused
 from kubeemu.rbac import Attributes, Policy, User
 from kubeemu.requestinfo import NAMESPACES, attributes, merge_patch
-from kubeemu.selectors import SelectorError, fields_match, labels_match, parse_fields, parse_labels
+from kubeemu.selectors import (
+    SelectorError,
+    check_fields,
+    fields_match,
+    labels_match,
+    parse_fields,
+    parse_labels,
+)
 from kubeemu.writes import Refused, Target
 
 ADMIN_USER = "rotor-admin"
@@ -131,6 +138,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
             return None
         try:
             labels, fields = parse_labels(label_sel), parse_fields(field_sel)
+            check_fields(fields, request.resource.plural or "" if request.resource else "")
         except SelectorError as e:
             raise Refused(400, "BadRequest", str(e)) from None
 
@@ -436,9 +444,9 @@ class StrictEmulator(kmock.KubernetesEmulator):
             )
             if self.allowed(bind):
                 return
-            if not policy.role_exists(ref, bind_ns):
-                singular = "clusterrole" if ref_res == "clusterroles" else "role"
-                self.check(a, f'{singular}.{rbac.RBAC_GROUP} "{ref.get("name", "")}" not found')
+            if not policy.role_exists(ref, bind_ns):  # a 404 worded as the real server's
+                missing = f'{a.resource}.{rbac.RBAC_GROUP} "{ref.get("name", "")}" not found'
+                raise Refused(404, "NotFound", missing)
             wanted = policy.referenced_rules({**new, "metadata": {"namespace": bind_ns}})
         missing = rbac.uncovered(
             policy.rules_for(a.user, ns if kind in ("Role", "RoleBinding") else ""), wanted
