@@ -115,7 +115,10 @@ def uid_and_creation_timestamp_are_the_servers(b: Backend) -> None:
     assert patched.status == 200, patched
     assert patched.body["metadata"]["creationTimestamp"] == a.body["metadata"]["creationTimestamp"]
     changed = b.call("PATCH", f"{cms(ns)}/x", {"metadata": {"uid": forged_uid}}, ctype=MERGE)
-    assert changed.status in (409, 422), changed  # refused (a precondition or immutable)
+    assert changed.status == 422, changed
+    assert changed.message == (
+        f'ConfigMap "x" is invalid: metadata.uid: Invalid value: "{forged_uid}": field is immutable'
+    )
     assert b.call("GET", f"{cms(ns)}/x").body["metadata"]["uid"] == a.body["metadata"]["uid"]
 
 
