@@ -528,7 +528,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
             try:
                 out: Obj = jsonpatch.apply_patch(copy.deepcopy(stored), request.data)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-                raise Refused(422, "Invalid", f"the JSON patch does not apply: {e}") from None
+                raise Refused(422, "Invalid", _patch_failure(e)) from None
             return out
         if not isinstance(request.data, dict):
             raise Refused(400, "BadRequest", "the patch is not a JSON object")
@@ -642,6 +642,14 @@ class StrictEmulator(kmock.KubernetesEmulator):
             strict = request.params.get("fieldValidation") == "Strict"
             warned = crds.validated(version, target, obj, strict=strict)
         return obj, warned
+
+
+def _patch_failure(e: Exception) -> str:
+    """Why a JSON patch does not apply, without the values it compared (a ``test`` of a
+    Secret's data would otherwise echo the stored value)."""
+    if isinstance(e, jsonpatch.JsonPatchTestFailed):
+        return "the JSON patch does not apply: a test operation failed"
+    return f"the JSON patch does not apply: {type(e).__name__}"
 
 
 def _quoted(text: str) -> str:

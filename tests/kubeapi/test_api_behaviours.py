@@ -181,6 +181,20 @@ def put_replaces_an_object(b: Backend) -> None:
     assert "resourceVersion" in unconditional.message
 
 
+def a_failed_json_patch_test_does_not_echo_the_secret(b: Backend) -> None:
+    """A JSON patch whose ``test`` of a Secret's data fails is refused without the stored
+    value in the answer."""
+    ns = b.namespace()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    secret["data"] = {"p": b64("the-stored-value")}
+    assert b.call("POST", f"/api/v1/namespaces/{ns}/secrets", secret).status == 201
+    ops = [{"op": "test", "path": "/data/p", "value": b64("a-guess")}]
+    a = b.call("PATCH", f"/api/v1/namespaces/{ns}/secrets/s", ops, ctype=JSON_PATCH)
+    assert a.status == 422, a
+    assert b64("the-stored-value") not in json.dumps(a.body)
+    assert "the-stored-value" not in json.dumps(a.body)
+
+
 # -- RBAC ----------------------------------------------------------------------------------------
 def a_role_bindings_role_ref_is_immutable(b: Backend) -> None:
     ns = b.namespace()
@@ -601,6 +615,7 @@ CASES = [
     Case(a_patch_cannot_rename_or_move_an_object),
     Case(status_and_spec_are_written_apart),
     Case(put_replaces_an_object),
+    Case(a_failed_json_patch_test_does_not_echo_the_secret),
     Case(a_role_bindings_role_ref_is_immutable),
     Case(a_cluster_role_binding_refers_to_a_cluster_role),
     Case(a_binding_to_a_missing_role_needs_bind),
