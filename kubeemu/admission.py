@@ -195,31 +195,11 @@ class Admission:
         warnings: list[str],
     ) -> Obj:
         name = str(hook.get("name") or "")
-        group, version, resource, subresource, kind = gvr
         cc = hook.get("clientConfig") or {}
         url, host = self._url(cc)
         timeout = float(hook.get("timeoutSeconds") or DEFAULT_TIMEOUT)
         uid = str(uuid.uuid4())
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": uid,
-                "kind": {"group": group, "version": version, "kind": kind},
-                "resource": {"group": group, "version": version, "resource": resource},
-                "subResource": subresource or None,
-                "requestKind": {"group": group, "version": version, "kind": kind},
-                "requestResource": {"group": group, "version": version, "resource": resource},
-                "name": (obj.get("metadata") or {}).get("name", ""),
-                "namespace": namespace,
-                "operation": operation,
-                "userInfo": {"username": user.name, "uid": user.uid, "groups": list(user.groups)},
-                "object": obj,
-                "oldObject": old,
-                "dryRun": False,
-                "options": None,
-            },
-        }
+        review = admission_review(uid, obj, old, operation, gvr, namespace, user)
         self.calls.append(name)
         try:
             answer = await self._post(url, host, cc.get("caBundle"), review, timeout)
@@ -244,20 +224,7 @@ class Admission:
                 str(status.get("reason") or "BadRequest"),
                 f'admission webhook "{name}" denied the request: {msg}',
             )
-        if resp.get("patch"):
-            if resp.get("patchType") != "JSONPatch":
-                raise AdmissionRefused(
-                    500, "InternalError", f"webhook {name}: unsupported patchType"
-                )
-            try:
-                ops = jsonpatch.JsonPatch.from_string(base64.b64decode(resp["patch"]).decode())
-                patched: Obj = ops.apply(copy.deepcopy(obj))
-            except (ValueError, jsonpatch.JsonPatchException) as e:
-                raise AdmissionRefused(
-                    500, "InternalError", f"webhook {name}: its JSONPatch does not apply: {e}"
-                ) from None
-            return patched
-        return obj
+        return patched(name, resp, obj)
 
     async def _post(
         self, url: str, host: str | None, ca_bundle: str | None, review: Obj, seconds: float
@@ -279,3 +246,52 @@ class Admission:
                 raise ValueError(f"HTTP {r.status}")
             out: Obj = await r.json(content_type=None)
             return out
+
+
+def admission_review(
+    uid: str,
+    obj: Obj,
+    old: Obj | None,
+    operation: str,
+    gvr: tuple[str, str, str, str, str],
+    namespace: str,
+    user: User,
+) -> Obj:
+    """The AdmissionReview v1 request the API server sends a webhook."""
+    group, version, resource, subresource, kind = gvr
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "subResource": subresource or None,
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": (obj.get("metadata") or {}).get("name", ""),
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": user.name, "uid": user.uid, "groups": list(user.groups)},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": False,
+            "options": None,
+        },
+    }
+
+
+def patched(name: str, resp: Mapping[str, Any], obj: Obj) -> Obj:
+    """``obj`` with the JSONPatch of a webhook's response applied (if it sent one)."""
+    if not resp.get("patch"):
+        return obj
+    if resp.get("patchType") != "JSONPatch":
+        raise AdmissionRefused(500, "InternalError", f"webhook {name}: unsupported patchType")
+    try:
+        ops = jsonpatch.JsonPatch.from_string(base64.b64decode(resp["patch"]).decode())
+        out: Obj = ops.apply(copy.deepcopy(obj))
+    except (ValueError, jsonpatch.JsonPatchException) as e:
+        raise AdmissionRefused(
+            500, "InternalError", f"webhook {name}: its JSONPatch does not apply: {e}"
+        ) from None
+    return out

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import aiohttp.web
+import kmock
 
 from kubeemu.rbac import Attributes, Policy, User
 from kubeemu.writes import Refused, as_dict
+
+if TYPE_CHECKING:
+    from kubeemu.server import StrictEmulator
 
 Obj = dict[str, Any]
 TOKEN_TTL = 3600
@@ -129,3 +135,30 @@ def _review(kind: str, api_version: str, spec: Mapping[str, Any], status: Obj) -
         "spec": dict(spec),
         "status": status,
     }
+
+
+def answer(
+    emu: StrictEmulator, request: kmock.Request, a: Attributes
+) -> aiohttp.web.StreamResponse | None:
+    """The API endpoints that store nothing (:mod:`kubeemu.reviews`)."""
+    if a.verb != "create":
+        return None
+    body = request.data if isinstance(request.data, dict) else {}
+    out: Obj | None = None
+    if a.resource == "serviceaccounts" and a.subresource == "token" and not a.api_group:
+        ns, name = a.namespace, a.name
+
+        def issue(ttl: int, uid: str) -> str:
+            return emu.authn.issue(ns, name, ttl, uid)
+
+        out = token_request(body, ns, name, emu.sa_uid(ns, name), issue)
+    elif a.api_group == "authorization.k8s.io" and a.resource in (
+        "selfsubjectaccessreviews",
+        "subjectaccessreviews",
+    ):
+        out = access_review(a.resource, body, a.user, emu.allowed)
+    elif a.api_group == "authorization.k8s.io" and a.resource == "selfsubjectrulesreviews":
+        out = rules_review(body, a.user, emu.policy())
+    elif a.api_group == "authentication.k8s.io" and a.resource == "selfsubjectreviews":
+        out = self_review(a.user)
+    return None if out is None else aiohttp.web.json_response(out, status=201)

@@ -181,3 +181,27 @@ def check_fields(requirements: list[tuple[str, str, str]], plural: str) -> None:
             raise SelectorError(f"field label not supported: {path}")
         allowed = ", ".join(f'"{f}"' for f in ALWAYS)
         raise SelectorError(f'"{path}" is not a known field selector: only {allowed}')
+
+
+def watch_event(
+    event: dict[str, Any], match: Any, seen: set[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """A watch event as a watch with selectors sees it (``match``: the predicate; ``seen``: the
+    objects this watch holds): one that stops matching is DELETED, one that starts ADDED."""
+    if match is None:
+        return event
+    obj = event.get("object") or {}
+    meta = obj.get("metadata") or {}
+    key = (meta.get("namespace") or "", meta.get("name") or "")
+    if event.get("type") == "DELETED":
+        if key in seen:
+            seen.discard(key)
+            return event
+    elif match(obj):
+        kind = "MODIFIED" if key in seen else "ADDED"
+        seen.add(key)
+        return {**event, "type": kind}
+    elif key in seen:
+        seen.discard(key)
+        return {**event, "type": "DELETED"}
+    return None

@@ -33,7 +33,7 @@ import kmock
 from kmock import action as k8s_action
 from kmock._internal import rendering as kmock_rendering  # its StreamingError
 
-from kubeemu import authn, crds, lifecycle, rbac, requestinfo, reviews, writes
+from kubeemu import authn, crds, escalation, lifecycle, rbac, requestinfo, reviews, writes
 from kubeemu.admission import Admission, AdmissionRefused
 from kubeemu.rbac import Attributes, Policy, User
 from kubeemu.requestinfo import NAMESPACES, attributes, merge_patch
@@ -44,17 +44,12 @@ from kubeemu.selectors import (
     labels_match,
     parse_fields,
     parse_labels,
+    watch_event,
 )
 from kubeemu.writes import Refused, Target
 
 ADMIN_USER = "rotor-admin"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
-RBAC_KINDS = {
-    "roles": "Role",
-    "clusterroles": "ClusterRole",
-    "rolebindings": "RoleBinding",
-    "clusterrolebindings": "ClusterRoleBinding",
-}
 Obj = dict[str, Any]
 MAX_WATCH_SECONDS = 1800  # the real server's --min-request-timeout
 
@@ -200,7 +195,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 yield event
                 continue
             obj = event.get("object") or {}
-            out = self._filtered(event, match, seen)  # first: what matched before counts
+            out = watch_event(event, match, seen)  # first: what matched before counts
             if since and (_int(_rv_of(obj)) or 0) <= since:
                 continue
             if out is not None and version is not None:
@@ -228,26 +223,6 @@ class StrictEmulator(kmock.KubernetesEmulator):
                         await response.write(json.dumps(event).encode() + b"\n")
             await response.write_eof()
         return response
-
-    @staticmethod
-    def _filtered(event: Obj, match: Any, seen: set[tuple[str, str]]) -> Obj | None:
-        if match is None:
-            return event
-        obj = event.get("object") or {}
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
-        if event.get("type") == "DELETED":
-            if key in seen:
-                seen.discard(key)
-                return event
-        elif match(obj):
-            kind = "MODIFIED" if key in seen else "ADDED"
-            seen.add(key)
-            return {**event, "type": kind}
-        elif key in seen:
-            seen.discard(key)
-            return {**event, "type": "DELETED"}
-        return None
 
     async def _serve_version(self, request: kmock.Request) -> Any:
         """kmock names the core group version ``/v1``; the real server (and kubectl) ``v1``."""
@@ -314,10 +289,10 @@ class StrictEmulator(kmock.KubernetesEmulator):
             user = self._who(request)
             a = attributes(request, user)
             self.check(a)
-            special = self._special(request, a)
+            special = reviews.answer(self, request, a)
             if special is not None:
                 return special
-            self._check_escalation(request, a)
+            escalation.check(self, request, a)
             warnings = await self._admit(request, a)
             try:
                 response = await self._serve(request, warnings)
@@ -393,71 +368,6 @@ class StrictEmulator(kmock.KubernetesEmulator):
     def add_user(self, name: str, groups: Iterable[str] = ()) -> str:
         """A token for a plain user (what a ``--token-auth-file`` line gives a real server)."""
         return self.authn.add_user(name, groups)
-
-    def _special(self, request: kmock.Request, a: Attributes) -> aiohttp.web.StreamResponse | None:
-        """The API endpoints that store nothing (:mod:`kubeemu.reviews`)."""
-        if a.verb != "create":
-            return None
-        body = request.data if isinstance(request.data, dict) else {}
-        out: Obj | None = None
-        if a.resource == "serviceaccounts" and a.subresource == "token" and not a.api_group:
-            ns, name = a.namespace, a.name
-
-            def issue(ttl: int, uid: str) -> str:
-                return self.authn.issue(ns, name, ttl, uid)
-
-            out = reviews.token_request(body, ns, name, self.sa_uid(ns, name), issue)
-        elif a.api_group == "authorization.k8s.io" and a.resource in (
-            "selfsubjectaccessreviews",
-            "subjectaccessreviews",
-        ):
-            out = reviews.access_review(a.resource, body, a.user, self.allowed)
-        elif a.api_group == "authorization.k8s.io" and a.resource == "selfsubjectrulesreviews":
-            out = reviews.rules_review(body, a.user, self.policy())
-        elif a.api_group == "authentication.k8s.io" and a.resource == "selfsubjectreviews":
-            out = reviews.self_review(a.user)
-        return None if out is None else aiohttp.web.json_response(out, status=201)
-
-    def _check_escalation(self, request: kmock.Request, a: Attributes) -> None:
-        """``ConfirmNoEscalation`` and the ``bind`` check of the real RBAC storage."""
-        kind = RBAC_KINDS.get(a.resource) if a.api_group == rbac.RBAC_GROUP else None
-        if kind is None or a.subresource or a.verb not in ("create", "update", "patch"):
-            return
-        new = self._result(request)
-        if new is None:
-            return
-        ns = a.namespace
-        name = a.name or ((new.get("metadata") or {}).get("name") or "")
-        policy = self.policy()
-        if kind in ("Role", "ClusterRole"):
-            if self.allowed(
-                Attributes(a.user, "escalate", rbac.RBAC_GROUP, a.resource, "", ns, name)
-            ):
-                return
-            wanted = list(new.get("rules") or [])
-        else:
-            ref = writes.as_dict(new.get("roleRef"))
-            ref_res = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
-            bind_ns = ns if kind == "RoleBinding" else ""
-            bind = Attributes(
-                a.user, "bind", rbac.RBAC_GROUP, ref_res, "", bind_ns, ref.get("name", "")
-            )
-            if self.allowed(bind):
-                return
-            if not policy.role_exists(ref, bind_ns):  # a 404 worded as the real server's
-                missing = f'{a.resource}.{rbac.RBAC_GROUP} "{ref.get("name", "")}" not found'
-                raise Refused(404, "NotFound", missing)
-            wanted = policy.referenced_rules({**new, "metadata": {"namespace": bind_ns}})
-        missing = rbac.uncovered(
-            policy.rules_for(a.user, ns if kind in ("Role", "RoleBinding") else ""), wanted
-        )
-        if missing:
-            what = "grant" if kind in ("Role", "ClusterRole") else "bind to a role that grants"
-            self.check(
-                Attributes(a.user, a.verb, a.api_group, a.resource, "", ns, name),
-                f"user {a.user.name!r} is attempting to {what} RBAC permissions not currently "
-                f"held: {rbac.describe_atoms(missing)}",
-            )
 
     # -- admission ------------------------------------------------------------------------------
     def _webhook_configs(self) -> list[Obj]:
