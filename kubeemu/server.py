@@ -225,10 +225,15 @@ class StrictEmulator(kmock.KubernetesEmulator):
         return response
 
     async def _serve_version(self, request: kmock.Request) -> Any:
-        """kmock names the core group version ``/v1``; the real server (and kubectl) ``v1``."""
+        """kmock names the core group version ``/v1``; the real server (and kubectl) ``v1``.
+        kmock gives subresources their resource's short names (kubectl warns that ``sa`` could
+        mean ``serviceaccounts/token``); the real server gives them none."""
         out: Any = await super()._serve_version(request)
         if isinstance(out, dict) and out.get("groupVersion") == "/v1":
             out["groupVersion"] = "v1"
+        for res in out.get("resources") or [] if isinstance(out, dict) else []:
+            if "/" in str(res.get("name", "")):  # a subresource has no names of its own
+                res.update(shortNames=[], singularName="")
         return out
 
     def _trim_history(self) -> None:

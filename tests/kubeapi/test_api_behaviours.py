@@ -385,6 +385,13 @@ def kubectl_typed_creates(b: Backend) -> None:
     assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
 
 
+def short_names_are_the_resources_alone(b: Backend) -> None:
+    """Discovery gives a subresource no short name: ``kubectl get sa`` warns of nothing."""
+    ns = b.namespace()
+    out = b.kubectl("get", "sa", "-n", ns)
+    assert "Warning" not in out.stderr, out.stderr
+
+
 def kubectl_get_watch(b: Backend) -> None:
     ns = b.namespace()
     assert b.call("POST", cms(ns), cm("first")).status == 201
@@ -627,6 +634,7 @@ CASES = [
     Case(impersonation_acts_as_the_user_when_allowed),
     Case(namespaces_are_objects),
     Case(kubectl_typed_creates),
+    Case(short_names_are_the_resources_alone),
     Case(kubectl_get_watch),
     Case(kubectl_auth_can_i_list_and_whoami),
     Case(a_crd_schema_is_enforced),
