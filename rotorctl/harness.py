@@ -238,9 +238,7 @@ class System:
         """The emulator's thread (None on the real control plane)."""
         return getattr(self.backend, "emulator", None)
 
-    @property
-    def real(self) -> bool:
-        return isinstance(self.backend, backends.RealBackend)
+    real = property(lambda self: isinstance(self.backend, backends.RealBackend))
 
     @property
     def vault(self) -> Proc | None:
@@ -433,6 +431,7 @@ class System:
 
     def vault_store(self, namespace: str, name: str = "vault") -> None:
         """An ExternalStore for the OpenBao dev server and the Secret holding its token."""
+        self.ensure_namespace(namespace)
         self.api.create(
             {
                 "apiVersion": "v1",
