@@ -1,6 +1,8 @@
 """Who a request is: bearer tokens (the admin's, static users', TokenRequest's bound to their
 ServiceAccount) and impersonation (``kubectl --as``), as the real API server decides it.
 
+* a request with no ``Authorization`` header is ``system:anonymous`` (RBAC refuses it, 403);
+  an unknown, expired or unbound token is a 401;
 * a service-account token issued for an existing ServiceAccount is bound to its ``uid``: once
   that account is deleted (or replaced by a new one of the same name) the token authenticates
   no more (401), as a bound token stops working on the real server;
@@ -22,6 +24,9 @@ from kubeemu.rbac import Attributes, User
 from kubeemu.writes import Refused
 
 MAX_IMPERSONATED_GROUPS = 100
+ANONYMOUS = User("system:anonymous", ("system:unauthenticated",))
+"""A request with no credentials (anonymous authentication, the real server's default): RBAC
+refuses it all but ``system:public-info-viewer``'s paths, with a 403."""
 
 
 @dataclass

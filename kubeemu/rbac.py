@@ -330,6 +330,31 @@ BOOTSTRAP: list[Obj] = [
     {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "ClusterRole",
+        "metadata": {"name": "system:public-info-viewer"},
+        "rules": [
+            {
+                "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
+                "verbs": ["get"],
+            }
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:public-info-viewer"},
+        "roleRef": {
+            "apiGroup": RBAC_GROUP,
+            "kind": "ClusterRole",
+            "name": "system:public-info-viewer",
+        },
+        "subjects": [
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED},
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": "system:unauthenticated"},
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
         "metadata": {"name": "system:basic-user"},
         "rules": [
             {

@@ -51,7 +51,11 @@ from kubeemu.writes import Refused, Target
 ADMIN_USER = "rotor-admin"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
 Obj = dict[str, Any]
-MAX_WATCH_SECONDS = 1800  # the real server's --min-request-timeout
+MAX_WATCH_SECONDS = 1800
+PATCH_TYPES = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+)  # the real server's --min-request-timeout
 
 
 class StrictEmulator(kmock.KubernetesEmulator):
@@ -323,7 +327,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
     def _who(self, request: kmock.Request) -> User:
         """The user the request acts as: its token's, or the one it may impersonate."""
         header = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
-        user = self.authn.authenticate(header, self.sa_uid)
+        user = self.authn.authenticate(header, self.sa_uid) if header else authn.ANONYMOUS
         if user is None:
             raise Refused(401, "Unauthorized", "Unauthorized")
         raw = request._raw_request
@@ -445,6 +449,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
                 raise Refused(422, "Invalid", _patch_failure(e)) from None
             return out
+        if "patch" not in ctype:  # a PATCH must say which kind of patch it is
+            raise Refused(415, "UnsupportedMediaType", PATCH_TYPES)
         if not isinstance(request.data, dict):
             raise Refused(400, "BadRequest", "the patch is not a JSON object")
         merged: Obj = merge_patch(copy.deepcopy(stored), request.data)

@@ -76,7 +76,7 @@ class Backend:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", ctype)
         req.add_header("Accept", "application/json")
-        bearer = token or self.admin_token
+        bearer = self.admin_token if token is None else token  # "": no credentials
         if bearer:
             req.add_header("Authorization", f"Bearer {bearer}")
         try:

@@ -195,6 +195,15 @@ def a_failed_json_patch_test_does_not_echo_the_secret(b: Backend) -> None:
     assert "the-stored-value" not in json.dumps(a.body)
 
 
+def a_patch_names_its_kind_of_patch(b: Backend) -> None:
+    """A PATCH sent as plain ``application/json`` is a 415 (which patch would it be?)."""
+    ns = b.namespace()
+    assert b.call("POST", cms(ns), cm("x")).status == 201
+    a = b.call("PATCH", f"{cms(ns)}/x", {"data": {"a": "2"}}, ctype="application/json")
+    assert a.status == 415, a
+    assert b.call("GET", f"{cms(ns)}/x").body["data"] == {"a": "1"}
+
+
 # -- RBAC ----------------------------------------------------------------------------------------
 def a_role_bindings_role_ref_is_immutable(b: Backend) -> None:
     ns = b.namespace()
@@ -311,6 +320,17 @@ def a_compound_field_selector_pins_the_name(b: Backend) -> None:
     a = b.call("GET", cms(ns) + query, token=token)
     assert a.status == 200, a
     assert [i["metadata"]["name"] for i in a.body["items"]] == ["a"]
+
+
+def a_request_without_credentials_is_anonymous(b: Backend) -> None:
+    """No Authorization header: ``system:anonymous``, refused by RBAC (403) but for the public
+    paths; a token the server does not know: 401."""
+    ns = b.namespace()
+    anon = b.call("GET", cms(ns), token="", headers=[])
+    assert anon.status == 403, anon
+    assert 'User "system:anonymous" cannot list resource "configmaps"' in anon.message
+    assert b.call("GET", "/version", token="").status == 200
+    assert b.call("GET", cms(ns), token="not-a-token").status == 401
 
 
 def a_token_dies_with_its_service_account(b: Backend) -> None:
@@ -623,6 +643,7 @@ CASES = [
     Case(status_and_spec_are_written_apart),
     Case(put_replaces_an_object),
     Case(a_failed_json_patch_test_does_not_echo_the_secret),
+    Case(a_patch_names_its_kind_of_patch),
     Case(a_role_bindings_role_ref_is_immutable),
     Case(a_cluster_role_binding_refers_to_a_cluster_role),
     Case(a_binding_to_a_missing_role_needs_bind),
@@ -630,6 +651,7 @@ CASES = [
     Case(deletecollection_is_not_authorized_by_resource_names),
     Case(deletecollection_deletes_what_the_selector_matches),
     Case(a_compound_field_selector_pins_the_name),
+    Case(a_request_without_credentials_is_anonymous),
     Case(a_token_dies_with_its_service_account),
     Case(impersonation_acts_as_the_user_when_allowed),
     Case(namespaces_are_objects),

@@ -28,11 +28,15 @@ def emu() -> Iterator[EmulatorThread]:
 
 
 def call(emu: EmulatorThread, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    kind = "application/merge-patch+json" if method == "PATCH" else "application/json"
     req = urllib.request.Request(
         emu.url + path,
         data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": f"Bearer {emu.admin_token}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {emu.admin_token}",
+            "Content-Type": kind,
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=10, context=emu.ssl_context()) as r:
