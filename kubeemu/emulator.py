@@ -11,11 +11,13 @@ authenticated and authorized as the real server does it:
   ``rotor-admin``, group ``system:masters``) or a service-account token issued by the
   TokenRequest subresource (``POST .../serviceaccounts/<name>/token``; the ServiceAccount must
   exist, and the token ends with it). The user is then ``system:serviceaccount:<ns>:<name>`` in
-  ``system:serviceaccounts``, ``system:serviceaccounts:<ns>`` and ``system:authenticated``. No
-  token or an unknown one: 401 with a Status body. ``Impersonate-*`` headers (``kubectl --as``)
-  act as that user when RBAC allows ``impersonate``;
+  ``system:serviceaccounts``, ``system:serviceaccounts:<ns>`` and ``system:authenticated``. An
+  unknown token: 401 with a Status body; none: ``system:anonymous`` (RBAC refuses it, 403).
+  ``Impersonate-*`` headers (``kubectl --as``) act as that user when RBAC allows
+  ``impersonate``;
 * **authorization**: Kubernetes RBAC (:mod:`kubeemu.rbac`) from the Roles, ClusterRoles and
-  bindings stored here plus the bootstrap ``cluster-admin``, ``system:discovery`` and
+  bindings stored here plus the bootstrap ``cluster-admin``, ``system:discovery``,
+  ``system:public-info-viewer`` and
   ``system:basic-user``; a refusal is a 403 Status with the real server's message;
 * **escalation**: creating or patching a Role/ClusterRole needs every right it grants (or
   ``escalate``), a binding needs the rights of the role it references (or ``bind`` on it; a
