@@ -677,7 +677,8 @@ CASES = [
     ),
     Case(
         the_default_cluster_roles_exist,
-        "only cluster-admin, system:discovery and system:basic-user are bootstrapped; no "
+        "only cluster-admin, system:discovery, system:public-info-viewer and system:basic-user "
+        "are bootstrapped; no "
         "aggregated ClusterRoles (view, edit, admin)",
     ),
     Case(
