@@ -3,7 +3,7 @@ asking for more: the controller's real ACL loop over the ConfigMap backend, in o
 
     python bench/acl_revocation.py [--pending 10000] [--asks 2000] [--rounds 5] [--poll 1]
 
-A Kubernetes emulator (rotorctl.kubeemu, on 127.0.0.1) holds the ACL ConfigMap, seeded with
+A Kubernetes emulator (kubeemu.emulator, on 127.0.0.1) holds the ACL ConfigMap, seeded with
 ``--pending`` pending requests and one grant. The controller's ``acl_loop`` runs with
 ``--poll`` seconds between reads, while its index holds ``--asks`` new asks (as if that many
 Deployments had appeared) spread over 100 namespaces, which it records beside the loop. Each round
@@ -40,10 +40,10 @@ async def run(args: argparse.Namespace) -> int:
     from controller.metrics import Metrics
     from controller.model import Want
     from controller.operator import Controller
+    from kubeemu.emulator import EmulatorThread
     from rotor.acl import AccessRequest, AclSnapshot, Grant
     from rotor.names import Principal, SecretRef
     from rotor.settings.controller import ControllerSettings
-    from rotorctl.kubeemu import EmulatorThread
 
     db = SecretRef("shop", "db")
     writer = Principal("shop", "api")

@@ -1,5 +1,5 @@
 """Fan-out to RO consumers that really watch, and the controller's memory in a realistic state,
-against the strict Kubernetes emulator (rotorctl/kubeemu.py).
+against the strict Kubernetes emulator (kubeemu/emulator.py).
 
 The system runs as ``rotor demo`` and tests/system run it (rotorctl/harness.py): the emulator
 with HTTPS, tokens and RBAC (``secure=True``), the chart's ServiceAccounts and RBAC applied
@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from controller import decide  # noqa: E402
 from controller.acl.configmap import DATA_KEY  # noqa: E402
 from controller.kube import Kube, path  # noqa: E402
+from kubeemu.emulator import EmulatorThread  # noqa: E402
 from rotor import API  # noqa: E402
 from rotor.layout import ANN_PHASE, ANN_VERSION, LABEL_VIEW_OF, SecretState  # noqa: E402
 from rotor.names import SecretRef  # noqa: E402
@@ -61,7 +62,6 @@ from rotor.protocol import commit, prepare  # noqa: E402
 from rotor.settings.controller import ControllerSettings  # noqa: E402
 from rotorctl import chartrbac  # noqa: E402
 from rotorctl.kubeapi import Api  # noqa: E402
-from rotorctl.kubeemu import EmulatorThread  # noqa: E402
 from rotorctl.processes import proc_status  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""What the strict emulator's authentication and RBAC cost per request (rotorctl/kubeemu.py).
+"""What the strict emulator's authentication and RBAC cost per request (kubeemu/emulator.py).
 
 One GET of a Secret by name, over one kept-alive connection, repeated; the median per request of:
 
@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rotorctl.kubeemu import EmulatorThread  # noqa: E402
+from kubeemu.emulator import EmulatorThread  # noqa: E402
 
 NS = "bench"
 

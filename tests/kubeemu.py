@@ -1,4 +1,4 @@
-"""The strict Kubernetes emulator for tests: the product's :mod:`rotorctl.kubeemu` (kmock's
+"""The strict Kubernetes emulator for tests: the product's :mod:`kubeemu.emulator` (kmock's
 KubernetesEmulator plus uid/resourceVersion/409, and with ``secure=True`` tokens, RBAC,
 admission, GC; see its docstring), re-exported here with a pytest fixture so tests import it
 from one place. ``kube_emulator`` is not secure: it serves tiers that test no permission;
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from rotorctl.kubeemu import (
+from kubeemu.emulator import (
     STARTUP_TIMEOUT,
     EmulatorThread,
     StrictEmulator,
     iter_items,
     register_crds,
 )
-from rotorctl.kubeemu import crd_documents as _crd_documents
+from kubeemu.emulator import crd_documents as _crd_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT / "crds"

@@ -43,14 +43,18 @@ def test_create_stamps_metadata_and_patch_checks_resource_version(kube):
 
 def test_status_subresource_keeps_only_status(kube):
     url = path("rotor.dev/v1alpha1", "rotatingsecrets", "ns", "x")
+    spec = {
+        "keys": [{"name": "password", "generator": {"type": "password", "length": 20}}],
+        "rotation": {"interval": "24h", "overlap": "1h"},
+    }
     kube.create(
         path("rotor.dev/v1alpha1", "rotatingsecrets", "ns"),
-        {"metadata": {"name": "x"}, "spec": {"keys": []}},
+        {"metadata": {"name": "x"}, "spec": spec},
     )
     kube.patch(url + "/status", {"status": {"phase": "Active"}, "spec": {"keys": None}})
     obj = kube.get(url)
     assert obj["status"] == {"phase": "Active"}
-    assert obj["spec"] == {"keys": []}
+    assert obj["spec"] == spec
 
 
 def test_list_and_watch_filter_by_label_selector(kube_emulator, kube):

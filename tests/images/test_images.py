@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from controller.kube import Kube, path
-from rotorctl.kubeemu import EmulatorThread
+from kubeemu.emulator import EmulatorThread
 from rotorctl.tls import make_certs
 from tests.conftest import IN_CI, free_port, wait_until
 

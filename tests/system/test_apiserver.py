@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kubeemu.emulator import EmulatorThread
 from rotorctl.harness import System, wait_for
-from rotorctl.kubeemu import EmulatorThread
 from tests.system.test_flows import NAME, NS, RO_NS, approve, holds, pair, until
 
 NSX = "gc"
@@ -28,11 +28,15 @@ def emu() -> Iterator[EmulatorThread]:
 
 
 def call(emu: EmulatorThread, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    kind = "application/merge-patch+json" if method == "PATCH" else "application/json"
     req = urllib.request.Request(
         emu.url + path,
         data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": f"Bearer {emu.admin_token}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {emu.admin_token}",
+            "Content-Type": kind,
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=10, context=emu.ssl_context()) as r:

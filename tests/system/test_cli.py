@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kubeemu.emulator import EmulatorThread
 from rotorctl import cli
-from rotorctl.kubeemu import EmulatorThread
 
 
 def test_rotor_acl_goes_to_the_configmap_backend(tmp_path: Path, capsys) -> None:

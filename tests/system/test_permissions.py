@@ -1,10 +1,11 @@
 """Every part under its real identity, as a user checks it: the emulator authenticates and
-authorizes each request (rotorctl.kubeemu, secure), the controller and webhook hold exactly the
+authorizes each request (kubeemu.emulator, secure), the controller and webhook hold exactly the
 chart's rendered RBAC, each agent its pod's service-account token and the per-grant Roles."""
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,14 +142,14 @@ def without_verb(resource: str, verb: str) -> Any:
 
 
 @pytest.fixture
-def system_without_role_rights(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", rbac_filter=without_rule("roles")) as s:
+def system_without_role_rights(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", rbac_filter=without_rule("roles"), kube=kube) as s:
         yield s
 
 
 @pytest.fixture
-def system_without_secret_update(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", rbac_filter=without_verb("secrets", "update")) as s:
+def system_without_secret_update(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", rbac_filter=without_verb("secrets", "update"), kube=kube) as s:
         yield s
 
 
@@ -171,7 +172,8 @@ def test_the_controller_cannot_grant_what_it_does_not_hold(
     system.add_pod(api)
     cond = until(lambda: reconcile_forbidden(system), "Reconciled=False/Forbidden")
     assert "attempting to grant RBAC permissions not currently held" in cond["message"]
-    assert "Verbs:['update']" in cond["message"]
+    # the real server quotes as JSON (["update"]), the emulator as Python (['update'])
+    assert re.search(r"Verbs:\[[\"']update[\"']\]", cond["message"]), cond["message"]
     roles = system.api.request("GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles")
     assert not (roles or {}).get("items")
 
@@ -206,8 +208,8 @@ def test_controller_missing_a_chart_permission_fails_visibly(
 
 
 @pytest.fixture
-def system_failing_closed(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", failure_policy="Fail") as s:
+def system_failing_closed(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", failure_policy="Fail", kube=kube) as s:
         yield s
 
 

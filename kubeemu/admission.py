@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import jsonpatch
 
-from rotorctl.rbac import User
-from rotorctl.selectors import SelectorError, selector_matches
+from kubeemu.rbac import User
+from kubeemu.selectors import SelectorError, selector_matches
 
 Obj = dict[str, Any]
 DEFAULT_TIMEOUT = 10.0
@@ -76,6 +76,24 @@ def rule_matches(
     return scope == "*" or (scope == "Namespaced") == namespaced
 
 
+MAX_WARNINGS = 32
+MAX_WARNING_LENGTH = 256
+
+
+def admission_warnings(raw: Any) -> list[str]:
+    """A webhook's ``warnings``, as the API server passes them on: strings only, control
+    characters dropped, each at most 256 characters, at most 32 of them."""
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for w in raw[:MAX_WARNINGS]:
+        if isinstance(w, str):
+            text = "".join(c for c in w if c.isprintable())[:MAX_WARNING_LENGTH]
+            if text:
+                out.append(text)
+    return out
+
+
 class Admission:
     """The mutating-admission step of the emulator (one per :class:`StrictEmulator`)."""
 
@@ -116,8 +134,11 @@ class Admission:
         namespace: str,
         user: User,
         kind: str,
+        warnings: list[str] | None = None,
     ) -> Obj:
-        """``obj`` as every matching mutating webhook left it (or :class:`AdmissionRefused`)."""
+        """``obj`` as every matching mutating webhook left it (or :class:`AdmissionRefused`);
+        the webhooks' ``warnings`` are appended to ``warnings`` (the API server sends each back
+        as a ``Warning`` header)."""
         for config in sorted(self.configs(), key=lambda c: c["metadata"]["name"]):
             for hook in config.get("webhooks") or []:
                 if not self._applies(
@@ -132,6 +153,7 @@ class Admission:
                     (group, version, resource, subresource, kind),
                     namespace,
                     user,
+                    warnings if warnings is not None else [],
                 )
         return obj
 
@@ -170,33 +192,14 @@ class Admission:
         gvr: tuple[str, str, str, str, str],
         namespace: str,
         user: User,
+        warnings: list[str],
     ) -> Obj:
         name = str(hook.get("name") or "")
-        group, version, resource, subresource, kind = gvr
         cc = hook.get("clientConfig") or {}
         url, host = self._url(cc)
         timeout = float(hook.get("timeoutSeconds") or DEFAULT_TIMEOUT)
         uid = str(uuid.uuid4())
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": uid,
-                "kind": {"group": group, "version": version, "kind": kind},
-                "resource": {"group": group, "version": version, "resource": resource},
-                "subResource": subresource or None,
-                "requestKind": {"group": group, "version": version, "kind": kind},
-                "requestResource": {"group": group, "version": version, "resource": resource},
-                "name": (obj.get("metadata") or {}).get("name", ""),
-                "namespace": namespace,
-                "operation": operation,
-                "userInfo": {"username": user.name, "uid": user.uid, "groups": list(user.groups)},
-                "object": obj,
-                "oldObject": old,
-                "dryRun": False,
-                "options": None,
-            },
-        }
+        review = admission_review(uid, obj, old, operation, gvr, namespace, user)
         self.calls.append(name)
         try:
             answer = await self._post(url, host, cc.get("caBundle"), review, timeout)
@@ -212,6 +215,7 @@ class Admission:
                 f'Internal error occurred: failed calling webhook "{name}": failed to call '
                 f'webhook: Post "{url}?timeout={timeout:.0f}s": {type(e).__name__}: {e}',
             ) from None
+        warnings.extend(admission_warnings(resp.get("warnings")))
         if not resp.get("allowed"):
             status = resp.get("status") or {}
             msg = status.get("message") or "without explanation"
@@ -220,20 +224,7 @@ class Admission:
                 str(status.get("reason") or "BadRequest"),
                 f'admission webhook "{name}" denied the request: {msg}',
             )
-        if resp.get("patch"):
-            if resp.get("patchType") != "JSONPatch":
-                raise AdmissionRefused(
-                    500, "InternalError", f"webhook {name}: unsupported patchType"
-                )
-            try:
-                ops = jsonpatch.JsonPatch.from_string(base64.b64decode(resp["patch"]).decode())
-                patched: Obj = ops.apply(copy.deepcopy(obj))
-            except (ValueError, jsonpatch.JsonPatchException) as e:
-                raise AdmissionRefused(
-                    500, "InternalError", f"webhook {name}: its JSONPatch does not apply: {e}"
-                ) from None
-            return patched
-        return obj
+        return patched(name, resp, obj)
 
     async def _post(
         self, url: str, host: str | None, ca_bundle: str | None, review: Obj, seconds: float
@@ -255,3 +246,52 @@ class Admission:
                 raise ValueError(f"HTTP {r.status}")
             out: Obj = await r.json(content_type=None)
             return out
+
+
+def admission_review(
+    uid: str,
+    obj: Obj,
+    old: Obj | None,
+    operation: str,
+    gvr: tuple[str, str, str, str, str],
+    namespace: str,
+    user: User,
+) -> Obj:
+    """The AdmissionReview v1 request the API server sends a webhook."""
+    group, version, resource, subresource, kind = gvr
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "subResource": subresource or None,
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": (obj.get("metadata") or {}).get("name", ""),
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": user.name, "uid": user.uid, "groups": list(user.groups)},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": False,
+            "options": None,
+        },
+    }
+
+
+def patched(name: str, resp: Mapping[str, Any], obj: Obj) -> Obj:
+    """``obj`` with the JSONPatch of a webhook's response applied (if it sent one)."""
+    if not resp.get("patch"):
+        return obj
+    if resp.get("patchType") != "JSONPatch":
+        raise AdmissionRefused(500, "InternalError", f"webhook {name}: unsupported patchType")
+    try:
+        ops = jsonpatch.JsonPatch.from_string(base64.b64decode(resp["patch"]).decode())
+        out: Obj = ops.apply(copy.deepcopy(obj))
+    except (ValueError, jsonpatch.JsonPatchException) as e:
+        raise AdmissionRefused(
+            500, "InternalError", f"webhook {name}: its JSONPatch does not apply: {e}"
+        ) from None
+    return out

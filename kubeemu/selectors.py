@@ -4,7 +4,8 @@ parses the Kubernetes selector grammar; these are its ~60 lines).
 * :func:`parse_labels`: ``a=b,c!=d,e in (x,y),f notin (z),g,!h`` (``==`` too);
 * :func:`selector_matches`: a ``LabelSelector`` object (``matchLabels``, ``matchExpressions``
   with In, NotIn, Exists, DoesNotExist), as webhooks' namespaceSelector/objectSelector use it;
-* :func:`parse_fields` / :func:`fields_match`: ``metadata.name=x,status.phase!=Running``.
+* :func:`parse_fields` / :func:`fields_match`: ``metadata.name=x,status.phase!=Running``;
+  :func:`check_fields`: only the fields the real server lets each kind select on.
 """
 
 from __future__ import annotations
@@ -130,3 +131,77 @@ def fields_match(requirements: list[tuple[str, str, str]], obj: Mapping[str, Any
         if (actual == value) != (op == "="):
             return False
     return True
+
+
+# The fields a real server lets a field selector name, per resource (besides metadata.name and
+# metadata.namespace; k8s.io/kubernetes pkg/apis/*/v1/conversion.go). Custom resources and
+# every other kind: those two only.
+SELECTABLE: dict[str, tuple[str, ...]] = {
+    "pods": (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.podIPs",
+        "status.nominatedNodeName",
+    ),
+    "secrets": ("type",),
+    "events": (
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
+    "namespaces": ("status.phase",),
+    "nodes": ("spec.unschedulable",),
+    "replicasets": ("status.replicas",),
+    "jobs": ("status.successful",),
+    "replicationcontrollers": ("status.replicas",),
+}
+ALWAYS = ("metadata.name", "metadata.namespace")
+
+
+def check_fields(requirements: list[tuple[str, str, str]], plural: str) -> None:
+    """Refuse a field the real server does not select ``plural`` by, in its words."""
+    extra = SELECTABLE.get(plural)
+    for path, _op, _value in requirements:
+        if path in ALWAYS or path in (extra or ()):
+            continue
+        if extra is not None:
+            raise SelectorError(f"field label not supported: {path}")
+        allowed = ", ".join(f'"{f}"' for f in ALWAYS)
+        raise SelectorError(f'"{path}" is not a known field selector: only {allowed}')
+
+
+def watch_event(
+    event: dict[str, Any], match: Any, seen: set[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """A watch event as a watch with selectors sees it (``match``: the predicate; ``seen``: the
+    objects this watch holds): one that stops matching is DELETED, one that starts ADDED."""
+    if match is None:
+        return event
+    obj = event.get("object") or {}
+    meta = obj.get("metadata") or {}
+    key = (meta.get("namespace") or "", meta.get("name") or "")
+    if event.get("type") == "DELETED":
+        if key in seen:
+            seen.discard(key)
+            return event
+    elif match(obj):
+        kind = "MODIFIED" if key in seen else "ADDED"
+        seen.add(key)
+        return {**event, "type": kind}
+    elif key in seen:
+        seen.discard(key)
+        return {**event, "type": "DELETED"}
+    return None

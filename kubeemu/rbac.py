@@ -1,4 +1,4 @@
-"""Kubernetes RBAC, as the real API server evaluates it, for the emulator (:mod:`rotorctl.kubeemu`).
+"""Kubernetes RBAC, as the real API server evaluates it, for the emulator (:mod:`kubeemu.emulator`).
 
 A port of the parts of ``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go`` and
 ``plugin/pkg/auth/authorizer/rbac`` the emulator needs (no library implements RBAC in Python):
@@ -14,7 +14,8 @@ A port of the parts of ``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.g
   grant but does not hold itself;
 * :func:`forbidden_message`: the 403 text the real server writes.
 
-Not implemented: aggregated ClusterRoles (``aggregationRule``), impersonation.
+Impersonation is checked with these rules (:mod:`kubeemu.authn`). Not implemented: aggregated
+ClusterRoles (``aggregationRule``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,13 @@ class Policy:
     def authorize(self, a: Attributes) -> bool:
         return any(rule_allows(r, a) for r in self.rules_for(a.user, a.namespace))
 
+    def role_exists(self, ref: Mapping[str, Any], namespace: str) -> bool:
+        """Whether the role a binding's ``roleRef`` names is stored (a RoleBinding's Role in
+        its own namespace)."""
+        if ref.get("kind") == "ClusterRole":
+            return ref.get("name", "") in self.cluster_roles
+        return (namespace, ref.get("name", "")) in self.roles
+
     def referenced_rules(self, binding: Mapping[str, Any]) -> list[Obj]:
         ns = (binding.get("metadata") or {}).get("namespace", "")
         return self._role_rules(binding.get("roleRef") or {}, ns)
@@ -199,13 +207,13 @@ def _atoms(rule: Mapping[str, Any]) -> Iterator[Obj]:
 
 
 def _resource_covers(owner: str, wanted: str) -> bool:
+    """``resourceCoversAll``: ``*``, the same resource, or ``*/<subresource>`` for a
+    subresource. ``pods/*`` covers nothing but ``pods/*`` itself: the real server does not read
+    it as a wildcard (so holding ``pods/*`` does not let one grant ``pods/log``)."""
     if owner in ("*", wanted):
         return True
-    o_res, _, o_sub = owner.partition("/")
-    w_res, _, w_sub = wanted.partition("/")
-    if o_sub == "*" and w_sub and o_res == w_res:
-        return True
-    return bool(o_res == "*" and o_sub and o_sub == w_sub)
+    _, _, w_sub = wanted.partition("/")
+    return bool(w_sub) and owner == f"*/{w_sub}"
 
 
 def _covers(owner: Mapping[str, Any], atom: Mapping[str, str]) -> bool:
@@ -318,6 +326,31 @@ BOOTSTRAP: list[Obj] = [
         "metadata": {"name": "system:discovery"},
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "system:discovery"},
         "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED}],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:public-info-viewer"},
+        "rules": [
+            {
+                "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
+                "verbs": ["get"],
+            }
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:public-info-viewer"},
+        "roleRef": {
+            "apiGroup": RBAC_GROUP,
+            "kind": "ClusterRole",
+            "name": "system:public-info-viewer",
+        },
+        "subjects": [
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED},
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": "system:unauthenticated"},
+        ],
     },
     {
         "apiVersion": f"{RBAC_GROUP}/v1",
