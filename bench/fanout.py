@@ -383,11 +383,16 @@ def controller_process(
 
 
 def baseline_rss() -> float:
+    """VmRSS (MiB) of an idle Python that has imported kopf and kubernetes (read once the
+    imports are done: on a loaded machine they take more than a few seconds)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import kopf, kubernetes, sys; sys.stdin.read()"],
+        [sys.executable, "-c", "import kopf, kubernetes, sys; print('ready', flush=True); "
+         "sys.stdin.read()"],
         stdin=subprocess.PIPE,
-    )
-    time.sleep(3)  # let the imports finish (a benchmark, not a test)
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
     value = proc_status(proc.pid, "VmRSS")
     proc.communicate(b"")
     return value
