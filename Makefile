@@ -6,7 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image generate
+.PHONY: demo test setup setup-dev system-deps lint check pytest pytest-real images base-image generate kube-bin
+
+# The real Kubernetes control plane's binaries (rotorctl/realkube.py), built from their Go
+# modules by tools/kube/build.sh into a cache outside the checkout (${ROTOR_KUBE_CACHE:-
+# ~/.cache/rotor-kube}), reused while tools/kube is unchanged. KUBE_ONLY= (empty) builds every
+# binary tools/kube knows (the node's kubelet, containerd and helm too).
+GO_PATH_DIR ?= /usr/local/go/bin
+KUBE_ONLY ?= etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 
 # Images (docs/install.md, "Building the images"): `make images` builds rotor-controller and
 # rotor-agent with podman or docker (whichever is installed) on the official Python image.
@@ -61,6 +68,11 @@ system-deps:
 	  || echo "WARNING: could not install prometheus (not root?); its tests will skip locally"; }
 	@if [ -f canister/package.json ]; then npm ci --prefix canister --no-audit --no-fund --loglevel=error; fi
 
+kube-bin:
+	@start=$$(date +%s); \
+	PATH="$$PATH:$(GO_PATH_DIR)" ROTOR_KUBE_ONLY="$(KUBE_ONLY)" tools/kube/build.sh || exit 1; \
+	echo "kube-bin: done in $$(( $$(date +%s) - start )) s"
+
 demo: setup
 	$(BIN)/rotor demo
 
@@ -77,10 +89,19 @@ generate: setup-dev
 	$(BIN)/python -m rotor.crd --write crds
 	$(BIN)/python -m tools.generate
 
+# CI's tiers, each printing its time: every test (tests/system on the emulator; the real control
+# plane's own tests in tests/system/test_realkube.py), then tests/system again on the real
+# control plane (`pytest --kube=real`, or ROTOR_TEST_KUBE=real).
 pytest: setup-dev
-	$(BIN)/python -m pytest -q
+	@start=$$(date +%s); $(BIN)/python -m pytest -q; rc=$$?; \
+	echo "tier pytest (all tests, system tests on the emulator): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-test: lint pytest
+pytest-real: setup-dev kube-bin
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -q --kube=real tests/system --ignore=tests/system/test_realkube.py; rc=$$?; \
+	echo "tier pytest-real (tests/system on the real control plane): $$(( $$(date +%s) - start )) s"; exit $$rc
+
+test: lint kube-bin pytest pytest-real
 
 images: $(if $(LOCAL_BASE),base-image)
 	@test -n "$(ENGINE)" || { echo "make images: neither podman nor docker is installed (apt-get install podman runc)"; exit 1; }
