@@ -100,7 +100,7 @@ def test_agent_kube_client_measures_agents_over_tls_after_a_rotation() -> None:
 
 
 def test_webhook_latency_prints_rotor_beside_the_kopf_peer_and_the_floor() -> None:
-    out = run_bench("webhook_latency.py", "--seconds", "1", "--rounds", "1")
+    out = run_bench("webhook_latency.py", "--seconds", "3", "--rounds", "1")
     has(out, r"kopf")
     has(out, r"floor")
 
