@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:54} {len(d):8d} {fmt(pct(d, 50)):>9} {fmt(pct(d, 99)):>9} {fmt(max(d)):>9}")
     if rotor and floor:
         print(
-            f"the emulator's share (floor / Rotor): p50 {pct(floor, 50) / pct(rotor, 50):.0%}, "
+            f"the server's share (floor / Rotor): p50 {pct(floor, 50) / pct(rotor, 50):.0%}, "
             f"p99 {pct(floor, 99) / pct(rotor, 99):.0%}"
         )
     if not args.no_plot:
