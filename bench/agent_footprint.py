@@ -8,7 +8,11 @@ metrics on, and with an ed25519 and an rsa key; <= 30 MiB with 20 secrets; first
 after start; idle CPU <= 0.1 % of a core (no polling). Key pairs are made by a short-lived child
 (agent/keygen.py), whose own peak is printed too (it is not part of the agent's resident set).
 
-    python3 bench/agent_footprint.py [--idle-seconds 60] [--runs 5]
+    python3 bench/agent_footprint.py [--idle-seconds 60] [--runs 5] [--python shipped|dev|PATH]
+
+The agent runs from a venv installed as its image installs it (bench/shipped.py: not editable;
+the development venv's editable install carries an import hook the image does not);
+``--python dev`` measures the development venv instead.
 
 Peak RSS is ``VmHWM`` of the process (``/proc/<pid>/status``: the high-water mark since exec),
 read once the agent was ready, just before SIGTERM. Time to first file is from just before
@@ -32,8 +36,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.shipped import agent_interpreter  # noqa: E402
+
 PY = sys.executable
-AGENT = [PY, "-m", "agent", "standalone"]
+"""The agent's interpreter (``--python``; by default a venv installed as the image installs it)."""
 MIB = 1024.0
 PORTS: dict[int, int] = {}
 """Metrics port of each agent started (pid -> port)."""
@@ -95,9 +104,21 @@ def run_agent(
     port = str(free_port()) if metrics else "0"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [*AGENT, "--config", str(cfg), "--dir", str(folder), "--metrics-port", port],
+        [
+            PY,
+            "-m",
+            "agent",
+            "standalone",
+            "--config",
+            str(cfg),
+            "--dir",
+            str(folder),
+            "--metrics-port",
+            port,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=cfg.parent,  # not the checkout: ``-m agent`` would find its sources first
     )
     if metrics:
         PORTS[proc.pid] = int(port)
@@ -143,7 +164,7 @@ def stop(proc: subprocess.Popen[bytes]) -> float:
     return peak
 
 
-def keygen_child(runs: int) -> tuple[float, float]:
+def keygen_child(runs: int, python: str = PY) -> tuple[float, float]:
     """The key generator child alone (ed25519 + rsa:2048, as the agent starts it): median
     (peak RSS MiB, wall ms). It lives for one rotation, beside the agent, then exits."""
     code = (
@@ -155,7 +176,9 @@ def keygen_child(runs: int) -> tuple[float, float]:
     for _ in range(runs):
         t0 = time.perf_counter()
         out = subprocess.run(
-            [PY, "-P", "-c", code, src, "ed25519", "rsa:2048"], capture_output=True, check=True
+            [python, "-P", "-c", code, src, "ed25519", "rsa:2048"],
+            capture_output=True,
+            check=True,
         )
         ms.append((time.perf_counter() - t0) * 1000)
         rss.append(hwm(out.stderr.decode()))
@@ -204,7 +227,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--idle-seconds", type=float, default=60.0)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument(
+        "--python",
+        default="shipped",
+        help="the agent's interpreter: shipped (default: installed as the image does), dev (this "
+        "one, the editable install) or a path",
+    )
     args = p.parse_args()
+    global PY
+    PY = agent_interpreter(args.python)
 
     bases = [baseline() for _ in range(args.runs)]
     base_rss, base_ms, base_cpu_ms = (statistics.median(b[i] for b in bases) for i in range(3))
@@ -226,7 +257,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load:.1f}, "
-          f"median of {args.runs} runs")  # fmt: skip
+          f"median of {args.runs} runs; the agent's interpreter: {PY} ({args.python})")  # fmt: skip
     print()
     print("| process | peak RSS MiB | first file ms (wall) | CPU ms by then |")
     print("|---|---:|---:|---:|")

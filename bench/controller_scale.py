@@ -11,12 +11,11 @@ updates less what it spends idle over the same time. Baseline in the same run: N
 Targets: peak RSS <= 2 MiB per 1,000 unrelated pods; <= 0.2 ms of controller CPU per unrelated
 pod update.
 
-Beside it (``--beside``, from bench/fanout.py): the controller at 5,000 RotatingSecrets (target
-<= 150 MiB) and the fan-out to 1,000 consumers (target <= 1.2x the same writes done bare and
-sequentially to the same emulator).
+The controller at 5,000 RotatingSecrets and the fan-out to 1,000 consumers are bench/fanout.py's
+(``--rss 5000``, ``--fanout 1000``), with their own floors.
 
     python bench/controller_scale.py                      # N = M/10 = 5,000, then N = M = 0
-    python bench/controller_scale.py --pods 2000 --deployments 200 --beside ""
+    python bench/controller_scale.py --pods 2000 --deployments 200
     python bench/controller_scale.py --controller-root /tmp/old-tree   # another tree's controller
 
 The machine is shared (2 cores): N is kept at a few thousand, and each phase is bounded in time.
@@ -271,11 +270,6 @@ def main() -> int:
     parser.add_argument(
         "--controller-root", type=Path, default=ROOT, help="the source tree whose controller runs"
     )
-    parser.add_argument(
-        "--beside",
-        default="rss,fanout",
-        help="also run bench/fanout.py's 5,000 RotatingSecrets (rss) and 1,000 consumers (fanout)",
-    )
     args = parser.parse_args()
     root = args.controller_root.resolve()
     load = os.getloadavg()[0]
@@ -308,24 +302,6 @@ def main() -> int:
             f"({loaded['deployment_updates']:.0f} updates sent in "
             f"{loaded['deployment_send_s']:.1f}s)"
         )
-    beside = {x for x in args.beside.split(",") if x}
-    if beside:
-        from bench import fanout  # its own figures, as bench/fanout.py prints them
-
-        if "rss" in beside:
-            idle = fanout.baseline_rss()
-            rss, secs = fanout.bench_rss(5000)
-            print(
-                f"5,000 RotatingSecrets: controller RSS {rss:.1f} MiB (target <= 150; "
-                f"idle kopf + kubernetes {idle:.1f} MiB; reconciled in {secs:.1f}s)"
-            )
-        if "fanout" in beside:
-            conc = fanout.bench_fanout(1000, 16)
-            floor = fanout.sequential_baseline(1000)
-            print(
-                f"fan-out to 1,000 consumers: {conc:.3f}s; bare sequential writes "
-                f"{floor:.3f}s; ratio {conc / floor:.2f} (target <= 1.2)"
-            )
     return 0
 
 

@@ -56,6 +56,7 @@ from controller.acl.configmap import DATA_KEY  # noqa: E402
 from controller.kube import Kube, path  # noqa: E402
 from kubeemu.emulator import EmulatorThread  # noqa: E402
 from rotor import API  # noqa: E402
+from rotor.kubepaths import secret_path  # noqa: E402
 from rotor.layout import ANN_PHASE, ANN_VERSION, LABEL_VIEW_OF, SecretState  # noqa: E402
 from rotor.names import SecretRef  # noqa: E402
 from rotor.protocol import commit, prepare  # noqa: E402
@@ -261,53 +262,19 @@ def acl_configmap(core: client.CoreV1Api, settings: ControllerSettings, grants: 
 
 
 def bare_writes(secure: Secure, n: int, version: int, concurrency: int) -> tuple[float, float]:
-    """The N view patches to ``version`` from a bare client (the agent's) in a process of its
-    own, as the controller's ServiceAccount, ``concurrency`` requests in flight as the
-    controller keeps: (start, end) monotonic."""
+    """The N view patches to ``version`` from a minimal client (bench/viewwriter.py) in a
+    process of its own, as the controller's ServiceAccount, ``concurrency`` requests in flight
+    as the controller keeps: (start, end) monotonic."""
+    from bench import viewwriter
+
     token = secure.token_file(ROTOR_NS, chartrbac.CONTROLLER_SA)
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--write",
-            secure.emu.url,
-            str(n),
-            str(version),
-            str(concurrency),
-            secure.ca_file,
-            token,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    start, end = out.stdout.split()
-    return float(start), float(end)
-
-
-async def _write_main(
-    url: str, n: int, version: int, concurrency: int, ca_file: str, token_file: str
-) -> None:
-    from agent.kube import KubeClient, KubeConfig, secret_path
-
     old = SecretState(version=version - 1, current={"password": b"v%d" % (version - 1)})
     new = commit(prepare(old, {"password": b"v%d-" % version + b"z" * 24}, 0, "w"), 0, 3600)
-    bodies = [decide.view_patch(DB, new, f"c{i}", ["password"]) for i in range(n)]
-    sem = asyncio.Semaphore(concurrency)
-    config = KubeConfig(url=url, token_file=token_file, ca_file=ca_file)
-    async with KubeClient(config) as kube:
-        # warm up before the clock starts: connections open, code paths run once
-        await asyncio.gather(*(kube.get(secret_path(f"c{i}", VIEW)) for i in range(min(n, 64))))
-
-        async def write(i: int) -> None:
-            async with sem:
-                await kube.patch(secret_path(f"c{i}", VIEW), bodies[i])
-
-        start = time.monotonic()
-        await asyncio.gather(*(write(i) for i in range(n)))
-        end = time.monotonic()
-    print(start, end)
+    writes = [
+        [secret_path(f"c{i}", VIEW), decide.view_patch(DB, new, f"c{i}", ["password"])]
+        for i in range(n)
+    ]
+    return viewwriter.run(secure.emu.url, secure.ca_file, token, concurrency, writes)
 
 
 def bench_fanout(n: int, concurrency: int) -> dict[str, float]:
@@ -416,11 +383,16 @@ def controller_process(
 
 
 def baseline_rss() -> float:
+    """VmRSS (MiB) of an idle Python that has imported kopf and kubernetes (read once the
+    imports are done: on a loaded machine they take more than a few seconds)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import kopf, kubernetes, sys; sys.stdin.read()"],
+        [sys.executable, "-c", "import kopf, kubernetes, sys; print('ready', flush=True); "
+         "sys.stdin.read()"],
         stdin=subprocess.PIPE,
-    )
-    time.sleep(3)  # let the imports finish (a benchmark, not a test)
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
     value = proc_status(proc.pid, "VmRSS")
     proc.communicate(b"")
     return value
@@ -596,12 +568,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="controller API concurrency")
     parser.add_argument("--rss", default="500", help="RotatingSecret counts (realistic state)")
     parser.add_argument("--watch", nargs=4, help=argparse.SUPPRESS)
-    parser.add_argument("--write", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.write:
-        url, n, version, conc, ca, token = args.write
-        asyncio.run(_write_main(url, int(n), int(version), int(conc), ca, token))
-        return 0
     if args.watch:
         url, namespaces, ca, tokens = args.watch
         asyncio.run(_watch_main(url, namespaces.split(","), ca, tokens))

@@ -259,6 +259,11 @@ def run_client(port: int, path: str, cafile: str, concurrency: int, seconds: flo
         return out
 
     latencies = asyncio.run(main())
+    if len(latencies) < 2:
+        raise SystemExit(
+            f"{len(latencies)} answer(s) at {concurrency} concurrent in {seconds:g} s: too few "
+            "for percentiles (a loaded machine: raise --seconds)"
+        )
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     print(
@@ -333,8 +338,13 @@ def measure(
                 capture_output=True,
                 text=True,
                 env=_pinned(client_cpu),
-                check=True,
+                check=False,
             )
+            if out.returncode != 0:
+                raise SystemExit(
+                    f"the load client against {server} at {concurrency} concurrent failed: "
+                    f"{(out.stderr.strip().splitlines() or ['no output'])[-1]}"
+                )
             point = json.loads(out.stdout)
             point["cpu_us"] = (_cpu_seconds(proc.pid) - cpu_before) / point["total"] * 1e6
             results[concurrency] = point

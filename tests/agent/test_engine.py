@@ -20,10 +20,10 @@ from agent.delivery import drain_notifications
 from agent.engine import Agent, SecretRotator
 from agent.files import AtomicWriter
 from agent.hooks import ApplyHook, Reloader, find_processes
-from agent.incluster import ExternalStores
 from agent.metrics import AgentMetrics
 from agent.store import FileStore, SecretStore, Stored
 from agent.targets import R_UNREACHABLE, TargetError
+from agent.writer import ExternalStores
 from rotor.annotations import parse_reload
 from rotor.errors import ConflictError
 from rotor.layout import SecretState

@@ -63,3 +63,59 @@ def test_in_cluster_mode_loads_no_argparse(tmp_path: Path) -> None:
     doc = _loaded([], tmp_path)
     assert doc["code"] == 2  # not in a pod: one line naming KUBERNETES_SERVICE_HOST
     assert doc["loaded"] == []
+
+
+WRITER_ONLY = (
+    "agent.writer",
+    "agent.engine",
+    "agent.generators",
+    "agent.keygen",
+    "agent.kubestore",
+    "agent.store",
+    "agent.targets",
+    "rotor.spec",
+    "rotor.external",
+)
+
+AGENT_OF = """
+import json, sys
+from prometheus_client import CollectorRegistry
+from agent.config import InClusterConfig
+from agent.incluster import InClusterAgent
+from agent.kube import KubeClient
+config = InClusterConfig.from_env(json.loads(sys.argv[1]))
+agent = InClusterAgent(config.env, config.settings, KubeClient(config.kube), CollectorRegistry())
+print(json.dumps({"rw": sorted(agent.rw), "ro": sorted(agent.ro), "loaded": sorted(sys.modules)}))
+"""
+
+
+def _agent_of(mode: str, tmp_path: Path) -> dict[str, list[str]]:
+    env = {
+        "ROTOR_MODE": mode,
+        "ROTOR_SECRETS": "shop/db",
+        "ROTOR_POD_NAME": "web-0",
+        "ROTOR_POD_NAMESPACE": "shop" if mode == "rw" else "web",
+        "ROTOR_MOUNT_PATH": str(tmp_path),
+        "ROTOR_KUBE_URL": "http://127.0.0.1:1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", AGENT_OF, json.dumps(env)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    doc: dict[str, list[str]] = json.loads(out.stdout)
+    return doc
+
+
+def test_a_reader_loads_none_of_the_writers_modules(tmp_path: Path) -> None:
+    # Every consumer pod runs an RO agent: the engine, the generators, the spec types and the
+    # targets cost it about 0.7 MiB (bench/agent_kube_client.py) and it never rotates.
+    reader = _agent_of("ro", tmp_path)
+    assert reader["ro"] == ["db"]
+    assert [m for m in WRITER_ONLY if m in reader["loaded"]] == []
+    writer = _agent_of("rw", tmp_path)  # the same probe sees them where they are used
+    assert writer["rw"] == ["db"]
+    assert [m for m in WRITER_ONLY if m in writer["loaded"]] == list(WRITER_ONLY)
