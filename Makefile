@@ -6,7 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image generate
+.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image generate kube-bin
+
+# The real Kubernetes control plane's binaries (rotorctl/realkube.py), built from their Go
+# modules by tools/kube/build.sh into a cache outside the checkout (${ROTOR_KUBE_CACHE:-
+# ~/.cache/rotor-kube}), reused while tools/kube is unchanged. KUBE_ONLY= (empty) builds every
+# binary tools/kube knows (the node's kubelet, containerd and helm too).
+GO_PATH_DIR ?= /usr/local/go/bin
+KUBE_ONLY ?= etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 
 # Images (docs/install.md, "Building the images"): `make images` builds rotor-controller and
 # rotor-agent with podman or docker (whichever is installed) on the official Python image.
@@ -60,6 +67,11 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "WARNING: could not install prometheus (not root?); its tests will skip locally"; }
 	@if [ -f canister/package.json ]; then npm ci --prefix canister --no-audit --no-fund --loglevel=error; fi
+
+kube-bin:
+	@start=$$(date +%s); \
+	PATH="$$PATH:$(GO_PATH_DIR)" ROTOR_KUBE_ONLY="$(KUBE_ONLY)" tools/kube/build.sh || exit 1; \
+	echo "kube-bin: done in $$(( $$(date +%s) - start )) s"
 
 demo: setup
 	$(BIN)/rotor demo

@@ -16,29 +16,28 @@ container the webhook injected, and an OpenBao dev server (``bao``) when asked a
 What is simulated, and how:
 
 * the Kubernetes API is :mod:`rotorctl.kubeemu` with ``secure=True`` (HTTPS, tokens, RBAC,
-  mutating admission, garbage collection, selectors), not a kube-apiserver;
+  mutating admission, garbage collection, selectors), not a kube-apiserver; or, with
+  ``kube="real"``, a real control plane (:mod:`rotorctl.realkube`; what differs is in
+  :mod:`rotorctl.backends`);
 * identities: the chart's ServiceAccounts and RBAC are rendered from charts/rotor
   (:mod:`rotorctl.chartrbac`) and applied; the controller runs with its ServiceAccount's token
   (a kubeconfig), each agent with its pod's; this module acts as the admin;
 * admission: the chart's MutatingWebhookConfiguration (``failure_policy``, default Ignore) is
   applied, its Service routed to the webhook's local port and its caBundle set to the CA made
   here, as cert-manager would; the emulator calls the webhook on each pod create;
-* the kubelet: a pod's agent container runs as a local process (``subprocess``, its own process
-  group); downward-API ``fieldRef`` env is resolved from the pod object; the agent's
-  memory-backed emptyDir is a folder ``<workdir>/<pod>/<volume>``; each agent gets its own
-  metrics port (pods have their own network namespace, processes here share one); the
-  service-account token is a file with a TokenRequest token of the pod's account; the pod turns
-  Ready (status patched in the emulator) once the agent's ``/readyz`` answers 200, as the
-  startup probe of a native sidecar would make it. App containers are not run.
-* Deployments and ReplicaSets are plain objects; this harness plays the ReplicaSet controller
-  only for the pods it is told to create.
+* the kubelet: :class:`rotorctl.kubelet.ProcessKubelet` runs a pod's agent container as a
+  local process (env, files volume as a folder, a TokenRequest token; its own metrics port) and
+  reports it Ready once the agent's ``/readyz`` answers 200. App containers are not run.
+* Deployments and ReplicaSets are plain objects in the emulator; this harness plays the
+  ReplicaSet controller only for the pods it is told to create. On the real control plane the
+  Deployment is scaled and kube-controller-manager creates each pod; the scheduler binds it to
+  the process kubelet's Node (:class:`rotorctl.kubelet.ProcessNode`), which runs it here.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import os
 import shutil
 import signal
@@ -49,26 +48,20 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent import kube as agent_kube
 from controller import certs
 from rotor import API
-from rotor import env as agent_env
 from rotor.annotations import ROTATE_NOW
-from rotor.kubepaths import api_path
 from rotor.layout import SecretState
-from rotorctl import chartrbac
+from rotorctl import backends, chartrbac
 from rotorctl.kubeapi import Api, ApiError, plural_of
-from rotorctl.kubeemu import EmulatorThread
 from rotorctl.kubelet import (
     AGENT_CONTAINER,
-    FILES_VOLUME,
     Pod,
+    ProcessKubelet,
     agent_container,
-    container_env,
     field_ref,
-    pod_status,
 )
 from rotorctl.openbao import VAULT_TOKEN, DevServer
 from rotorctl.probe import PropagationProbe
@@ -109,6 +102,9 @@ __all__ = [
     "wait_for",
 ]
 
+if TYPE_CHECKING:
+    from rotorctl.kubeemu import EmulatorThread
+
 Obj = dict[str, Any]
 ROTOR_NAMESPACE = "rotor-system"
 ACL_CONFIGMAP = "rotor-acl"
@@ -116,7 +112,8 @@ ACL_CONFIGMAP = "rotor-acl"
 
 # -- the system ---------------------------------------------------------------------------------
 class System:
-    """Emulator + webhook + controller (+ OpenBao) + pods with agent processes."""
+    """Emulator (or a real control plane, ``kube="real"``) + webhook + controller (+ OpenBao)
+    + pods with agent processes."""
 
     def __init__(
         self,
@@ -129,9 +126,13 @@ class System:
         cancel: threading.Event | None = None,
         rbac_filter: Callable[[list[Obj]], list[Obj]] | None = None,
         failure_policy: str = "Ignore",
+        kube: str = "emulator",
     ) -> None:
         """``cancel``: when set (e.g. by a signal handler), waits while starting stop at once.
-        ``rbac_filter``: changes the chart's rendered identities before they are applied."""
+        ``rbac_filter``: changes the chart's rendered identities before they are applied.
+        ``kube``: ``emulator`` (in this process) or ``real`` (:mod:`rotorctl.realkube`)."""
+        if kube not in backends.KINDS:
+            raise HarnessError(f"kube={kube!r}: use one of {', '.join(backends.KINDS)}")
         self.rbac_filter = rbac_filter
         self.failure_policy = failure_policy
         self.chart_identities: list[Obj] = []
@@ -141,8 +142,16 @@ class System:
         self.acl_poll = acl_poll
         self.log_level = log_level
         self.progress = progress or (lambda _msg: None)
-        self.emulator: EmulatorThread | None = None
+        self.cancel = cancel or threading.Event()
+        self.backend: backends.EmulatorBackend | backends.RealBackend = (
+            backends.RealBackend(workdir, self.progress, self.cancel)
+            if kube == "real"
+            else backends.EmulatorBackend(workdir, self.progress)
+        )
+        self.node: backends.Node | None = None
         self.api = Api("")
+        self.kubelet = ProcessKubelet(self.api, "", log_level, {}, threading.Event())
+        self.workloads: list[Workload] = []
         self.webhook: Proc | None = None
         self.webhook_port = 0
         self.webhook_metrics_port = 0
@@ -153,7 +162,7 @@ class System:
         self.kubeconfig = Path()
         self.pods: dict[str, Pod] = {}
         self._stopping = threading.Event()
-        self.cancel = cancel or threading.Event()
+        self._pod_env: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- start and stop ---------------------------------------------------------------------
     def __enter__(self) -> System:
@@ -169,13 +178,12 @@ class System:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.progress(
-            "starting the Kubernetes API emulator (kmock, in this process; tokens and RBAC "
-            "enforced)"
+        self.api = self.backend.start()
+        self.kubelet = ProcessKubelet(
+            self.api, self.url, self.log_level, self._base_env(), self._stopping
         )
-        self.emulator = EmulatorThread(secure=True).start()
-        self.api = Api(self.emulator.url, self.emulator.admin_token, self.emulator.ca_file)
-        self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig")
+        self.kubeconfig = self.backend.write_kubeconfig(self.workdir / "kubeconfig")
+        self.backend.install_crds(self.api)
         for ns in (ROTOR_NAMESPACE,):
             self.ensure_namespace(ns)
         self.progress("applying the chart's ServiceAccounts and RBAC (rendered from charts/rotor)")
@@ -199,6 +207,9 @@ class System:
         self.start_webhook()
         self.progress("starting the controller (rotor-controller, ConfigMap ACL)")
         self.start_controller()
+        if isinstance(self.backend, backends.RealBackend):
+            self.progress("registering the process kubelet's Node (runs the pods bound to it)")
+            self.node = self.backend.start_node(self._run_pod, self._pod_gone)
         if self.want_vault:
             bao = shutil.which("bao")
             if bao is None:
@@ -209,18 +220,27 @@ class System:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.node is not None:
+            self.node.stop()  # no new pod starts while the others stop
         procs = [p.agent for p in self.pods.values() if p.agent is not None]
         procs += [p for p in (self.controller, self.webhook, self.vault) if p is not None]
         for p in procs:
             p.signal(signal.SIGTERM)
         for p in procs:
             p.stop()
-        for pod in self.pods.values():
+        for pod in list(self.pods.values()):
             if pod.kubelet is not None:
                 pod.kubelet.join(STOP_TIMEOUT)
-        if self.emulator is not None:
-            self.emulator.stop()
-            self.emulator = None
+        self.backend.stop()
+
+    @property
+    def emulator(self) -> EmulatorThread | None:
+        """The emulator's thread (None on the real control plane)."""
+        return getattr(self.backend, "emulator", None)
+
+    @property
+    def real(self) -> bool:
+        return isinstance(self.backend, backends.RealBackend)
 
     @property
     def vault(self) -> Proc | None:
@@ -233,10 +253,11 @@ class System:
 
     @property
     def url(self) -> str:
-        return self.emulator.url if self.emulator else ""
+        return self.backend.url
 
     def ensure_namespace(self, ns: str) -> None:
-        """Namespaces need no object in the emulator (it does not check that they exist)."""
+        """A Namespace object on the real server; the emulator needs none."""
+        self.backend.ensure_namespace(self.api, ns)
 
     def apply_identities(self) -> None:
         """The chart's ServiceAccounts, ClusterRoles, Roles and bindings, as ``helm install``
@@ -264,8 +285,7 @@ class System:
     def identity_kubeconfig(self, name: str, namespace: str, service_account: str) -> Path:
         """A kubeconfig holding a fresh token of ``namespace/service_account``."""
         token = self.api.token_for(namespace, service_account)
-        assert self.emulator is not None
-        return self.emulator.write_kubeconfig(
+        return self.backend.write_kubeconfig(
             self.workdir / "identities" / f"{name}.kubeconfig", token, service_account
         )
 
@@ -278,13 +298,7 @@ class System:
         env["ROTOR_LOG_LEVEL"] = self.log_level
         return env
 
-    def _webhook_service(self) -> tuple[str, str]:
-        hooks = self.webhook_config.get("webhooks") or [{}]
-        svc = (hooks[0].get("clientConfig") or {}).get("service") or {}
-        return str(svc.get("namespace") or ROTOR_NAMESPACE), str(svc.get("name") or "")
-
     def start_webhook(self) -> None:
-        svc_ns, svc = self._webhook_service()
         self.ca, cert, key = make_certs(
             self.workdir / "webhook-tls", "rotor-webhook", certs.service_names(self.webhook_config)
         )
@@ -305,20 +319,9 @@ class System:
             lambda: self._webhook_healthy(), "the webhook's /healthz over TLS", cancel=self.cancel
         )
         # What the Service, kube-proxy and cert-manager's cainjector do in a cluster: the API
-        # reaches the Service at this port and trusts this CA (caBundle).
-        assert self.emulator is not None
-        port = self.webhook_port
-        self.emulator.call(
-            lambda k8s: k8s.admission.endpoints.__setitem__((svc_ns, svc), f"127.0.0.1:{port}")
-        )
-        name = self.webhook_config["metadata"]["name"]
-        self.api.request(
-            "PATCH",
-            api_path(
-                "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", None, name
-            ),
-            certs.ca_bundle_patch(self.webhook_config, self.ca.read_text()),
-            "application/json-patch+json",
+        # reaches the webhook at this port and trusts this CA (caBundle).
+        self.backend.route_webhook(
+            self.api, self.webhook_config, self.webhook_port, self.ca.read_text()
         )
 
     def _webhook_healthy(self) -> bool:
@@ -511,16 +514,26 @@ class System:
         self.ensure_namespace(namespace)
         sa = service_account or name
         self.service_account(namespace, sa)
-        dep = self.api.create(deployment(namespace, name, pod_template(name, annotations, sa)))
+        dep = deployment(namespace, name, pod_template(name, annotations, sa))
+        if self.real:  # kube-controller-manager makes its ReplicaSet; add_pod scales it
+            self.api.create(dep | {"spec": dep["spec"] | {"replicas": 0}})
+            self.workloads.append(Workload(namespace, name, sa, dict(annotations)))
+            return self.workloads[-1]
+        dep = self.api.create(dep)
         rs_name = f"{name}-{uuid.uuid4().hex[:6]}"
         self.api.create(replica_set(dep, rs_name))
-        return Workload(namespace, name, sa, dict(annotations), rs_name)
+        self.workloads.append(Workload(namespace, name, sa, dict(annotations), rs_name))
+        return self.workloads[-1]
 
     def add_pod(self, w: Workload, *, extra_env: Mapping[str, str] | None = None) -> Pod:
         """A pod of ``w`` as its ReplicaSet would make it: created in the emulator (which calls
         the webhook, as its MutatingWebhookConfiguration says), its agent started, and marked
         Ready once the agent is ready. The API's refusal (failurePolicy Fail with the webhook
-        down, or a denial) raises :class:`ApiError`."""
+        down, or a denial) raises :class:`ApiError`. On the real control plane the Deployment is
+        scaled by one and its new pod, made by kube-controller-manager and bound to the process
+        kubelet's Node by kube-scheduler, is run by that Node."""
+        if self.real:
+            return self._scale_up(w, extra_env)
         rs = self.api.get("apps/v1", "replicasets", w.namespace, w.replica_set)
         assert rs is not None
         name = f"{w.replica_set}-{uuid.uuid4().hex[:5]}"
@@ -528,67 +541,30 @@ class System:
         p = Pod(w.namespace, name, created, self.workdir / "pods" / name)
         self.pods[name] = p
         w.pods.append(p)
-        self._set_pod_status(p, ready=False)
-        if p.injected:
-            self.start_agent(p, extra_env)
-        else:
-            self._set_pod_status(p, ready=True)  # nothing holds the app back
+        self.kubelet.run(p, extra_env)
         return p
 
-    def _set_pod_status(self, p: Pod, ready: bool) -> None:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"status": pod_status(p.obj, ready, now)}
-        self.api.patch("v1", "pods", p.namespace, p.name, body, subresource="status")
+    def _scale_up(self, w: Workload, extra_env: Mapping[str, str] | None) -> Pod:
+        self._pod_env[(w.namespace, w.name)] = dict(extra_env or {})
+        p = backends.scale_up(self.api, w, lambda: list(self.pods.values()), self.cancel)
+        w.pods.append(p)
+        return p
+
+    def _run_pod(self, obj: Obj) -> None:
+        """The Node's part: a pod bound to it starts (its agent, when injected)."""
+        m = obj["metadata"]
+        p = Pod(m["namespace"], m["name"], obj, self.workdir / "pods" / m["name"])
+        self.kubelet.run(p, self._pod_env.get((p.namespace, p.app)))
+        self.pods[p.name] = p
+
+    def _pod_gone(self, obj: Obj) -> None:
+        p = self.pods.pop(obj["metadata"]["name"], None)
+        if p is not None and p.agent is not None:
+            p.agent.stop()
 
     def start_agent(self, p: Pod, extra_env: Mapping[str, str] | None = None) -> None:
         """Run the injected agent container as a process (what the kubelet would run)."""
-        c = agent_container(p.obj)
-        assert c is not None
-        env = container_env(p.obj, c)
-        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
-        mount_path = env.get(agent_env.MOUNT_PATH, agent_env.DEFAULT_MOUNT_PATH)
-        volume = mounts.get(mount_path, FILES_VOLUME)
-        p.mount = p.dir / volume  # the memory emptyDir, as a local folder
-        p.mount.mkdir(parents=True, exist_ok=True)
-        token = p.dir / "serviceaccount" / "token"
-        token.parent.mkdir(parents=True, exist_ok=True)
-        # The kubelet's projected token: a TokenRequest for the pod's ServiceAccount.
-        sa = p.obj["spec"].get("serviceAccountName") or "default"
-        token.write_text(self.api.token_for(p.namespace, sa) + "\n")
-        token.chmod(0o600)
-        p.metrics_port = p.metrics_port or free_port()
-        env |= {
-            agent_env.MOUNT_PATH: str(p.mount),
-            agent_env.METRICS_PORT: str(p.metrics_port),
-            agent_kube.ENV_URL: self.url,
-            agent_kube.ENV_TOKEN_FILE: str(token),
-            agent_kube.ENV_CA_FILE: str(self.api.ca_file or ""),
-            "ROTOR_LOG_LEVEL": self.log_level,
-        }
-        env |= dict(extra_env or {})
-        argv = [*(c.get("command") or ["rotor-agent"]), *(c.get("args") or [])]
-        argv[0] = _script(argv[0])
-        p.agent = Proc(f"agent {p.name}", argv, self._base_env() | env, p.dir / "agent.log")
-        p.agent.start()
-        p.kubelet = threading.Thread(
-            target=self._kubelet, args=(p,), name=f"kubelet-{p.name}", daemon=True
-        )
-        p.kubelet.start()
-
-    def _kubelet(self, p: Pod) -> None:
-        """The part of a kubelet that matters here: Ready once the agent's /readyz says so."""
-        while not self._stopping.is_set() and p.agent is not None and p.agent.running:
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{p.metrics_port}/readyz", timeout=2
-                ) as r:
-                    if r.status == 200:
-                        with contextlib.suppress(HarnessError, OSError):
-                            self._set_pod_status(p, ready=True)
-                        return
-            except OSError:
-                pass
-            self._stopping.wait(0.1)
+        self.kubelet.start_agent(p, extra_env)
 
     def kill_agent(self, p: Pod) -> None:
         assert p.agent is not None
@@ -600,6 +576,11 @@ class System:
         p.agent = Proc(p.agent.name, p.agent.argv, p.agent.env, p.agent.log).start()
 
     def delete_pod(self, p: Pod) -> None:
+        if self.real:  # one fewer replica, this one first; the Node stops it
+            w = next(w for w in self.workloads if p in w.pods)
+            backends.mark_for_removal(self.api, p.namespace, p.name)
+            w.pods.remove(p)
+            backends.scale(self.api, p.namespace, w.name, len(w.pods))
         if p.agent is not None:
             p.agent.stop()
         self.api.delete("v1", "pods", p.namespace, p.name)

@@ -26,14 +26,24 @@ class ApiError(HarnessError):
 
 
 class Api:
-    """JSON over HTTP to the emulator (urllib: a handful of calls, no client library needed),
-    as the holder of ``token`` (a bearer token; "" sends none)."""
+    """JSON over HTTP to the API server, the emulator's or a real one (urllib: a handful of
+    calls, no client library needed), as the holder of ``token`` (a bearer token; "" sends
+    none) or of ``client_cert`` (certificate and key files: the real server's admin)."""
 
-    def __init__(self, url: str, token: str = "", ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str = "",
+        ca_file: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
+    ) -> None:
         self.url = url
         self.token = token
         self.ca_file = ca_file
         self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        if client_cert is not None:
+            self.context = self.context or ssl.create_default_context()
+            self.context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
 
     def headers(self, content_type: str = "application/json") -> dict[str, str]:
         h = {"Content-Type": content_type}

@@ -1,15 +1,21 @@
-"""``rotor kube``: the strict Kubernetes API emulator on its own (docs/demo.md, "kubectl").
+"""``rotor kube``: the strict Kubernetes API emulator on its own (docs/demo.md, "kubectl");
+``rotor kube --real``: a real control plane instead (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler; :mod:`rotorctl.realkube`; ``make kube-bin`` builds them).
 
-It serves HTTPS on 127.0.0.1 with Rotor's CRDs, authentication and RBAC enforced (see
-:mod:`rotorctl.kubeemu`), and writes an admin kubeconfig (mode 0600) that a real ``kubectl``
+The emulator serves HTTPS on 127.0.0.1 with Rotor's CRDs, authentication and RBAC enforced (see
+:mod:`rotorctl.kubeemu`). Either writes an admin kubeconfig (mode 0600) that a real ``kubectl``
 uses: ``kubectl --kubeconfig FILE get rotatingsecrets -A``, ``apply --validate=false``,
 ``patch``, ``delete``, ``auth can-i``. Ctrl-C or SIGTERM (or ``--duration``) stops it."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -34,6 +40,18 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="SECONDS",
         help="stop by itself after this many seconds (default: run until Ctrl-C)",
     )
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="serve a real control plane (etcd, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler; built by `make kube-bin`) instead of the emulator",
+    )
+    p.add_argument(
+        "--dir",
+        default="",
+        help="with --real: the folder for its data, certificates and logs (default: a "
+        "temporary folder, removed at the end)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -47,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.real:
+            return _serve_real(args, stop)
         with EmulatorThread(secure=True, port=args.port or None) as emu:
             path = emu.write_kubeconfig(Path(args.kubeconfig).resolve())
             print(f"Kubernetes API emulator: {emu.url} (tokens and RBAC enforced)", flush=True)
@@ -56,5 +76,37 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    print("stopped", flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _folder(given: str) -> Iterator[Path]:
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        yield Path(given)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rotor-kube-") as tmp:
+            yield Path(tmp)
+
+
+def _serve_real(args: argparse.Namespace, stop: threading.Event) -> int:
+    from rotorctl.processes import Cancelled, HarnessError
+    from rotorctl.realkube import ControlPlane, bin_dir
+
+    try:
+        binaries = bin_dir()  # before anything starts: without them, one line on building them
+        with _folder(args.dir) as work, ControlPlane(work, binaries=binaries, cancel=stop) as cp:
+            path = cp.write_kubeconfig(Path(args.kubeconfig).resolve())
+            version = cp.version().get("gitVersion", "?")
+            print(f"Kubernetes control plane {version}: {cp.url} (logs in {work / 'logs'})")
+            print(f"admin kubeconfig: {path}", flush=True)
+            print(f"try: kubectl --kubeconfig {path} version", flush=True)
+            stop.wait(args.duration if args.duration > 0 else None)
+    except Cancelled:
+        pass
+    except HarnessError as e:
+        print(f"rotor kube: {e}", file=sys.stderr)
+        return 1
     print("stopped", flush=True)
     return 0
