@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -41,6 +42,7 @@ DEBIAN = {"runc": "runc", "iptables": "iptables", "conntrack": "conntrack", "pod
 PAUSE_SOURCE = Path(__file__).resolve().parents[1] / "tools" / "node" / "pause.c"
 CHAIN = "ROTOR-NODE"
 READY_TIMEOUT = 180.0
+VERSION = importlib.metadata.version("kube-rotor")
 
 
 class NodeUnavailable(HarnessError):
@@ -238,6 +240,13 @@ class Node:
             if len(cols) >= 6 and not cols[0].startswith("sha256:"):
                 sizes[cols[0]] = _bytes(cols[3], cols[4])
         return sizes
+
+    def import_rotor_images(self) -> list[str]:
+        """Rotor's two images at this checkout's version, those podman holds; their names."""
+        names = [f"localhost/rotor-{n}:{VERSION}" for n in ("controller", "agent")]
+        present = [n for n in names if _ok(["podman", "image", "exists", n])]
+        self.import_images(present)
+        return present
 
     def import_images(self, names: Iterable[str]) -> None:
         """``podman save NAME | ctr -n k8s.io images import -`` for each image."""
