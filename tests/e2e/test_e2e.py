@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
+import socket
+import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -200,3 +205,91 @@ def test_reader_gets_the_value_after_approval_and_each_rotation(release: Cluster
     )
     assert len(second.strip()) == 24
     poll("the writer's new value", lambda: read_file(c, "api") == second or None, c, 60)
+
+
+def agent_pod(cluster: Cluster) -> dict[str, Any]:
+    """The reader's pod, its agent running (after the flow test, or on its own)."""
+    cluster.kubectl("apply", "-f", "-", stdin=workloads(cluster.app_image))
+
+    def running() -> dict[str, Any] | None:
+        pod = first_pod(cluster, "web")
+        return pod if pod and started_at(container(pod, "rotor-agent")) else None
+
+    return poll("the reader's agent running", running, cluster, 240)
+
+
+def test_agent_runs_unprivileged_read_only_without_capabilities(release: Cluster) -> None:
+    """Checked inside the running agent container, as the kernel applies it."""
+    c = release
+    name = agent_pod(c)["metadata"]["name"]
+
+    def sh(script: str) -> str:
+        return c.kubectl("-n", APP_NS, "exec", name, "-c", "rotor-agent", "--", "sh", "-c", script)
+
+    status = dict(
+        line.split(":", 1) for line in sh("cat /proc/self/status").splitlines() if ":" in line
+    )
+    assert status["Uid"].split() == ["65532"] * 4
+    assert status["Gid"].split() == ["65532"] * 4
+    for caps in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[caps], 16) == 0, (caps, status[caps])
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # filtered: the RuntimeDefault profile
+    # the root filesystem refuses writes; the files volume is memory-backed
+    assert "Read-only file system" in sh("touch /rotor-probe 2>&1 || true")
+    mounts = sh("cat /proc/mounts").splitlines()
+    root = next(m.split() for m in mounts if m.split()[1] == "/")
+    assert "ro" in root[3].split(","), root
+    where = (MOUNT, MOUNT.replace("/var/run/", "/run/"))  # /var/run links to /run in Debian
+    files = next(m.split() for m in mounts if m.split()[1] in where)
+    assert files[2] == "tmpfs", files
+
+
+def test_prometheus_scrapes_the_agent_at_its_pod_ip(release: Cluster, tmp_path: Path) -> None:
+    """A real Prometheus (Debian's) scrapes the reader's agent at the pod's IP and port
+    ``rotor-metrics``, as a PodMonitor would: the pod network is reachable from the node."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    pod = agent_pod(release)
+    ip = pod["status"]["podIP"]
+    ports = next(c for c in pod["spec"]["initContainers"] if c["name"] == "rotor-agent")["ports"]
+    port = next(p["containerPort"] for p in ports if p["name"] == "rotor-metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "rotor-agent", "static_configs": [{"targets": [f"{ip}:{port}"]}]}
+                ],
+            }
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        web = s.getsockname()[1]
+    prom = subprocess.Popen(
+        [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{web}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def query(q: str) -> list[dict[str, Any]] | None:
+            url = f"http://127.0.0.1:{web}/api/v1/query?query={q}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    result = json.loads(r.read())["data"]["result"]
+            except OSError:
+                return None
+            return list(result) or None
+
+        up = poll("Prometheus's first scrape", lambda: query("up"), release, 60)
+        assert up[0]["metric"]["instance"] == f"{ip}:{port}"
+        assert up[0]["value"][1] == "1"
+        series = poll("an agent metric", lambda: query("rotor_agent_secret_version"), release, 30)
+        assert series[0]["metric"]["secret"] == SECRET
+    finally:
+        prom.terminate()
+        prom.wait(30)
