@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest images base-image generate kube-bin node-deps e2e
+.PHONY: demo test setup setup-dev system-deps lint check pytest pytest-real images base-image generate kube-bin node-deps e2e
 
 # The real Kubernetes control plane's binaries (rotorctl/realkube.py), built from their Go
 # modules by tools/kube/build.sh into a cache outside the checkout (${ROTOR_KUBE_CACHE:-
@@ -106,10 +106,19 @@ generate: setup-dev
 	$(BIN)/python -m rotor.crd --write crds
 	$(BIN)/python -m tools.generate
 
+# CI's tiers, each printing its time: every test (tests/system on the emulator; the real control
+# plane's own tests in tests/system/test_realkube.py), then tests/system again on the real
+# control plane (`pytest --kube=real`, or ROTOR_TEST_KUBE=real).
 pytest: setup-dev
-	$(BIN)/python -m pytest -q
+	@start=$$(date +%s); $(BIN)/python -m pytest -q; rc=$$?; \
+	echo "tier pytest (all tests, system tests on the emulator): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-test: lint pytest
+pytest-real: setup-dev kube-bin
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -q --kube=real tests/system --ignore=tests/system/test_realkube.py; rc=$$?; \
+	echo "tier pytest-real (tests/system on the real control plane): $$(( $$(date +%s) - start )) s"; exit $$rc
+
+test: lint kube-bin pytest pytest-real
 
 images: $(if $(LOCAL_BASE),base-image)
 	@test -n "$(ENGINE)" || { echo "make images: neither podman nor docker is installed (apt-get install podman runc)"; exit 1; }

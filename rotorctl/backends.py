@@ -162,8 +162,12 @@ class RealBackend:
         api.ensure({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
     def install_crds(self, api: Api) -> None:
-        """Rotor's CRDs as generated (crds/), then wait until the server serves each."""
         self.progress("applying Rotor's CRDs (crds/, as generated)")
+        self.install_crds_on(api, self.cancel)
+
+    @staticmethod
+    def install_crds_on(api: Api, cancel: threading.Event | None = None) -> None:
+        """Rotor's CRDs as generated (crds/), then wait until the server serves each."""
         names = []
         for doc in crd_documents():
             api.ensure(doc)
@@ -173,7 +177,7 @@ class RealBackend:
                 lambda name=name: established(api, name),  # type: ignore[misc]
                 f"CRD {name} established",
                 30,
-                self.cancel,
+                cancel,
             )
 
     def route_webhook(self, api: Api, config: Obj, port: int, ca_pem: str) -> None:

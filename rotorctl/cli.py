@@ -3,9 +3,10 @@
 ::
 
     rotor acl list|approve|deny|revoke ...   the access-control list (controller.cli, unchanged)
-    rotor demo [--rotate-every 20s] [--duration 5m] [--dir DIR]
+    rotor demo [--rotate-every 20s] [--duration 5m] [--dir DIR] [--real]
                                               the whole system on this machine (docs/demo.md)
     rotor kube [--port N] [--kubeconfig FILE]  the Kubernetes API emulator alone, for kubectl
+    rotor kube --real [--kubeconfig FILE]      a real control plane alone (make kube-bin)
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def build_parser(settings: ControllerSettings) -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--no-vault", action="store_true", help="do not start OpenBao even if it is installed"
+    )
+    demo.add_argument(
+        "--real",
+        action="store_true",
+        help="run on a real control plane (etcd, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler; `make kube-bin` builds them) instead of the emulator",
     )
     demo.set_defaults(handler=_demo)
     from rotorctl import kubeserve

@@ -127,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
     out.line(f"Rotor demo in {workdir} (rotation every {interval}; Ctrl-C stops it)", bold=True)
     with stop_on_signals(stop):
         try:
-            with System(workdir, vault=not args.no_vault, progress=out.line, cancel=stop) as system:
+            kube = "real" if getattr(args, "real", False) else "emulator"
+            with System(
+                workdir, vault=not args.no_vault, progress=out.line, cancel=stop, kube=kube
+            ) as system:
                 return _show(system, out, stop, interval, overlap, deadline)
         except Cancelled:
             return 0  # Ctrl-C or SIGTERM while starting: everything started is stopped
@@ -148,7 +151,6 @@ def _show(
     overlap: str,
     deadline: float | None,
 ) -> int:
-    assert system.emulator is not None
     _announce(system, out)
     w, r = _set_up(system, out, interval, overlap)
     out.line("waiting for the first value (grant -> controller -> writer -> view -> reader)")
@@ -172,10 +174,16 @@ def _show(
 
 def _announce(system: System, out: Out) -> None:
     """Where each part listens."""
-    out.line(
-        f"Kubernetes API: {system.url} - kmock's KubernetesEmulator with tokens, RBAC and "
-        "admission enforced (an emulator, not a kube-apiserver: no kubelet)"
-    )
+    if system.real:
+        out.line(
+            f"Kubernetes API: {system.url} - a real kube-apiserver with etcd, "
+            "kube-controller-manager and kube-scheduler; pods run by Rotor's process kubelet"
+        )
+    else:
+        out.line(
+            f"Kubernetes API: {system.url} - kmock's KubernetesEmulator with tokens, RBAC and "
+            "admission enforced (an emulator, not a kube-apiserver: no kubelet)"
+        )
     out.line(f"kubectl: kubectl --kubeconfig {system.kubeconfig} get pods,secrets -A (admin)")
     out.line(f"webhook: https://127.0.0.1:{system.webhook_port}/mutate (CA {system.ca})")
     out.line(f"controller metrics: http://127.0.0.1:{system.controller_metrics_port}/metrics")

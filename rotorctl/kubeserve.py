@@ -103,6 +103,7 @@ def _folder(given: str) -> Iterator[Path]:
 
 
 def _serve_real(args: argparse.Namespace, stop: threading.Event) -> int:
+    from rotorctl.backends import RealBackend
     from rotorctl.processes import Cancelled, HarnessError
     from rotorctl.realkube import ControlPlane, bin_dir
     from rotorctl.realnode import (
@@ -123,6 +124,7 @@ def _serve_real(args: argparse.Namespace, stop: threading.Event) -> int:
             work = stack.enter_context(_folder(args.dir))
             plane = NodeControlPlane if args.node else ControlPlane
             cp = stack.enter_context(plane(work, binaries=binaries, cancel=stop))
+            RealBackend.install_crds_on(cp.api(), stop)  # Rotor's kinds, as the emulator has
             if args.node:
                 node = stack.enter_context(Node(cp, work / "node", cancel=stop, progress=print))
                 images = ", ".join(node.import_rotor_images()) or "none built"

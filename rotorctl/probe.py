@@ -5,9 +5,11 @@ holding it, and every value each reader held (``rotor demo``, bench/propagation.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,12 +90,15 @@ class PropagationProbe:
 
     The clock starts when the emulator stores the commit (a :attr:`StrictEmulator.listeners`
     hook sees ``rotor.dev/phase: committed`` with a new ``rotor.dev/version`` on the source
-    Secret), not when some watch delivers it. A reader's files changed when its ``..data`` link
-    (swapped atomically by the agent) points somewhere new, polled every ``resolution`` seconds;
-    the files are then read and matched to a commit **by their checksum**, so a change seen
-    before the probe knows of its commit is counted for the right version once it does
-    (attributing it to "the latest commit" lost such deliveries: bench/propagation.py then
-    reported a rotation that never reached a reader which in fact had it).
+    Secret), not when some watch delivers it. On the real control plane it starts when the
+    probe's own watch of the source Secret (as the admin) delivers the commit: later than the
+    store by that one delivery, which the readers' times then leave out. A reader's files
+    changed when its ``..data`` link (swapped atomically by the agent) points somewhere new,
+    polled every ``resolution`` seconds; the files are then read and matched to a commit **by
+    their checksum**, so a change seen before the probe knows of its commit is counted for the
+    right version once it does (attributing it to "the latest commit" lost such deliveries:
+    bench/propagation.py then reported a rotation that never reached a reader which in fact had
+    it).
 
     Every distinct value each reader's files held is kept in :attr:`held` (pod -> list of
     ``(when, checksum)``), so a checker can tell a value that was never committed
@@ -123,8 +128,10 @@ class PropagationProbe:
 
     def __enter__(self) -> PropagationProbe:
         emu = self.system.emulator
-        assert emu is not None, "the system is not started"
-        emu.call(lambda k8s: k8s.listeners.append(self._stored))
+        if emu is not None:
+            emu.call(lambda k8s: k8s.listeners.append(self._stored))
+        else:
+            self._threads.append(threading.Thread(target=self._watch, name="probe-watch"))
         current = self.system.source(self.namespace, self.name)
         if current is not None:
             self._stored(current, math.nan)
@@ -140,6 +147,25 @@ class PropagationProbe:
         if emu is not None and emu.k8s is not None:
             with contextlib.suppress(ValueError, RuntimeError):
                 emu.call(lambda k8s: k8s.listeners.remove(self._stored))
+
+    def _watch(self) -> None:
+        """The real server's stand-in for the emulator's hook: a watch of the source Secret,
+        renewed every few seconds (so a stop is seen), each commit timed as it arrives."""
+        api = self.system.api
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/secrets?watch=1&timeoutSeconds=5"
+            f"&fieldSelector=metadata.name%3D{self.name}"
+        )
+        while not self._stop.is_set():
+            req = urllib.request.Request(api.url + path, headers=api.headers())  # noqa: S310
+            try:
+                with urllib.request.urlopen(req, timeout=15, context=api.context) as r:  # noqa: S310
+                    for line in r:
+                        event = json.loads(line)
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self._stored(event["object"], time.monotonic())
+            except (OSError, ValueError):
+                self._stop.wait(0.2)
 
     def add_reader(self, pod: Pod) -> None:
         with self._lock:

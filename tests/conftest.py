@@ -77,6 +77,16 @@ SLOW_TESTS = frozenset(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kube",
+        choices=("emulator", "real"),
+        default=os.environ.get("ROTOR_TEST_KUBE", "emulator"),
+        help="the Kubernetes API under tests/system: the emulator (default) or a real control "
+        "plane built by `make kube-bin` (also ROTOR_TEST_KUBE=real)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = str(config.rootpath) + os.sep
     for item in items:

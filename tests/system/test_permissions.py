@@ -141,14 +141,14 @@ def without_verb(resource: str, verb: str) -> Any:
 
 
 @pytest.fixture
-def system_without_role_rights(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", rbac_filter=without_rule("roles")) as s:
+def system_without_role_rights(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", rbac_filter=without_rule("roles"), kube=kube) as s:
         yield s
 
 
 @pytest.fixture
-def system_without_secret_update(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", rbac_filter=without_verb("secrets", "update")) as s:
+def system_without_secret_update(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", rbac_filter=without_verb("secrets", "update"), kube=kube) as s:
         yield s
 
 
@@ -206,8 +206,8 @@ def test_controller_missing_a_chart_permission_fails_visibly(
 
 
 @pytest.fixture
-def system_failing_closed(tmp_path: Path) -> Iterator[System]:
-    with System(tmp_path / "sys", failure_policy="Fail") as s:
+def system_failing_closed(tmp_path: Path, kube: str) -> Iterator[System]:
+    with System(tmp_path / "sys", failure_policy="Fail", kube=kube) as s:
         yield s
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from agent.files import METADATA, AtomicWriter
 from rotor.layout import SecretState, checksum
+from rotorctl.backends import EmulatorBackend
 from rotorctl.harness import Api, Pod, PropagationProbe, System, wait_for
 from rotorctl.kubeemu import EmulatorThread
 
@@ -27,8 +28,9 @@ NS, NAME = "shop", "db"
 def bare(tmp_path: Path) -> Iterator[System]:
     """A System with only the emulator (no webhook, controller or agents): the probe's part."""
     s = System(tmp_path / "sys")
-    s.emulator = EmulatorThread().start()
-    s.api = Api(s.emulator.url)
+    assert isinstance(s.backend, EmulatorBackend)
+    s.backend.emulator = EmulatorThread().start()
+    s.api = Api(s.backend.emulator.url)
     try:
         yield s
     finally:

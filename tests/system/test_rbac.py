@@ -1,12 +1,15 @@
 """The emulator's authentication and RBAC, against cases from the Kubernetes RBAC documentation
 (https://kubernetes.io/docs/reference/access-authn-authz/rbac/): each case is a real HTTP
 request as that user (403 or not), and the same question through the real ``kubectl auth
-can-i`` (a SelfSubjectAccessReview)."""
+can-i`` (a SelfSubjectAccessReview). With ``--kube=real`` the same table runs against the real
+control plane (users by client certificate, service accounts by TokenRequest), which is what
+the emulator's answers are held to."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -16,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from rotorctl import kubepki
 from rotorctl.harness import wait_for
 from rotorctl.kubeemu import EmulatorThread
+from rotorctl.realkube import ControlPlane
 
 RBAC = "rbac.authorization.k8s.io/v1"
 
@@ -186,8 +191,59 @@ CASES: list[tuple[str, str, str, str, str, str, bool]] = [
 VERB_METHOD = {"get": "GET", "list": "GET", "watch": "GET", "delete": "DELETE", "update": "PUT"}
 
 
+class RealCluster:
+    """The real control plane behind the emulator's calls used here: a user's "token" names
+    its client certificate (``cert:<user>``), a service account's is a TokenRequest token."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.url = cp.url
+        self.certs = {"cert:admin": cp.admin}
+        self.admin_token = "cert:admin"
+
+    def ssl_context(self, token: str | None = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cp.ca_file))
+        if token in self.certs:
+            ctx.load_cert_chain(str(self.certs[token].cert), str(self.certs[token].key))
+        return ctx
+
+    def add_user(self, name: str, groups: list[str] | tuple[str, ...] = ()) -> str:
+        self.certs[f"cert:{name}"] = self.cp.client(f"user-{name}", name, groups)
+        return f"cert:{name}"
+
+    def issue_token(self, namespace: str, name: str) -> str:
+        api = self.cp.api()
+        for obj in (
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": name, "namespace": namespace}},
+        ):  # fmt: skip
+            api.ensure(obj)
+        return api.token_for(namespace, name, 600)
+
+    def write_kubeconfig(self, path: Path, token: str | None = None, user: str = "u") -> Path:
+        if token in self.certs:
+            creds = self.certs[token]
+            return kubepki.kubeconfig(path, self.url, self.cp.ca_file, user, client=creds)
+        return self.cp.write_kubeconfig(path, token, user)
+
+
+Cluster = EmulatorThread | RealCluster
+
+
 @pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorThread]:
+def emu(kube: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if kube == "real":
+        with ControlPlane(tmp_path_factory.mktemp("kube")) as cp:
+            real = RealCluster(cp)
+            for ns in ("development", "qa", "esc", "other"):
+                obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                assert call(real, real.admin_token, "POST", "/api/v1/namespaces", obj)[0] == 201
+            for obj in OBJECTS:
+                status, body = call(real, real.admin_token, "POST", collection_path(obj), obj)
+                assert status == 201 or status == 200, body
+            yield real
+        return
     with EmulatorThread(secure=True) as e:
         for obj in OBJECTS:
             status, body = call(e, e.admin_token, "POST", collection_path(obj), obj)
@@ -202,15 +258,16 @@ def collection_path(obj: dict[str, Any]) -> str:
 
 
 def call(
-    emu: EmulatorThread, token: str | None, method: str, path: str, body: Any = None
+    emu: Cluster, token: str | None, method: str, path: str, body: Any = None
 ) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
-    if token is not None:
+    if token is not None and not token.startswith("cert:"):
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(emu.url + path, data=data, method=method, headers=headers)
+    context = emu.ssl_context(token) if isinstance(emu, RealCluster) else emu.ssl_context()
     try:
-        with urllib.request.urlopen(req, timeout=10, context=emu.ssl_context()) as r:
+        with urllib.request.urlopen(req, timeout=10, context=context) as r:
             if "watch=" in path:
                 return r.status, {}
             return r.status, json.loads(r.read() or b"{}")
@@ -218,7 +275,7 @@ def call(
         return e.code, json.loads(e.read() or b"{}")
 
 
-def token_of(emu: EmulatorThread, who: str) -> str:
+def token_of(emu: Cluster, who: str) -> str:
     if who.startswith("sa:"):
         _, ns, name = who.split(":")
         return emu.issue_token(ns, name)
@@ -240,7 +297,7 @@ def resource_path(resource: str, namespace: str, name: str) -> str:
 
 @pytest.mark.parametrize(("who", "verb", "resource", "ns", "name", "query", "allowed"), CASES)
 def test_rbac_documentation_cases(
-    emu: EmulatorThread,
+    emu: Cluster,
     who: str,
     verb: str,
     resource: str,
@@ -268,7 +325,7 @@ def test_rbac_documentation_cases(
         assert (f'in the namespace "{ns}"' if ns else "at the cluster scope") in msg
 
 
-def test_no_token_or_unknown_token_is_401(emu: EmulatorThread) -> None:
+def test_no_token_or_unknown_token_is_401(emu: Cluster) -> None:
     for token in (None, "not-a-token"):
         status, body = call(emu, token, "GET", "/api/v1/namespaces/default/pods")
         assert status == 401
@@ -284,7 +341,7 @@ def test_no_token_or_unknown_token_is_401(emu: EmulatorThread) -> None:
         }
 
 
-def test_service_account_identity_and_groups(emu: EmulatorThread) -> None:
+def test_service_account_identity_and_groups(emu: Cluster) -> None:
     """A TokenRequest needs the ServiceAccount to exist and yields its real username/groups."""
     admin = emu.admin_token
     status, _ = call(
@@ -327,7 +384,7 @@ def role(ns: str, name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def test_escalation_is_refused_without_escalate_or_bind(emu: EmulatorThread) -> None:
+def test_escalation_is_refused_without_escalate_or_bind(emu: Cluster) -> None:
     """ "Privilege escalation prevention and bootstrapping": a user who may create Roles and
     RoleBindings cannot grant or bind what it does not hold, unless it has escalate / bind."""
     admin = emu.admin_token
@@ -426,7 +483,7 @@ def kubectl_binaries() -> list[str]:
 @pytest.mark.parametrize(
     "kubectl", [kubectl_binaries()[0], kubectl_binaries()[-1]] if kubectl_binaries() else []
 )
-def test_kubectl_auth_can_i_agrees(emu: EmulatorThread, kubectl: str, tmp_path: Path) -> None:
+def test_kubectl_auth_can_i_agrees(emu: Cluster, kubectl: str, tmp_path: Path) -> None:
     """The same table through the real ``kubectl auth can-i`` (oldest and newest here)."""
     for who, verb, resource, ns, name, query, allowed in CASES:
         if query:  # can-i has no field selector: the resourceNames case is the named one
@@ -448,7 +505,9 @@ def test_kubectl_auth_can_i_agrees(emu: EmulatorThread, kubectl: str, tmp_path: 
         assert answer == ("yes" if allowed else "no"), (argv, out.stdout, out.stderr)
 
 
-def test_a_token_stops_authenticating_when_it_expires(emu: EmulatorThread) -> None:
+def test_a_token_stops_authenticating_when_it_expires(emu: Cluster) -> None:
+    if not isinstance(emu, EmulatorThread):
+        pytest.skip("emulator only: a real TokenRequest lives at least 10 minutes")
     admin = emu.admin_token
     sa = {
         "apiVersion": "v1",
