@@ -151,7 +151,7 @@ def test_node_is_ready_with_the_real_kubelet(cluster: Cluster) -> None:
     if cluster.kind == "real":
         (node,) = nodes
         assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.4"
-        assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://v2.2.10"
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://2.2.10"
 
 
 def test_reader_gets_the_value_after_approval_and_each_rotation(release: Cluster) -> None:
