@@ -103,6 +103,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [{cri_images}.pinned_images]
   sandbox = {_toml_str(PAUSE_IMAGE)}
 
+[{cri_runtime}]
+  # the VM's root lacks CAP_SYS_RESOURCE: the kubelet's -998 for the sandbox would fail in
+  # runc ("can't get final child's PID from pipe"); clamp to containerd's own score instead
+  restrict_oom_score_adj = true
+
 [{cri_runtime}.cni]
   bin_dirs = [{_toml_str(cni_bin)}]
   conf_dir = {_toml_str(layout.cni_conf_dir)}

@@ -80,7 +80,12 @@ class NodeControlPlane(ControlPlane):
     def _apiserver_args(self) -> list[str]:
         drop = ("--bind-address=", "--advertise-address=")
         args = [a for a in super()._apiserver_args() if not a.startswith(drop)]
-        return [*args, "--bind-address=0.0.0.0", f"--advertise-address={GATEWAY}"]
+        return [
+            *args,
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={GATEWAY}",
+            "--kubelet-preferred-address-types=InternalIP",  # no DNS name for the node here
+        ]
 
 
 class Node:
