@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import socket
+from typing import Any, cast
 
 import kopf
+from kopf._core.engines.peering import Identity
 from kubernetes import client
 
 from controller.intake import Intake
@@ -165,6 +167,9 @@ def start_loops(ctl: Controller) -> list[asyncio.Task[None]]:
     return loops
 
 
+_KOPF_IDENTITY = cast("Identity", f"rotor-controller@{socket.gethostname()}")
+
+
 async def run_controller(
     ctl: Controller,
     registry: kopf.OperatorRegistry,
@@ -181,6 +186,9 @@ async def run_controller(
             registry=registry,
             clusterwide=True,
             standalone=True,
+            # kopf's default asks getpass.getuser(), which raises KeyError for a uid without
+            # an /etc/passwd line (runAsUser 65532 under containerd); standalone, it is a label
+            identity=_KOPF_IDENTITY,
             stop_flag=stop,
             ready_flag=kopf_ready,
         ),
