@@ -154,6 +154,8 @@ class Node:
         self._chain_remove()
         port = str(self.cp.port)
         rules = [
+            # replies (the API server calling a webhook through its Service gets its answer)
+            ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
             # the API server listens on every address: only loopback and the pods reach it
             ["-p", "tcp", "--dport", port, "-i", "lo", "-j", "RETURN"],
             ["-p", "tcp", "--dport", port, "-i", BRIDGE, "-j", "RETURN"],
