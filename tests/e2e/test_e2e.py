@@ -185,8 +185,12 @@ def test_reader_gets_the_value_after_approval_and_each_rotation(release: Cluster
 
     # the app started after its agent, and found the file at its start
     for app in ("api", "web"):
-        pod = first_pod(c, app)
-        assert pod is not None
+
+        def app_started(a: str = app) -> dict[str, Any] | None:
+            pod = first_pod(c, a)  # the kubelet reports the start a moment after it
+            return pod if pod and started_at(container(pod, "app")) else None
+
+        pod = poll(f"{app}'s app container reported started", app_started, c, 60)
         agent, main = started_at(container(pod, "rotor-agent")), started_at(container(pod, "app"))
         assert agent is not None, (app, pod["status"])
         assert main is not None, (app, pod["status"])
@@ -294,3 +298,134 @@ def test_prometheus_scrapes_the_agent_at_its_pod_ip(release: Cluster, tmp_path: 
     finally:
         prom.terminate()
         prom.wait(30)
+
+
+def kubelet_delivered(name: str, delivery: str, app_image: str) -> str:
+    """A reader Deployment ``name`` (its own service account) with ``rotor.dev/delivery``."""
+    return f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: {APP_NS}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {APP_NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{rotor.dev/ro: {SECRET}, rotor.dev/delivery: {delivery}}}
+    spec:
+      serviceAccountName: {name}
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: app
+          image: {app_image}
+          imagePullPolicy: IfNotPresent
+          command: [sleep, "36000"]
+"""
+
+
+def approve(c: Cluster, principal: str, mode: str) -> None:
+    rotor = str(Path(sys.executable).parent / "rotor")
+    c.run(rotor, "acl", "approve", f"{APP_NS}/{SECRET}", f"{APP_NS}/{principal}", mode,
+          "--namespace", NAMESPACE)  # fmt: skip
+
+
+def writer_value(c: Cluster) -> str:
+    c.kubectl("apply", "-f", "-", stdin=workloads(c.app_image))
+    approve(c, "api", "rw")
+    return poll("the writer's file", lambda: read_file(c, "api"), c, 300)
+
+
+def test_volume_delivery_is_the_kubelets_own_secret_volume(release: Cluster) -> None:
+    """No agent in the pod: the kubelet mounts the RO view and refreshes it after a rotation."""
+    c = release
+    value = writer_value(c)
+    c.kubectl("apply", "-f", "-", stdin=kubelet_delivered("vol", "volume", c.app_image))
+    pod = poll("a pod of vol", lambda: first_pod(c, "vol"), c, 120)
+    names = [x["name"] for x in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]]
+    assert names == ["app"], names  # no agent
+    approve(c, "vol", "ro")
+    poll("the view in the kubelet's volume", lambda: read_file(c, "vol") == value or None, c, 180)
+    c.kubectl("-n", APP_NS, "annotate", "rotatingsecret", SECRET,
+              f"rotor.dev/rotate-now={uuid.uuid4().hex[:8]}", "--overwrite")  # fmt: skip
+    new = poll("the writer's new value", lambda: v if (v := read_file(c, "api")) != value else None,
+               c, 180)  # fmt: skip
+    poll("the kubelet's refresh", lambda: read_file(c, "vol") == new or None, c, 180)
+
+
+def env_value(c: Cluster) -> tuple[str, str] | None:
+    """(pod name, the value of DB_password in its app container), once it has one."""
+    pod = first_pod(c, "envr")
+    if not pod or not started_at(container(pod, "app")):
+        return None
+    name = pod["metadata"]["name"]
+    out = c.run("kubectl", "-n", APP_NS, "exec", name, "-c", "app", "--", "printenv",
+                f"{SECRET.upper()}_{KEY}", check=False, timeout=60)  # fmt: skip
+    return (name, out.removesuffix("\n")) if out else None  # printenv ends the value with \n
+
+
+def test_env_delivery_and_its_rolling_restart(release: Cluster) -> None:
+    c = release
+    value = writer_value(c)
+    c.kubectl("apply", "-f", "-", stdin=kubelet_delivered("envr", "env", c.app_image))
+    approve(c, "envr", "ro")
+
+    def holding(v: str) -> Callable[[], tuple[str, str] | None]:
+        return lambda: r if (r := env_value(c)) and r[1] == v else None
+
+    first_name, _ = poll("the value in the app's environment", holding(value), c, 240)
+    c.kubectl("-n", APP_NS, "annotate", "rotatingsecret", SECRET,
+              f"rotor.dev/rotate-now={uuid.uuid4().hex[:8]}", "--overwrite")  # fmt: skip
+    new = poll("the writer's new value", lambda: v if (v := read_file(c, "api")) != value else None,
+               c, 180)  # fmt: skip
+    name, _ = poll("a restarted pod with the new value", holding(new), c, 240)
+    assert name != first_name, "the value changed without a new pod"
+
+
+# Run inside the reader's agent container: GET its view with the pod's own token; the status.
+READ_VIEW = """
+import ssl, sys, urllib.error, urllib.request
+d = "/var/run/secrets/kubernetes.io/serviceaccount/"
+ctx = ssl.create_default_context(cafile=d + "ca.crt")
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + open(d + "token").read().strip()})
+try:
+    print(urllib.request.urlopen(req, context=ctx, timeout=10).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""  # noqa: E501
+
+
+def test_revoke_removes_the_readers_file_and_its_token_is_refused(release: Cluster) -> None:
+    """Last in this file: it takes the reader's grant back."""
+    c = release
+    rotor = str(Path(sys.executable).parent / "rotor")
+    agent_pod(c)
+    for principal, mode in ((f"{APP_NS}/api", "rw"), (f"{APP_NS}/web", "ro")):
+        c.run(rotor, "acl", "approve", f"{APP_NS}/{SECRET}", principal, mode,
+              "--namespace", NAMESPACE)  # fmt: skip
+    poll("the reader's file", lambda: read_file(c, "web"), c, 300)
+    name = (first_pod(c, "web") or {})["metadata"]["name"]
+    # through the kubernetes Service (kube-proxy), as the agent reaches the API server
+    url = f"https://$KUBERNETES_SERVICE_HOST/api/v1/namespaces/{APP_NS}/secrets/rotor.{APP_NS}.{SECRET}"
+
+    def view_status() -> str:
+        return c.kubectl(
+            "-n", APP_NS, "exec", name, "-c", "rotor-agent", "--",
+            "sh", "-c", f'python3 -c "$0" "{url}"', READ_VIEW,
+        ).strip()  # fmt: skip
+
+    assert view_status() == "200"
+    c.run(rotor, "acl", "revoke", f"{APP_NS}/{SECRET}", f"{APP_NS}/web", "ro",
+          "--namespace", NAMESPACE)  # fmt: skip
+    revoked = time.monotonic()
+    # acl.poll is 2s: the file goes within that poll, plus the watch and kubectl exec's own time
+    poll("the reader's file to go", lambda: None if read_file(c, "web") else True, c, 30)
+    gone_after = time.monotonic() - revoked
+    print(f"reader's file gone {gone_after:.1f}s after the revoke")
+    assert gone_after < 15, gone_after
+    assert view_status() == "403"
+    assert read_file(c, "api"), "the writer keeps its value"
