@@ -109,6 +109,7 @@ class Node:
         self.cancel = cancel or threading.Event()
         self.procs: dict[str, Proc] = {}
         self.name = NODE_NAME
+        self.pod_logs_before: set[Path] | None = None  # set by start()
 
     def log(self, name: str) -> Path:
         return self.layout.root / "logs" / f"{name}.log"
@@ -130,6 +131,7 @@ class Node:
             raise NodeUnavailable(why)
         self.binaries = self.binaries or bin_dir(NODE_BINARIES)
         self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.pod_logs_before = set(_pod_logs())
         self.progress(f"node network: bridge {BRIDGE} {GATEWAY}, pods {POD_CIDR}")
         self._network()
         self.progress("starting containerd (runc, cgroupfs, CNI bridge)")
@@ -345,6 +347,9 @@ class Node:
         if self.binaries is not None and (self.binaries / "kube-proxy").exists():
             _run([str(self.binaries / "kube-proxy"), "--cleanup"], check=False)
         self._chain_remove()
+        for tool in ("iptables", "ip6tables"):  # the kubelet's canary chains
+            for table in ("nat", "mangle", "filter"):
+                _run([tool, "-t", table, "-X", "KUBE-KUBELET-CANARY"], check=False)
         _run(["ip", "link", "del", BRIDGE], check=False)
         self._unmount(self.layout.root)
         self.procs.clear()
@@ -357,10 +362,17 @@ class Node:
             _run(self._ctr("tasks", "delete", "--force", task), check=False)
         for c in _run(self._ctr("containers", "list", "--quiet"), check=False).split():
             _run(self._ctr("containers", "delete", c), check=False)
+        prefix = GATEWAY.rsplit(".", 1)[0] + "."
         for ns in Path("/var/run/netns").glob("cni-*"):
-            # containerd's pod network namespaces: only ours use this node's bridge
-            if BRIDGE in _run(["ip", "netns", "exec", ns.name, "ip", "route"], check=False):
+            # containerd's pod network namespaces (the tasks were killed, not stopped through
+            # the CRI, so nothing removed them): ours hold an address of the pod network
+            addrs = _run(["ip", "netns", "exec", ns.name, "ip", "-4", "-o", "addr"], check=False)
+            if f" {prefix}" in addrs:
                 _run(["ip", "netns", "delete", ns.name], check=False)
+        before = set(_pod_logs()) if self.pod_logs_before is None else self.pod_logs_before
+        for logs in set(_pod_logs()) - before:
+            # the kubelet's pod logs (a fixed folder): those of the pods this node ran
+            shutil.rmtree(logs, ignore_errors=True)
 
     def _kill_shims(self) -> None:
         """The runc shims run in sessions of their own; each names our socket on its
@@ -381,6 +393,10 @@ class Node:
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         for target in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
             _run(["umount", "-l", target], check=False)
+
+
+def _pod_logs() -> list[Path]:
+    return list(Path("/var/log/pods").glob("*"))
 
 
 def _ok(argv: Sequence[str]) -> bool:
