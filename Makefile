@@ -68,9 +68,13 @@ system-deps:
 	  || echo "WARNING: could not install prometheus (not root?); its tests will skip locally"; }
 	@if [ -f canister/package.json ]; then npm ci --prefix canister --no-audit --no-fund --loglevel=error; fi
 
+# One build at a time per cache (flock): two at once raced on the same NAME.tmp (seen here: the
+# second `mv` failed with no "kube-bin: FAILED" line); the one waiting then skips what exists.
+KUBE_CACHE := $(or $(ROTOR_KUBE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rotor-kube)
 kube-bin:
-	@start=$$(date +%s); \
-	PATH="$$PATH:$(GO_PATH_DIR)" ROTOR_KUBE_ONLY="$(KUBE_ONLY)" tools/kube/build.sh || exit 1; \
+	@start=$$(date +%s); mkdir -p "$(KUBE_CACHE)"; \
+	PATH="$$PATH:$(GO_PATH_DIR)" ROTOR_KUBE_ONLY="$(KUBE_ONLY)" \
+	  flock "$(KUBE_CACHE)/.build.lock" tools/kube/build.sh || exit 1; \
 	echo "kube-bin: done in $$(( $$(date +%s) - start )) s"
 
 # The end-to-end tier (tests/e2e/README.md), as CI runs it: every binary of tools/kube (the

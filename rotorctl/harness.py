@@ -238,9 +238,7 @@ class System:
         """The emulator's thread (None on the real control plane)."""
         return getattr(self.backend, "emulator", None)
 
-    @property
-    def real(self) -> bool:
-        return isinstance(self.backend, backends.RealBackend)
+    real = property(lambda self: isinstance(self.backend, backends.RealBackend))
 
     @property
     def vault(self) -> Proc | None:
@@ -352,15 +350,14 @@ class System:
             "ROTOR_CONTROLLER_METRICS_PORT": str(self.controller_metrics_port),
             "ROTOR_MANAGE_CERTS": "false",
             "ROTOR_RESTART_MIN_INTERVAL": "1s",
-            # no Deployment controller here moves a workload's status as its pods come: list
-            # every annotated workload's uninjected pods each second instead
-            "ROTOR_UNINJECTED_SWEEP": "1s",
             "POD_NAME": "rotor-controller-0",
             # The chart's ServiceAccount: the controller holds exactly the chart's RBAC.
             "KUBECONFIG": str(
                 self.identity_kubeconfig("controller", ROTOR_NAMESPACE, chartrbac.CONTROLLER_SA)
             ),
         }
+        if not self.real:  # no Deployment controller moves a workload's status as its pods
+            env["ROTOR_UNINJECTED_SWEEP"] = "1s"  # come: list uninjected pods each second
         self.controller = Proc(
             "controller",
             [_script("rotor-controller")],
@@ -433,6 +430,7 @@ class System:
 
     def vault_store(self, namespace: str, name: str = "vault") -> None:
         """An ExternalStore for the OpenBao dev server and the Secret holding its token."""
+        self.ensure_namespace(namespace)
         self.api.create(
             {
                 "apiVersion": "v1",

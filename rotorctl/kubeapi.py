@@ -136,6 +136,8 @@ class Api:
 
 def plural_of(kind: str) -> str:
     low = kind.lower()
+    if low == "endpoints":  # already plural (the real server has no "endpointses")
+        return low
     return (
         low + "es"
         if low.endswith(("s", "ch", "sh"))

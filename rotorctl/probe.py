@@ -131,7 +131,8 @@ class PropagationProbe:
         if emu is not None:
             emu.call(lambda k8s: k8s.listeners.append(self._stored))
         else:
-            self._threads.append(threading.Thread(target=self._watch, name="probe-watch"))
+            watch = threading.Thread(target=self._watch, name="probe-watch", daemon=True)
+            self._threads.append(watch)
         current = self.system.source(self.namespace, self.name)
         if current is not None:
             self._stored(current, math.nan)
@@ -150,22 +151,35 @@ class PropagationProbe:
 
     def _watch(self) -> None:
         """The real server's stand-in for the emulator's hook: a watch of the source Secret,
-        renewed every few seconds (so a stop is seen), each commit timed as it arrives."""
-        api = self.system.api
-        path = (
-            f"/api/v1/namespaces/{self.namespace}/secrets?watch=1&timeoutSeconds=5"
+        each commit timed as it arrives. A read times out every second (so a stop is seen) and
+        the watch resumes from the last resourceVersion: no event falls into a gap (one did,
+        with a fresh watch every few seconds: a reader then held a value before the probe knew
+        its commit, flagged as never committed)."""
+        api, rv = self.system.api, ""
+        base = (
+            f"/api/v1/namespaces/{self.namespace}/secrets?watch=1&allowWatchBookmarks=true"
             f"&fieldSelector=metadata.name%3D{self.name}"
         )
         while not self._stop.is_set():
-            req = urllib.request.Request(api.url + path, headers=api.headers())  # noqa: S310
+            url = api.url + base + (f"&resourceVersion={rv}" if rv else "")
+            req = urllib.request.Request(url, headers=api.headers())  # noqa: S310
             try:
-                with urllib.request.urlopen(req, timeout=15, context=api.context) as r:  # noqa: S310
+                with urllib.request.urlopen(req, timeout=1, context=api.context) as r:  # noqa: S310
                     for line in r:
-                        event = json.loads(line)
-                        if event.get("type") in ("ADDED", "MODIFIED"):
-                            self._stored(event["object"], time.monotonic())
+                        rv = self._event(json.loads(line), rv)
+            except TimeoutError:
+                continue  # resume at once from rv
             except (OSError, ValueError):
                 self._stop.wait(0.2)
+
+    def _event(self, event: Obj, rv: str) -> str:
+        """One watch event: a stored object timed now; the resourceVersion to resume from."""
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            return ""  # 410 Gone: start over from the current state
+        if event.get("type") in ("ADDED", "MODIFIED"):
+            self._stored(obj, time.monotonic())
+        return str((obj.get("metadata") or {}).get("resourceVersion") or rv)
 
     def add_reader(self, pod: Pod) -> None:
         with self._lock:

@@ -116,6 +116,66 @@ def _writer(system: System, writers: list[Pod]) -> Pod:
     return next((p for p in writers if p.name == name), writers[0])
 
 
+def _inject(
+    system: System, kind: str, rng: random.Random, readers: list[Pod], writers: list[Pod]
+) -> int:
+    """One fault, somewhere inside the rotation just asked for; the watches it closed."""
+    time.sleep(rng.uniform(0, 0.05))
+    if kind in ("reader", "writer"):
+        p = rng.choice(readers) if kind == "reader" else _writer(system, writers)
+        system.kill_agent(p)
+        system.restart_agent(p)
+        return 0
+    emu = system.emulator
+    return emu.drop_watches() if emu is not None else 0
+
+
+def _late(probe: PropagationProbe, readers: list[Pod], version: int, deadline: float) -> list[str]:
+    """The readers still behind ``version`` ``deadline`` seconds after its commit."""
+    t = probe.commits[version].at
+    while True:
+        late = behind({p.name: probe.last_version(p.name) for p in readers}, version)
+        if not late or time.monotonic() - t > deadline:
+            return late
+        time.sleep(0.005)
+
+
+def _finish(
+    result: SoakResult, probe: PropagationProbe, readers: list[Pod], deadline: float
+) -> None:
+    """The end state: every reader given ``deadline`` to reach the last commit, then counted."""
+    final = max(probe.commits, default=0)
+    with contextlib.suppress(HarnessError):  # counted below
+        wait_for(
+            lambda: all(probe.last_version(p.name) == final for p in readers),
+            "every reader at the final version",
+            deadline,
+        )
+    final = max(probe.commits, default=0)
+    result.final_version = final
+    result.stale_at_end = [p.name for p in readers if probe.last_version(p.name) != final]
+    result.never_committed = probe.never_committed()
+    result.commits = sum(1 for c in probe.commits.values() if not math.isnan(c.at))
+    result.delays = probe.delays()
+
+
+def _report(
+    progress: Callable[[str], None],
+    result: SoakResult,
+    n: int,
+    v: int,
+    late: list[str],
+    deadline: float,
+) -> None:
+    if late:
+        progress(
+            f"version {v} (rotation {n}) not at {len(late)} readers {deadline:.0f}s "
+            f"after its commit, at {time.strftime('%H:%M:%S')}"
+        )
+    if n % 50 == 0:
+        progress(f"{n} rotations, version {v}, missed so far {len(result.late)}")
+
+
 def run(
     system: System,
     *,
@@ -132,8 +192,7 @@ def run(
     rng = random.Random(seed)  # noqa: S311  (fault timing, not cryptographic)
     writers, readers = setup(system, rw, namespaces, per_namespace)
     result = SoakResult(readers=len(readers), namespaces=namespaces)
-    emu = system.emulator
-    if emu is None and "drop" in faults:
+    if system.emulator is None and "drop" in faults:
         raise HarnessError("the drop fault needs the emulator (it closes every watch stream)")
     started = time.monotonic()
     with PropagationProbe(system, NS, NAME, readers, resolution=0.01) as probe:
@@ -144,17 +203,7 @@ def run(
             result.rotations += 1
             kind = fault_for(n, fault_every, faults)
             if kind is not None:
-                time.sleep(rng.uniform(0, 0.05))  # land somewhere inside the rotation
-                if kind == "reader":
-                    p = rng.choice(readers)
-                    system.kill_agent(p)
-                    system.restart_agent(p)
-                elif kind == "writer":
-                    p = _writer(system, writers)
-                    system.kill_agent(p)
-                    system.restart_agent(p)
-                elif emu is not None:
-                    result.watches_dropped += emu.drop_watches()
+                result.watches_dropped += _inject(system, kind, rng, readers, writers)
                 result.faults[kind] += 1
 
             def committed(b: int = before) -> bool:
@@ -166,32 +215,9 @@ def run(
                 result.no_commit.append(n)
                 continue
             v = max(probe.commits)
-            t = probe.commits[v].at
-            while True:
-                late = behind({p.name: probe.last_version(p.name) for p in readers}, v)
-                if not late or time.monotonic() - t > deadline:
-                    break
-                time.sleep(0.005)
+            late = _late(probe, readers, v, deadline)
             result.late.extend((v, name) for name in late)
-            if late:
-                progress(
-                    f"version {v} (rotation {n}) not at {len(late)} readers {deadline:.0f}s "
-                    f"after its commit, at {time.strftime('%H:%M:%S')}"
-                )
-            if n % 50 == 0:
-                progress(f"{n} rotations, version {v}, missed so far {len(result.late)}")
-        final = max(probe.commits, default=0)
-        with contextlib.suppress(HarnessError):  # counted below
-            wait_for(
-                lambda: all(probe.last_version(p.name) == final for p in readers),
-                "every reader at the final version",
-                deadline,
-            )
-        final = max(probe.commits, default=0)
-        result.final_version = final
-        result.stale_at_end = [p.name for p in readers if probe.last_version(p.name) != final]
-        result.never_committed = probe.never_committed()
-        result.commits = sum(1 for c in probe.commits.values() if not math.isnan(c.at))
-        result.delays = probe.delays()
+            _report(progress, result, n, v, late, deadline)
+        _finish(result, probe, readers, deadline)
     result.seconds = time.monotonic() - started
     return result

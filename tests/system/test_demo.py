@@ -1,5 +1,5 @@
 """``rotor demo`` as a user runs it: plain output off a terminal, live rotations, SIGTERM stops
-every process it started."""
+every process it started (``rotor demo --real`` with ``--kube=real``: the control plane's too)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from pathlib import Path
 DEADLINE = 90.0
 
 
-def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path: Path) -> None:
+def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(
+    tmp_path: Path, kube: str
+) -> None:
+    real = ["--real"] if kube == "real" else []
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -26,6 +29,7 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
             "--no-vault",
             "--dir",
             str(tmp_path / "demo"),
+            *real,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -33,7 +37,7 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
     )
     lines: list[str] = []
     try:
-        end = time.monotonic() + DEADLINE
+        end = time.monotonic() + DEADLINE * (2 if real else 1)
         assert proc.stdout is not None
         while time.monotonic() < end:
             line = proc.stdout.readline()
@@ -43,7 +47,10 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
             if "version 2 committed" in line:
                 break
         out = "".join(lines)
-        assert "tokens, RBAC and admission enforced" in out
+        if real:
+            assert "a real kube-apiserver with etcd, kube-controller-manager" in out
+        else:
+            assert "tokens, RBAC and admission enforced" in out
         assert re.search(r"kubectl: kubectl --kubeconfig \S+/kubeconfig get pods,secrets -A", out)
         assert "\x1b[" not in out, "no terminal escapes when stdout is not a terminal"
         assert re.search(
@@ -61,6 +68,7 @@ def test_rotor_demo_shows_rotations_and_stops_every_process_on_sigterm(tmp_path:
         assert "stopped: every process is gone" in rest
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"agent {pid} left behind"
+        assert _using(tmp_path / "demo") == [], "a process of the demo (etcd, ...) left behind"
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -72,3 +80,19 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def _using(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (etcd's data dir, the API server's
+    certificates, an agent's files)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or _zombie(int(d.name)):
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmd:
+            found.append(cmd)
+    return found

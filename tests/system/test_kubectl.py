@@ -1,6 +1,6 @@
-"""A real kubectl against ``rotor kube`` (the emulator alone, HTTPS, admin kubeconfig): apply,
-get (tables, selectors), patch, delete, and a refused request - on the oldest and the newest
-kubectl of this machine (1.27 and 1.33 here)."""
+"""A real kubectl against ``rotor kube`` (the emulator alone, HTTPS, admin kubeconfig; with
+``--kube=real``, ``rotor kube --real``): apply, get (tables, selectors), patch, delete, and a
+refused request - on the oldest and the newest kubectl of this machine (1.27 and 1.33 here)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rotorctl.harness import wait_for
 
@@ -48,18 +49,20 @@ metadata: {name: reader, namespace: shop}
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Path]:
-    """``rotor kube`` as a process; yields its admin kubeconfig."""
+def served(tmp_path: Path, kube: str) -> Iterator[Path]:
+    """``rotor kube`` (``--real`` on the real backend) as a process; yields its admin
+    kubeconfig."""
     cfg = tmp_path / "admin.kubeconfig"
     rotor = str(Path(sys.executable).parent / "rotor")
+    real = ["--real", "--dir", str(tmp_path / "kube")] if kube == "real" else []
     proc = subprocess.Popen(
-        [rotor, "kube", "--kubeconfig", str(cfg)],
+        [rotor, "kube", "--kubeconfig", str(cfg), *real],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 30)
+        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 120)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         yield cfg
     finally:
@@ -67,6 +70,16 @@ def kube(tmp_path: Path) -> Iterator[Path]:
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out
         assert "admin kubeconfig" in out
+
+
+def token_kubeconfig(admin: Path, token: str, path: Path) -> Path:
+    """The admin's kubeconfig with its user's credentials replaced by ``token`` alone."""
+    doc = yaml.safe_load(admin.read_text())
+    for user in doc["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
+    return path
 
 
 def run(kubectl: str, cfg: Path, *args: str, ok: bool = True) -> str:
@@ -78,28 +91,36 @@ def run(kubectl: str, cfg: Path, *args: str, ok: bool = True) -> str:
 
 
 @pytest.mark.parametrize("kubectl", kubectls())
-def test_kubectl_apply_get_patch_delete(kube: Path, kubectl: str, tmp_path: Path) -> None:
+def test_kubectl_apply_get_patch_delete(
+    served: Path, kubectl: str, tmp_path: Path, kube: str
+) -> None:
+    real, cfg = kube == "real", served
+    if real:  # a real server keeps nothing in a namespace that does not exist
+        assert "namespace/shop created" in run(kubectl, cfg, "create", "namespace", "shop")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST % "1")
-    out = run(kubectl, kube, "apply", "--validate=false", "-f", str(manifest))
+    out = run(kubectl, cfg, "apply", "--validate=false", "-f", str(manifest))
     assert "rotatingsecret.rotor.dev/db created" in out
     assert "configmap/cfg created" in out
     manifest.write_text(MANIFEST % "2")  # a changed apply: kubectl patches
-    out = run(kubectl, kube, "apply", "--validate=false", "-f", str(manifest))
+    out = run(kubectl, cfg, "apply", "--validate=false", "-f", str(manifest))
     assert "configmap/cfg configured" in out
-    cm = json.loads(run(kubectl, kube, "get", "configmap", "cfg", "-n", "shop", "-o", "json"))
+    cm = json.loads(run(kubectl, cfg, "get", "configmap", "cfg", "-n", "shop", "-o", "json"))
     assert cm["data"] == {"a": "2"}
-    assert run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop").splitlines()[0].split() == [
-        "NAME",
-        "AGE",
-    ]
-    assert run(kubectl, kube, "get", "cm", "-n", "shop", "-l", "app=web", "-o", "name") == (
+    header = run(kubectl, cfg, "get", "rotatingsecrets", "-n", "shop").splitlines()[0].split()
+    # the real server serves the CRD's printer columns; the emulator does not
+    assert header == (
+        ["NAME", "VERSION", "PHASE", "WRITER", "NEXT", "ROTATION", "AGE"]
+        if real
+        else ["NAME", "AGE"]
+    )
+    assert run(kubectl, cfg, "get", "cm", "-n", "shop", "-l", "app=web", "-o", "name") == (
         "configmap/cfg\n"
     )
-    assert run(kubectl, kube, "get", "cm", "-n", "shop", "-l", "app=db", "-o", "name") == ""
+    assert run(kubectl, cfg, "get", "cm", "-n", "shop", "-l", "app=db", "-o", "name") == ""
     run(
         kubectl,
-        kube,
+        cfg,
         "patch",
         "rotatingsecret",
         "db",
@@ -111,7 +132,7 @@ def test_kubectl_apply_get_patch_delete(kube: Path, kubectl: str, tmp_path: Path
     )
     ann = run(
         kubectl,
-        kube,
+        cfg,
         "get",
         "rotatingsecret",
         "db",
@@ -122,15 +143,18 @@ def test_kubectl_apply_get_patch_delete(kube: Path, kubectl: str, tmp_path: Path
     )
     assert ann == "now"
     # A service account's token (TokenRequest through kubectl) is refused what it lacks.
-    token = run(kubectl, kube, "create", "token", "reader", "-n", "shop").strip()
+    # Its own kubeconfig: `--token` beside the admin's client certificate (the real server's
+    # admin kubeconfig) would still authenticate as the admin, by the certificate.
+    token = run(kubectl, cfg, "create", "token", "reader", "-n", "shop").strip()
     assert token
-    out = run(kubectl, kube, "--token", token, "get", "secrets", "-n", "shop", ok=False)
+    reader = token_kubeconfig(cfg, token, tmp_path / "reader.kubeconfig")
+    out = run(kubectl, reader, "get", "secrets", "-n", "shop", ok=False)
     assert (
         'secrets is forbidden: User "system:serviceaccount:shop:reader" cannot list resource '
         '"secrets" in API group "" in the namespace "shop"'
     ) in out
-    assert run(kubectl, kube, "--token", token, "auth", "can-i", "list", "secrets", "-n", "shop",
+    assert run(kubectl, reader, "auth", "can-i", "list", "secrets", "-n", "shop",
                ok=False).strip() == "no"  # fmt: skip
-    out = run(kubectl, kube, "delete", "rotatingsecret", "db", "-n", "shop")
+    out = run(kubectl, cfg, "delete", "rotatingsecret", "db", "-n", "shop")
     assert 'rotatingsecret.rotor.dev "db" deleted' in out
-    assert "No resources found" in run(kubectl, kube, "get", "rotatingsecrets", "-n", "shop")
+    assert "No resources found" in run(kubectl, cfg, "get", "rotatingsecrets", "-n", "shop")
