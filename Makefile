@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup setup-dev system-deps lint check pytest pytest-real images base-image generate kube-bin
+.PHONY: demo test setup setup-dev system-deps lint check pytest pytest-real images base-image generate kube-bin node-deps e2e
 
 # The real Kubernetes control plane's binaries (rotorctl/realkube.py), built from their Go
 # modules by tools/kube/build.sh into a cache outside the checkout (${ROTOR_KUBE_CACHE:-
@@ -86,6 +86,23 @@ kube-bin:
 	PATH="$$PATH:$(GO_PATH_DIR)" ROTOR_KUBE_ONLY="$(KUBE_ONLY)" \
 	  flock "$(KUBE_CACHE)/.build.lock" tools/kube/build.sh || exit 1; \
 	echo "kube-bin: done in $$(( $$(date +%s) - start )) s"
+
+# The end-to-end tier (tests/e2e/README.md), as CI runs it: every binary of tools/kube (the
+# control plane, the node's kubelet, kube-proxy, containerd, and helm), Rotor's images on the
+# Debian base, then the suite on the source-built cluster (root; nothing is downloaded but Go
+# modules, PyPI and Debian packages). ROTOR_E2E_CLUSTER=kind runs it on kind instead.
+NODE_DEBS := runc containernetworking-plugins iptables conntrack gcc libc6-dev
+node-deps:
+	@missing=$$(for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+e2e: setup-dev node-deps
+	$(MAKE) kube-bin KUBE_ONLY=
+	$(MAKE) images LOCAL_BASE=1
+	@start=$$(date +%s); \
+	ROTOR_E2E=1 $(BIN)/python -m pytest -m e2e tests/e2e -v -rs -p no:cacheprovider; rc=$$?; \
+	echo "e2e tier: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 demo: setup
 	$(BIN)/rotor demo $(ARGS)

@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
-from typing import Any
+from typing import Any, cast
 
 import kopf
+from kopf._core.engines.peering import Identity
 from kubernetes import client
 
 from controller.intake import Intake
@@ -179,6 +181,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+_KOPF_IDENTITY = cast("Identity", f"rotor-controller@{socket.gethostname()}")
+
+
 async def run_controller(
     ctl: Controller,
     registry: kopf.OperatorRegistry,
@@ -195,6 +200,9 @@ async def run_controller(
             registry=registry,
             clusterwide=True,
             standalone=True,
+            # kopf's default asks getpass.getuser(), which raises KeyError for a uid without
+            # an /etc/passwd line (runAsUser 65532 under containerd); standalone, it is a label
+            identity=_KOPF_IDENTITY,
             stop_flag=stop,
             ready_flag=kopf_ready,
         ),

@@ -49,6 +49,12 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "kube-scheduler; built by `make kube-bin`) instead of the emulator",
     )
     p.add_argument(
+        "--node",
+        action="store_true",
+        help="with --real: and a node (containerd, kubelet, kube-proxy; root) running pods of "
+        "Rotor's images, imported from podman (`make images LOCAL_BASE=1`)",
+    )
+    p.add_argument(
         "--dir",
         default="",
         help="with --real: the folder for its data, certificates and logs (default: a "
@@ -67,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.node and not args.real:
+            print(
+                "rotor kube: --node needs --real (a node joins a real control plane)",
+                file=sys.stderr,
+            )
+            return 2
         if args.real:
             return _serve_real(args, stop)
         with EmulatorThread(secure=True, port=args.port or None) as emu:
@@ -96,11 +108,31 @@ def _serve_real(args: argparse.Namespace, stop: threading.Event) -> int:
     from rotorctl.backends import RealBackend
     from rotorctl.processes import Cancelled, HarnessError
     from rotorctl.realkube import ControlPlane, bin_dir
+    from rotorctl.realnode import (
+        NODE_BINARIES,
+        Node,
+        NodeControlPlane,
+        NodeUnavailable,
+        node_missing,
+    )
 
     try:
         binaries = bin_dir()  # before anything starts: without them, one line on building them
-        with _folder(args.dir) as work, ControlPlane(work, binaries=binaries, cancel=stop) as cp:
+        if args.node:
+            bin_dir(NODE_BINARIES)
+            if why := node_missing():
+                raise NodeUnavailable(f"the node cannot run here: {why}")
+        with contextlib.ExitStack() as stack:
+            work = stack.enter_context(_folder(args.dir))
+            plane = NodeControlPlane if args.node else ControlPlane
+            cp = stack.enter_context(plane(work, binaries=binaries, cancel=stop))
             RealBackend.install_crds_on(cp.api(), stop)  # Rotor's kinds, as the emulator has
+            if args.node:
+                node = stack.enter_context(Node(cp, work / "node", cancel=stop, progress=print))
+                images = ", ".join(node.import_rotor_images()) or "none built"
+                print(
+                    f"node {node.name} Ready (logs in {work / 'node' / 'logs'}); images: {images}"
+                )
             path = cp.write_kubeconfig(Path(args.kubeconfig).resolve())
             version = cp.version().get("gitVersion", "?")
             print(f"Kubernetes control plane {version}: {cp.url} (logs in {work / 'logs'})")

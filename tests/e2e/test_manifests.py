@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.chart.chartlib import ROOT
-from tests.e2e.test_kind import APP_NS, SECRET, WORKLOADS
+from tests.e2e.test_e2e import APP_NS, SECRET, WORKLOADS
 
 
 def crd_schema(kind: str) -> dict:
