@@ -108,10 +108,9 @@ demo: setup
 	$(BIN)/rotor demo $(ARGS)
 
 lint: setup-dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	@start=$$(date +%s); \
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports; rc=$$?; \
+	echo "tier lint (ruff, ruff format, mypy, lint-imports): $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # Generated product files, from their one source: crds/ from rotor/crd.py, then the chart's
 # copies of them and docs/values.md (tools/generate.py). tests/chart/test_generated.py and
@@ -132,7 +131,7 @@ pytest-real: setup-dev kube-bin
 	$(BIN)/python -m pytest -q --kube=real tests/system --ignore=tests/system/test_realkube.py; rc=$$?; \
 	echo "tier pytest-real (tests/system on the real control plane): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-test: lint kube-bin pytest pytest-real
+test: lint kube-bin pytest pytest-real e2e
 
 images: $(if $(LOCAL_BASE),base-image)
 	@test -n "$(ENGINE)" || { echo "make images: neither podman nor docker is installed (apt-get install podman runc)"; exit 1; }
