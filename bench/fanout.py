@@ -417,6 +417,14 @@ def _pod(ns: str, name: str, sa: str, annotations: dict[str, str]) -> dict[str, 
     }
 
 
+def _create_pod(kube: Kube, pod: dict[str, Any]) -> None:
+    """Create a pod, then set its status through ``/status``: like a real API server, the
+    secure emulator keeps no status from a create's body (the kubelet writes it)."""
+    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    kube.create(path("v1", "pods", ns), {k: v for k, v in pod.items() if k != "status"})
+    kube.patch(path("v1", "pods", ns, name, "status"), {"status": pod["status"]})
+
+
 def _count(emu: EmulatorThread, pred: Callable[[Any, dict[str, Any]], bool]) -> int:
     assert emu.k8s is not None
     assert emu._loop is not None
@@ -465,12 +473,8 @@ def bench_rss(m: int) -> dict[str, float]:
                     "spec": {"keys": [{"name": "password", "generator": {"type": "password"}}]},
                 },
             )
-            kube.create(
-                path("v1", "pods", ns), _pod(ns, f"api{i}-0", f"api{i}", {"rotor.dev/rw": f"s{i}"})
-            )
-            kube.create(
-                path("v1", "pods", c), _pod(c, f"web-{i}", "web", {"rotor.dev/ro": f"{ns}/s{i}"})
-            )
+            _create_pod(kube, _pod(ns, f"api{i}-0", f"api{i}", {"rotor.dev/rw": f"s{i}"}))
+            _create_pod(kube, _pod(c, f"web-{i}", "web", {"rotor.dev/ro": f"{ns}/s{i}"}))
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(make, range(m)))
