@@ -35,7 +35,12 @@ async def run(args: argparse.Namespace) -> int:
     from kubernetes import client
     from prometheus_client import CollectorRegistry
 
-    from controller.acl.configmap import DATA_KEY, ConfigMapAclBackend, render_document
+    from controller.acl.configmap import (
+        DATA_KEY,
+        REQUESTS_SUFFIX,
+        ConfigMapAclBackend,
+        render_document,
+    )
     from controller.kube import Kube
     from controller.metrics import Metrics
     from controller.model import Want
@@ -62,11 +67,17 @@ async def run(args: argparse.Namespace) -> int:
         api = emu.api_client()
         core = client.CoreV1Api(api)
         ns = "rotor-system"
-        text = render_document(seed)
-        body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="rotor-acl", namespace=ns), data={DATA_KEY: text}
-        )
-        await asyncio.to_thread(core.create_namespaced_config_map, ns, body)
+        # grants in rotor-acl (ACL admins write it), the known secrets and the requests in
+        # rotor-acl-requests (the controller writes it)
+        grants = AclSnapshot(1, grants=seed.grants, requests=(), secrets=frozenset())
+        asked = AclSnapshot(1, grants=frozenset(), requests=seed.requests, secrets=seed.secrets)
+        text = render_document(asked)  # the larger document: every pending request
+        for name, part in (("rotor-acl", grants), ("rotor-acl" + REQUESTS_SUFFIX, asked)):
+            body = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=name, namespace=ns),
+                data={DATA_KEY: render_document(part)},
+            )
+            await asyncio.to_thread(core.create_namespaced_config_map, ns, body)
         admin = ConfigMapAclBackend(core, ns, "rotor-acl")
         t0 = time.perf_counter()
         await admin.snapshot()
@@ -113,7 +124,9 @@ async def run(args: argparse.Namespace) -> int:
             kube.close()
     recorded = sum(1 for r in with_pending.requests if r.principal.namespace.startswith("new-"))
     worst = max(delays)
-    print(f"ACL document: {len(text.encode()) / 1024:.0f} KiB, {args.pending} pending requests")
+    print(
+        f"ACL requests document: {len(text.encode()) / 1024:.0f} KiB, {args.pending} pending requests"
+    )
     print(f"asks from new workloads: {args.asks}; recorded during the run: {recorded}")
     print("| figure | seconds | vs one snapshot read |")
     print("|---|---|---|")
