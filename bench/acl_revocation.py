@@ -124,9 +124,8 @@ async def run(args: argparse.Namespace) -> int:
             kube.close()
     recorded = sum(1 for r in with_pending.requests if r.principal.namespace.startswith("new-"))
     worst = max(delays)
-    print(
-        f"ACL requests document: {len(text.encode()) / 1024:.0f} KiB, {args.pending} pending requests"
-    )
+    kib = len(text.encode()) / 1024
+    print(f"ACL requests document: {kib:.0f} KiB, {args.pending} pending requests")
     print(f"asks from new workloads: {args.asks}; recorded during the run: {recorded}")
     print("| figure | seconds | vs one snapshot read |")
     print("|---|---|---|")
