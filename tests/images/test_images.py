@@ -314,12 +314,13 @@ def test_controller_image_runs_the_controller_against_the_api(
         )  # fmt: skip
 
         def registered() -> bool:
-            """The controller saw the secret: its status and the ACL ConfigMap's list."""
+            """The controller saw the secret: its status and the list of known secrets, which
+            it keeps in the requests ConfigMap (it may not write the grants in rotor-acl)."""
             (rs,) = emu.objects("rotor.dev/v1alpha1", "rotatingsecrets")
             acl = [
                 cm
                 for cm in emu.objects("v1", "configmaps")
-                if cm["metadata"].get("name") == "rotor-acl"
+                if cm["metadata"].get("name") == "rotor-acl-requests"
                 and cm["metadata"].get("namespace") == "rotor-system"
             ]
             return bool(
@@ -329,7 +330,7 @@ def test_controller_image_runs_the_controller_against_the_api(
             )
 
         try:
-            wait_until("the controller to register shop/db (status, ACL ConfigMap)", registered)
+            wait_until("the controller to register shop/db (status, ACL requests ConfigMap)", registered)
         finally:
             logs = podman("logs", controller, check=False)
         assert "Traceback" not in logs.stderr, logs.stderr[-3000:]
