@@ -330,7 +330,9 @@ def test_controller_image_runs_the_controller_against_the_api(
             )
 
         try:
-            wait_until("the controller to register shop/db (status, ACL requests ConfigMap)", registered)
+            wait_until(
+                "the controller to register shop/db (status, ACL requests ConfigMap)", registered
+            )
         finally:
             logs = podman("logs", controller, check=False)
         assert "Traceback" not in logs.stderr, logs.stderr[-3000:]
