@@ -70,6 +70,7 @@ from rotorctl.processes import (
     Cancelled,
     HarnessError,
     Proc,
+    Started,
     _script,
     find_script,
     free_port,
@@ -111,7 +112,7 @@ ACL_CONFIGMAP = "rotor-acl"
 
 
 # -- the system ---------------------------------------------------------------------------------
-class System:
+class System(Started):
     """Emulator (or a real control plane, ``kube="real"``) + webhook + controller (+ OpenBao)
     + pods with agent processes."""
 
@@ -165,17 +166,6 @@ class System:
         self._pod_env: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- start and stop ---------------------------------------------------------------------
-    def __enter__(self) -> System:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api = self.backend.start()

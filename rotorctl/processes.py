@@ -15,12 +15,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 60.0
+
+
+class Started:
+    """A context manager over ``start()`` and ``stop()`` (the harness, the control plane, the
+    node): ``stop()`` also runs when ``start()`` fails half way, so nothing is left running."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class HarnessError(RuntimeError):

@@ -43,6 +43,7 @@ from rotorctl.processes import (
     STOP_TIMEOUT,
     HarnessError,
     Proc,
+    Started,
     free_port,
     wait_for,
 )
@@ -113,7 +114,7 @@ def bin_dir(names: Sequence[str] = COMPONENTS) -> Path:
     )
 
 
-class ControlPlane:
+class ControlPlane(Started):
     """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
 
     ``url``, ``ca_file`` (the cluster CA), ``admin_kubeconfig`` and ``admin`` (client
@@ -180,17 +181,6 @@ class ControlPlane:
 
     def log(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
-
-    def __enter__(self) -> ControlPlane:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- start and stop -------------------------------------------------------------------
     def start(self) -> ControlPlane:

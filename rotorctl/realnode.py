@@ -32,7 +32,7 @@ from typing import Any
 
 from rotorctl import kubepki, nodeconfig
 from rotorctl.nodeconfig import BRIDGE, GATEWAY, NODE_NAME, PAUSE_IMAGE, POD_CIDR, NodeLayout
-from rotorctl.processes import STOP_TIMEOUT, HarnessError, Proc, free_port, wait_for
+from rotorctl.processes import STOP_TIMEOUT, HarnessError, Proc, Started, free_port, wait_for
 from rotorctl.realkube import ControlPlane, bin_dir
 
 __all__ = ["NODE_BINARIES", "Node", "NodeControlPlane", "NodeUnavailable", "node_missing"]
@@ -88,7 +88,7 @@ class NodeControlPlane(ControlPlane):
         ]
 
 
-class Node:
+class Node(Started):
     """containerd, the kubelet and kube-proxy for ``cp`` (a started
     :class:`rotorctl.realkube.ControlPlane` advertising :data:`GATEWAY`), files in
     ``workdir``. :meth:`start` returns once the node is Ready."""
@@ -113,17 +113,6 @@ class Node:
 
     def log(self, name: str) -> Path:
         return self.layout.root / "logs" / f"{name}.log"
-
-    def __enter__(self) -> Node:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> Node:
