@@ -380,11 +380,6 @@ def holding(c: Cluster, v: str) -> Callable[[], tuple[str, str] | None]:
     return lambda: r if (r := env_value(c)) and r[1] == v else None
 
 
-@pytest.mark.skip(
-    reason="the controller's restart of env readers after a rotation is issue h26's feature, "
-    "not in this branch: on the real node the env reader kept the old value 4 minutes after a "
-    "rotate-now (h28 report); unskip once h26 has landed"
-)
 def test_env_delivery_restarts_the_reader_with_the_new_value(release: Cluster) -> None:
     c = release
     value = writer_value(c)
