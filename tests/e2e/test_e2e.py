@@ -413,7 +413,7 @@ except urllib.error.HTTPError as e:
     "consumer of the namespace; while vol and envr (tests above) keep their grants the view "
     "stays, and the revoked reader's agent keeps its files through the watch it opened before "
     "the revoke (the API server authorizes a watch once, at its start). Alone in its "
-    "namespace the reader's files go within about 2 s (checked by hand, see the h28 report).",
+    "namespace the reader's files go within about 2 s (checked by hand).",
 )
 def test_revoke_removes_the_readers_file_and_its_token_is_refused(release: Cluster) -> None:
     """Last in this file: it takes the reader's grant back."""
