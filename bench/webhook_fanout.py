@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.webhook_hostile import SERVER  # noqa: E402
+from bench.webhook_hostile import SERVER, healthy  # noqa: E402
 from rotorctl.processes import free_port, proc_status  # noqa: E402
 from rotorctl.tls import make_certs  # noqa: E402
 
@@ -70,17 +70,8 @@ async def one(containers: int, delivery: str, tmp: Path) -> str:
     body = review(containers, delivery)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    async with s.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    return f"| {containers} | the webhook did not start |"
-                await asyncio.sleep(0.1)
+            if not await healthy(s, port, ctx, server):
+                return f"| {containers} | the webhook did not start |"
             before = proc_status(server.pid, "VmHWM")
             start = time.perf_counter()
             url = f"https://127.0.0.1:{port}/mutate"

@@ -95,6 +95,26 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+async def healthy(
+    session: Any, port: int, ctx: ssl.SSLContext, server: subprocess.Popen[bytes]
+) -> bool:
+    """Wait (at most 30 s) for the webhook on ``port`` to answer /healthz 200; False when it
+    does not, or its process ``server`` ends first."""
+    import aiohttp
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as r:
+                if r.status == 200:
+                    return True
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            return False
+        await asyncio.sleep(0.1)
+
+
 async def run(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -121,18 +141,9 @@ async def run(args: argparse.Namespace) -> int:
     headers = {"Content-Type": "application/json"}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    async with s.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("the webhook did not start", file=sys.stderr)
-                    return 1
-                await asyncio.sleep(0.1)
+            if not await healthy(s, port, ctx, server):
+                print("the webhook did not start", file=sys.stderr)
+                return 1
 
             async def send(body: bytes) -> tuple[float, dict[str, Any]]:
                 start = time.perf_counter()
