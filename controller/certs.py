@@ -212,7 +212,8 @@ def ca_bundle_patch(webhook_config: Mapping[str, Any], ca_pem: str) -> list[dict
 
 
 # -- minting -------------------------------------------------------------------------------------
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    """A private key as unencrypted PKCS#8 PEM."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -251,7 +252,7 @@ def make_ca(now: float, lifetime: float = CA_LIFETIME, name: str = "rotor-webhoo
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return KeyPair(to_pem(cert), _key_pem(key))
+    return KeyPair(to_pem(cert), key_pem(key))
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -315,7 +316,7 @@ def make_serving_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return KeyPair(to_pem(cert), _key_pem(key))
+    return KeyPair(to_pem(cert), key_pem(key))
 
 
 def secret_data(pairs: Mapping[str, str]) -> dict[str, str]:

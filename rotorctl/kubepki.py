@@ -65,7 +65,7 @@ class Pki:
             _write(self.dir / "apiserver.key", serving.key_pem, secret=True),
         )
         sa_key = ec.generate_private_key(ec.SECP256R1())
-        self.sa_key = _write(self.dir / "sa.key", _key_pem(sa_key), secret=True)
+        self.sa_key = _write(self.dir / "sa.key", certs.key_pem(sa_key), secret=True)
         self.sa_pub = _write(
             self.dir / "sa.pub",
             sa_key.public_key()
@@ -82,14 +82,6 @@ class Pki:
             _write(self.dir / f"{name}.crt", cert_pem),
             _write(self.dir / f"{name}.key", key_pem, secret=True),
         )
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def client_cert(ca: certs.KeyPair, user: str, groups: Sequence[str]) -> tuple[str, str]:
@@ -116,7 +108,7 @@ def client_cert(ca: certs.KeyPair, user: str, groups: Sequence[str]) -> tuple[st
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), certs.key_pem(key)
 
 
 def kubeconfig(
