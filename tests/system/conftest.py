@@ -4,12 +4,16 @@ the API emulator or, with `--kube=real` (or ROTOR_TEST_KUBE=real), on a real con
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rotorctl.harness import System
+from rotorctl.harness import System, wait_for
 from tests.conftest import IN_CI
 
 
@@ -59,3 +63,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@contextlib.contextmanager
+def rotor_kube(
+    tmp_path: Path, *, real: bool, stop_timeout: float
+) -> Iterator[tuple[Path, list[str]]]:
+    """``rotor kube`` (``--real``: the real control plane) as a process, as a user starts it;
+    yields its admin kubeconfig and a list that holds its output once SIGTERM has stopped it
+    (with exit 0) at the end of the block."""
+    cfg = tmp_path / "admin.kubeconfig"
+    rotor = str(Path(sys.executable).parent / "rotor")
+    real_args = ["--real", "--dir", str(tmp_path / "kube")] if real else []
+    proc = subprocess.Popen(
+        [rotor, "kube", "--kubeconfig", str(cfg), *real_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 120)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        yield cfg, output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=stop_timeout)
+        output.append(out)
+    assert proc.returncode == 0, out

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rotorctl.harness import wait_for
+from tests.system.conftest import rotor_kube
 
 
 def kubectls() -> list[str]:
@@ -52,24 +50,9 @@ metadata: {name: reader, namespace: shop}
 def served(tmp_path: Path, kube: str) -> Iterator[Path]:
     """``rotor kube`` (``--real`` on the real backend) as a process; yields its admin
     kubeconfig."""
-    cfg = tmp_path / "admin.kubeconfig"
-    rotor = str(Path(sys.executable).parent / "rotor")
-    real = ["--real", "--dir", str(tmp_path / "kube")] if kube == "real" else []
-    proc = subprocess.Popen(
-        [rotor, "kube", "--kubeconfig", str(cfg), *real],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 120)
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+    with rotor_kube(tmp_path, real=kube == "real", stop_timeout=20) as (cfg, output):
         yield cfg
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0, out
-        assert "admin kubeconfig" in out
+    assert "admin kubeconfig" in output[0]
 
 
 def token_kubeconfig(admin: Path, token: str, path: Path) -> Path:

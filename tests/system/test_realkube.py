@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from rotorctl import backends
 from rotorctl.harness import ApiError, wait_for
 from rotorctl.kubeapi import Api
 from rotorctl.realkube import ControlPlane, bin_dir
-from tests.system.conftest import require_real
+from tests.system.conftest import require_real, rotor_kube
 
 GO_MOD = Path(__file__).resolve().parents[2] / "tools" / "kube" / "kubernetes" / "go.mod"
 
@@ -47,17 +45,7 @@ def ns(api: Api, name: str) -> None:
 
 def test_kubectl_version_against_rotor_kube_real_is_the_pinned_release(tmp_path: Path) -> None:
     require_real()
-    cfg = tmp_path / "admin.kubeconfig"
-    rotor = str(Path(sys.executable).parent / "rotor")
-    proc = subprocess.Popen(
-        [rotor, "kube", "--real", "--kubeconfig", str(cfg), "--dir", str(tmp_path / "work")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for(lambda: cfg.exists() or proc.poll() is not None, "the kubeconfig", 120)
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+    with rotor_kube(tmp_path, real=True, stop_timeout=60) as (cfg, output):
         kubectl = str(bin_dir(("kubectl",)) / "kubectl")
         out = subprocess.run(
             [kubectl, "--kubeconfig", str(cfg), "version", "-o", "json"],
@@ -76,12 +64,8 @@ def test_kubectl_version_against_rotor_kube_real_is_the_pinned_release(tmp_path:
             timeout=60,
         )
         assert crds.returncode == 0, crds.stderr  # Rotor's kinds are served
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out_text, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out_text
-    assert f"Kubernetes control plane {pinned_version()}" in out_text
-    assert "stopped" in out_text
+    assert f"Kubernetes control plane {pinned_version()}" in output[0]
+    assert "stopped" in output[0]
 
 
 def whoami(api: Api) -> Any:
